@@ -1,0 +1,3 @@
+"""collector: trace mail across a fleet of Postfix servers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,323 @@
+"""Plain values handed from one pipeline stage to the next.
+
+inventory -> transport -> discovery -> retrieval -> parse -> assemble -> correlate -> render.
+Everything here is a frozen dataclass (or an enum); no I/O happens on attribute access.
+Identity is explicit: a queue ID is unique only per host (and Postfix instance) and is
+reused over time, so groups are keyed by ``(host, queue_id)`` plus time, never by the ID alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+class TransportKind(enum.StrEnum):
+    SSH = "ssh"
+    LOCAL = "local"
+
+
+class SourceMode(enum.StrEnum):
+    """Where a host's log lines come from (inventory key ``source``)."""
+
+    AUTO = "auto"
+    FILES = "files"
+    JOURNAL = "journal"
+
+
+class HostKeyPolicy(enum.StrEnum):
+    STRICT = "strict"
+    ACCEPT_NEW = "accept-new"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One mail server of the inventory, with every default already cascaded in."""
+
+    name: str
+    transport: TransportKind = TransportKind.SSH
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    proxy_jump: str | None = None
+    sudo: bool = False
+    timezone: str | None = None
+    groups: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    root: str | None = None  # local transport: the directory that is this host's "/"
+    logs: tuple[str, ...] = ()  # explicit paths/globs that override discovery
+    source: SourceMode = SourceMode.AUTO
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Global, file-level settings of an inventory."""
+
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    host_key_policy: HostKeyPolicy = HostKeyPolicy.STRICT
+    workers: int = 16
+    connect_timeout: float = 10.0
+    command_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    path: str
+    hosts: tuple[Host, ...]
+    groups: tuple[str, ...] = ()
+    settings: Settings = field(default_factory=Settings)
+
+
+# --------------------------------------------------------------------------- per-host outcome
+
+
+class Stage(enum.StrEnum):
+    """The step of the per-host pipeline at which something went wrong."""
+
+    CONFIG = "config"
+    CONNECT = "connect"
+    HOST_KEY = "host-key"
+    AUTH = "auth"
+    SUDO = "sudo"
+    DISCOVER = "discover"
+    READ = "read"
+    PARSE = "parse"
+
+
+@dataclass(frozen=True, slots=True)
+class HostError:
+    host: str
+    stage: Stage
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.host}: {self.stage}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostResult(Generic[T]):
+    """A value or an error for one host; failure is data until the CLI decides."""
+
+    host: str
+    value: T | None = None
+    error: HostError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    command: str
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+class Compression(enum.StrEnum):
+    NONE = ""
+    GZIP = "gz"
+    BZIP2 = "bz2"
+    XZ = "xz"
+    ZSTD = "zst"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    """A place on a host where Postfix lines are found.
+
+    ``kind`` is ``file`` or ``journal``. ``origin`` says why it was chosen
+    (``maillog_file``, ``default``, ``inventory``, ``journal``). Files are listed
+    oldest to newest; ``mtime`` (seconds since the epoch) anchors the year of
+    timestamps that carry none.
+    """
+
+    path: str
+    kind: str = "file"
+    origin: str = "default"
+    compression: Compression = Compression.NONE
+    size: int | None = None
+    mtime: float | None = None
+    instance: str | None = None
+    readable: bool = True
+
+
+# --------------------------------------------------------------------------- parse
+
+
+class Kind(enum.StrEnum):
+    """What one Postfix log line says."""
+
+    CLIENT = "client"  # smtpd  ID: client=name[ip][, orig_queue_id=..., orig_client=...]
+    PICKUP = "pickup"  # pickup ID: uid=N from=<s> [orig_id=OLD]
+    MESSAGE_ID = "message-id"  # cleanup ID: message-id=<...>
+    RESENT_MESSAGE_ID = "resent-message-id"
+    QUEUED = "queued"  # qmgr ID: from=<s>, size=N, nrcpt=N (queue active)
+    DELIVERY = "delivery"  # agent ID: to=<r>, relay=..., dsn=..., status=WORD (text)
+    EXPIRED = "expired"  # qmgr ID: from=<s>, status=expired, returned to sender
+    REMOVED = "removed"  # qmgr ID: removed
+    NOTIFICATION = "notification"  # bounce ID: sender non-delivery notification: CHILD
+    REJECT = "reject"  # smtpd/postscreen/cleanup reject (with an ID or NOQUEUE)
+    ACTION = "action"  # hold/discard/filter/redirect/warn/... by smtpd or cleanup
+    POSTSUPER = "postsuper"  # postsuper ID: removed|requeued|placed on hold|...
+    CONNECT = "connect"  # smtpd connect from name[ip]
+    DISCONNECT = "disconnect"
+    DIAGNOSTIC = "diagnostic"  # warning:/error:/fatal:/panic:
+    OTHER = "other"  # a Postfix line with no tracing meaning (TLS, postscreen, anvil, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One parsed log line.
+
+    ``host`` is the host name written in the line's envelope (the caller knows
+    which inventory host the source belongs to). ``instance`` is the first
+    component of the syslog tag (``postfix``, ``postfix-out``), ``service`` the
+    middle ones (``relay``, ``submission``, ``""``), ``program`` the last
+    (``smtpd``). ``queue_id`` is None for NOQUEUE and for lines without an ID.
+    ``child`` is the queue ID this line hands the message to (``queued as``,
+    ``forwarded as``, a notification's new ID, a requeue's new ID).
+    """
+
+    time: datetime
+    host: str
+    instance: str
+    service: str
+    program: str
+    pid: int | None
+    queue_id: str | None
+    kind: Kind
+    fields: Mapping[str, str]
+    text: str = ""
+    child: str | None = None
+    severity: str = ""
+    line: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ParseStats:
+    """What a parse of one source saw; unknown and bad lines are counted, never fatal."""
+
+    lines: int = 0
+    parsed: int = 0
+    unknown: int = 0  # envelope not recognised, or a non-Postfix program
+    bad: int = 0  # undecodable bytes, NUL, over-long, binary junk
+    blank: int = 0
+    unknown_samples: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- assemble
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery-status line for one recipient."""
+
+    time: datetime
+    program: str
+    status: str  # sent | deferred | bounced | expired | undeliverable | deliverable | ...
+    relay: str | None = None
+    delay: float | None = None
+    delays: str | None = None
+    dsn: str | None = None
+    response: str = ""
+    next_queue_id: str | None = None  # "queued as" / "forwarded as"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A recipient of one queue file, with its last status and every attempt."""
+
+    address: str
+    orig_address: str | None
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def last(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def status(self) -> str:
+        return self.attempts[-1].status
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """A queue ID this message handed itself (or a notification) to."""
+
+    queue_id: str
+    via: str  # queued-as | forwarded-as | notification | requeue
+    recipient: str | None = None
+    relay: str | None = None
+    time: datetime | None = None
+    detail: str = ""  # e.g. "sender non-delivery notification"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A refusal: smtpd/postscreen (NOQUEUE or with an ID) or cleanup."""
+
+    time: datetime
+    host: str
+    program: str
+    queue_id: str | None
+    stage: str  # RCPT, CONNECT, END-OF-MESSAGE, header, body, ...
+    client: str | None
+    sender: str | None
+    recipient: str | None
+    response: str
+    action: str = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGroup:
+    """Everything one host logged about one queue file (one life of one queue ID)."""
+
+    host: str
+    instance: str
+    queue_id: str
+    first_time: datetime
+    last_time: datetime
+    client: str | None = None  # name[ip] from smtpd client=
+    client_ip: str | None = None
+    origin: str = ""  # smtp | pickup | local (bounce/notification or internal) | ""
+    sender: str | None = None
+    size: int | None = None
+    nrcpt: int | None = None
+    message_id: str | None = None
+    resent_message_id: str | None = None
+    orig_queue_id: str | None = None  # smtpd client= orig_queue_id= (content filter re-injection)
+    orig_client: str | None = None
+    requeued_from: str | None = None  # pickup orig_id= (postsuper -r)
+    uid: int | None = None
+    recipients: tuple[Recipient, ...] = ()
+    children: tuple[Child, ...] = ()
+    rejects: tuple[Reject, ...] = ()
+    removed: bool = False
+    expired: bool = False
+    held: bool = False
+    discarded: bool = False
+    records: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostLog:
+    """What assembly made of one host's lines."""
+
+    host: str
+    groups: tuple[QueueGroup, ...]
+    rejects: tuple[Reject, ...]  # NOQUEUE rejects (no queue file)
+    stats: ParseStats = field(default_factory=ParseStats)
