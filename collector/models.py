@@ -314,6 +314,25 @@ class QueueGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class Row:
+    """One search result: one recipient of one queue file on one host (or one reject)."""
+
+    time: datetime
+    host: str
+    queue_id: str | None
+    sender: str | None
+    recipient: str | None
+    orig_recipient: str | None
+    status: str
+    dsn: str | None
+    relay: str | None
+    delay: float | None
+    message_id: str | None
+    response: str
+    client: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class HostLog:
     """What assembly made of one host's lines."""
 
@@ -321,3 +340,96 @@ class HostLog:
     groups: tuple[QueueGroup, ...]
     rejects: tuple[Reject, ...]  # NOQUEUE rejects (no queue file)
     stats: ParseStats = field(default_factory=ParseStats)
+
+
+# --- correlate
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class GroupRef:
+    """Names one queue group. A short queue ID is reused, so a ref alone can match two lives."""
+
+    host: str
+    queue_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Evidence that ``child`` carries on the message (or a notification) of ``parent``.
+
+    ``strength`` is ``strong`` (a logged hand-off) or ``weak`` (message-id fallback).
+    ``parent_time``/``child_time`` are the groups' first times: they pick the life of a reused ID.
+    """
+
+    parent: GroupRef
+    child: GroupRef
+    via: str
+    evidence: tuple[str, ...]
+    strength: str
+    parent_time: datetime | None = None
+    child_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackwardHint:
+    """A group whose ``client=`` is a fleet host but which has no parent yet: look there."""
+
+    host: str  # the previous host, named by the child's client=
+    message_id: str | None
+    time: datetime
+    child: GroupRef
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One queue group on the way of a message.
+
+    ``via``: smtp | reinjection | forward | pickup | notification | requeue | local | entry |
+    message-id.
+    """
+
+    host: str
+    queue_id: str
+    time: datetime  # the group's first_time
+    client: str | None
+    parent: GroupRef | None
+    via: str
+    evidence: tuple[str, ...]
+    group: QueueGroup
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    """Where one recipient ended.
+
+    ``status`` is Postfix's word (sent, bounced, deferred, expired, rejected, unknown);
+    ``outcome`` is the conclusion from the evidence: delivered, relayed-out, discarded, bounced,
+    queued, expired, rejected, lost or unknown. ``path`` runs from the entry group to the group
+    that logged the outcome, re-injection hops included.
+    """
+
+    address: str
+    orig_address: str | None
+    status: str
+    outcome: str
+    host: str
+    queue_id: str
+    dsn: str | None
+    response: str
+    time: datetime | None
+    path: tuple[GroupRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """One message across the fleet; ``notes`` say where the trail was lost and why."""
+
+    message_id: str | None
+    sender: str | None
+    first_seen: datetime
+    last_seen: datetime
+    size: int | None
+    hops: tuple[Hop, ...]
+    recipients: tuple[RecipientOutcome, ...]
+    notifications: tuple[Trace, ...]
+    notes: tuple[str, ...]

@@ -1,0 +1,814 @@
+"""Link per-host queue groups into message traces across the fleet.
+
+A queue ID names a queue file only on one host and only for one life (short IDs are reused after
+``removed``), so every link is chosen by host *and* time, and confirmed by whatever else was
+logged (``client=``, message-id). Nothing here links two groups by a queue ID alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from collector.models import (
+    Attempt,
+    BackwardHint,
+    GroupRef,
+    Hop,
+    Host,
+    HostLog,
+    Link,
+    QueueGroup,
+    Recipient,
+    RecipientOutcome,
+    Reject,
+    Trace,
+)
+
+DEFAULT_SKEW = timedelta(minutes=5)
+MAX_DEPTH = 64  # hops (and nested notifications) per trace; a mail loop must not recurse forever
+
+# Postfix relay= forms: name[addr]:port (TCP), name[private/socket] (LMTP on a UNIX socket),
+# or a bare service name (local, virtual, dovecot, none).
+_RELAY_RE = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$")
+# client= is name[addr] or, with smtpd_client_port_logging, name[addr]:port.
+_CLIENT_RE = _RELAY_RE
+# A Message-ID that cleanup added: <YYYYMMDDHHMMSS.QUEUEID@myhostname> (short IDs) or
+# <QUEUEID@myhostname> (long IDs). It names the origin host's myhostname.
+_ADDED_MSGID_RE = re.compile(r"^<(?:\d{14}\.)?(?P<qid>[0-9A-Za-z]+)@(?P<host>[^>@\s]+)>$")
+_DSN_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "localhost6"})
+# Only the canonical loopback addresses mean "this host": a lab may put each host on its own
+# 127.0.0.x, and those must resolve through the inventory like any other address.
+_LOOPBACK_ADDRS = frozenset({"127.0.0.1", "::1"})
+_FINAL_PROGRAMS = frozenset({"local", "virtual", "lmtp", "pipe"})
+_FINAL_RELAYS = frozenset({"local", "virtual", "dovecot", "maildrop", "cyrus"})
+
+
+# --------------------------------------------------------------------------- host index
+
+
+def _norm(key: str) -> str:
+    key = key.strip().strip("[]").rstrip(".").lower()
+    # IPv4-mapped IPv6 (::ffff:192.0.2.1) names the IPv4 address.
+    if key.startswith("::ffff:") and "." in key:
+        key = key[len("::ffff:") :]
+    return key
+
+
+@dataclass(frozen=True)
+class HostIndex:
+    """Names, addresses and aliases of fleet hosts, each mapped to the inventory name."""
+
+    keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hosts: tuple[str, ...] = ()
+
+    def candidates(self, name_or_ip: str) -> tuple[str, ...]:
+        return self.keys.get(_norm(name_or_ip), ())
+
+    def resolve(self, name_or_ip: str) -> str | None:
+        """The one fleet host that name or address stands for; None if unknown or ambiguous."""
+        found = self.candidates(name_or_ip)
+        return found[0] if len(found) == 1 else None
+
+
+def build_host_index(hosts: Sequence[Host], logs: Sequence[HostLog] = ()) -> HostIndex:
+    """Index the inventory, then learn the names each host calls itself in its own logs.
+
+    Learned: the line envelope's host name, the ``myhostname`` in Message-IDs that cleanup
+    added (they embed the host's own queue ID) and in LMTP-over-socket relays.
+    """
+    keys: dict[str, list[str]] = {}
+
+    def add(key: str | None, host: str) -> None:
+        if not key:
+            return
+        found = keys.setdefault(_norm(key), [])
+        if host not in found:
+            found.append(host)
+
+    names = [h.name for h in hosts]
+    for h in hosts:
+        add(h.name, h.name)
+        add(h.address, h.name)
+        for alias in h.aliases:
+            add(alias, h.name)
+    for log in logs:
+        if log.host not in names:
+            names.append(log.host)
+        add(log.host, log.host)
+        for group in log.groups:
+            for record in group.records:
+                add(record.host, log.host)
+            m = _ADDED_MSGID_RE.match(group.message_id or "")
+            if m and m.group("qid") == group.queue_id:
+                add(m.group("host"), log.host)
+            for rcpt in group.recipients:
+                for attempt in rcpt.attempts:
+                    rm = _RELAY_RE.match(attempt.relay or "")
+                    if rm and rm.group("addr").startswith(("private/", "public/")):
+                        add(rm.group("name"), log.host)
+        for reject in log.rejects:
+            add(reject.host, log.host)
+    return HostIndex({k: tuple(v) for k, v in keys.items()}, tuple(names))
+
+
+def _split_namaddr(text: str | None) -> tuple[str, str]:
+    m = _RELAY_RE.match(text or "")
+    if not m:
+        return (text or "", "")
+    return (m.group("name"), m.group("addr"))
+
+
+def _is_loopback(name: str, addr: str) -> bool:
+    return _norm(addr) in _LOOPBACK_ADDRS or _norm(name) in _LOOPBACK_NAMES
+
+
+def _resolve_peer(index: HostIndex, namaddr: str | None, here: str) -> str | None:
+    """The fleet host a relay= or client= value names, seen from host ``here``."""
+    name, addr = _split_namaddr(namaddr)
+    found: tuple[str, ...] = ()
+    if addr:
+        found = index.candidates(addr)
+    if not found and name and name != "unknown":
+        found = index.candidates(name)
+    if here in found:
+        return here
+    if len(found) == 1:
+        return found[0]
+    if not found and _is_loopback(name, addr):
+        return here
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- graph
+
+
+@dataclass(slots=True)
+class _Edge:
+    parent: int
+    child: int
+    via: str
+    evidence: list[str]
+    strength: str
+    recipients: set[str]  # parent recipient addresses that continue in the child
+
+
+@dataclass(frozen=True, slots=True)
+class _Missing:
+    """A hand-off whose target group is not (yet) in the logs."""
+
+    parent: int
+    target: GroupRef
+    time: datetime
+    recipients: frozenset[str]
+    note: str
+
+
+@dataclass(slots=True)
+class _Graph:
+    groups: list[QueueGroup]
+    edges: dict[tuple[int, int], _Edge] = field(default_factory=dict)
+    parent_of: dict[int, _Edge] = field(default_factory=dict)
+    missing: list[_Missing] = field(default_factory=list)
+    no_id: dict[tuple[int, str], str] = field(default_factory=dict)  # fleet reply without an ID
+
+
+@dataclass(frozen=True, slots=True)
+class _Handoff:
+    queue_id: str
+    kind: str  # queued-as | forwarded-as | notification
+    time: datetime
+    relay: str | None
+    recipient: str | None
+    detail: str
+
+
+def _handoffs(group: QueueGroup) -> list[_Handoff]:
+    out: list[_Handoff] = []
+    seen: set[tuple[str, str | None]] = set()
+    for rcpt in group.recipients:
+        for a in rcpt.attempts:
+            if a.next_queue_id and a.status == "sent":
+                kind = "forwarded-as" if _is_forward(a) else "queued-as"
+                out.append(_Handoff(a.next_queue_id, kind, a.time, a.relay, rcpt.address, ""))
+                seen.add((a.next_queue_id, rcpt.address))
+    for child in group.children:
+        if child.via == "notification":
+            out.append(
+                _Handoff(
+                    child.queue_id,
+                    "notification",
+                    child.time or group.last_time,
+                    None,
+                    None,
+                    child.detail,
+                )
+            )
+        elif child.via in ("queued-as", "forwarded-as") and (
+            (child.queue_id, child.recipient) not in seen
+        ):
+            time = child.time or group.last_time
+            out.append(_Handoff(child.queue_id, child.via, time, child.relay, child.recipient, ""))
+    return out
+
+
+def _is_forward(a: Attempt) -> bool:
+    return a.program == "local" or a.response.startswith("forwarded as")
+
+
+def _delta(later: datetime, earlier: datetime) -> str:
+    return f"time{(later - earlier).total_seconds():+.1f}s"
+
+
+def _fmt_delta(d: timedelta) -> str:
+    secs = int(abs(d.total_seconds()))
+    return f"{secs // 60}m{secs % 60:02d}s"
+
+
+def _addresses(group: QueueGroup) -> set[str]:
+    out: set[str] = set()
+    for r in group.recipients:
+        out.add(r.address.lower())
+        if r.orig_address:
+            out.add(r.orig_address.lower())
+    return out
+
+
+class _Linker:
+    def __init__(self, logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta) -> None:
+        self.index = index
+        self.skew = max_skew
+        groups = [g for log in logs for g in log.groups]
+        groups.sort(key=lambda g: (g.first_time, g.host, g.queue_id, g.instance))
+        self.graph = _Graph(groups)
+        self.logged_hosts = {log.host for log in logs}
+        self.lives: dict[tuple[str, str], list[int]] = {}
+        for i, g in enumerate(groups):
+            self.lives.setdefault((g.host, g.queue_id), []).append(i)
+
+    def run(self) -> _Graph:
+        candidates: list[_Edge] = []
+        for i, g in enumerate(self.graph.groups):
+            for h in _handoffs(g):
+                edge = self._follow(i, g, h)
+                if edge:
+                    candidates.append(edge)
+        for i, g in enumerate(self.graph.groups):
+            if g.orig_queue_id:
+                candidates.extend(self._backward(i, g, g.orig_queue_id, "reinjection"))
+            if g.requeued_from:
+                candidates.extend(self._backward(i, g, g.requeued_from, "requeue"))
+        for edge in candidates:
+            self._merge(edge)
+        self._choose_parents()
+        self._message_id_fallback()
+        return self.graph
+
+    # ---- forward hand-offs: queued as / forwarded as / notification
+
+    def _follow(self, i: int, g: QueueGroup, h: _Handoff) -> _Edge | None:
+        recipients = {h.recipient.lower()} if h.recipient else set()
+        if h.kind == "queued-as":
+            target = _resolve_peer(self.index, h.relay, g.host)
+            if target is None:
+                return None  # a server outside the inventory: the recipient left the fleet
+            via = "reinjection" if target == g.host else "smtp"
+            evidence = ["queued-as"]
+        elif h.kind == "forwarded-as":
+            target, via, evidence = g.host, "forward", ["forwarded-as"]
+        else:
+            target, via = g.host, "notification"
+            evidence = [h.detail or "notification"]
+        chosen: int | None = None
+        outside: timedelta | None = None
+        for j in self._by_time(target, h.queue_id, h.time):
+            child = self.graph.groups[j]
+            if j == i:
+                continue
+            d = child.first_time - h.time
+            if abs(d) > self.skew:
+                outside = d if outside is None or abs(d) < abs(outside) else outside
+                continue
+            extra = self._confirm(g, child, via)
+            if extra is None:
+                continue
+            chosen = j
+            evidence += extra
+            evidence.append(_delta(child.first_time, h.time))
+            break
+        if chosen is None:
+            ref = GroupRef(target, h.queue_id)
+            if outside is not None:
+                note = (
+                    f"lost at {target}: queue ID {h.queue_id} is logged only "
+                    f"{_fmt_delta(outside)} away from the hand-off by {g.host}/{g.queue_id} "
+                    f"(beyond max skew {_fmt_delta(self.skew)})"
+                )
+            else:
+                note = f"lost at {target}: no log of queue ID {h.queue_id}"
+            self.graph.missing.append(_Missing(i, ref, h.time, frozenset(recipients), note))
+            return None
+        return _Edge(i, chosen, via, evidence, "strong", recipients)
+
+    def _by_time(self, host: str, qid: str, t: datetime) -> list[int]:
+        lives = self.lives.get((host, qid), [])
+        return sorted(lives, key=lambda j: (abs(self.graph.groups[j].first_time - t), j))
+
+    def _confirm(self, parent: QueueGroup, child: QueueGroup, via: str) -> list[str] | None:
+        """Extra evidence for a hand-off, or None when the child contradicts it."""
+        extra: list[str] = []
+        if via in ("smtp", "reinjection") and child.client:
+            came_from = _resolve_peer(self.index, child.client, child.host)
+            if came_from == parent.host:
+                extra.append(f"client={child.client}")
+            elif came_from is not None and came_from != child.host:
+                return None  # the child came from another fleet host: another message
+        if via == "notification":
+            if child.sender not in (None, ""):
+                return None  # notifications are sent from the null sender
+        elif parent.message_id and child.message_id:
+            if parent.message_id != child.message_id:
+                return None
+            extra.append("message-id")
+        return extra
+
+    # ---- backward links: orig_queue_id= (XFORWARD), orig_id= (postsuper -r)
+
+    def _backward(self, i: int, g: QueueGroup, qid: str, via: str) -> list[_Edge]:
+        lives = [
+            j
+            for j in self.lives.get((g.host, qid), [])
+            if j != i and self.graph.groups[j].first_time <= g.first_time + self.skew
+        ]
+        if not lives:
+            self.graph.missing.append(
+                _Missing(
+                    i,
+                    GroupRef(g.host, qid),
+                    g.first_time,
+                    frozenset(),
+                    f"lost at {g.host}: no log of queue ID {qid} (origin of {g.queue_id})",
+                )
+            )
+            return []
+        # The newest life that began before this one is the one that handed it on.
+        j = max(lives, key=lambda k: (self.graph.groups[k].first_time, k))
+        parent = self.graph.groups[j]
+        if via == "requeue":
+            evidence = ["orig_id"]
+            final = {"sent", "bounced"}
+            recipients = {r.address.lower() for r in parent.recipients if r.status not in final}
+        else:
+            evidence = ["orig_queue_id"]
+            if parent.message_id and g.message_id:
+                if parent.message_id != g.message_id:
+                    return []
+                evidence.append("message-id")
+            wanted = _addresses(g)
+            recipients = {
+                r.address.lower()
+                for r in parent.recipients
+                if r.status == "sent" and r.address.lower() in wanted
+            }
+        return [_Edge(j, i, via, evidence, "strong", recipients)]
+
+    def _merge(self, edge: _Edge) -> None:
+        key = (edge.parent, edge.child)
+        old = self.graph.edges.get(key)
+        if old is None:
+            self.graph.edges[key] = edge
+            return
+        old.evidence += [e for e in edge.evidence if e not in old.evidence]
+        old.recipients |= edge.recipients
+        if old.via == "reinjection" or edge.via == "notification":
+            return
+        if edge.via == "reinjection":
+            old.via = "reinjection"
+
+    def _choose_parents(self) -> None:
+        by_child: dict[int, list[_Edge]] = {}
+        for edge in self.graph.edges.values():
+            by_child.setdefault(edge.child, []).append(edge)
+        for child in sorted(by_child):
+            edges = sorted(by_child[child], key=lambda e: (-len(e.evidence), e.parent))
+            for edge in edges:
+                if not self._is_ancestor(child, edge.parent):
+                    self.graph.parent_of[child] = edge
+                    break
+        # Edges that lost the choice are dropped: their recipients end at the parent.
+        self.graph.edges = {(e.parent, e.child): e for e in self.graph.parent_of.values()}
+
+    def _is_ancestor(self, node: int, of: int) -> bool:
+        seen: set[int] = set()
+        cur: int | None = of
+        while cur is not None and cur not in seen:
+            if cur == node:
+                return True
+            seen.add(cur)
+            edge = self.graph.parent_of.get(cur)
+            cur = edge.parent if edge else None
+        return False
+
+    # ---- fallback: same message-id + sender + recipient within the skew window
+
+    def _message_id_fallback(self) -> None:
+        groups = self.graph.groups
+        by_msgid: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            if g.message_id and g.message_id != "<>":
+                by_msgid.setdefault(g.message_id, []).append(i)
+        routed = {(e.parent, r) for e in self.graph.edges.values() for r in e.recipients}
+        for c, child in enumerate(groups):
+            if c in self.graph.parent_of or not child.message_id or child.sender is None:
+                continue
+            if child.client and _resolve_peer(self.index, child.client, child.host) is None:
+                continue  # it came from outside the fleet: a genuine entry
+            wanted = _addresses(child)
+            best: tuple[timedelta, int, str, Attempt] | None = None
+            for p in by_msgid.get(child.message_id, []):
+                parent = groups[p]
+                if p == c or parent.sender != child.sender:
+                    continue
+                for r in parent.recipients:
+                    a = r.last
+                    addr = r.address.lower()
+                    if a.status != "sent" or addr not in wanted or (p, addr) in routed:
+                        continue
+                    if parent.host != child.host and (
+                        _resolve_peer(self.index, a.relay, parent.host) != child.host
+                    ):
+                        continue
+                    d = abs(child.first_time - a.time)
+                    if d <= self.skew and (best is None or (d, p) < (best[0], best[1])):
+                        best = (d, p, addr, a)
+            if best is None or self._is_ancestor(c, best[1]):
+                continue
+            _, p, addr, a = best
+            parent = groups[p]
+            recipients = {
+                r.address.lower()
+                for r in parent.recipients
+                if r.last.status == "sent"
+                and r.address.lower() in wanted
+                and (p, r.address.lower()) not in routed
+            }
+            edge = _Edge(
+                p,
+                c,
+                "message-id",
+                ["message-id-match", _delta(child.first_time, a.time)],
+                "weak",
+                recipients,
+            )
+            self.graph.edges[(p, c)] = edge
+            self.graph.parent_of[c] = edge
+            routed |= {(p, r) for r in recipients}
+
+
+def _ref(g: QueueGroup) -> GroupRef:
+    return GroupRef(g.host, g.queue_id)
+
+
+def link_groups(
+    logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
+) -> list[Link]:
+    """Every parent→child link the logs prove (strong) or suggest by message-id (weak)."""
+    graph = _Linker(logs, index, max_skew).run()
+    links = [
+        Link(
+            _ref(graph.groups[e.parent]),
+            _ref(graph.groups[e.child]),
+            e.via,
+            tuple(e.evidence),
+            e.strength,
+            graph.groups[e.parent].first_time,
+            graph.groups[e.child].first_time,
+        )
+        for e in graph.edges.values()
+    ]
+    links.sort(key=lambda k: (k.child_time or k.parent_time, k.child, k.parent))
+    return links
+
+
+def pending_refs(
+    logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
+) -> set[GroupRef]:
+    """Groups that links point at but that the logs do not hold yet: fetch these next."""
+    graph = _Linker(logs, index, max_skew).run()
+    return {m.target for m in graph.missing}
+
+
+def backward_hints(
+    logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
+) -> list[BackwardHint]:
+    """Parentless groups whose ``client=`` is a fleet host: the previous hop to fetch."""
+    graph = _Linker(logs, index, max_skew).run()
+    hints: list[BackwardHint] = []
+    for i, g in enumerate(graph.groups):
+        if i in graph.parent_of or not g.client:
+            continue
+        prev = _resolve_peer(index, g.client, g.host)
+        if prev is None:
+            continue
+        hints.append(BackwardHint(prev, g.message_id, g.first_time, _ref(g)))
+    return hints
+
+
+# --------------------------------------------------------------------------- traces
+
+
+@dataclass(slots=True)
+class _TraceBuilder:
+    graph: _Graph
+    index: HostIndex
+    failed_hosts: Mapping[str, str]
+    logged_hosts: set[str]
+    children: dict[int, list[_Edge]] = field(default_factory=dict)
+    missing_by_parent: dict[int, list[_Missing]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for edge in self.graph.edges.values():
+            self.children.setdefault(edge.parent, []).append(edge)
+        for kids in self.children.values():
+            kids.sort(key=lambda e: (self.graph.groups[e.child].first_time, e.child))
+        for m in self.graph.missing:
+            self.missing_by_parent.setdefault(m.parent, []).append(m)
+
+    def build(self, root: int, entry: _Edge | None, depth: int = 0) -> Trace:
+        g = self.graph.groups
+        hops: list[Hop] = []
+        outcomes: list[RecipientOutcome] = []
+        notifications: list[Trace] = []
+        notes: list[str] = []
+        # (node, edge into it, path before it, recipients arriving from the parent)
+        stack: list[tuple[int, _Edge | None, tuple[GroupRef, ...], set[str]]] = [
+            (root, entry, (), set())
+        ]
+        while stack:
+            node, edge, path, arriving = stack.pop()
+            group = g[node]
+            path = path + (_ref(group),)
+            hops.append(self._hop(group, edge))
+            if len(path) > MAX_DEPTH:
+                notes.append(f"depth limit {MAX_DEPTH} reached at {group.host}/{group.queue_id}")
+                continue
+            onward: list[_Edge] = []
+            for kid in self.children.get(node, []):
+                if kid.via == "notification":
+                    if depth + 1 > MAX_DEPTH:
+                        notes.append(
+                            f"depth limit {MAX_DEPTH} reached at notification of "
+                            f"{group.host}/{group.queue_id}"
+                        )
+                        continue
+                    notifications.append(self.build(kid.child, kid, depth + 1))
+                else:
+                    onward.append(kid)
+            routed = {r for kid in onward for r in kid.recipients}
+            for m in self.missing_by_parent.get(node, []):
+                if not m.recipients:
+                    notes.append(self._lost_note(m))
+            outcomes += self._outcomes(node, path, routed, arriving, notes)
+            for kid in reversed(onward):
+                stack.append((kid.child, kid, path, set(kid.recipients)))
+        first = g[root]
+        return Trace(
+            message_id=next((h.group.message_id for h in hops if h.group.message_id), None),
+            sender=first.sender,
+            first_seen=min(h.group.first_time for h in hops),
+            last_seen=max(h.group.last_time for h in hops),
+            size=next((h.group.size for h in hops if h.group.size is not None), None),
+            hops=tuple(hops),
+            recipients=tuple(outcomes),
+            notifications=tuple(notifications),
+            notes=tuple(dict.fromkeys(notes)),
+        )
+
+    def _lost_note(self, m: _Missing) -> str:
+        host = m.target.host
+        reason = self.failed_hosts.get(host)
+        if reason is not None:
+            return f"lost at {host}: host failed: {reason} (queue ID {m.target.queue_id})"
+        if host not in self.logged_hosts:
+            return f"lost at {host}: no logs from this host (queue ID {m.target.queue_id})"
+        return m.note
+
+    def _hop(self, group: QueueGroup, edge: _Edge | None) -> Hop:
+        if edge is None:
+            via = {"pickup": "pickup", "local": "local"}.get(group.origin, "entry")
+            parent = None
+            evidence: tuple[str, ...] = ()
+        else:
+            via = edge.via
+            parent = _ref(self.graph.groups[edge.parent])
+            evidence = tuple(edge.evidence)
+        return Hop(
+            group.host,
+            group.queue_id,
+            group.first_time,
+            group.client,
+            parent,
+            via,
+            evidence,
+            group,
+        )
+
+    def _outcomes(
+        self,
+        node: int,
+        path: tuple[GroupRef, ...],
+        routed: set[str],
+        arriving: set[str],
+        notes: list[str],
+    ) -> list[RecipientOutcome]:
+        group = self.graph.groups[node]
+        missing = {addr: m for m in self.missing_by_parent.get(node, []) for addr in m.recipients}
+        out: list[RecipientOutcome] = []
+        seen: set[str] = set()
+        for r in group.recipients:
+            seen.add(r.address.lower())
+            if r.orig_address:
+                seen.add(r.orig_address.lower())
+            if r.address.lower() in routed:
+                continue
+            out.append(self._recipient(group, r, path, missing.get(r.address.lower()), notes))
+        for rej in group.rejects:
+            if rej.recipient and rej.recipient.lower() in seen:
+                continue
+            out.append(_reject_outcome(rej, group, path))
+            if rej.recipient:
+                seen.add(rej.recipient.lower())
+        for addr in sorted(arriving - seen):
+            # Handed on to this group, but it logged no delivery for the address (yet).
+            status = "unknown"
+            outcome = "unknown" if group.removed else "queued"
+            out.append(
+                RecipientOutcome(
+                    addr, None, status, outcome, group.host, group.queue_id, None, "", None, path
+                )
+            )
+        return out
+
+    def _recipient(
+        self,
+        group: QueueGroup,
+        r: Recipient,
+        path: tuple[GroupRef, ...],
+        missing: _Missing | None,
+        notes: list[str],
+    ) -> RecipientOutcome:
+        a = r.last
+        outcome = self._classify(group, r, a, missing, notes)
+        return RecipientOutcome(
+            r.address,
+            r.orig_address,
+            a.status,
+            outcome,
+            group.host,
+            group.queue_id,
+            a.dsn,
+            a.response,
+            a.time,
+            path,
+        )
+
+    def _classify(
+        self,
+        group: QueueGroup,
+        r: Recipient,
+        a: Attempt,
+        missing: _Missing | None,
+        notes: list[str],
+    ) -> str:
+        if a.status == "bounced":
+            return "expired" if group.expired else "bounced"
+        if a.status == "deferred":
+            return "expired" if group.expired else ("unknown" if group.removed else "queued")
+        if a.status != "sent":
+            return "unknown"
+        relay = (a.relay or "").lower()
+        if a.program == "discard" or (a.program == "local" and a.response == "discarded"):
+            return "discarded"
+        if missing is not None:
+            notes.append(self._lost_note(missing))
+            return "lost"
+        if a.program in _FINAL_PROGRAMS - {"lmtp"} or relay in _FINAL_RELAYS:
+            return "delivered"
+        name, addr = _split_namaddr(a.relay)
+        if a.program == "lmtp" and (not addr or not _is_ip(addr)):
+            return "delivered"  # LMTP over a UNIX socket: the mailbox server is this host
+        target = _resolve_peer(self.index, a.relay, group.host)
+        if target is None:
+            if a.program == "lmtp" and _is_loopback(name, addr):
+                return "delivered"
+            return "relayed-out"
+        if a.program == "lmtp":
+            return "delivered"
+        notes.append(
+            f"unknown at {target}: the reply to {group.host}/{group.queue_id} carries no "
+            f"queue ID ({a.response})"
+        )
+        return "unknown"
+
+
+def _reject_outcome(rej: Reject, group: QueueGroup, path: tuple[GroupRef, ...]) -> RecipientOutcome:
+    m = _DSN_RE.search(rej.response)
+    outcome = "discarded" if rej.action == "discard" else "rejected"
+    status = "rejected" if rej.action != "discard" else "unknown"
+    return RecipientOutcome(
+        rej.recipient or "",
+        None,
+        status,
+        outcome,
+        group.host,
+        group.queue_id,
+        m.group(1) if m else None,
+        rej.response,
+        rej.time,
+        path,
+    )
+
+
+def correlate(
+    logs: Sequence[HostLog],
+    index: HostIndex,
+    *,
+    max_skew: timedelta = DEFAULT_SKEW,
+    failed_hosts: Mapping[str, str] | None = None,
+) -> list[Trace]:
+    """One trace per message; every group belongs to exactly one trace.
+
+    Roots are groups with no parent; notification (DSN) traces are nested under the trace of
+    the message they report on. NOQUEUE rejects become one-hop traces. Ordered by
+    (first_seen, host, queue_id).
+    """
+    linker = _Linker(logs, index, max_skew)
+    graph = linker.run()
+    builder = _TraceBuilder(graph, index, failed_hosts or {}, linker.logged_hosts)
+    traces = [builder.build(i, None) for i in range(len(graph.groups)) if i not in graph.parent_of]
+    for log in logs:
+        for rej in log.rejects:
+            traces.append(_noqueue_trace(log.host, rej))
+    traces.sort(
+        key=lambda t: (
+            t.first_seen,
+            t.hops[0].host,
+            t.hops[0].queue_id,
+            tuple(r.address for r in t.recipients),
+        )
+    )
+    return traces
+
+
+def _noqueue_trace(host: str, rej: Reject) -> Trace:
+    """A reject without a queue file: a one-hop trace on the inventory host that logged it."""
+    _, addr = _split_namaddr(rej.client)
+    group = QueueGroup(
+        host=host,
+        instance="",
+        queue_id="NOQUEUE",
+        first_time=rej.time,
+        last_time=rej.time,
+        client=rej.client,
+        client_ip=addr or None,
+        origin="smtp",
+        sender=rej.sender,
+        rejects=(rej,),
+    )
+    path = (_ref(group),)
+    hop = Hop(host, group.queue_id, rej.time, rej.client, None, "entry", (), group)
+    return Trace(
+        message_id=None,
+        sender=rej.sender,
+        first_seen=rej.time,
+        last_seen=rej.time,
+        size=None,
+        hops=(hop,),
+        recipients=(_reject_outcome(rej, group, path),),
+        notifications=(),
+        notes=(),
+    )
+
+
+def _iter_groups(trace: Trace) -> Iterable[QueueGroup]:
+    for hop in trace.hops:
+        yield hop.group
+    for child in trace.notifications:
+        yield from _iter_groups(child)
+
+
+def select_traces(traces: Sequence[Trace], predicate: Callable[[QueueGroup], bool]) -> list[Trace]:
+    """Keep whole traces in which at least one group (notifications included) matches."""
+    return [t for t in traces if any(predicate(g) for g in _iter_groups(t))]
