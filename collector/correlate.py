@@ -163,6 +163,7 @@ class _Edge:
     evidence: list[str]
     strength: str
     recipients: set[str]  # parent recipient addresses that continue in the child
+    refused: set[str] = field(default_factory=set)  # parent recipients the child refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,12 +252,18 @@ class _Linker:
         self.index = index
         self.skew = max_skew
         groups = [g for log in logs for g in log.groups]
+        # A NOQUEUE reject is a node too: an entry reject is a one-hop trace, and a refusal by
+        # the next fleet hop belongs to the trace of the message it refused.
+        groups += [_noqueue_group(log.host, rej) for log in logs for rej in log.rejects]
         groups.sort(key=lambda g: (g.first_time, g.host, g.queue_id, g.instance))
         self.graph = _Graph(groups)
         self.logged_hosts = {log.host for log in logs}
         self.lives: dict[tuple[str, str], list[int]] = {}
+        self.on_host: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
             self.lives.setdefault((g.host, g.queue_id), []).append(i)
+            if g.rejects:
+                self.on_host.setdefault(g.host, []).append(i)
 
     def run(self) -> _Graph:
         candidates: list[_Edge] = []
@@ -265,6 +272,8 @@ class _Linker:
                 edge = self._follow(i, g, h)
                 if edge:
                     candidates.append(edge)
+        for i, g in enumerate(self.graph.groups):
+            candidates.extend(self._refusals(i, g))
         for i, g in enumerate(self.graph.groups):
             if g.orig_queue_id:
                 candidates.extend(self._backward(i, g, g.orig_queue_id, "reinjection"))
@@ -321,6 +330,41 @@ class _Linker:
             self.graph.missing.append(_Missing(i, ref, h.time, frozenset(recipients), note))
             return None
         return _Edge(i, chosen, via, evidence, "strong", recipients)
+
+    def _refusals(self, i: int, g: QueueGroup) -> list[_Edge]:
+        """Link a bounced/deferred attempt to the reject the next fleet host logged for it."""
+        edges: list[_Edge] = []
+        for r in g.recipients:
+            addr = r.address.lower()
+            for a in r.attempts:
+                if a.status not in ("bounced", "deferred") or " said: " not in a.response:
+                    continue
+                target = _resolve_peer(self.index, a.relay, g.host)
+                if target is None:
+                    continue
+                best: tuple[timedelta, int, Reject] | None = None
+                for j in self.on_host.get(target, []):
+                    for rej in self.graph.groups[j].rejects:
+                        d = abs(rej.time - a.time)
+                        if (
+                            d > self.skew
+                            or (rej.recipient or addr).lower() != addr
+                            or (
+                                rej.sender is not None
+                                and g.sender is not None
+                                and rej.sender != g.sender
+                            )
+                            or _resolve_peer(self.index, rej.client, target) != g.host
+                            or j == i
+                        ):
+                            continue
+                        if best is None or (d, j) < (best[0], best[1]):
+                            best = (d, j, rej)
+                if best is not None:
+                    _, j, rej = best
+                    evidence = ["refused", f"client={rej.client}", _delta(rej.time, a.time)]
+                    edges.append(_Edge(i, j, "smtp", evidence, "strong", set(), {addr}))
+        return edges
 
     def _by_time(self, host: str, qid: str, t: datetime) -> list[int]:
         lives = self.lives.get((host, qid), [])
@@ -392,6 +436,7 @@ class _Linker:
             return
         old.evidence += [e for e in edge.evidence if e not in old.evidence]
         old.recipients |= edge.recipients
+        old.refused |= edge.refused
         if old.via == "reinjection" or edge.via == "notification":
             return
         if edge.via == "reinjection":
@@ -517,7 +562,7 @@ def backward_hints(
     graph = _Linker(logs, index, max_skew).run()
     hints: list[BackwardHint] = []
     for i, g in enumerate(graph.groups):
-        if i in graph.parent_of or not g.client:
+        if i in graph.parent_of or not g.client or g.queue_id == "NOQUEUE":
             continue
         prev = _resolve_peer(index, g.client, g.host)
         if prev is None:
@@ -580,7 +625,8 @@ class _TraceBuilder:
             for m in self.missing_by_parent.get(node, []):
                 if not m.recipients:
                     notes.append(self._lost_note(m))
-            outcomes += self._outcomes(node, path, routed, arriving, notes)
+            refused_here = edge.refused if edge is not None else set()
+            outcomes += self._outcomes(node, path, routed, arriving, refused_here, onward, notes)
             for kid in reversed(onward):
                 stack.append((kid.child, kid, path, set(kid.recipients)))
         first = g[root]
@@ -631,9 +677,16 @@ class _TraceBuilder:
         path: tuple[GroupRef, ...],
         routed: set[str],
         arriving: set[str],
+        refused_here: set[str],
+        onward: list[_Edge],
         notes: list[str],
     ) -> list[RecipientOutcome]:
         group = self.graph.groups[node]
+        # The path of a refused recipient ends at the group that logged the refusal.
+        refused_by: dict[str, GroupRef] = {}
+        for kid in sorted(onward, key=lambda e: self.graph.groups[e.child].first_time):
+            for addr in kid.refused:
+                refused_by[addr] = _ref(self.graph.groups[kid.child])
         missing = {addr: m for m in self.missing_by_parent.get(node, []) for addr in m.recipients}
         out: list[RecipientOutcome] = []
         seen: set[str] = set()
@@ -643,10 +696,16 @@ class _TraceBuilder:
                 seen.add(r.orig_address.lower())
             if r.address.lower() in routed:
                 continue
-            out.append(self._recipient(group, r, path, missing.get(r.address.lower()), notes))
+            here = refused_by.get(r.address.lower())
+            r_path = path + (here,) if here else path
+            out.append(self._recipient(group, r, r_path, missing.get(r.address.lower()), notes))
         for rej in group.rejects:
             if rej.recipient and rej.recipient.lower() in seen:
                 continue
+            if (rej.recipient or "").lower() in refused_here or (
+                refused_here and not rej.recipient
+            ):
+                continue  # the sending host logged this refusal as its own bounce or deferral
             out.append(_reject_outcome(rej, group, path))
             if rej.recipient:
                 seen.add(rej.recipient.lower())
@@ -758,9 +817,6 @@ def correlate(
     graph = linker.run()
     builder = _TraceBuilder(graph, index, failed_hosts or {}, linker.logged_hosts)
     traces = [builder.build(i, None) for i in range(len(graph.groups)) if i not in graph.parent_of]
-    for log in logs:
-        for rej in log.rejects:
-            traces.append(_noqueue_trace(log.host, rej))
     traces.sort(
         key=lambda t: (
             t.first_seen,
@@ -772,10 +828,10 @@ def correlate(
     return traces
 
 
-def _noqueue_trace(host: str, rej: Reject) -> Trace:
-    """A reject without a queue file: a one-hop trace on the inventory host that logged it."""
+def _noqueue_group(host: str, rej: Reject) -> QueueGroup:
+    """A reject without a queue file, as a group on the inventory host that logged it."""
     _, addr = _split_namaddr(rej.client)
-    group = QueueGroup(
+    return QueueGroup(
         host=host,
         instance="",
         queue_id="NOQUEUE",
@@ -786,19 +842,6 @@ def _noqueue_trace(host: str, rej: Reject) -> Trace:
         origin="smtp",
         sender=rej.sender,
         rejects=(rej,),
-    )
-    path = (_ref(group),)
-    hop = Hop(host, group.queue_id, rej.time, rej.client, None, "entry", (), group)
-    return Trace(
-        message_id=None,
-        sender=rej.sender,
-        first_seen=rej.time,
-        last_seen=rej.time,
-        size=None,
-        hops=(hop,),
-        recipients=(_reject_outcome(rej, group, path),),
-        notifications=(),
-        notes=(),
     )
 
 

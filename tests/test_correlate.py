@@ -458,8 +458,17 @@ def test_bounce_carries_the_dsn_trace_back_through_the_chain() -> None:
     assert dsn.hops[0].evidence[0] == "sender non-delivery notification"
     assert (dsn.sender, dsn.recipients[0].outcome) == ("", "delivered")
     assert dsn.recipients[0].path == refs(("mx2", "C0FFEE1234"), ("mx1", "D00D5EED42"))
-    noqueue = next(tr for tr in traces if tr.hops[0].queue_id == "NOQUEUE")
-    assert noqueue.recipients[0].outcome == "rejected"
+    # mx3's NOQUEUE reject of mx2's RCPT is part of this trace, not a trace of its own.
+    assert len(traces) == 1
+    refusal = main.hops[-1]
+    assert (refusal.host, refusal.queue_id, refusal.via, refusal.parent) == (
+        "mx3",
+        "NOQUEUE",
+        "smtp",
+        GroupRef("mx2", "8B1C23D4E5"),
+    )
+    assert refusal.evidence == ("refused", "client=mx2.example.test[127.0.0.22]", "time-0.1s")
+    assert out.path == refs(("mx1", "4F2A81C0042"), ("mx2", "8B1C23D4E5"), ("mx3", "NOQUEUE"))
 
 
 def test_expired_message_and_its_expiring_dsn() -> None:
@@ -1055,3 +1064,43 @@ def test_index_without_inventory_aliases_learns_nothing_it_cannot_prove() -> Non
     (trace,) = correlate(logs, bare)
     assert trace.recipients[0].outcome == "relayed-out"
     assert isinstance(bare, HostIndex)
+
+
+def test_cleanup_reject_at_the_next_hop_joins_the_senders_bounce() -> None:
+    said = Attempt(
+        t(1),
+        "smtp",
+        "bounced",
+        "mx2.example.test[127.0.0.22]:2525",
+        0.3,
+        None,
+        "5.7.1",
+        "host mx2.example.test[127.0.0.22] said: 550 5.7.1 forbidden subject "
+        "(in reply to end of DATA command)",
+    )
+    rej = Reject(
+        t(0.9),
+        "mx2",
+        "cleanup",
+        "8B1C23D4E5",
+        "header",
+        "mx1.example.test[127.0.0.21]",
+        SENDER,
+        "bob@example.net",
+        "5.7.1 forbidden subject",
+    )
+    logs = logs_of(
+        group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", said), client=CLIENT),
+        group(
+            "mx2",
+            "8B1C23D4E5",
+            0.8,
+            client="mx1.example.test[127.0.0.21]",
+            message_id=None,
+            rejects=(rej,),
+        ),
+    )
+    (trace,) = correlate(logs, INDEX)
+    (out,) = trace.recipients
+    assert (out.outcome, out.host) == ("bounced", "mx1")
+    assert out.path == refs(("mx1", "4F2A81C0042"), ("mx2", "8B1C23D4E5"))
