@@ -1,0 +1,690 @@
+"""The command line: options in, pipeline called, output rendered, exit code chosen.
+
+stdout carries data; stderr carries diagnostics (one line per failed host). Colour and
+progress only on a terminal. No regexes, SSH or formatting here: those live in their stages.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from collector import __version__
+from collector.errors import CollectorError, UsageError
+from collector.fleet import run_on_hosts
+from collector.inventory import find_inventory, host_zone, load_inventory, select_hosts
+from collector.models import Host, HostResult, Inventory, Stage
+from collector.pipeline import HostSearch, search_host
+from collector.query import STATUSES, Query, parse_when, select_rows
+from collector.render import (
+    HostReport,
+    render_rows_csv,
+    render_rows_json,
+    render_rows_ndjson,
+    render_rows_table,
+    render_summary_table,
+    write_json,
+    host_dict,
+)
+from collector.transport import Session, open_session
+
+T = TypeVar("T")
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes (a contract: scripts rely on them)."""
+
+    FOUND = 0
+    NO_MATCH = 1
+    ERROR = 2  # usage or configuration error, or no host answered
+    PARTIAL = 3  # some hosts failed; the others' results were printed
+
+
+class Format(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    NDJSON = "ndjson"
+    CSV = "csv"
+
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Search and trace mail across a fleet of Postfix servers.",
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+# --------------------------------------------------------------------------- shared options
+
+InventoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="Inventory file (default: ./inventory.toml, then $COLLECTOR_INVENTORY).",
+        show_default=False,
+    ),
+]
+HostOpt = Annotated[
+    list[str] | None, typer.Option("--host", help="Only this host (repeatable).", show_default=False)
+]
+GroupOpt = Annotated[
+    list[str] | None,
+    typer.Option("--group", help="Only hosts of this group (repeatable).", show_default=False),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Hosts queried at once (default 16).", min=1)
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Report sources and unparsed lines on stderr.")
+]
+FromOpt = Annotated[
+    list[str] | None, typer.Option("--from", help="Envelope sender (repeatable).", show_default=False)
+]
+ToOpt = Annotated[
+    list[str] | None,
+    typer.Option("--to", help="Recipient, also matches orig_to (repeatable).", show_default=False),
+]
+MsgIdOpt = Annotated[
+    list[str] | None, typer.Option("--message-id", help="Message-ID header.", show_default=False)
+]
+QidOpt = Annotated[
+    list[str] | None, typer.Option("--queue-id", help="Postfix queue ID.", show_default=False)
+]
+StatusOpt = Annotated[
+    list[str] | None,
+    typer.Option("--status", help=f"Final status: {', '.join(STATUSES)}.", show_default=False),
+]
+ClientOpt = Annotated[
+    list[str] | None,
+    typer.Option("--client", help="Connecting client, name or IP.", show_default=False),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="From: ISO date/time, 2h / 3d ago, today, yesterday."),
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Until: same forms as --since.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+OfflineOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--offline",
+        help="Search a directory written by 'collector fetch' instead of the inventory's hosts.",
+        show_default=False,
+    ),
+]
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except BrokenPipeError:
+        # `collector search ... | head`: stop quietly, and keep Python from complaining
+        # about the closed stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(ExitCode.FOUND)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Search and trace mail across a fleet of Postfix servers."""
+    if version:
+        typer.echo(f"collector {__version__}")
+        raise typer.Exit(ExitCode.FOUND)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _err(message: str) -> None:
+    typer.echo(f"collector: {message}", err=True)
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Turn errors into one line on stderr and exit code 2 (tracebacks only with --debug)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except CollectorError as exc:
+        if debug:
+            raise
+        _err(str(exc))
+        raise typer.Exit(ExitCode.ERROR) from None
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _inventory(path: Path | None, offline: Path | None = None) -> Inventory:
+    if offline is not None:
+        from collector.offline import offline_inventory
+
+        return offline_inventory(offline)
+    found = find_inventory(str(path) if path else None, os.environ, Path.cwd())
+    return load_inventory(found)
+
+
+def _query(
+    senders: Sequence[str] | None,
+    recipients: Sequence[str] | None,
+    message_ids: Sequence[str] | None,
+    queue_ids: Sequence[str] | None,
+    statuses: Sequence[str] | None,
+    clients: Sequence[str] | None,
+    since: str | None,
+    until: str | None,
+) -> Query:
+    now = datetime.now().astimezone()
+    for s in statuses or ():
+        if s not in STATUSES:
+            raise UsageError(f"unknown status {s!r}; choose from {', '.join(STATUSES)}", option="--status")
+    for name, values in (("--from", senders), ("--to", recipients), ("--client", clients),
+                         ("--message-id", message_ids), ("--queue-id", queue_ids)):
+        for v in values or ():
+            if not v.strip() or "\n" in v or "\0" in v:
+                raise UsageError(f"empty or multi-line value {v!r}", option=name)
+    q = Query(
+        senders=tuple(senders or ()),
+        recipients=tuple(recipients or ()),
+        message_ids=tuple(message_ids or ()),
+        queue_ids=tuple(queue_ids or ()),
+        statuses=tuple(statuses or ()),
+        clients=tuple(clients or ()),
+        since=parse_when(since, now) if since else None,
+        until=parse_when(until, now) if until else None,
+    )
+    return q
+
+
+def _passphrase(path: str) -> str | None:
+    if not sys.stdin.isatty():
+        return None
+    import getpass
+
+    try:
+        return getpass.getpass(f"Passphrase for {path}: ")
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
+def _run_fleet(
+    inventory: Inventory,
+    hosts: Sequence[Host],
+    task: Callable[[Session], T],
+    *,
+    workers: int | None,
+    show_progress: bool,
+) -> list[HostResult[T]]:
+    """Open each host's session, run ``task`` on it, close it; one result per host, in order."""
+    settings = inventory.settings
+
+    def per_host(host: Host) -> T:
+        session = open_session(host, settings, passphrase_provider=_passphrase)
+        try:
+            return task(session)
+        finally:
+            session.close()
+
+    if not show_progress:
+        return run_on_hosts(hosts, per_host, workers=workers or settings.workers)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("hosts"),
+        console=_stderr_console(),
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("querying", total=len(hosts))
+        return run_on_hosts(
+            hosts,
+            per_host,
+            workers=workers or settings.workers,
+            on_done=lambda _r: progress.advance(bar),
+        )
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _is_tty() -> bool:
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _report_failures(results: Sequence[HostResult[Any]]) -> None:
+    for r in results:
+        if r.error is not None:
+            _err(f"{r.error.host}: {r.error.stage}: {r.error.message}")
+
+
+def _exit_code(results: Sequence[HostResult[Any]], found: bool) -> ExitCode:
+    failed = sum(1 for r in results if not r.ok)
+    if results and failed == len(results):
+        return ExitCode.ERROR
+    if failed:
+        return ExitCode.PARTIAL
+    return ExitCode.FOUND if found else ExitCode.NO_MATCH
+
+
+def _reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
+    reports: list[HostReport] = []
+    for r in results:
+        if r.value is None:
+            reports.append(HostReport(r.host, error=r.error))
+        else:
+            v = r.value
+            reports.append(
+                HostReport(
+                    r.host,
+                    sources=v.sources,
+                    notes=v.notes,
+                    stats=v.log.stats,
+                    summary=_summarize(v),
+                )
+            )
+    return reports
+
+
+def _summarize(search: HostSearch) -> dict[str, int]:
+    counts: dict[str, int] = {"messages": len(search.log.groups)}
+    for g in search.log.groups:
+        for r in g.recipients:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        counts["rejected"] = counts.get("rejected", 0) + len(g.rejects)
+        if g.discarded:
+            counts["discarded"] = counts.get("discarded", 0) + 1
+    counts["rejected"] = counts.get("rejected", 0) + len(search.log.rejects)
+    return counts
+
+
+def _verbose_report(reports: Sequence[HostReport]) -> None:
+    for h in reports:
+        if h.error is not None:
+            continue
+        for s in h.sources:
+            _err(f"{h.name}: source {s.path} ({s.origin}{', ' + s.compression.value if s.compression.value else ''})")
+        for n in h.notes:
+            _err(f"{h.name}: {n}")
+        if h.stats is not None:
+            _err(
+                f"{h.name}: {h.stats.lines} lines read, {h.stats.parsed} parsed, "
+                f"{h.stats.unknown} not understood, {h.stats.bad} bad"
+            )
+            for sample in h.stats.unknown_samples:
+                _err(f"{h.name}:   not understood: {sample[:150]}")
+
+
+def _width() -> int:
+    try:
+        return max(60, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        pass
+    if sys.stdout.isatty():
+        return max(60, os.get_terminal_size().columns)
+    return 100
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+def search(
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    message_id: MsgIdOpt = None,
+    queue_id: QidOpt = None,
+    status: StatusOpt = None,
+    client: ClientOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    inventory: InventoryOpt = None,
+    offline: OfflineOpt = None,
+    fmt: FormatOpt = Format.TABLE,
+    workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Find messages on every host: one row per (host, queue ID, recipient).
+
+    Selectors combine with AND; a repeated selector is an OR of its values.
+    Exit code 0: rows found, 1: none, 2: usage/config error or no host answered,
+    3: partial (some hosts failed).
+    """
+    with _errors(debug):
+        query = _query(from_, to, message_id, queue_id, status, client, since, until)
+        inv = _inventory(inventory, offline)
+        hosts = select_hosts(inv, host or [], group or [])
+        now = datetime.now().astimezone()
+        results = _run_fleet(
+            inv,
+            hosts,
+            lambda s: search_host(s, query, host_zone(s.host), now),
+            workers=workers,
+            show_progress=_is_tty() and fmt is Format.TABLE,
+        )
+        logs = [r.value.log for r in results if r.value is not None]
+        rows = select_rows(logs, query)
+        reports = _reports(results)
+        out = sys.stdout
+        if fmt is Format.JSON:
+            render_rows_json(rows, reports, out)
+        elif fmt is Format.NDJSON:
+            render_rows_ndjson(rows, out)
+        elif fmt is Format.CSV:
+            render_rows_csv(rows, out)
+        else:
+            render_rows_table(rows, out, width=_width())
+        out.flush()
+        if verbose:
+            _verbose_report(reports)
+        _report_failures(results)
+        raise typer.Exit(_exit_code(results, bool(rows)))
+
+
+@app.command()
+def summary(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    inventory: InventoryOpt = None,
+    offline: OfflineOpt = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="table or json.")
+    ] = Format.TABLE,
+    workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Per-host counts: log sources, lines, messages, recipients by final status, rejects."""
+    with _errors(debug):
+        query = _query(None, None, None, None, None, None, since, until)
+        inv = _inventory(inventory, offline)
+        hosts = select_hosts(inv, host or [], group or [])
+        now = datetime.now().astimezone()
+        results = _run_fleet(
+            inv,
+            hosts,
+            lambda s: search_host(s, query, host_zone(s.host), now),
+            workers=workers,
+            show_progress=_is_tty() and fmt is Format.TABLE,
+        )
+        reports = _reports(results)
+        if fmt is Format.TABLE:
+            render_summary_table(reports, sys.stdout)
+        else:
+            payload = {"hosts": [dict(host_dict(h), summary=dict(h.summary)) for h in reports]}
+            write_json(payload, sys.stdout)
+        if verbose:
+            _verbose_report(reports)
+        _report_failures(results)
+        raise typer.Exit(_exit_code(results, True))
+
+
+@app.command()
+def hosts(
+    inventory: InventoryOpt = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Connect to each host and report what it offers.")
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.TABLE,
+    workers: WorkersOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the inventory's hosts; with --check, connect and discover each one."""
+    from collector.hostcheck import check_host, check_rows, list_rows
+
+    with _errors(debug):
+        inv = _inventory(inventory)
+        selected = select_hosts(inv, host or [], group or [])
+        if not check:
+            headers, rows, payload = list_rows(selected)
+            if fmt is Format.JSON:
+                write_json({"hosts": payload}, sys.stdout)
+            else:
+                from collector.render import render_hosts_table
+
+                render_hosts_table(rows, headers, sys.stdout)
+            raise typer.Exit(ExitCode.FOUND)
+        results = _run_fleet(
+            inv, selected, check_host, workers=workers, show_progress=_is_tty() and fmt is Format.TABLE
+        )
+        headers, rows, payload = check_rows(results)
+        if fmt is Format.JSON:
+            write_json({"hosts": payload}, sys.stdout)
+        else:
+            from collector.render import render_hosts_table
+
+            render_hosts_table(rows, headers, sys.stdout)
+        _report_failures(results)
+        raise typer.Exit(_exit_code(results, True))
+
+
+@app.command()
+def fetch(
+    dest: Annotated[
+        Path, typer.Option("--dest", help="Directory to write DEST/<host>/... into.")
+    ],
+    all_: Annotated[
+        bool, typer.Option("--all", help="Copy whole log files instead of matching slices.")
+    ] = False,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    message_id: MsgIdOpt = None,
+    queue_id: QidOpt = None,
+    status: StatusOpt = None,
+    client: ClientOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    inventory: InventoryOpt = None,
+    workers: WorkersOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Copy the matching lines (or whole logs with --all) of each host under DEST for offline work.
+
+    Re-examine the copy with `collector search --offline DEST ...`.
+    """
+    from collector.fetch import fetch_host, write_fleet_manifest
+
+    with _errors(debug):
+        query = _query(from_, to, message_id, queue_id, status, client, since, until)
+        if not all_ and query.empty and query.since is None and query.until is None:
+            raise UsageError("give a selector (--to, --from, ...), a time window, or --all")
+        inv = _inventory(inventory)
+        selected = select_hosts(inv, host or [], group or [])
+        now = datetime.now().astimezone()
+        results = _run_fleet(
+            inv,
+            selected,
+            lambda s: fetch_host(s, query, dest, host_zone(s.host), now, whole=all_),
+            workers=workers,
+            show_progress=_is_tty(),
+        )
+        write_fleet_manifest(dest, inv, results, now)
+        for r in results:
+            if r.value is not None:
+                typer.echo(
+                    f"{r.host}: {len(r.value.files)} files, {r.value.lines} lines, "
+                    f"{r.value.bytes} bytes -> {dest / r.host}"
+                )
+        _report_failures(results)
+        raise typer.Exit(_exit_code(results, any(r.value and r.value.lines for r in results)))
+
+
+class TraceFormat(enum.StrEnum):
+    TEXT = "text"
+    TABLE = "table"
+    JSON = "json"
+    NDJSON = "ndjson"
+    CSV = "csv"
+    DOT = "dot"
+    MERMAID = "mermaid"
+
+
+def _trace_query(text: str | None, inv: Inventory) -> tuple[Query, str | None]:
+    """The positional QUERY: a message-id, HOST:QUEUEID, a bare queue ID, or an address."""
+    if text is None:
+        return Query(), None
+    value = text.strip()
+    if not value or "\n" in value:
+        raise UsageError("empty or multi-line QUERY")
+    host, sep, rest = value.partition(":")
+    if sep and host in {h.name for h in inv.hosts} and rest:
+        return Query(terms=(rest,)), host
+    return Query(terms=(value,)), None
+
+
+@app.command()
+def trace(
+    query_text: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[QUERY]",
+            help="A message-id, a queue ID (HOST:QUEUEID or bare) or an address.",
+            show_default=False,
+        ),
+    ] = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    message_id: MsgIdOpt = None,
+    queue_id: QidOpt = None,
+    status: StatusOpt = None,
+    client: ClientOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    inventory: InventoryOpt = None,
+    offline: OfflineOpt = None,
+    fmt: Annotated[
+        TraceFormat | None,
+        typer.Option("--format", "-f", help="text (default on a terminal and in pipes), table, "
+                     "json, ndjson, csv, dot, mermaid.", show_default=False),
+    ] = None,
+    max_skew: Annotated[
+        float, typer.Option("--max-skew", help="Clock skew tolerated between hosts, seconds.")
+    ] = 300.0,
+    depth: Annotated[int, typer.Option("--depth", help="Most hops followed.", min=1)] = 12,
+    workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Follow messages across the fleet: every hop, and the fate of every recipient."""
+    from collector.render_trace import (
+        render_traces_csv,
+        render_traces_dot,
+        render_traces_json,
+        render_traces_mermaid,
+        render_traces_ndjson,
+        render_traces_table,
+        render_traces_text,
+    )
+    from collector.tracing import trace_fleet
+
+    with _errors(debug):
+        inv = _inventory(inventory, offline)
+        base = _query(from_, to, message_id, queue_id, status, client, since, until)
+        positional, only_host = _trace_query(query_text, inv)
+        query = _combine(base, positional)
+        if query.empty and query.since is None:
+            raise UsageError("give a QUERY or a selector (--to, --from, --message-id, ...)")
+        start = select_hosts(inv, (host or []) + ([only_host] if only_host else []), group or [])
+        settings = inv.settings
+        run = trace_fleet(
+            inv.hosts,
+            start,
+            query,
+            open_session=lambda h: open_session(h, settings, passphrase_provider=_passphrase),
+            zone_of=host_zone,
+            now=datetime.now().astimezone(),
+            max_skew=timedelta(seconds=max_skew),
+            depth=depth,
+            workers=workers or settings.workers,
+        )
+        results = list(run.results)
+        reports = [
+            HostReport(r.host, error=r.error, stats=r.value.stats if r.value else None)
+            for r in results
+        ]
+        out = sys.stdout
+        chosen = fmt or TraceFormat.TEXT
+        if chosen is TraceFormat.JSON:
+            render_traces_json(run.traces, reports, out)
+        elif chosen is TraceFormat.NDJSON:
+            render_traces_ndjson(run.traces, out)
+        elif chosen is TraceFormat.CSV:
+            render_traces_csv(run.traces, out)
+        elif chosen is TraceFormat.TABLE:
+            render_traces_table(run.traces, out, width=_width())
+        elif chosen is TraceFormat.DOT:
+            render_traces_dot(run.traces, out)
+        elif chosen is TraceFormat.MERMAID:
+            render_traces_mermaid(run.traces, out)
+        else:
+            render_traces_text(run.traces, out, width=_width(), color=_color())
+        out.flush()
+        for note in run.notes:
+            _err(note)
+        if verbose:
+            _err(f"{run.rounds} rounds, {run.round_trips} commands over SSH/local sessions")
+        _report_failures(results)
+        raise typer.Exit(_exit_code(results, bool(run.traces)))
+
+
+def _combine(a: Query, b: Query) -> Query:
+    return Query(
+        senders=a.senders,
+        recipients=a.recipients,
+        message_ids=a.message_ids,
+        queue_ids=a.queue_ids,
+        statuses=a.statuses,
+        clients=a.clients,
+        since=a.since,
+        until=a.until,
+        terms=b.terms,
+    )
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+@app.command()
+def demo(
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.TABLE,
+) -> None:
+    """Run collector on the built-in sample fleet (real Postfix logs of a 4-host relay chain)."""
+    from collector.demo import run_demo
+
+    with _errors(False):
+        raise typer.Exit(run_demo(sys.stdout, width=_width(), json_output=fmt is Format.JSON))
+
+
+_ = (timedelta, Stage)

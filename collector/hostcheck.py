@@ -1,0 +1,194 @@
+"""``collector hosts``: the inventory as a table, and ``--check``: what each host offers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from collector.discovery import DiscoveryResult
+from collector.inventory import host_zone
+from collector.models import Host, HostResult, LogSource, TransportKind
+from collector.parse import TimeContext, parse_line
+from collector.pipeline import SessionView, discover_host
+from collector.render import iso, source_dict
+from collector.retrieval import edge_lines_command
+from collector.transport import Session
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCheck:
+    source: LogSource
+    first: datetime | None
+    last: datetime | None
+    format: str | None
+    needs_sudo: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HostCheck:
+    host: Host
+    discovery: DiscoveryResult
+    sources: tuple[SourceCheck, ...]
+
+
+def list_rows(hosts: Sequence[Host]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    headers = ["name", "transport", "address", "user", "sudo", "groups", "timezone"]
+    rows: list[list[str]] = []
+    payload: list[dict[str, Any]] = []
+    for h in hosts:
+        where = (h.root or "") if h.transport is TransportKind.LOCAL else _address(h)
+        rows.append(
+            [
+                h.name,
+                h.transport.value,
+                where,
+                h.user or "-",
+                "yes" if h.sudo else "no",
+                ",".join(h.groups) or "-",
+                h.timezone or "local",
+            ]
+        )
+        payload.append(
+            {
+                "name": h.name,
+                "transport": h.transport.value,
+                "address": h.address,
+                "port": h.port,
+                "user": h.user,
+                "sudo": h.sudo,
+                "groups": list(h.groups),
+                "aliases": list(h.aliases),
+                "timezone": h.timezone,
+                "root": h.root,
+                "proxy_jump": h.proxy_jump,
+                "source": h.source.value,
+                "logs": list(h.logs),
+            }
+        )
+    return headers, rows, payload
+
+
+def _address(h: Host) -> str:
+    text = h.address or h.name
+    if h.port:
+        text += f":{h.port}"
+    if h.proxy_jump:
+        text += f" via {h.proxy_jump}"
+    return text
+
+
+def _format_of(line: str) -> str | None:
+    if not line:
+        return None
+    head = line[:32]
+    if head[:4].isdigit() and len(head) > 10 and head[4] == "-":
+        return "rfc3339"
+    if len(head) > 6 and head[3] == " ":
+        if head[4] == " ":
+            return "bsd"
+        if head[4:6].isdigit():
+            return "postlogd" if head[15:16] == " " else "bsd-precise"
+    return "unknown"
+
+
+def check_host(session: Session) -> HostCheck:
+    """Connect (done by the caller), discover, and read each source's first and last line."""
+    host = session.host
+    found = discover_host(session, host)
+    zone = host_zone(host)
+    now = datetime.now().astimezone()
+    checks: list[SourceCheck] = []
+    _ = SessionView
+    for src in found.sources:
+        needs_sudo = not src.readable and not host.sudo
+        first = last = None
+        fmt = None
+        if not needs_sudo:
+            result = session.run(edge_lines_command(src, session.path(src.path)), sudo=host.sudo)
+            lines = result.stdout.decode("utf-8", "replace").splitlines()
+            ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
+            ctx = TimeContext(tz=zone, reference=ref)
+            parsed = [parse_line(x, ctx) for x in lines[:2]]
+            if lines:
+                fmt = _format_of(lines[0]) if src.kind == "file" else "journal"
+            first = parsed[0].time if parsed and parsed[0] else None
+            last = parsed[-1].time if parsed and parsed[-1] else None
+        checks.append(SourceCheck(src, first, last, fmt, needs_sudo))
+    return HostCheck(host, found, tuple(checks))
+
+
+def check_rows(
+    results: Sequence[HostResult[HostCheck]],
+) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    headers = ["host", "status", "postfix", "source", "size", "first", "last", "format"]
+    rows: list[list[str]] = []
+    payload: list[dict[str, Any]] = []
+    for r in results:
+        if r.value is None:
+            assert r.error is not None
+            rows.append([r.host, f"{r.error.stage}: {r.error.message}"[:70], "", "", "", "", "", ""])
+            payload.append(
+                {
+                    "name": r.host,
+                    "ok": False,
+                    "reachable": r.error.stage not in ("connect",),
+                    "error": {"stage": r.error.stage.value, "message": r.error.message},
+                    "sources": [],
+                }
+            )
+            continue
+        c = r.value
+        version = c.discovery.postfix_version or "-"
+        srcs: list[dict[str, Any]] = []
+        if not c.sources:
+            rows.append([r.host, "ok: no log source found", version, "", "", "", "", ""])
+        for i, s in enumerate(c.sources):
+            status = "ok" if not s.needs_sudo else "needs sudo"
+            rows.append(
+                [
+                    r.host if i == 0 else "",
+                    status if i == 0 or s.needs_sudo else "",
+                    version if i == 0 else "",
+                    s.source.path,
+                    _size(s.source.size),
+                    s.first.strftime("%Y-%m-%d %H:%M") if s.first else "-",
+                    s.last.strftime("%Y-%m-%d %H:%M") if s.last else "-",
+                    s.format or "-",
+                ]
+            )
+            srcs.append(
+                dict(
+                    source_dict(s.source),
+                    first=iso(s.first),
+                    last=iso(s.last),
+                    format=s.format,
+                    needs_sudo=s.needs_sudo,
+                )
+            )
+        payload.append(
+            {
+                "name": r.host,
+                "ok": True,
+                "reachable": True,
+                "auth": "ok",
+                "host_key": "ok" if c.host.transport is TransportKind.SSH else None,
+                "postfix_version": c.discovery.postfix_version,
+                "sudo": c.host.sudo,
+                "error": None,
+                "sources": srcs,
+                "notes": list(c.discovery.notes),
+            }
+        )
+    return headers, rows, payload
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)

@@ -1,0 +1,62 @@
+"""A directory written by ``collector fetch`` read back as a fleet of local hosts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from collector.errors import InventoryError
+from collector.models import Host, Inventory, TransportKind
+
+#: Written by ``collector fetch`` at the top of its destination: the hosts and their zones.
+FLEET_MANIFEST = "collector-fleet.json"
+#: Written by ``collector fetch`` at the top of each host's copy (same name as in pipeline).
+HOST_MANIFEST = "collector-manifest.json"
+
+
+def _fetched_files(root: Path) -> tuple[str, ...]:
+    """The log files a host manifest lists (explicit logs skip discovery), else none."""
+    path = root / HOST_MANIFEST
+    if not path.is_file():
+        return ()
+    try:
+        files = json.loads(path.read_text(encoding="utf-8")).get("files", {})
+        return tuple(sorted(str(k) for k in files))
+    except (ValueError, AttributeError):
+        return ()
+
+
+def offline_inventory(directory: Path) -> Inventory:
+    """Every sub-directory of ``directory`` is one host's root (``DIR/<host>/var/log/...``)."""
+    if not directory.is_dir():
+        raise InventoryError(str(directory), "not a directory written by 'collector fetch'")
+    zones: dict[str, str] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
+    order: list[str] = []
+    manifest = directory / FLEET_MANIFEST
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            for h in data.get("hosts", []):
+                order.append(str(h["name"]))
+                if h.get("timezone"):
+                    zones[str(h["name"])] = str(h["timezone"])
+                aliases[str(h["name"])] = tuple(str(a) for a in h.get("aliases", []))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InventoryError(str(manifest), f"unreadable manifest: {exc}") from None
+    names = [p.name for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
+    if not names:
+        raise InventoryError(str(directory), "no host directories in it")
+    hosts = tuple(
+        Host(
+            name=n,
+            transport=TransportKind.LOCAL,
+            root=str((directory / n).resolve()),
+            timezone=zones.get(n),
+            aliases=aliases.get(n, ()),
+            logs=_fetched_files(directory / n),
+        )
+        for n in names
+    )
+    return Inventory(path=str(directory), hosts=hosts)

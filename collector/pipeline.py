@@ -1,0 +1,306 @@
+"""The per-host pipeline: discover -> retrieve (two passes) -> parse -> assemble.
+
+Each function here runs for one host inside the fleet pool, on that host's own session.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+
+from collector.assemble import assemble
+from collector.discovery import DiscoveryResult, FileInfo, discover
+from collector.models import (
+    CommandResult,
+    Host,
+    HostLog,
+    LogSource,
+    ParseStats,
+    Record,
+    TransportKind,
+)
+from collector.parse import LineParser, TimeContext
+from collector.query import Query
+from collector.retrieval import (
+    Needles,
+    filter_file_command,
+    ids_file_commands,
+    journal_command,
+    journal_ids_command,
+    pass1_needles,
+    source_in_window,
+)
+from collector.transport import Session
+
+#: A local host root may carry this file (written by ``collector fetch``): the original
+#: mtimes and sizes of the files copied there, since a copy (or git) loses them.
+MANIFEST = "collector-manifest.json"
+
+ByteCounter = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSearch:
+    """What one host gave for one query."""
+
+    host: str
+    log: HostLog
+    sources: tuple[LogSource, ...]
+    notes: tuple[str, ...]
+
+
+class SessionView:
+    """Discovery's read-only view of a host, through its session's commands."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._manifest = _load_manifest(session)
+
+    def read_text(self, path: str) -> str | None:
+        result = self.session.run(["cat", "--", self.session.path(path)])
+        if result.exit_code != 0:
+            return None
+        return result.stdout.decode("utf-8", "replace")
+
+    def list_dir(self, path: str) -> list[FileInfo] | None:
+        real = self.session.path(path)
+        result = self.session.run(
+            [
+                "find",
+                real,
+                "-maxdepth",
+                "1",
+                "-mindepth",
+                "1",
+                "(",
+                "-readable",
+                "-printf",
+                "r\\t%y\\t%s\\t%T@\\t%f\\n",
+                "-o",
+                "-printf",
+                "u\\t%y\\t%s\\t%T@\\t%f\\n",
+                ")",
+            ]
+        )
+        if result.exit_code != 0 and not result.stdout:
+            return None
+        infos: list[FileInfo] = []
+        for line in result.stdout.decode("utf-8", "surrogateescape").splitlines():
+            parts = line.split("\t", 4)
+            if len(parts) != 5:
+                continue
+            readable, ftype, size, mtime, name = parts
+            if ftype not in ("f", "p"):  # regular files (and FIFOs, which a reader may hit)
+                continue
+            full = posixpath.join(path, name)
+            meta = self._manifest.get(full, {})
+            infos.append(
+                FileInfo(
+                    path=full,
+                    size=int(meta.get("size", size)),
+                    mtime=float(meta.get("mtime", mtime)),
+                    readable=readable == "r" or bool(self.session.host.sudo),
+                )
+            )
+        return infos
+
+    def run(self, argv: Sequence[str]) -> CommandResult | None:
+        host = self.session.host
+        if host.transport is TransportKind.LOCAL and (host.root or "/") != "/":
+            return None  # a directory is not a running Postfix: read its files instead
+        return self.session.run(list(argv))
+
+
+def _load_manifest(session: Session) -> dict[str, dict[str, float]]:
+    host = session.host
+    if host.transport is not TransportKind.LOCAL:
+        return {}
+    result = session.run(["cat", "--", session.path("/" + MANIFEST)])
+    if result.exit_code != 0:
+        return {}
+    try:
+        data = json.loads(result.stdout)
+        files = data.get("files", {})
+        return {str(k): dict(v) for k, v in files.items() if isinstance(v, dict)}
+    except (ValueError, AttributeError, TypeError):
+        return {}
+
+
+def _context(source: LogSource, zone: tzinfo, now: datetime) -> TimeContext:
+    reference = now
+    if source.mtime is not None:
+        reference = datetime.fromtimestamp(source.mtime, tz=zone)
+    return TimeContext(tz=zone, reference=reference)
+
+
+class _Reader:
+    """Streams commands' lines through per-source parsers and keeps the stats."""
+
+    def __init__(self, session: Session, zone: tzinfo, now: datetime, on_bytes: ByteCounter | None):
+        self.session = session
+        self.zone = zone
+        self.now = now
+        self.on_bytes = on_bytes
+        self.parsers: list[LineParser] = []
+
+    def records(self, source: LogSource, argv: Sequence[str]) -> Iterator[Record]:
+        parser = LineParser(_context(source, self.zone, self.now))
+        self.parsers.append(parser)
+        sudo = self.session.host.sudo
+        lines = self.session.stream(list(argv), sudo=sudo, on_bytes=self.on_bytes)
+        yield from parser.parse(lines)
+
+    def stats(self) -> ParseStats:
+        return _sum_stats(p.stats for p in self.parsers)
+
+
+def _sum_stats(all_stats: Iterable[ParseStats]) -> ParseStats:
+    lines = parsed = unknown = bad = blank = 0
+    samples: list[str] = []
+    for s in all_stats:
+        lines += s.lines
+        parsed += s.parsed
+        unknown += s.unknown
+        bad += s.bad
+        blank += s.blank
+        samples.extend(s.unknown_samples[: max(0, 5 - len(samples))])
+    return ParseStats(lines, parsed, unknown, bad, blank, tuple(samples))
+
+
+def discover_host(session: Session, host: Host) -> DiscoveryResult:
+    return discover(SessionView(session), host)
+
+
+@dataclass(slots=True)
+class HostRecords:
+    """Records gathered on one host so far (a trace adds to them round after round)."""
+
+    host: Host
+    found: DiscoveryResult
+    chosen: list[LogSource]
+    notes: list[str]
+    reader: _Reader
+    records: list[Record]
+    fetched_ids: set[str]
+    commands: int = 0
+
+    def log(self) -> HostLog:
+        ordered = sorted(_dedupe(self.records), key=lambda r: r.time)
+        return assemble(self.host.name, ordered, self.reader.stats())
+
+    def result(self) -> HostSearch:
+        return HostSearch(self.host.name, self.log(), tuple(self.found.sources), tuple(self.notes))
+
+
+def _dedupe(records: Iterable[Record]) -> list[Record]:
+    """The same line fetched twice (by two passes or two rounds) counts once."""
+    seen: set[tuple[datetime, str]] = set()
+    out: list[Record] = []
+    for r in records:
+        key = (r.time, r.line)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(r)
+    return out
+
+
+def start_host(
+    session: Session,
+    query: Query,
+    zone: tzinfo,
+    now: datetime,
+    *,
+    on_bytes: ByteCounter | None = None,
+    found: DiscoveryResult | None = None,
+) -> HostRecords:
+    """Discover, then pick the sources that can hold lines in the query's time window."""
+    host = session.host
+    if found is None:
+        found = discover_host(session, host)
+    sources = [s for s in found.sources if s.readable or host.sudo]
+    notes = list(found.notes)
+    for s in found.sources:
+        if not (s.readable or host.sudo):
+            notes.append(f"cannot read {s.path} (permission denied; set sudo = true?)")
+    chosen: list[LogSource] = []
+    for i, src in enumerate(sources):
+        older = sources[i - 1] if i > 0 and sources[i - 1].kind == "file" else None
+        if source_in_window(src, older, query.since, query.until):
+            chosen.append(src)
+        else:
+            notes.append(f"skipped {src.path}: outside the time window")
+    reader = _Reader(session, zone, now, on_bytes)
+    return HostRecords(host, found, chosen, notes, reader, [], set())
+
+
+def select_records(state: HostRecords, session: Session, query: Query) -> set[str]:
+    """Pass 1 (lines with the selector's fixed string) then pass 2 (every line of their IDs).
+
+    Returns the queue IDs pass 1 found. With no fixed string, every line is read in one pass.
+    """
+    needles = pass1_needles(query)
+    if needles is None:
+        for src in state.chosen:
+            state.commands += 1
+            state.records.extend(state.reader.records(src, _pass1_argv(session, src, None, query)))
+        return set()
+    ids: set[str] = set()
+    for src in state.chosen:
+        state.commands += 1
+        for rec in state.reader.records(src, _pass1_argv(session, src, needles, query)):
+            if rec.queue_id is not None:
+                ids.add(rec.queue_id)
+            else:
+                state.records.append(rec)
+    fetch_ids(state, session, ids, query)
+    return ids
+
+
+def fetch_ids(
+    state: HostRecords, session: Session, queue_ids: Iterable[str], query: Query | None = None
+) -> None:
+    """Every line of these queue IDs in every chosen source (a message can straddle a rotation)."""
+    ids = sorted(set(queue_ids) - state.fetched_ids)
+    if not ids:
+        return
+    state.fetched_ids.update(ids)
+    window = query or Query()
+    for src in state.chosen:
+        for argv in _pass2_argvs(session, src, ids, window):
+            state.commands += 1
+            state.records.extend(state.reader.records(src, argv))
+
+
+def search_host(
+    session: Session,
+    query: Query,
+    zone: tzinfo,
+    now: datetime,
+    *,
+    on_bytes: ByteCounter | None = None,
+    found: DiscoveryResult | None = None,
+) -> HostSearch:
+    """Two passes over every log source of one host, then parse and assemble locally."""
+    state = start_host(session, query, zone, now, on_bytes=on_bytes, found=found)
+    select_records(state, session, query)
+    return state.result()
+
+
+def _pass1_argv(
+    session: Session, src: LogSource, needles: Needles | None, query: Query
+) -> list[str]:
+    if src.kind == "journal":
+        return journal_command(needles, since=query.since, until=query.until)
+    return filter_file_command(session.path(src.path), needles)
+
+
+def _pass2_argvs(
+    session: Session, src: LogSource, ids: Sequence[str], query: Query
+) -> list[list[str]]:
+    if src.kind == "journal":
+        return [journal_ids_command(ids, since=query.since, until=query.until)]
+    return ids_file_commands(session.path(src.path), ids)

@@ -1,0 +1,268 @@
+"""What the user asked for: selectors, time windows and the rows they select (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, tzinfo
+
+from collector.errors import UsageError
+from collector.models import HostLog, QueueGroup, Reject, Row
+
+STATUSES = (
+    "sent",
+    "bounced",
+    "deferred",
+    "expired",
+    "rejected",
+    "undeliverable",
+    "deliverable",
+    "discarded",
+    "unknown",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Selectors of ``search``/``trace``/``fetch``: AND across options, OR within one."""
+
+    senders: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()
+    message_ids: tuple[str, ...] = ()
+    queue_ids: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    #: ``trace QUERY``: each term matches a sender, a recipient, a message-id or a queue ID.
+    terms: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.terms
+            or self.senders
+            or self.recipients
+            or self.message_ids
+            or self.queue_ids
+            or self.statuses
+            or self.clients
+        )
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """Read a --since/--until value: ISO date/time, ``2h``/``3d`` ago, ``today``, ``yesterday``.
+
+    A value without an offset is local time of ``now``'s zone.
+    """
+    value = text.strip().lower()
+    zone: tzinfo | None = now.tzinfo
+    if value in ("now",):
+        return now
+    if value in ("today", "yesterday"):
+        day = now.date() - timedelta(days=1 if value == "yesterday" else 0)
+        return datetime.combine(day, time(0), tzinfo=zone)
+    rel = _RELATIVE.match(value)
+    if rel:
+        return now - timedelta(**{_UNITS[rel.group(2)]: int(rel.group(1))})
+    try:
+        if len(value) == 10:
+            parsed = datetime.combine(date.fromisoformat(value), time(0))
+        else:
+            parsed = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise UsageError(
+            f"cannot read time {text!r}: use an ISO date/time (2026-01-15, 2026-01-15T10:30), "
+            "a span ago (30m, 2h, 3d, 1w), 'today' or 'yesterday'"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed
+
+
+def normalize_message_id(value: str) -> str:
+    """Message-IDs compare without their angle brackets."""
+    value = value.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1]
+    return value
+
+
+def _addr_in(address: str | None, wanted: Sequence[str]) -> bool:
+    if address is None:
+        return False
+    folded = address.casefold()
+    return any(folded == w.casefold() for w in wanted)
+
+
+def _client_matches(client: str | None, wanted: Sequence[str]) -> bool:
+    """A client selector matches the name or the IP of ``name[ip]``."""
+    if not client:
+        return False
+    name, _, rest = client.partition("[")
+    ip = rest.rstrip("]").split("]:")[0] if rest else ""
+    folded = {name.casefold(), ip.casefold(), client.casefold()}
+    return any(w.casefold() in folded for w in wanted)
+
+
+def _term_matches(group: QueueGroup, terms: Sequence[str]) -> bool:
+    for term in terms:
+        folded = normalize_message_id(term).casefold()
+        if group.queue_id == term:
+            return True
+        if group.message_id and normalize_message_id(group.message_id).casefold() == folded:
+            return True
+        if group.sender is not None and group.sender.casefold() == folded:
+            return True
+        for r in group.recipients:
+            if r.address.casefold() == folded or (r.orig_address or "").casefold() == folded:
+                return True
+        for rej in group.rejects:
+            if (rej.recipient or "").casefold() == folded:
+                return True
+    return False
+
+
+def group_matches(group: QueueGroup, query: Query) -> bool:
+    """Group-level selectors (sender, message-id, queue ID, client, trace terms)."""
+    if query.terms and not _term_matches(group, query.terms):
+        return False
+    if query.senders and not _addr_in(group.sender, query.senders):
+        return False
+    if query.message_ids:
+        mid = normalize_message_id(group.message_id or "")
+        if mid not in {normalize_message_id(m) for m in query.message_ids}:
+            return False
+    if query.queue_ids and group.queue_id not in query.queue_ids:
+        return False
+    if query.clients and not (
+        _client_matches(group.client, query.clients)
+        or _client_matches(group.orig_client, query.clients)
+    ):
+        return False
+    return True
+
+
+def rows_of_group(group: QueueGroup) -> list[Row]:
+    """One row per recipient (last status), plus one per reject logged with the queue ID."""
+    rows: list[Row] = []
+    for rcpt in group.recipients:
+        last = rcpt.last
+        rows.append(
+            Row(
+                time=last.time,
+                host=group.host,
+                queue_id=group.queue_id,
+                sender=group.sender,
+                recipient=rcpt.address,
+                orig_recipient=rcpt.orig_address,
+                status=last.status,
+                dsn=last.dsn,
+                relay=last.relay,
+                delay=last.delay,
+                message_id=group.message_id,
+                response=last.response,
+                client=group.client,
+            )
+        )
+    for rej in group.rejects:
+        rows.append(_reject_row(rej, group))
+    if not rows:
+        status = "discarded" if group.discarded else ("expired" if group.expired else "unknown")
+        rows.append(
+            Row(
+                time=group.first_time,
+                host=group.host,
+                queue_id=group.queue_id,
+                sender=group.sender,
+                recipient=None,
+                orig_recipient=None,
+                status=status,
+                dsn=None,
+                relay=None,
+                delay=None,
+                message_id=group.message_id,
+                response="",
+                client=group.client,
+            )
+        )
+    return rows
+
+
+def _reject_row(rej: Reject, group: QueueGroup | None) -> Row:
+    return Row(
+        time=rej.time,
+        host=rej.host,
+        queue_id=rej.queue_id,
+        sender=rej.sender if rej.sender is not None else (group.sender if group else None),
+        recipient=rej.recipient,
+        orig_recipient=None,
+        status="rejected" if rej.action.endswith("reject") else rej.action,
+        dsn=_dsn_of(rej.response),
+        relay=None,
+        delay=None,
+        message_id=group.message_id if group else None,
+        response=rej.response,
+        client=rej.client if rej.client is not None else (group.client if group else None),
+    )
+
+
+_DSN = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def _dsn_of(text: str) -> str | None:
+    m = _DSN.search(text)
+    return m.group(1) if m else None
+
+
+def row_matches(row: Row, query: Query) -> bool:
+    """Row-level selectors (recipient, status, time window)."""
+    if query.recipients and not (
+        _addr_in(row.recipient, query.recipients) or _addr_in(row.orig_recipient, query.recipients)
+    ):
+        return False
+    if query.statuses and row.status not in query.statuses:
+        return False
+    if query.since is not None and row.time < query.since:
+        return False
+    if query.until is not None and row.time > query.until:
+        return False
+    return True
+
+
+def reject_matches(rej: Reject, query: Query) -> bool:
+    """A NOQUEUE reject has no group: check what it carries."""
+    if query.message_ids or query.queue_ids:
+        return False
+    if query.terms and not any(
+        t.casefold() in ((rej.sender or "").casefold(), (rej.recipient or "").casefold())
+        for t in query.terms
+    ):
+        return False
+    if query.senders and not _addr_in(rej.sender, query.senders):
+        return False
+    if query.clients and not _client_matches(rej.client, query.clients):
+        return False
+    return True
+
+
+def select_rows(logs: Iterable[HostLog], query: Query) -> list[Row]:
+    """Every row of every host that the query selects, in time order (stable by host)."""
+    rows: list[Row] = []
+    for log in logs:
+        for group in log.groups:
+            if not group_matches(group, query):
+                continue
+            rows.extend(r for r in rows_of_group(group) if row_matches(r, query))
+        for rej in log.rejects:
+            if reject_matches(rej, query):
+                row = _reject_row(rej, None)
+                if row_matches(row, query):
+                    rows.append(row)
+    rows.sort(key=lambda r: (r.time, r.host, r.queue_id or "", r.recipient or ""))
+    return rows

@@ -1,0 +1,221 @@
+"""Output: tables (tabulate), JSON, NDJSON and CSV. Each function writes to the stream it is given.
+
+Only ``models`` is imported: rendering takes values and never reaches back into the pipeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+from tabulate import tabulate
+
+from collector.models import HostError, LogSource, ParseStats, Row
+
+#: Columns of one search result, in order; also the CSV header and the JSON keys.
+ROW_FIELDS = (
+    "time",
+    "host",
+    "queue_id",
+    "from",
+    "to",
+    "orig_to",
+    "status",
+    "dsn",
+    "relay",
+    "delay",
+    "message_id",
+    "response",
+    "client",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """What the output says about one host, whether it answered or not."""
+
+    name: str
+    error: HostError | None = None
+    sources: tuple[LogSource, ...] = ()
+    notes: tuple[str, ...] = ()
+    stats: ParseStats | None = None
+    summary: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def iso(when: datetime | None) -> str | None:
+    """ISO 8601 with the offset, to the second (microseconds when the log had them)."""
+    if when is None:
+        return None
+    return when.isoformat(timespec="microseconds" if when.microsecond else "seconds")
+
+
+def row_dict(row: Row) -> dict[str, Any]:
+    return {
+        "time": iso(row.time),
+        "host": row.host,
+        "queue_id": row.queue_id,
+        "from": row.sender,
+        "to": row.recipient,
+        "orig_to": row.orig_recipient,
+        "status": row.status,
+        "dsn": row.dsn,
+        "relay": row.relay,
+        "delay": row.delay,
+        "message_id": row.message_id,
+        "response": row.response,
+        "client": row.client,
+    }
+
+
+def source_dict(source: LogSource) -> dict[str, Any]:
+    return {
+        "path": source.path,
+        "kind": source.kind,
+        "origin": source.origin,
+        "compression": source.compression.value or None,
+        "size": source.size,
+        "mtime": iso(datetime.fromtimestamp(source.mtime).astimezone())
+        if source.mtime is not None
+        else None,
+        "instance": source.instance,
+        "readable": source.readable,
+    }
+
+
+def stats_dict(stats: ParseStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {
+        "lines": stats.lines,
+        "parsed": stats.parsed,
+        "unknown": stats.unknown,
+        "bad": stats.bad,
+        "blank": stats.blank,
+        "unknown_samples": list(stats.unknown_samples),
+    }
+
+
+def host_dict(report: HostReport) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": report.name,
+        "ok": report.ok,
+        "error": None,
+        "sources": [source_dict(s) for s in report.sources],
+        "notes": list(report.notes),
+        "stats": stats_dict(report.stats),
+    }
+    if report.error is not None:
+        out["error"] = {"stage": report.error.stage.value, "message": report.error.message}
+    return out
+
+
+def write_json(payload: Mapping[str, Any], out: IO[str]) -> None:
+    json.dump(payload, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+def render_rows_json(rows: Sequence[Row], hosts: Sequence[HostReport], out: IO[str]) -> None:
+    write_json(
+        {"results": [row_dict(r) for r in rows], "hosts": [host_dict(h) for h in hosts]}, out
+    )
+
+
+def render_rows_ndjson(rows: Sequence[Row], out: IO[str]) -> None:
+    for row in rows:
+        out.write(json.dumps(row_dict(row), ensure_ascii=False))
+        out.write("\n")
+
+
+def render_rows_csv(rows: Sequence[Row], out: IO[str]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ROW_FIELDS)
+    for row in rows:
+        d = row_dict(row)
+        writer.writerow(["" if d[k] is None else d[k] for k in ROW_FIELDS])
+
+
+def _clip(text: str | None, width: int) -> str:
+    if not text:
+        return "-" if text is None or text == "" else text
+    if len(text) <= width:
+        return text
+    return text[: max(1, width - 1)] + "…"
+
+
+def short_time(when: datetime) -> str:
+    return when.strftime("%m-%d %H:%M:%S")
+
+
+def _fmt_delay(delay: float | None) -> str:
+    if delay is None:
+        return "-"
+    return f"{delay:g}"
+
+
+def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) -> None:
+    """A table that fits ``width`` columns: long addresses and replies are clipped with '…'.
+
+    Full values are in ``--format json|csv``.
+    """
+    if not rows:
+        return
+    headers = ["time", "host", "queue_id", "from", "to", "status", "relay", "response"]
+    fixed = 14 + max(len(r.host) for r in rows) + max(len(r.queue_id or "-") for r in rows)
+    fixed += max(len(r.status) for r in rows) + 2 * 8  # column gaps
+    room = max(width - fixed, 40)
+    addr_w = max(10, room * 22 // 100)
+    relay_w = max(8, room * 18 // 100)
+    resp_w = max(10, room - 2 * addr_w - relay_w)
+    table = [
+        [
+            short_time(r.time),
+            r.host,
+            r.queue_id or "-",
+            _clip(r.sender if r.sender != "" else "<>", addr_w),
+            _clip(r.recipient, addr_w),
+            r.status,
+            _clip(r.relay, relay_w),
+            _clip(r.response, resp_w),
+        ]
+        for r in rows
+    ]
+    out.write(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
+    out.write("\n")
+
+
+def render_summary_table(hosts: Sequence[HostReport], out: IO[str]) -> None:
+    """Per-host counts: messages, recipients by final status, rejects, lines read."""
+    statuses = ("sent", "deferred", "bounced", "expired", "discarded")
+    headers = ["host", "sources", "lines", "messages", *statuses, "rejected", "unknown"]
+    table: list[list[Any]] = []
+    for h in hosts:
+        if h.error is not None:
+            table.append([h.name, f"error: {h.error.stage}: {h.error.message}"[:60]])
+            continue
+        s = h.summary
+        table.append(
+            [
+                h.name,
+                len(h.sources),
+                h.stats.lines if h.stats else 0,
+                s.get("messages", 0),
+                *[s.get(k, 0) for k in statuses],
+                s.get("rejected", 0),
+                h.stats.unknown if h.stats else 0,
+            ]
+        )
+    out.write(tabulate(table, headers=headers, tablefmt="simple"))
+    out.write("\n")
+
+
+def render_hosts_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], out: IO[str]) -> None:
+    out.write(tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True))
+    out.write("\n")

@@ -1,0 +1,216 @@
+"""The trace retrieval loop: search, then follow every hand-off to a fixed point.
+
+Round 0 runs the query's two passes on the selected hosts. Each later round asks correlate
+which (host, queue ID) groups the links point at but nobody has fetched yet (forward), and
+which fleet hosts handed over a message whose parent is still unknown (backward), then fetches
+exactly those, all hosts in parallel, one round per hop depth, until nothing new turns up or
+the depth limit is reached. Each host keeps one session for the whole loop, used by one thread
+at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+
+from collector.correlate import (
+    DEFAULT_SKEW,
+    backward_hints,
+    build_host_index,
+    correlate,
+    pending_refs,
+    select_traces,
+)
+from collector.errors import CollectorError
+from collector.fleet import run_on_hosts
+from collector.models import Host, HostError, HostLog, HostResult, QueueGroup, Stage, Trace
+from collector.pipeline import HostRecords, fetch_ids, select_records, start_host
+from collector.query import Query, group_matches, row_matches, rows_of_group
+from collector.transport import Session
+
+SessionOpener = Callable[[Host], Session]
+
+#: Hop depth explored after the first search (each round is one hop further).
+DEFAULT_DEPTH = 12
+
+
+@dataclass(slots=True)
+class _HostState:
+    host: Host
+    session: Session | None = None
+    records: HostRecords | None = None
+    error: HostError | None = None
+    wanted_ids: set[str] = field(default_factory=set)
+    wanted_needles: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRun:
+    """What a trace found, and what it cost."""
+
+    traces: tuple[Trace, ...]
+    results: tuple[HostResult[HostLog], ...]  # every host touched, in inventory order
+    rounds: int
+    round_trips: int  # commands run over all hosts (each one SSH exec round trip)
+    notes: tuple[str, ...]
+
+
+def trace_matches(query: Query) -> Callable[[QueueGroup], bool]:
+    """The predicate a group must meet for its whole trace to be shown."""
+
+    def matches(group: QueueGroup) -> bool:
+        if not group_matches(group, query):
+            return False
+        if query.recipients or query.statuses or query.since or query.until:
+            return any(row_matches(r, query) for r in rows_of_group(group))
+        return True
+
+    return matches
+
+
+def trace_fleet(
+    inventory_hosts: Sequence[Host],
+    start_hosts: Sequence[Host],
+    query: Query,
+    *,
+    open_session: SessionOpener,
+    zone_of: Callable[[Host], tzinfo],
+    now: datetime,
+    max_skew: timedelta = DEFAULT_SKEW,
+    depth: int = DEFAULT_DEPTH,
+    workers: int = 16,
+    on_round: Callable[[int, int], None] | None = None,
+) -> TraceRun:
+    """Search ``start_hosts`` for ``query`` and follow the message over ``inventory_hosts``."""
+    states = {h.name: _HostState(h) for h in inventory_hosts}
+    order = [h.name for h in inventory_hosts]
+    index = build_host_index(list(inventory_hosts))
+    notes: list[str] = []
+
+    def ensure(state: _HostState) -> HostRecords:
+        if state.session is None:
+            state.session = open_session(state.host)
+        if state.records is None:
+            state.records = start_host(
+                state.session, Query(), zone_of(state.host), now
+            )
+        return state.records
+
+    def first_round(host: Host) -> None:
+        state = states[host.name]
+        rec = ensure(state)
+        assert state.session is not None
+        state.records = start_host(state.session, query, zone_of(host), now, found=rec.found)
+        select_records(state.records, state.session, query)
+
+    def follow(host: Host) -> None:
+        state = states[host.name]
+        rec = ensure(state)
+        assert state.session is not None
+        if state.wanted_needles:
+            needles = Query(terms=tuple(sorted(state.wanted_needles)))
+            state.wanted_needles.clear()
+            ids = _ids_for_needles(rec, state.session, needles)
+            state.wanted_ids |= ids
+        fetch_ids(rec, state.session, state.wanted_ids)
+        state.wanted_ids.clear()
+
+    try:
+        _run_round(states, list(start_hosts), first_round, workers)
+        rounds = 1
+        while rounds <= depth:
+            logs = _logs(states, order)
+            work = _plan_next(states, logs, index, max_skew)
+            if not work:
+                break
+            if on_round is not None:
+                on_round(rounds, len(work))
+            _run_round(states, [states[n].host for n in order if n in work], follow, workers)
+            rounds += 1
+        else:
+            notes.append(f"stopped following after {depth} rounds (depth limit)")
+    finally:
+        for state in states.values():
+            if state.session is not None:
+                try:
+                    state.session.close()
+                except Exception:  # noqa: BLE001 - closing must not hide the real outcome
+                    pass
+    logs = _logs(states, order)
+    failed = {
+        n: f"{s.error.stage}: {s.error.message}" for n, s in states.items() if s.error is not None
+    }
+    traces = correlate(logs, build_host_index(list(inventory_hosts), logs), max_skew=max_skew,
+                       failed_hosts=failed)
+    chosen = select_traces(traces, trace_matches(query))
+    results = tuple(
+        HostResult(n, value=states[n].records.log() if states[n].records else None,
+                   error=states[n].error)
+        for n in order
+        if states[n].records is not None or states[n].error is not None
+    )
+    trips = sum(s.records.commands for s in states.values() if s.records is not None)
+    return TraceRun(tuple(chosen), results, rounds, trips, tuple(notes))
+
+
+def _ids_for_needles(rec: HostRecords, session: Session, needles: Query) -> set[str]:
+    """Pass 1 only: the queue IDs of lines carrying these strings (e.g. ``queued as ID``)."""
+    before = len(rec.records)
+    found = select_records(rec, session, needles)
+    del before
+    return found
+
+
+def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[HostLog]:
+    return [states[n].records.log() for n in order if states[n].records is not None]
+
+
+def _plan_next(
+    states: dict[str, _HostState],
+    logs: Sequence[HostLog],
+    index: object,
+    max_skew: timedelta,
+) -> set[str]:
+    """Decide what each host must fetch next; returns the hosts with work."""
+    from collector.correlate import HostIndex
+
+    assert isinstance(index, HostIndex)
+    work: set[str] = set()
+    for ref in pending_refs(logs, index, max_skew):
+        state = states.get(ref.host)
+        if state is None or state.error is not None:
+            continue
+        if state.records is not None and ref.queue_id in state.records.fetched_ids:
+            continue
+        state.wanted_ids.add(ref.queue_id)
+        work.add(ref.host)
+    for hint in backward_hints(logs, index, max_skew):
+        state = states.get(hint.host)
+        if state is None or state.error is not None:
+            continue
+        # The parent's delivery line names the child: "... queued as CHILDID)".
+        needle = f"queued as {hint.child.queue_id}"
+        if state.records is not None and needle in state.records.fetched_ids:
+            continue
+        if state.records is not None:
+            state.records.fetched_ids.add(needle)
+        state.wanted_needles.add(needle)
+        work.add(hint.host)
+    return work
+
+
+def _run_round(
+    states: dict[str, _HostState],
+    hosts: Sequence[Host],
+    task: Callable[[Host], None],
+    workers: int,
+) -> None:
+    todo = [h for h in hosts if states[h.name].error is None]
+    results = run_on_hosts(todo, task, workers=workers)
+    for r in results:
+        if r.error is not None:
+            states[r.host].error = r.error
+
+
+_ = (CollectorError, Stage)
