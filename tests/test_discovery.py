@@ -277,10 +277,14 @@ def run_local(argv: Sequence[str]) -> CommandResult:
 def test_real_postconf_output_shapes(tmp_path: Path) -> None:
     """The machine's own postconf (Postfix is a test dependency): both shapes, for real."""
     (tmp_path / "main.cf").write_text(
+        "myhostname = mx1.example.test\n"  # else -x may look the host's name up in DNS
         "multi_instance_name = postfix-out\n"
         "maillog_file = /var/log/$multi_instance_name.log\n"
         "syslog_facility =\n  local3\n"
     )
+    (tmp_path / "master.cf").write_text("")
+    # Postfix re-reads a main.cf modified within the last second until it is older (~1.5 s).
+    os.utime(tmp_path / "main.cf", (T0, T0))
     result = run_local(postconf_argv("/usr/sbin/postconf", str(tmp_path)))
     assert postconf_status(result) is PostconfStatus.OK
     config = config_from_postconf(result.stdout.decode(), str(tmp_path))
