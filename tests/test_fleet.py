@@ -1,0 +1,123 @@
+"""The host pool, with fake tasks: order, error tagging, worker bound, slow hosts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from collector.errors import CollectorError, InventoryError, TransportError
+from collector.fleet import describe_failure, run_on_hosts
+from collector.models import Host, HostError, HostResult, Stage
+
+HOSTS = [Host(f"mx{i}") for i in range(8)]
+
+
+def test_results_come_back_in_inventory_order() -> None:
+    # Later hosts finish first; the result list still follows the inventory.
+    def task(host: Host) -> str:
+        time.sleep(0.01 * (8 - int(host.name[2:])))
+        return host.name.upper()
+
+    finished: list[str] = []
+    results = run_on_hosts(HOSTS, task, workers=8, on_done=lambda r: finished.append(r.host))
+    assert [r.host for r in results] == [h.name for h in HOSTS]
+    assert [r.value for r in results] == [h.name.upper() for h in HOSTS]
+    assert all(r.ok for r in results)
+    assert sorted(finished) == sorted(h.name for h in HOSTS)
+    assert finished[0] == "mx7"
+
+
+def test_errors_are_tagged_per_host_and_never_propagate() -> None:
+    class Odd(CollectorError):
+        stage = Stage.DISCOVER
+
+    def task(host: Host) -> int:
+        match host.name:
+            case "mx1":
+                raise TransportError("mx1", Stage.AUTH, "Authentication failed")
+            case "mx2":
+                raise Odd("no log found")
+            case "mx3":
+                raise InventoryError(None, "bad key")
+            case "mx4":
+                raise KeyError("boom")
+        return 1
+
+    caught: dict[str, BaseException] = {}
+    results = run_on_hosts(HOSTS[:6], task, exceptions=caught)
+    assert [r.error for r in results] == [
+        None,
+        HostError("mx1", Stage.AUTH, "Authentication failed"),
+        HostError("mx2", Stage.DISCOVER, "no log found"),
+        HostError("mx3", Stage.READ, "bad key"),
+        HostError("mx4", Stage.READ, "KeyError: 'boom'"),
+        None,
+    ]
+    assert [r.value for r in results] == [1, None, None, None, None, 1]
+    assert set(caught) == {"mx1", "mx2", "mx3", "mx4"}
+    assert isinstance(caught["mx4"], KeyError)
+    assert caught["mx4"].__traceback__ is not None  # --debug can print it
+
+
+def test_error_host_name_is_the_inventory_name() -> None:
+    # A task may raise an error naming another host (a bastion); the result is still ours.
+    error = describe_failure("mx9", TransportError("bastion", Stage.CONNECT, "refused"))
+    assert error == HostError("mx9", Stage.CONNECT, "refused")
+
+
+@pytest.mark.parametrize("workers", [1, 3, 16])
+def test_worker_bound_is_respected(workers: int) -> None:
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+
+    def task(host: Host) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+
+    run_on_hosts(HOSTS, task, workers=workers)
+    assert peak == min(workers, len(HOSTS))
+
+
+def test_a_slow_host_does_not_delay_the_others() -> None:
+    finished_at: dict[str, float] = {}
+    started = time.monotonic()
+
+    def task(host: Host) -> str:
+        time.sleep(1.5 if host.name == "mx0" else 0.05)
+        return host.name
+
+    def done(result: HostResult[str]) -> None:
+        finished_at[result.host] = time.monotonic() - started
+
+    results = run_on_hosts(HOSTS, task, workers=4, on_done=done)
+    assert all(r.ok for r in results)
+    assert max(t for name, t in finished_at.items() if name != "mx0") < 0.8
+    assert finished_at["mx0"] >= 1.5
+
+
+def test_no_hosts() -> None:
+    assert run_on_hosts([], lambda host: 1) == []
+
+
+def test_a_failing_callback_stops_queued_hosts() -> None:
+    ran: list[str] = []
+
+    def task(host: Host) -> None:
+        ran.append(host.name)
+        time.sleep(0.05)
+
+    def done(result: HostResult[None]) -> None:
+        raise RuntimeError("renderer broke")
+
+    with pytest.raises(RuntimeError, match="renderer broke"):
+        run_on_hosts(HOSTS, task, workers=1, on_done=done)
+    time.sleep(0.2)
+    assert len(ran) < len(HOSTS)
