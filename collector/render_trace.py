@@ -1,0 +1,651 @@
+"""Output of ``collector trace``: a tree view, JSON, NDJSON, CSV, a table, Graphviz and Mermaid.
+
+Each function writes to the stream it is given. Only ``models`` (and the shared helpers of
+``render``) are imported: rendering takes values and never reaches back into the pipeline.
+
+A hop's ``delays`` is the ``delays=a/b/c/d`` of the delivery that handed the message to it (the
+parent's attempt whose ``queued as``/``forwarded as`` names the hop); entry, pickup and
+notification hops have none. A recipient's delays are those of its last attempt.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from collector.models import Attempt, GroupRef, Hop, RecipientOutcome, Trace
+from collector.render import HostReport, host_dict, iso, write_json
+
+#: Columns of one (message, recipient) row, in order; also the CSV header.
+TRACE_ROW_FIELDS = (
+    "message_id",
+    "sender",
+    "recipient",
+    "status",
+    "outcome",
+    "hops",
+    "first_host",
+    "last_host",
+    "total_delay",
+)
+
+_GREEN = frozenset({"sent", "delivered", "relayed-out"})
+_YELLOW = frozenset({"deferred", "queued"})
+_RED = frozenset({"bounced", "rejected", "expired", "lost"})
+_ANSI = {"green": "\x1b[32m", "yellow": "\x1b[33m", "red": "\x1b[31m", "bold": "\x1b[1m"}
+_RESET = "\x1b[0m"
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _ref(hop: Hop) -> GroupRef:
+    return GroupRef(hop.host, hop.queue_id)
+
+
+def _handoff_attempt(hop: Hop, parent: Hop | None) -> Attempt | None:
+    """The parent's delivery attempt that names this hop's queue ID as the next one."""
+    if parent is None:
+        return None
+    for r in parent.group.recipients:
+        for a in r.attempts:
+            if a.next_queue_id == hop.queue_id:
+                return a
+    return None
+
+
+def _parents(hops: Sequence[Hop]) -> list[int | None]:
+    """Index of each hop's parent hop within the trace.
+
+    Hops come in depth-first order, so the nearest earlier hop with the parent's ref is the
+    parent even when a short queue ID was reused within one trace.
+    """
+    out: list[int | None] = []
+    for i, hop in enumerate(hops):
+        found: int | None = None
+        if hop.parent is not None:
+            for j in range(i - 1, -1, -1):
+                if _ref(hops[j]) == hop.parent:
+                    found = j
+                    break
+        out.append(found)
+    return out
+
+
+def _hop_delays(trace: Trace) -> list[str | None]:
+    parents = _parents(trace.hops)
+    out: list[str | None] = []
+    for hop, p in zip(trace.hops, parents, strict=True):
+        a = _handoff_attempt(hop, trace.hops[p] if p is not None else None)
+        out.append(a.delays if a is not None else None)
+    return out
+
+
+def _fate_hop(trace: Trace, parents: Sequence[int | None], r: RecipientOutcome) -> int | None:
+    """The hop that logged this recipient's outcome, found by walking its path from the root."""
+    want = GroupRef(r.host, r.queue_id)
+    node: int | None = None
+    best: int | None = None
+    for ref in r.path:
+        nxt = next(
+            (i for i, h in enumerate(trace.hops) if _ref(h) == ref and parents[i] == node),
+            None,
+        )
+        if nxt is None:
+            break
+        node = nxt
+        if ref == want:
+            best = node
+    if best is not None:
+        return best
+    return next((i for i, h in enumerate(trace.hops) if _ref(h) == want), None)
+
+
+def _notification_anchor(trace: Trace, notification: Trace) -> int | None:
+    """The hop of ``trace`` whose bounce generated ``notification``."""
+    target = notification.hops[0].parent if notification.hops else None
+    return next(
+        (i for i in range(len(trace.hops) - 1, -1, -1) if _ref(trace.hops[i]) == target), None
+    )
+
+
+def _recipient_attempt(trace: Trace, hop_index: int | None, r: RecipientOutcome) -> Attempt | None:
+    if hop_index is None:
+        return None
+    for rec in trace.hops[hop_index].group.recipients:
+        if rec.address == r.address and rec.attempts:
+            return rec.last
+    return None
+
+
+def _sender(sender: str | None) -> str:
+    if sender is None:
+        return "-"
+    return sender or "<>"
+
+
+def fmt_duration(seconds: float) -> str:
+    """``2.3 s``, ``4 min 10 s``, ``1 h 02 min``, ``3 d 04 h``."""
+    sign = "-" if seconds < 0 else ""
+    s = abs(seconds)
+    if s < 60:
+        text = f"{s:.1f}".rstrip("0").rstrip(".")
+        return f"{sign}{text} s"
+    whole = round(s)
+    if whole < 3600:
+        return f"{sign}{whole // 60} min {whole % 60} s"
+    if whole < 86400:
+        return f"{sign}{whole // 3600} h {whole % 3600 // 60:02d} min"
+    return f"{sign}{whole // 86400} d {whole % 86400 // 3600:02d} h"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def fmt_delays(delays: str, sep: str = " · ") -> str:
+    """``queue a s · qmgr b s · conn c s · xmit d s`` from Postfix's ``delays=a/b/c/d``."""
+    parts = delays.split("/")
+    if len(parts) != 4:
+        return f"delays={delays}"
+    names = ("queue", "qmgr", "conn", "xmit")
+    return sep.join(f"{n} {p} s" for n, p in zip(names, parts, strict=True))
+
+
+def _total_delay(trace: Trace, r: RecipientOutcome) -> float | None:
+    if r.time is None:
+        return None
+    return (r.time - trace.first_seen).total_seconds()
+
+
+def _walk(traces: Iterable[Trace]) -> Iterator[Trace]:
+    """Each trace, then its notifications (depth first)."""
+    for t in traces:
+        yield t
+        yield from _walk(t.notifications)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _ref_dict(ref: GroupRef | None) -> dict[str, str] | None:
+    return None if ref is None else {"host": ref.host, "queue_id": ref.queue_id}
+
+
+def trace_dict(trace: Trace) -> dict[str, Any]:
+    """One trace as the documented JSON object (notifications nested the same way)."""
+    delays = _hop_delays(trace)
+    return {
+        "message_id": trace.message_id,
+        "sender": trace.sender,
+        "first_seen": iso(trace.first_seen),
+        "last_seen": iso(trace.last_seen),
+        "size": trace.size,
+        "hops": [
+            {
+                "host": h.host,
+                "queue_id": h.queue_id,
+                "time": iso(h.time),
+                "client": h.client,
+                "parent": _ref_dict(h.parent),
+                "via": h.via,
+                "evidence": list(h.evidence),
+                "delays": d,
+                "sender": h.group.sender,
+                "message_id": h.group.message_id,
+            }
+            for h, d in zip(trace.hops, delays, strict=True)
+        ],
+        "recipients": [
+            {
+                "address": r.address,
+                "orig_address": r.orig_address,
+                "status": r.status,
+                "outcome": r.outcome,
+                "host": r.host,
+                "queue_id": r.queue_id,
+                "dsn": r.dsn,
+                "response": r.response,
+                "time": iso(r.time),
+                "path": [_ref_dict(p) for p in r.path],
+            }
+            for r in trace.recipients
+        ],
+        "notifications": [trace_dict(n) for n in trace.notifications],
+        "notes": list(trace.notes),
+    }
+
+
+def render_traces_json(traces: Sequence[Trace], hosts: Sequence[HostReport], out: IO[str]) -> None:
+    """``{"traces": [...], "hosts": [...]}``; ``hosts`` always says which hosts failed."""
+    write_json(
+        {"traces": [trace_dict(t) for t in traces], "hosts": [host_dict(h) for h in hosts]}, out
+    )
+
+
+def render_traces_ndjson(traces: Sequence[Trace], out: IO[str]) -> None:
+    """One top-level trace object per line (notifications stay nested in their parent)."""
+    for t in traces:
+        out.write(json.dumps(trace_dict(t), ensure_ascii=False))
+        out.write("\n")
+
+
+# --------------------------------------------------------------------------- CSV and table
+
+
+def _trace_rows(traces: Sequence[Trace]) -> Iterator[tuple[Trace, bool, RecipientOutcome]]:
+    def rows(t: Trace, nested: bool) -> Iterator[tuple[Trace, bool, RecipientOutcome]]:
+        for r in t.recipients:
+            yield t, nested, r
+        for n in t.notifications:
+            yield from rows(n, True)
+
+    for t in traces:
+        yield from rows(t, False)
+
+
+def render_traces_csv(traces: Sequence[Trace], out: IO[str]) -> None:
+    """One row per (message, recipient); notifications' rows follow their parent's.
+
+    The null sender is an empty field (as in the search CSV); ``total_delay`` is seconds from the
+    message's first sighting to the recipient's last status, empty when no status was logged.
+    """
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TRACE_ROW_FIELDS)
+    for t, _, r in _trace_rows(traces):
+        delay = _total_delay(t, r)
+        writer.writerow(
+            [
+                t.message_id or "",
+                t.sender or "",
+                r.address,
+                r.status,
+                r.outcome,
+                len(r.path),
+                r.path[0].host if r.path else "",
+                r.path[-1].host if r.path else "",
+                "" if delay is None else _seconds(delay),
+            ]
+        )
+
+
+def _clip(text: str, width: int, marker: str = "…") -> str:
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - len(marker))] + marker
+
+
+def _fit(
+    table: list[list[str]], headers: list[str], shrink: Sequence[tuple[int, int]], width: int
+) -> list[int]:
+    """Clip cells and headers in place until the table fits ``width``; the column widths.
+
+    ``shrink`` lists (column, floor) in the order columns give up room; if the floors are still
+    too wide, every listed column goes down to a few characters.
+    """
+    widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(headers)]
+    excess = sum(widths) + 2 * (len(headers) - 1) - width
+    for floors in (dict(shrink), dict.fromkeys(dict(shrink), 4)):
+        for i, floor in floors.items():
+            cut = min(max(excess, 0), max(0, widths[i] - floor))
+            widths[i] -= cut
+            excess -= cut
+    for i, _ in shrink:
+        headers[i] = _clip(headers[i], widths[i])
+        for row in table:
+            row[i] = _clip(row[i], widths[i])
+    return widths
+
+
+def render_traces_table(traces: Sequence[Trace], out: IO[str], *, width: int = 100) -> None:
+    """The CSV's rows as a table that fits ``width``; a notification's rows start with ``↳``.
+
+    Long values are clipped with ``…``, the message ID first (it repeats on every row of a
+    message), the recipient last. Full values are in ``--format csv|json``.
+    """
+    headers = ["message_id", "sender", "recipient", "status", "outcome", "hops", "first", "last"]
+    headers.append("delay")
+    table: list[list[str]] = []
+    for t, nested, r in _trace_rows(traces):
+        delay = _total_delay(t, r)
+        table.append(
+            [
+                ("↳ " if nested else "") + _safe(t.message_id or "-"),
+                _safe(_sender(t.sender)),
+                _safe(r.address or "-"),
+                r.status,
+                r.outcome,
+                str(len(r.path)),
+                r.path[0].host if r.path else "-",
+                r.path[-1].host if r.path else "-",
+                "-" if delay is None else fmt_duration(delay),
+            ]
+        )
+    if not table:
+        return
+    widths = _fit(table, headers, ((0, 12), (1, 12), (6, 6), (7, 6), (2, 16)), width)
+    # Laid out here rather than by tabulate, whose headers always take two extra columns:
+    # in 100 columns those are the room an address needs. The look is tabulate's "simple".
+    for row in (headers, ["-" * w for w in widths], *table):
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        out.write(line.rstrip() + "\n")
+
+
+# --------------------------------------------------------------------------- text (tree)
+
+
+def _safe(text: str) -> str:
+    """Control characters (an escape sequence in a logged reply) never reach the terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seg:
+    text: str
+    style: str | None = None
+
+
+_Line = tuple[_Seg, ...]
+
+
+@dataclass
+class _Node:
+    lines: list[_Line]
+    children: list[_Node] = field(default_factory=list)
+
+
+def _status_style(word: str) -> str | None:
+    if word in _GREEN:
+        return "green"
+    if word in _YELLOW:
+        return "yellow"
+    if word in _RED:
+        return "red"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Glyphs:
+    branch: str
+    last: str
+    pipe: str
+    blank: str
+    dot: str
+    ellipsis: str
+    arrow: str
+
+
+_UNICODE = _Glyphs("├─ ", "└─ ", "│  ", "   ", " · ", "…", "→")
+_ASCII = _Glyphs("|- ", "`- ", "|  ", "   ", ", ", "~", "->")
+
+
+def _header(trace: Trace, word: str) -> list[_Line]:
+    size = f"  size {trace.size}" if trace.size is not None else ""
+    elapsed = fmt_duration((trace.last_seen - trace.first_seen).total_seconds())
+    first = trace.first_seen.strftime("%Y-%m-%d %H:%M:%S %z")
+    return [
+        (
+            _Seg(f"{word} ", "bold"),
+            _Seg(_safe(trace.message_id or "(no message-id)"), "bold"),
+            _Seg(f"  from {_safe(_sender(trace.sender))}{size}"),
+        ),
+        (_Seg(f"first seen {first}  end-to-end {elapsed}"),),
+    ]
+
+
+def _hop_line(hop: Hop) -> _Line:
+    client = f"  from {_safe(hop.client)}" if hop.client else ""
+    return (
+        _Seg(f"{_safe(hop.host)} {_safe(hop.queue_id)}", "bold"),
+        _Seg(f"  {hop.time.strftime('%H:%M:%S')}  via {_safe(hop.via)}{client}"),
+    )
+
+
+def _recipient_node(r: RecipientOutcome, attempt: Attempt | None, g: _Glyphs) -> _Node:
+    addr = _safe(r.address or "(no recipient)")
+    if r.orig_address and r.orig_address != r.address:
+        addr += f" (orig {_safe(r.orig_address)})"
+    words: list[_Seg] = [_Seg(r.status, _status_style(r.status))]
+    if r.outcome != r.status:
+        words += [_Seg(f" {g.arrow} "), _Seg(r.outcome, _status_style(r.outcome))]
+    tail = ""
+    if r.dsn:
+        tail += f"  {r.dsn}"
+    if r.time is not None:
+        tail += f"  {r.time.strftime('%H:%M:%S')}"
+    if r.response:
+        tail += f"  {_safe(r.response)}"
+    lines: list[_Line] = [(_Seg(f"{g.arrow} {addr}  "), *words, _Seg(tail))]
+    if attempt is not None and attempt.delays:
+        lines.append((_Seg(fmt_delays(attempt.delays, g.dot)),))
+    return _Node(lines)
+
+
+def _trace_roots(trace: Trace, g: _Glyphs, depth: int = 0) -> tuple[list[_Node], list[_Node]]:
+    """The hop tree of one trace (roots) and what could not be attached under a hop."""
+    parents = _parents(trace.hops)
+    delays = _hop_delays(trace)
+    nodes = [
+        _Node([_hop_line(h)] + ([(_Seg(fmt_delays(d, g.dot)),)] if d else []))
+        for h, d in zip(trace.hops, delays, strict=True)
+    ]
+    loose: list[_Node] = []
+    for r in trace.recipients:
+        i = _fate_hop(trace, parents, r)
+        node = _recipient_node(r, _recipient_attempt(trace, i, r), g)
+        (nodes[i].children if i is not None else loose).append(node)
+    for i, p in enumerate(parents):
+        if p is not None:
+            nodes[p].children.append(nodes[i])
+    for n in trace.notifications:
+        at = _notification_anchor(trace, n)
+        node = _notification_node(n, g, depth + 1)
+        (nodes[at].children if at is not None else loose).append(node)
+    roots = [nodes[i] for i, p in enumerate(parents) if p is None]
+    return roots, loose
+
+
+def _notification_node(trace: Trace, g: _Glyphs, depth: int) -> _Node:
+    roots, loose = _trace_roots(trace, g, depth)
+    notes = [_Node([(_Seg(f"note: {_safe(note)}", "yellow"),)]) for note in trace.notes]
+    return _Node(_header(trace, "notification"), roots + loose + notes)
+
+
+def _tree_lines(node: _Node, first: str, rest: str, g: _Glyphs) -> Iterator[_Line]:
+    for k, line in enumerate(node.lines):
+        if k == 0:
+            yield (_Seg(first), *line)
+        else:
+            yield (_Seg(rest + (g.pipe if node.children else g.blank)), *line)
+    for k, child in enumerate(node.children):
+        last = k == len(node.children) - 1
+        yield from _tree_lines(
+            child, rest + (g.last if last else g.branch), rest + (g.blank if last else g.pipe), g
+        )
+
+
+def _emit(line: _Line, out: IO[str], width: int, color: bool, ellipsis: str) -> None:
+    total = sum(len(s.text) for s in line)
+    if total > width:
+        room = max(0, width - len(ellipsis))
+        clipped: list[_Seg] = []
+        for s in line:
+            if room <= 0:
+                break
+            clipped.append(_Seg(s.text[:room], s.style))
+            room -= len(s.text[:room])
+        clipped.append(_Seg(ellipsis))
+        line = tuple(clipped)
+    text = "".join(
+        f"{_ANSI[s.style]}{s.text}{_RESET}" if color and s.style and s.text else s.text
+        for s in line
+    )
+    out.write(text.rstrip() + "\n")
+
+
+def render_traces_text(
+    traces: Sequence[Trace],
+    out: IO[str],
+    *,
+    width: int = 100,
+    color: bool = False,
+    ascii: bool = False,
+) -> None:
+    """One block per message: a header, the hop tree with recipients and notifications, notes.
+
+    No line is longer than ``width`` characters (code points; long values are clipped with
+    ``…``). ANSI colours only with ``color=True``; ``ascii=True`` draws the tree with ``|-``
+    and `` `- `` and uses ASCII punctuation (logged values are printed as they are).
+    """
+    g = _ASCII if ascii else _UNICODE
+    for n, trace in enumerate(traces):
+        if n:
+            out.write("\n")
+        lines: list[_Line] = _header(trace, "message")
+        roots, loose = _trace_roots(trace, g)
+        for root in roots:
+            lines += _tree_lines(root, "", "", g)
+        for node in loose:
+            lines += _tree_lines(node, "", "", g)
+        lines += [(_Seg(f"note: {_safe(note)}", "yellow"),) for note in trace.notes]
+        for line in lines:
+            _emit(line, out, width, color, g.ellipsis)
+
+
+# --------------------------------------------------------------------------- Graphviz and Mermaid
+
+
+def _dot_quote(text: str) -> str:
+    """A DOT string literal; backslashes doubled so a label never sees ``\\l``/``\\N`` escapes."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    text = text.replace("\r", " ").replace("\n", " ")
+    return f'"{text}"'
+
+
+def _dot_label(*parts: str) -> str:
+    """Parts joined by DOT's ``\\n`` line break, each part escaped on its own."""
+    return _dot_quote("\x00".join(parts)).replace("\x00", "\\n")
+
+
+@dataclass
+class _GraphNode:
+    id: str
+    label: tuple[str, ...]
+    host: str | None  # hops are clustered by host; recipients are not
+
+
+@dataclass
+class _GraphEdge:
+    src: str
+    dst: str
+    label: str
+    dashed: bool
+
+
+def _graph(traces: Sequence[Trace]) -> tuple[list[_GraphNode], list[_GraphEdge]]:
+    """Nodes n1, n2, ... for hops and recipient outcomes; edges parent -> child."""
+    nodes: list[_GraphNode] = []
+    edges: list[_GraphEdge] = []
+
+    def new(label: tuple[str, ...], host: str | None) -> str:
+        nodes.append(_GraphNode(f"n{len(nodes) + 1}", label, host))
+        return nodes[-1].id
+
+    def add(trace: Trace, attach: str | None) -> None:
+        parents = _parents(trace.hops)
+        ids = [new((h.host, h.queue_id), h.host) for h in trace.hops]
+        for i, p in enumerate(parents):
+            if p is not None:
+                edges.append(_GraphEdge(ids[p], ids[i], trace.hops[i].via, False))
+        if attach is not None and trace.hops:
+            edges.append(_GraphEdge(attach, ids[0], "notification", True))
+        for r in trace.recipients:
+            fate = _fate_hop(trace, parents, r)
+            leaf = new((r.address or "(no recipient)", r.outcome), None)
+            if fate is not None:
+                edges.append(_GraphEdge(ids[fate], leaf, r.status, False))
+        for n in trace.notifications:
+            at = _notification_anchor(trace, n)
+            add(n, ids[at] if at is not None else None)
+
+    for t in traces:
+        add(t, None)
+    return nodes, edges
+
+
+def _hosts_in_order(nodes: Sequence[_GraphNode]) -> list[str]:
+    return list(dict.fromkeys(n.host for n in nodes if n.host is not None))
+
+
+def render_traces_dot(traces: Sequence[Trace], out: IO[str]) -> None:
+    """A Graphviz digraph: hops clustered per host, recipient outcomes as leaves.
+
+    Notifications hang off the hop that generated them on a dashed edge.
+    """
+    nodes, edges = _graph(traces)
+    out.write("digraph traces {\n")
+    out.write("  rankdir=LR;\n")
+    out.write('  node [shape=box, fontname="monospace"];\n')
+    for k, host in enumerate(_hosts_in_order(nodes), 1):
+        out.write(f"  subgraph cluster_{k} {{\n")
+        out.write(f"    label={_dot_quote(host)};\n")
+        for n in nodes:
+            if n.host == host:
+                out.write(f"    {n.id} [label={_dot_label(*n.label)}];\n")
+        out.write("  }\n")
+    for n in nodes:
+        if n.host is None:
+            out.write(f"  {n.id} [label={_dot_label(*n.label)}, shape=ellipse];\n")
+    for e in edges:
+        style = ", style=dashed" if e.dashed else ""
+        out.write(f"  {e.src} -> {e.dst} [label={_dot_quote(e.label)}{style}];\n")
+    out.write("}\n")
+
+
+def _mermaid_text(text: str) -> str:
+    """Mermaid entity codes for what would end a label or be read as HTML."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    out = []
+    for c in text:
+        if c == "#":
+            out.append("#35;")
+        elif c == '"':
+            out.append("#quot;")
+        elif c == "<":
+            out.append("#lt;")
+        elif c == ">":
+            out.append("#gt;")
+        elif c == "&":
+            out.append("#amp;")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _mermaid_label(*parts: str) -> str:
+    return '"' + "<br/>".join(_mermaid_text(p) for p in parts) + '"'
+
+
+def render_traces_mermaid(traces: Sequence[Trace], out: IO[str]) -> None:
+    """A bare ``flowchart LR`` (no Markdown fence: wrap it in a mermaid fence to embed it).
+
+    Node ids are n1, n2, ...; host subgraphs are h1, h2, ...; every label is quoted, with ``"``,
+    ``#``, ``<``, ``>`` and ``&`` written as Mermaid entity codes.
+    """
+    nodes, edges = _graph(traces)
+    out.write("flowchart LR\n")
+    for k, host in enumerate(_hosts_in_order(nodes), 1):
+        out.write(f"  subgraph h{k}[{_mermaid_label(host)}]\n")
+        for n in nodes:
+            if n.host == host:
+                out.write(f"    {n.id}[{_mermaid_label(*n.label)}]\n")
+        out.write("  end\n")
+    for n in nodes:
+        if n.host is None:
+            out.write(f"  {n.id}([{_mermaid_label(*n.label)}])\n")
+    for e in edges:
+        arrow = "-.->" if e.dashed else "-->"
+        out.write(f"  {e.src} {arrow}|{_mermaid_label(e.label)}| {e.dst}\n")
