@@ -23,11 +23,13 @@ Command line, for benchmarks and manual runs (the sshd processes outlive ``up``)
 from __future__ import annotations
 
 import argparse
+import bz2
 import calendar
 import contextlib
 import gzip
 import hashlib
 import json
+import lzma
 import os
 import re
 import shlex
@@ -98,6 +100,7 @@ class _Host:
     proc: subprocess.Popen[bytes] | None = None
     pid: int = 0
     mnt_ns: tuple[int, int] | None = None
+    ns_fd: int | None = None  # pins the namespace so its inode cannot be reused meanwhile
 
     @property
     def fs(self) -> Path:
@@ -198,11 +201,31 @@ def _is_our_listener(pid: int, config: Path) -> bool:
     return SSHD in title and f"-f {config}" in title
 
 
-def namespace_members(mnt_ns: tuple[int, int]) -> list[int]:
-    """Pids of every live process in the given mount namespace."""
+def _mounts_host(pid: int, fs: Path) -> bool:
+    """Whether the process sees the host's /var/log bind mount (its namespace is that host's)."""
+    try:
+        mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return False
+    source = str(fs / "var/log").replace(" ", "\\040")
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        # fields[3]: the mounted path relative to its filesystem, a suffix of our path.
+        if len(fields) > 4 and fields[4] == "/var/log" and source.endswith(fields[3]) \
+                and f"/hosts/{fs.parent.name}/fs/" in fields[3]:
+            return True
+    return False
+
+
+def namespace_members(mnt_ns: tuple[int, int], fs: Path) -> list[int]:
+    """Pids of every live process in the given mount namespace of the host rooted at fs.
+
+    The mount table is checked too: a freed namespace's inode number can be reused by a new
+    namespace (another fleet's host) the moment its last process is gone.
+    """
     members = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and _mount_ns(int(entry)) == mnt_ns:
+        if entry.isdigit() and _mount_ns(int(entry)) == mnt_ns and _mounts_host(int(entry), fs):
             members.append(int(entry))
     return members
 
@@ -230,7 +253,8 @@ def _terminate(listener: int, config: Path, mnt_ns: tuple[int, int] | None,
     deadline = time.monotonic() + timeout
     sig = signal.SIGTERM
     while True:
-        members = [pid for pid in namespace_members(mnt_ns) if _alive(pid) and _cmdline(pid)]
+        members = [pid for pid in namespace_members(mnt_ns, config.parent / "fs")
+                   if _alive(pid) and _cmdline(pid)]
         if not members:
             return
         if time.monotonic() > deadline:
@@ -300,6 +324,10 @@ def last_line_time(data: bytes, now: float) -> float | None:
     """Time of the last timestamped line of a (possibly gzipped) log, or None."""
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
+    elif data[:3] == b"BZh":
+        data = bz2.decompress(data)
+    elif data[:6] == b"\xfd7zXZ\x00":
+        data = lzma.decompress(data)
     for line in reversed(data.splitlines()):
         if _BSD_STAMP.match(line):
             return bsd_time(line, now)
@@ -378,6 +406,8 @@ def spec_from_tree(name: str, tree: Path, now: float | None = None, **kwargs: An
 def standard_specs(lab_dir: Path = FIXTURES) -> list[HostSpec]:
     """The hosts the project's tests use, with files from ``lab_dir/<host>/``.
 
+    A host missing from ``lab_dir`` takes its files from the built-in ``FIXTURES``.
+
     rhel1 (maillog + maillog-YYYYMMDD), deb1 (mail.log, .1, .2.gz), logfile1 (maillog_file
     with a stale mail.log), journal1 (journald only), sudo1 / nosudo1 (user ``collector``,
     root-only 0600 logs, with / without a sudoers rule; both say ``sudo = true``), bastion1
@@ -385,12 +415,15 @@ def standard_specs(lab_dir: Path = FIXTURES) -> list[HostSpec]:
     """
     now = time.time()
 
+    def source(name: str) -> Path:
+        return lab_dir / name if (lab_dir / name).is_dir() else FIXTURES / name
+
     def tree(name: str, **kwargs: Any) -> HostSpec:
-        return spec_from_tree(name, lab_dir / name, now, **kwargs)
+        return spec_from_tree(name, source(name), now, **kwargs)
 
     def root_only(name: str) -> dict[str, int]:
-        logs = (lab_dir / name / "var" / "log").rglob("*")
-        return {"/" + p.relative_to(lab_dir / name).as_posix(): 0o600 for p in logs
+        logs = (source(name) / "var" / "log").rglob("*")
+        return {"/" + p.relative_to(source(name)).as_posix(): 0o600 for p in logs
                 if p.is_file()}
 
     return [
@@ -474,7 +507,9 @@ class Fleet:
         if host.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 host.proc.wait(timeout=5)
-        host.proc, host.pid, host.mnt_ns = None, 0, None
+        if host.ns_fd is not None:
+            os.close(host.ns_fd)
+        host.proc, host.pid, host.mnt_ns, host.ns_fd = None, 0, None, None
         self._save_state()
 
     def start_host(self, name: str) -> None:
@@ -542,8 +577,10 @@ class Fleet:
 
     def namespace_pids(self, name: str) -> list[int]:
         """Live processes in the host's mount namespace (listener and sessions)."""
-        ns = self._hosts[name].mnt_ns
-        return [] if ns is None else [p for p in namespace_members(ns) if _alive(p)]
+        host = self._hosts[name]
+        if host.mnt_ns is None:
+            return []
+        return [p for p in namespace_members(host.mnt_ns, host.fs) if _alive(p)]
 
     def sshd_log(self, name: str) -> str:
         return self._hosts[name].log.read_text(errors="replace")
@@ -761,6 +798,7 @@ class Fleet:
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
                 if int(host.pid_file.read_text()) == host.pid:
+                    host.ns_fd = os.open(f"/proc/{host.pid}/ns/mnt", os.O_RDONLY)
                     host.mnt_ns = _mount_ns(host.pid)
                     self._save_state()
                     return

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
+import os
 import socket
 import subprocess
 import sys
@@ -23,8 +26,10 @@ from sshfleet import (
     journal_export_from_syslog,
     last_line_time,
     machine_id,
+    namespace_members,
     running_fleet,
     spec_from_tree,
+    standard_specs,
     stop_from_state,
     toml_table,
 )
@@ -310,6 +315,12 @@ def test_stop_ends_listeners_and_open_sessions(tmp_path: Path) -> None:
             time.sleep(0.02)
         pids = [pid for name in fleet.names for pid in fleet.namespace_pids(name)]
         assert len(pids) >= 4  # two listeners, one session sshd, one cat
+        # Membership needs the host's own mounts, not just a namespace inode number (reusable).
+        ns = os.stat(f"/proc/{fleet.listener_pid('f1')}/ns/mnt")
+        assert namespace_members((ns.st_dev, ns.st_ino), fleet.host_path("f1", "/root").parent) \
+            == fleet.namespace_pids("f1")
+        assert namespace_members((ns.st_dev, ns.st_ino),
+                                 fleet.host_path("a1", "/root").parent) == []
         fleet.stop()
     finally:
         client.close()
@@ -376,13 +387,26 @@ def test_bsd_time_picks_the_year_before_a_new_year() -> None:
     assert time.localtime(bsd_time("Jan  1 00:00:01", january)).tm_year == 2027
 
 
-def test_last_line_time_reads_gzip_and_rfc3339() -> None:
+def test_last_line_time_reads_compressed_logs_and_rfc3339() -> None:
     now = time.time()
     plain = b"Nov  1 00:00:00 h postfix/x[1]: a\nNov  2 00:00:00 h postfix/x[1]: b\n"
-    assert last_line_time(gzip.compress(plain), now) == last_line_time(plain, now)
+    expected = last_line_time(plain, now)
+    assert expected is not None and time.localtime(expected)[1:3] == (11, 2)
+    for compress in (gzip.compress, bz2.compress, lzma.compress):
+        assert last_line_time(compress(plain), now) == expected
     iso = b"2026-11-28T10:00:00.5+00:00 h postfix/x[1]: a\n"
     assert last_line_time(iso, now) == 1795860000.5
     assert last_line_time(b"no stamps\n", now) is None
+
+
+def test_standard_specs_take_lab_hosts_and_fall_back(tmp_path: Path) -> None:
+    (tmp_path / "sudo1/var/log").mkdir(parents=True)
+    (tmp_path / "sudo1/var/log/maillog").write_text("Nov 28 10:00:00 sudo1 postfix/x[1]: a\n")
+    specs = {spec.name: spec for spec in standard_specs(tmp_path)}
+    assert specs["sudo1"].files == {"/var/log/maillog": tmp_path / "sudo1/var/log/maillog"}
+    assert specs["sudo1"].modes == {"/var/log/maillog": 0o600}
+    assert specs["rhel1"].files["/var/log/maillog"] == FIXTURES / "rhel1/var/log/maillog"
+    assert specs["journal1"].journal_export is not None
 
 
 def test_spec_from_tree(tmp_path: Path) -> None:
