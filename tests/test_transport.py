@@ -460,7 +460,7 @@ def test_ssh_command_timeout_then_session_still_usable(mx1: Session) -> None:
     elapsed = time.monotonic() - started
     assert caught.value.stage is Stage.READ
     assert caught.value.message == "command timed out after 2 s: sleep 30"
-    assert 1.9 < elapsed < 4
+    assert 1.9 < elapsed < 6
     assert mx1.run(["echo", "ok"]).stdout == b"ok\n"
 
 
@@ -497,7 +497,7 @@ def test_ssh_stream_from_fifo_times_out(fleet: Fleet) -> None:
             list(session.stream(["cat", "/var/log/maillog"], timeout=2))
         assert caught.value.stage is Stage.READ
         assert "timed out after 2 s" in caught.value.message
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 6
     finally:
         session.close()
 
