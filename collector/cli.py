@@ -22,7 +22,7 @@ from collector.errors import CollectorError, UsageError
 from collector.fleet import run_on_hosts
 from collector.inventory import find_inventory, host_zone, load_inventory, select_hosts
 from collector.models import Host, HostResult, Inventory, Stage
-from collector.pipeline import HostSearch, search_host
+from collector.pipeline import HostSearch, search_host, summarize_host
 from collector.query import STATUSES, Query, parse_when, select_rows
 from collector.render import (
     HostReport,
@@ -428,11 +428,22 @@ def summary(
         results = _run_fleet(
             inv,
             hosts,
-            lambda s: search_host(s, query, host_zone(s.host), now),
+            lambda s: summarize_host(s, query, host_zone(s.host), now),
             workers=workers,
             show_progress=_is_tty() and fmt is Format.TABLE,
         )
-        reports = _reports(results)
+        reports = [
+            HostReport(r.host, error=r.error)
+            if r.value is None
+            else HostReport(
+                r.host,
+                sources=r.value.search.sources,
+                notes=r.value.search.notes,
+                stats=r.value.search.log.stats,
+                summary=r.value.counts,
+            )
+            for r in results
+        ]
         if fmt is Format.TABLE:
             render_summary_table(reports, sys.stdout)
         else:

@@ -11,27 +11,35 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from collector.assemble import assemble
+from collector.assemble import Assembler, assemble
 from collector.discovery import DiscoveryResult, FileInfo, discover
 from collector.models import (
     CommandResult,
+    Compression,
+    Kind,
     Host,
     HostLog,
     LogSource,
     ParseStats,
+    QueueGroup,
     Record,
     TransportKind,
 )
 from collector.parse import LineParser, TimeContext
-from collector.query import Query
+from collector.query import Query, group_selected, tally
 from collector.retrieval import (
     Needles,
     filter_file_command,
     ids_file_commands,
     journal_command,
     journal_ids_command,
+    journal_match,
     pass1_needles,
+    filter_offsets_command,
     source_in_window,
+    split_offset,
+    window_ids_command,
+    windows_around,
 )
 from collector.transport import Session
 
@@ -153,6 +161,19 @@ class _Reader:
         lines = self.session.stream(list(argv), sudo=sudo, on_bytes=self.on_bytes)
         yield from parser.parse(lines)
 
+    def records_with_offsets(
+        self, source: LogSource, argv: Sequence[str]
+    ) -> Iterator[tuple[int | None, Record]]:
+        """Like ``records`` for ``grep -b`` output: each record with its line's byte offset."""
+        parser = LineParser(_context(source, self.zone, self.now))
+        self.parsers.append(parser)
+        lines = self.session.stream(list(argv), sudo=self.session.host.sudo, on_bytes=self.on_bytes)
+        for raw in lines:
+            offset, line = split_offset(raw)
+            rec = parser.feed(line)
+            if rec is not None:
+                yield offset, rec
+
     def stats(self) -> ParseStats:
         return _sum_stats(p.stats for p in self.parsers)
 
@@ -240,7 +261,9 @@ def start_host(
 def select_records(state: HostRecords, session: Session, query: Query) -> set[str]:
     """Pass 1 (lines with the selector's fixed string) then pass 2 (every line of their IDs).
 
-    Returns the queue IDs pass 1 found. With no fixed string, every line is read in one pass.
+    On plain files pass 2 first reads windows around pass 1's hits; IDs whose life is not
+    complete there are then looked up in the whole of every chosen source. Returns the queue
+    IDs pass 1 found. With no fixed string, every line is read in one pass.
     """
     needles = pass1_needles(query)
     if needles is None:
@@ -249,15 +272,69 @@ def select_records(state: HostRecords, session: Session, query: Query) -> set[st
             state.records.extend(state.reader.records(src, _pass1_argv(session, src, None, query)))
         return set()
     ids: set[str] = set()
+    windowed: list[tuple[LogSource, dict[str, list[int]]]] = []
     for src in state.chosen:
         state.commands += 1
+        if _windowable(src):
+            hits: dict[str, list[int]] = {}
+            argv = filter_offsets_command(session.path(src.path), needles)
+            for offset, rec in state.reader.records_with_offsets(src, argv):
+                if rec.queue_id is None:
+                    state.records.append(rec)
+                elif offset is not None:
+                    hits.setdefault(rec.queue_id, []).append(offset)
+            ids.update(hits)
+            if hits:
+                windowed.append((src, hits))
+            continue
         for rec in state.reader.records(src, _pass1_argv(session, src, needles, query)):
             if rec.queue_id is not None:
                 ids.add(rec.queue_id)
             else:
                 state.records.append(rec)
-    fetch_ids(state, session, ids, query)
+    complete: set[str] = set()
+    for src, hits in windowed:
+        wins = windows_around([o for offs in hits.values() for o in offs], src.size)
+        argv = window_ids_command(session.path(src.path), wins, sorted(hits))
+        state.commands += 1
+        found = list(state.reader.records(src, argv))
+        state.records.extend(found)
+        complete |= complete_lives(found, reaches_end=wins[-1].end is None)
+    state.fetched_ids.update(complete)
+    fetch_ids(state, session, ids - complete, query)
     return ids
+
+
+def _windowable(src: LogSource) -> bool:
+    return src.kind == "file" and src.compression is Compression.NONE and bool(src.size)
+
+
+def complete_lives(records: Sequence[Record], *, reaches_end: bool = False) -> set[str]:
+    """Queue IDs whose whole life is in ``records``: its first line and its ``removed``.
+
+    A life starts with smtpd's client= or pickup's uid= line; one made by Postfix itself (a
+    bounce notification, a local forward) starts with cleanup's message-id= line and names no
+    client. Without ``removed`` the message may still be queued: complete only when the
+    records reach the end of the file.
+    """
+    kinds: dict[str, set[Kind]] = {}
+    internal: set[str] = set()
+    for r in records:
+        if r.queue_id is None:
+            continue
+        kinds.setdefault(r.queue_id, set()).add(r.kind)
+        if r.kind is Kind.QUEUED and r.fields.get("from") == "":
+            internal.add(r.queue_id)
+        if r.child is not None and r.kind in (Kind.NOTIFICATION, Kind.DELIVERY):
+            internal.add(r.child)
+    done: set[str] = set()
+    for qid, ks in kinds.items():
+        started = bool(ks & {Kind.CLIENT, Kind.PICKUP}) or (
+            Kind.MESSAGE_ID in ks and qid in internal
+        )
+        if started and (Kind.REMOVED in ks or reaches_end):
+            done.add(qid)
+    return done
 
 
 def fetch_ids(
@@ -275,6 +352,44 @@ def fetch_ids(
             state.records.extend(state.reader.records(src, argv))
 
 
+def scan_host(
+    session: Session,
+    query: Query,
+    zone: tzinfo,
+    now: datetime,
+    *,
+    keep: Callable[[QueueGroup], bool],
+    on_group: Callable[[QueueGroup], None] | None = None,
+    on_bytes: ByteCounter | None = None,
+) -> HostSearch:
+    """Read every line of the chosen sources, streaming: memory stays flat as logs grow.
+
+    Each finished group goes to ``on_group`` (if given) and is kept only when ``keep`` says so.
+    """
+    state = start_host(session, query, zone, now, on_bytes=on_bytes)
+    asm = Assembler(session.host.name)
+    kept: list[QueueGroup] = []
+
+    def take(groups: Iterable[QueueGroup]) -> None:
+        for g in groups:
+            if on_group is not None:
+                on_group(g)
+            if keep(g):
+                kept.append(g)
+
+    for src in state.chosen:
+        state.commands += 1
+        for rec in state.reader.records(src, _pass1_argv(session, src, None, query)):
+            done = asm.add(rec)
+            if done:
+                take(done)
+    tail = asm.finish()
+    take(tail.groups)
+    kept.sort(key=lambda g: (g.first_time, g.instance, g.queue_id))
+    log = HostLog(session.host.name, tuple(kept), tail.rejects, state.reader.stats())
+    return HostSearch(session.host.name, log, tuple(state.found.sources), tuple(state.notes))
+
+
 def search_host(
     session: Session,
     query: Query,
@@ -285,6 +400,10 @@ def search_host(
     found: DiscoveryResult | None = None,
 ) -> HostSearch:
     """Two passes over every log source of one host, then parse and assemble locally."""
+    if pass1_needles(query) is None:
+        return scan_host(
+            session, query, zone, now, keep=lambda g: group_selected(g, query), on_bytes=on_bytes
+        )
     state = start_host(session, query, zone, now, on_bytes=on_bytes, found=found)
     select_records(state, session, query)
     return state.result()
@@ -294,7 +413,7 @@ def _pass1_argv(
     session: Session, src: LogSource, needles: Needles | None, query: Query
 ) -> list[str]:
     if src.kind == "journal":
-        return journal_command(needles, since=query.since, until=query.until)
+        return journal_command(needles, since=query.since, until=query.until, match=journal_match(src))
     return filter_file_command(session.path(src.path), needles)
 
 
@@ -302,5 +421,29 @@ def _pass2_argvs(
     session: Session, src: LogSource, ids: Sequence[str], query: Query
 ) -> list[list[str]]:
     if src.kind == "journal":
-        return [journal_ids_command(ids, since=query.since, until=query.until)]
+        return [journal_ids_command(ids, since=query.since, until=query.until, match=journal_match(src))]
     return ids_file_commands(session.path(src.path), ids)
+
+
+@dataclass(frozen=True, slots=True)
+class HostSummary:
+    search: HostSearch
+    counts: dict[str, int]
+
+
+def summarize_host(
+    session: Session, query: Query, zone: tzinfo, now: datetime, *,
+    on_bytes: ByteCounter | None = None,
+) -> HostSummary:
+    """Counts of one host's messages, recipients by status and rejects, in one streaming pass."""
+    counts: dict[str, int] = {}
+    result = scan_host(
+        session, query, zone, now, keep=lambda g: False,
+        on_group=lambda g: tally(g, counts, query), on_bytes=on_bytes,
+    )
+    counts["rejected"] = counts.get("rejected", 0) + sum(
+        1 for r in result.log.rejects
+        if (query.since is None or r.time >= query.since)
+        and (query.until is None or r.time <= query.until)
+    )
+    return HostSummary(result, counts)

@@ -266,3 +266,23 @@ def select_rows(logs: Iterable[HostLog], query: Query) -> list[Row]:
                     rows.append(row)
     rows.sort(key=lambda r: (r.time, r.host, r.queue_id or "", r.recipient or ""))
     return rows
+
+
+def group_selected(group: QueueGroup, query: Query) -> bool:
+    """A group is selected when it matches and at least one of its rows does."""
+    return group_matches(group, query) and any(row_matches(r, query) for r in rows_of_group(group))
+
+
+def tally(group: QueueGroup, counts: dict[str, int], query: Query) -> None:
+    """Add one group to per-host counts: messages, recipients by final status, rejects."""
+    if query.since is not None and group.last_time < query.since:
+        return
+    if query.until is not None and group.first_time > query.until:
+        return
+    counts["messages"] = counts.get("messages", 0) + 1
+    for r in group.recipients:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    if group.rejects:
+        counts["rejected"] = counts.get("rejected", 0) + len(group.rejects)
+    if group.discarded:
+        counts["discarded"] = counts.get("discarded", 0) + 1

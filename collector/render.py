@@ -160,29 +160,42 @@ def _fmt_delay(delay: float | None) -> str:
     return f"{delay:g}"
 
 
-def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) -> None:
-    """A table that fits ``width`` columns: long addresses and replies are clipped with '…'.
+def _relay_name(relay: str | None) -> str | None:
+    """``mx.example.net[198.51.100.7]:25`` -> ``mx.example.net`` (the IP when unnamed)."""
+    if not relay or "[" not in relay:
+        return relay
+    name, _, rest = relay.partition("[")
+    if name and name != "unknown":
+        return name
+    return rest.split("]", 1)[0]
 
-    Full values are in ``--format json|csv``.
+
+def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) -> None:
+    """A table that fits ``width`` columns: long values are clipped with '…'.
+
+    The relay shows its name only; full values are in ``--format json|csv``.
     """
     if not rows:
         return
     headers = ["time", "host", "queue_id", "from", "to", "status", "relay", "response"]
-    fixed = 14 + max(len(r.host) for r in rows) + max(len(r.queue_id or "-") for r in rows)
-    fixed += max(len(r.status) for r in rows) + 2 * 8  # column gaps
-    room = max(width - fixed, 40)
-    addr_w = max(10, room * 22 // 100)
-    relay_w = max(8, room * 18 // 100)
-    resp_w = max(10, room - 2 * addr_w - relay_w)
+    same_day = len({r.time.date() for r in rows}) == 1
+    time_w = 8 if same_day else 14
+    fixed = time_w + max(len(r.host) for r in rows) + max(len(r.queue_id or "-") for r in rows)
+    fixed += max(max(len(r.status) for r in rows), 6) + 2 * 7  # column gaps
+    room = max(width - fixed, 44)
+    to_w = max(14, room * 31 // 100)
+    from_w = max(12, room * 25 // 100)
+    relay_w = max(8, room * 15 // 100)
+    resp_w = max(8, room - from_w - to_w - relay_w)
     table = [
         [
-            short_time(r.time),
+            r.time.strftime("%H:%M:%S") if same_day else short_time(r.time),
             r.host,
             r.queue_id or "-",
-            _clip(r.sender if r.sender != "" else "<>", addr_w),
-            _clip(r.recipient, addr_w),
+            _clip(r.sender if r.sender != "" else "<>", from_w),
+            _clip(r.recipient, to_w),
             r.status,
-            _clip(r.relay, relay_w),
+            _clip(_relay_name(r.relay), relay_w),
             _clip(r.response, resp_w),
         ]
         for r in rows

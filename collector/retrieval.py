@@ -9,6 +9,7 @@ queue IDs of the matching messages; (2) every line of exactly those queue IDs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -58,17 +59,25 @@ _AWK_FILE = (
     '*) LC_ALL=C exec awk -v ids="$ids" "$3" < "$f";; esac'
 )
 
-# The journal's mail-facility lines, optionally filtered by grep. $1/$2 = since/until (may be
-# empty), the rest = grep's words (none: no filter). journalctl's own --grep is a regex, so a
-# fixed string goes through grep -F instead.
+# The journal's mail lines, optionally filtered by grep. $1/$2 = since/until (may be empty),
+# $3 = the journal match (e.g. SYSLOG_FACILITY=2), the rest = grep's words (none: no filter).
+# journalctl's own --grep is a regex, so a fixed string goes through grep -F instead.
 _JOURNAL = (
-    'since=$1; until=$2; shift 2; '
+    'since=$1; until=$2; match=$3; shift 3; '
     'if [ "$#" -eq 0 ]; then exec journalctl --no-pager -q -o short-iso-precise '
-    '${since:+"--since=$since"} ${until:+"--until=$until"} SYSLOG_FACILITY=2; fi; '
+    '${since:+"--since=$since"} ${until:+"--until=$until"} "$match"; fi; '
     'journalctl --no-pager -q -o short-iso-precise '
-    '${since:+"--since=$since"} ${until:+"--until=$until"} SYSLOG_FACILITY=2 '
+    '${since:+"--since=$since"} ${until:+"--until=$until"} "$match" '
     '| LC_ALL=C grep "$@"'
 )
+_JOURNAL_MATCH = re.compile(r"^[A-Z_]+=[0-9A-Za-z@._:/-]+$")
+DEFAULT_JOURNAL_MATCH = "SYSLOG_FACILITY=2"
+
+
+def journal_match(source: LogSource) -> str:
+    """The journal field match a journal source stands for (``journal:SYSLOG_FACILITY=2``)."""
+    _, _, match = source.path.partition(":")
+    return match if _JOURNAL_MATCH.match(match) else DEFAULT_JOURNAL_MATCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,19 +149,29 @@ def ids_file_commands(path: str, queue_ids: Sequence[str]) -> list[list[str]]:
 
 
 def journal_command(
-    needles: Needles | None, *, since: datetime | None, until: datetime | None
+    needles: Needles | None,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    match: str = DEFAULT_JOURNAL_MATCH,
 ) -> list[str]:
     """The journal's mail lines as ``short-iso-precise`` text, time window pushed down."""
     words = _grep_words(needles) if needles is not None else []
-    return ["sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), *words]
+    return [
+        "sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), match, *words
+    ]
 
 
 def journal_ids_command(
-    queue_ids: Sequence[str], *, since: datetime | None, until: datetime | None
+    queue_ids: Sequence[str],
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    match: str = DEFAULT_JOURNAL_MATCH,
 ) -> list[str]:
     """Pass 2 on the journal: every line of these queue IDs."""
     needles = Needles(tuple(f" {q}: " for q in sorted(set(queue_ids))), False)
-    return journal_command(needles, since=since, until=until)
+    return journal_command(needles, since=since, until=until, match=match)
 
 
 def _journal_time(when: datetime | None) -> str:
@@ -200,7 +219,79 @@ def edge_lines_command(source: LogSource, path: str) -> list[str]:
         return [
             "sh",
             "-c",
-            "journalctl --no-pager -q -o short-iso-precise SYSLOG_FACILITY=2 | head -n 1; "
-            "journalctl --no-pager -q -o short-iso-precise -n 1 SYSLOG_FACILITY=2",
+            'journalctl --no-pager -q -o short-iso-precise "$1" | head -n 1; '
+            'journalctl --no-pager -q -o short-iso-precise -n 1 "$1"',
+            "sh",
+            journal_match(source),
         ]
     return ["sh", "-c", _EDGES, "sh", path]
+
+
+# --------------------------------------------------------------------------- windows
+# Lines of one message sit close together in a log: a message usually lives a few seconds
+# between its client= and removed lines. Pass 1 reports each hit's byte offset (grep -b), so
+# pass 2 reads windows of the file around the hits instead of the whole file; any queue ID
+# whose life is not complete inside its window is looked up in the whole file afterwards.
+
+#: Bytes read before and after each pass-1 hit.
+WINDOW_BEFORE = 128 * 1024
+WINDOW_AFTER = 512 * 1024
+
+# $1 = file, $2 = queue IDs, $3 = awk program, then triples: DROP_FIRST START LENGTH|-.
+# A window starts mid-line (dropped) and, unless it runs to the end, ends mid-line (dropped).
+_WINDOWS = (
+    'f=$1; ids=$2; prog=$3; shift 3; '
+    'while [ "$#" -ge 3 ]; do '
+    'if [ "$3" = "-" ]; then tail -c +"$2" -- "$f"; '
+    'else tail -c +"$2" -- "$f" | head -c "$3" | sed \'$d\'; fi '
+    '| if [ "$1" = 1 ]; then sed 1d; else cat; fi; '
+    "shift 3; done | LC_ALL=C awk -v ids=\"$ids\" \"$prog\""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: int  # byte offset of the first byte read
+    end: int | None  # one past the last byte read; None: to the end of the file
+
+
+def windows_around(offsets: Sequence[int], size: int | None) -> list[Window]:
+    """Merged windows around pass-1 hits (byte offsets of line starts)."""
+    spans: list[list[int]] = []
+    for off in sorted(set(offsets)):
+        start = max(0, off - WINDOW_BEFORE)
+        end = off + WINDOW_AFTER
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    out: list[Window] = []
+    for start, end in spans:
+        out.append(Window(start, None if size is not None and end >= size else end))
+    return out
+
+
+def window_ids_command(path: str, windows: Sequence[Window], queue_ids: Sequence[str]) -> list[str]:
+    """Pass 2 inside windows of a plain file: the lines of these queue IDs."""
+    args: list[str] = []
+    for w in windows:
+        args += [
+            "1" if w.start > 0 else "0",
+            str(w.start + 1),  # tail -c +N counts from 1
+            "-" if w.end is None else str(w.end - w.start),
+        ]
+    ids = " ".join(sorted(set(queue_ids)))
+    return ["sh", "-c", _WINDOWS, "sh", path, ids, _AWK_IDS, *args]
+
+
+def filter_offsets_command(path: str, needles: Needles) -> list[str]:
+    """Pass 1 on a plain file with each line's byte offset (``OFFSET:line``)."""
+    return ["sh", "-c", _FILTER_FILE, "sh", path, "-b", *_grep_words(needles)]
+
+
+def split_offset(line: bytes) -> tuple[int | None, bytes]:
+    """``b"1234:Nov 29 ..."`` -> (1234, b"Nov 29 ...")."""
+    head, sep, rest = line.partition(b":")
+    if sep and head.isdigit():
+        return int(head), rest
+    return None, line
