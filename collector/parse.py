@@ -493,10 +493,10 @@ class LineParser:
     are counted as parsed but yield no Record; that halves the work on a busy MX.
     :func:`parse_line` always returns the full Record.
 
-    Counting: every fed line counts in ``lines``; then in ``blank``, ``parsed`` or
-    ``unknown``, except over-long lines and binary junk, which count only in ``bad``.
-    A line repaired before parsing (undecodable bytes replaced, NULs dropped) counts in
-    ``bad`` and also in ``parsed``/``unknown``.
+    Counting: every line counts in ``lines`` and in one of ``blank``, ``parsed``,
+    ``unknown`` (clean text, not understood) or ``bad`` (over-long, binary junk, damaged and
+    not understood). A damaged line that still parses after repair (undecodable bytes
+    replaced by U+FFFD, NULs dropped) counts in both ``parsed`` and ``bad``.
     """
 
     def __init__(self, ctx: TimeContext, samples: int = 5, *, keep_all: bool = False) -> None:
@@ -548,10 +548,11 @@ class LineParser:
         if repaired:
             self._bad += 1
             record = self._core.parse(line, self._keep_all)
-            if record is not None:
-                self._parsed += 1
-                return None if record is SKIPPED else record
-        elif not line.isprintable() and "\t" not in line:
+            if record is None:
+                return None
+            self._parsed += 1
+            return None if record is SKIPPED else record
+        if not line.isprintable() and "\t" not in line:
             self._bad += 1  # binary junk
             return None
         self._unknown += 1
