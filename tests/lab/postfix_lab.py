@@ -1,0 +1,879 @@
+"""A real Postfix relay chain on loopback that produces genuine multi-hop maillogs.
+
+Four Postfix instances (``postmulti``), each posing as one host with its own loopback address and
+hostname: ``mx1`` (inbound edge) -> ``filter1`` (content filter with same-host reinjection) ->
+``mbox1`` (final delivery, long queue IDs) and ``out1`` (outbound relay to a dead next hop).
+Test mail is sent with swaks and with sendmail(1); the ground truth written to ``expected.json``
+comes from what was sent and how the chain is configured, never from reading the logs.
+
+Run as root on Debian 12 with the ``postfix`` and ``swaks`` packages installed (nothing is
+installed here)::
+
+    python3 tests/lab/postfix_lab.py run --out DIR [--quick] [--keep-running]
+    python3 tests/lab/postfix_lab.py stop
+
+The output holds one directory per host shaped like that server's filesystem
+(``<host>/etc/postfix/main.cf``, ``<host>/var/log/...``), plus ``expected.json`` and
+``mtimes.json`` (git does not keep mtimes, which year inference needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+DOMAIN = "example.test"
+SMTP_PORT = 2525
+REINJECT_PORT = 10025
+DEAD_HOP = ("127.0.0.9", 2599)
+LAB_NETWORK = "127.0.0.16/28"
+
+STATE_DIR = Path("/var/lib/postfix-lab")
+DEFAULT_MAIN_CF = Path("/etc/postfix/main.cf")
+ANCHOR_MARK = "# postfix-lab anchor: default instance for postmulti, never started"
+RSYSLOG_PIDFILE = STATE_DIR / "rsyslog" / "rsyslogd.pid"
+HOSTS_FILE = Path("/etc/hosts")
+HOSTS_BEGIN = "# BEGIN postfix-lab (tests/lab/postfix_lab.py)"
+HOSTS_END = "# END postfix-lab"
+
+
+class LabError(RuntimeError):
+    """The lab could not be built, run or torn down."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabHost:
+    name: str
+    ip: str
+    role: str
+    # How the host logs: "maillog_file" (postlogd) or "syslog" (the lab's private rsyslogd).
+    log_via: str
+    # Path of the log on the simulated host, as an admin of that host would find it.
+    log_path: str
+    # Where the live log is written while the lab runs (differs from log_path for syslog hosts,
+    # so the lab never touches the machine's own /var/log/maillog or /var/log/mail.log).
+    live_log: str
+    log_format: str
+    syslog_name: str
+    syslog_facility: str = "mail"
+    long_queue_ids: bool = False
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{DOMAIN}"
+
+    @property
+    def instance(self) -> str:
+        return f"postfix-{self.name}"
+
+    @property
+    def config_dir(self) -> Path:
+        return Path(f"/etc/postfix-{self.name}")
+
+    @property
+    def spool_dirs(self) -> tuple[Path, ...]:
+        return (Path(f"/var/spool/postfix-{self.name}"), Path(f"/var/lib/postfix-{self.name}"))
+
+
+def _postlog_host(name: str, ip: str, role: str, log_file: str, syslog_name: str,
+                  long_ids: bool = False) -> LabHost:
+    return LabHost(name=name, ip=ip, role=role, log_via="maillog_file", log_path=log_file,
+                   live_log=log_file, log_format="postlogd", syslog_name=syslog_name,
+                   long_queue_ids=long_ids)
+
+
+def lab_hosts(with_syslog: bool) -> tuple[LabHost, ...]:
+    """The simulated hosts; with_syslog routes filter1 and mbox1 through the private rsyslogd."""
+    mx1 = _postlog_host("mx1", "127.0.0.21", "inbound edge", "/var/log/postfix-mx1.log",
+                        "postfix")
+    # out1 keeps the multi-instance default syslog_name (postfix-out1) and names its log with
+    # $multi_instance_name, as a multi-instance admin would.
+    out1 = _postlog_host("out1", "127.0.0.24", "outbound relay", "/var/log/postfix-out1.log",
+                         "postfix-out1")
+    if with_syslog:
+        filter1 = LabHost(name="filter1", ip="127.0.0.22", role="content filter",
+                          log_via="syslog", log_path="/var/log/maillog",
+                          live_log=str(STATE_DIR / "rsyslog" / "filter1-maillog"),
+                          log_format="bsd", syslog_name="postfix", syslog_facility="local1")
+        mbox1 = LabHost(name="mbox1", ip="127.0.0.23", role="mailbox server",
+                        log_via="syslog", log_path="/var/log/mail.log",
+                        live_log=str(STATE_DIR / "rsyslog" / "mbox1-mail.log"),
+                        log_format="rfc3339", syslog_name="postfix", syslog_facility="local2",
+                        long_queue_ids=True)
+    else:
+        filter1 = _postlog_host("filter1", "127.0.0.22", "content filter",
+                                "/var/log/postfix-filter1.log", "postfix")
+        mbox1 = _postlog_host("mbox1", "127.0.0.23", "mailbox server",
+                              "/var/log/postfix-mbox1.log", "postfix", long_ids=True)
+    return (mx1, filter1, mbox1, out1)
+
+
+ALL_HOST_NAMES = ("mx1", "filter1", "mbox1", "out1")
+# Clients that are not Postfix hosts: an internal workstation (inside mynetworks), an outside
+# sender, and an outside client that mx1 refuses by address.
+CLIENTS = {
+    "ws1": ("127.0.0.30", f"ws1.{DOMAIN}"),
+    "ext": ("127.0.0.50", "ext-client.example.org"),
+    "bad": ("127.0.0.66", None),
+}
+MAILBOX_USERS = ("alice", "bob", "carol", "postmaster", "devnull")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _run(args: Sequence[str], *, check: bool = True, stdin: str | None = None,
+         timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(args), input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(args)} exited {proc.returncode}: "
+                       f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def _postconf(host: LabHost, *args: str) -> None:
+    _run(["postconf", "-c", str(host.config_dir), *args])
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _listening() -> set[tuple[str, int]]:
+    # Read the kernel's socket table rather than probing: a probe connection would put
+    # "lost connection after CONNECT" noise into the very logs the lab is meant to produce.
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A":  # TCP_LISTEN
+            continue
+        addr_hex, port_hex = fields[1].split(":")
+        ip = socket.inet_ntoa(bytes.fromhex(addr_hex)[::-1])
+        found.add((ip, int(port_hex, 16)))
+    return found
+
+
+def _wait_listening(ip: str, port: int, deadline: float) -> None:
+    while (ip, port) not in _listening():
+        if time.monotonic() > deadline:
+            raise LabError(f"nothing listens on {ip}:{port}")
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _main_cf(host: LabHost, quick: bool) -> dict[str, str]:
+    cfg = {
+        "compatibility_level": "3.7",
+        # postmulti creates instances with inet services and local submission disabled.
+        "master_service_disable": "",
+        "authorized_submit_users": "static:anyone",
+        "myhostname": host.fqdn,
+        "mydomain": DOMAIN,
+        "myorigin": "$myhostname",
+        "inet_interfaces": "loopback-only",
+        "inet_protocols": "ipv4",
+        "smtp_bind_address": host.ip,
+        # Next hops are names from the lab's /etc/hosts block, not DNS.
+        "smtp_host_lookup": "native",
+        "mynetworks": f"127.0.0.1/32, {LAB_NETWORK}",
+        "mydestination": "",
+        "alias_maps": "",
+        "alias_database": "",
+        "biff": "no",
+        "append_dot_mydomain": "no",
+        "smtpd_banner": "$myhostname ESMTP $mail_name",
+        "syslog_name": host.syslog_name,
+        "syslog_facility": host.syslog_facility,
+        "maillog_file": host.live_log if host.log_via == "maillog_file" else "",
+        "queue_run_delay": "10s",
+        "minimal_backoff_time": "10s",
+        "maximal_backoff_time": "20s",
+        "2bounce_notice_recipient": f"postmaster@{DOMAIN}",
+        "enable_long_queue_ids": "yes" if host.long_queue_ids else "no",
+    }
+    cdir = host.config_dir
+    if host.name == "out1":
+        cfg["maillog_file"] = "/var/log/${multi_instance_name}.log"
+        del cfg["syslog_name"]
+    if host.name == "mx1":
+        cfg |= {
+            "relay_domains": f"{DOMAIN}, mbox1.{DOMAIN}",
+            "relayhost": f"[filter1.{DOMAIN}]:{SMTP_PORT}",
+            # One transport for every destination, so a multi-recipient message leaves mx1 in
+            # one transaction and the split happens downstream at filter1.
+            "relay_transport": "smtp",
+            "smtpd_client_restrictions": f"check_client_access cidr:{cdir}/client_access",
+            "smtpd_recipient_restrictions":
+                f"check_recipient_access hash:{cdir}/recipient_access, permit",
+        }
+    elif host.name == "filter1":
+        cfg |= {
+            "relay_domains": f"{DOMAIN}, mbox1.{DOMAIN}",
+            "relayhost": f"[out1.{DOMAIN}]:{SMTP_PORT}",
+            "transport_maps": f"hash:{cdir}/transport",
+            "content_filter": f"scan:[{host.ip}]:{REINJECT_PORT}",
+            "header_checks": f"regexp:{cdir}/header_checks",
+            # Bounces quote the original headers as an attachment; don't reject those again.
+            "nested_header_checks": "",
+        }
+    elif host.name == "mbox1":
+        cfg |= {
+            "mydestination": f"$myhostname, localhost.{DOMAIN}, localhost",
+            "alias_maps": f"hash:{cdir}/aliases",
+            "alias_database": f"hash:{cdir}/aliases",
+            "virtual_mailbox_domains": DOMAIN,
+            "virtual_mailbox_base": str(STATE_DIR / "mbox1" / "vmail"),
+            "virtual_mailbox_maps": f"hash:{cdir}/vmailbox",
+            "virtual_uid_maps": "static:65534",
+            "virtual_gid_maps": "static:65534",
+            "transport_maps": f"hash:{cdir}/transport",
+        }
+    elif host.name == "out1":
+        cfg |= {
+            "relayhost": f"[{DEAD_HOP[0]}]:{DEAD_HOP[1]}",
+            # Internal mail (returned notifications) goes back in through the inbound edge.
+            "transport_maps": f"hash:{cdir}/transport",
+            "notify_classes": "resource, software, 2bounce",
+            "smtp_connect_timeout": "5s",
+        }
+        if not quick:
+            cfg |= {
+                "maximal_queue_lifetime": "75s",
+                "bounce_queue_lifetime": "75s",
+                "delay_warning_time": "25s",
+            }
+    return cfg
+
+
+def _map_files(host: LabHost) -> dict[str, str]:
+    if host.name == "mx1":
+        return {
+            "client_access": "127.0.0.66/32 REJECT Blocked by lab client policy\n",
+            "recipient_access": f"blocked@{DOMAIN} REJECT Mailbox closed by policy\n",
+        }
+    if host.name == "filter1":
+        to_mbox = f"relay:[mbox1.{DOMAIN}]:{SMTP_PORT}"
+        return {
+            "transport": f"{DOMAIN} {to_mbox}\nmbox1.{DOMAIN} {to_mbox}\n",
+            "header_checks": "/^Subject:.*FORBIDDEN/ REJECT Message content rejected by lab policy\n",
+        }
+    if host.name == "mbox1":
+        return {
+            "vmailbox": "".join(f"{u}@{DOMAIN} {DOMAIN}/{u}/\n" for u in MAILBOX_USERS),
+            "aliases": f"root: postmaster@{DOMAIN}\nfwd: bob@{DOMAIN}\n",
+            "transport": f"devnull@{DOMAIN} discard:silently\n",
+        }
+    if host.name == "out1":
+        return {"transport": f"{DOMAIN} smtp:[mx1.{DOMAIN}]:{SMTP_PORT}\n"}
+    return {}
+
+
+def _configure_master(host: LabHost) -> None:
+    listener = f"{host.ip}:{SMTP_PORT}"
+    _postconf(host, "-MX", "smtp/inet")
+    _postconf(host, "-M", f"{listener}/inet={listener} inet n - n - - smtpd")
+    if host.name == "filter1":
+        _postconf(host, "-M", "scan/unix=scan unix - - n - 10 smtp")
+        for param in ("smtp_send_xforward_command=yes", "disable_mime_output_conversion=yes",
+                      "syslog_name=postfix/scan"):
+            _postconf(host, "-P", f"scan/unix/{param}")
+        back = f"{host.ip}:{REINJECT_PORT}"
+        _postconf(host, "-M", f"{back}/inet={back} inet n - n - - smtpd")
+        for param in ("content_filter=", "smtpd_client_restrictions=",
+                      "smtpd_recipient_restrictions=permit_mynetworks,reject",
+                      f"mynetworks={host.ip}/32",
+                      ("receive_override_options=no_unknown_recipient_checks,"
+                      "no_header_body_checks"),
+                      f"smtpd_authorized_xforward_hosts={host.ip}/32"):
+            _postconf(host, "-P", f"{back}/inet/{param}")
+    _postconf(host, "-F", "*/*/chroot=n")
+
+
+def _compact_main_cf(host: LabHost) -> None:
+    """Rewrite main.cf as its non-default settings only, like a hand-kept server config.
+
+    postmulti copies the fully commented main.cf prototype (about 28 KB); the settings are
+    unchanged, only the comments go.
+    """
+    settings = _run(["postconf", "-c", str(host.config_dir), "-n"]).stdout
+    header = f"# {host.fqdn}: {host.role} (Postfix lab)\n"
+    _write(host.config_dir / "main.cf", header + settings)
+
+
+def _write_anchor() -> None:
+    """Give postmulti the default instance it needs; refuse to touch a real configuration."""
+    if DEFAULT_MAIN_CF.exists():
+        if ANCHOR_MARK not in DEFAULT_MAIN_CF.read_text():
+            raise LabError(f"{DEFAULT_MAIN_CF} exists and is not the lab's anchor; the lab "
+                           "only runs on a machine without a configured default Postfix")
+        return
+    _write(DEFAULT_MAIN_CF, f"{ANCHOR_MARK}\ncompatibility_level = 3.6\n"
+           "inet_interfaces = loopback-only\ninet_protocols = ipv4\nmydestination =\n"
+           "alias_maps =\nalias_database =\n")
+
+
+def _hosts_block() -> str:
+    lines = [HOSTS_BEGIN]
+    lines += [f"{h.ip} {h.fqdn} {h.name}" for h in lab_hosts(False)]
+    lines += [f"{ip} {name}" for ip, name in CLIENTS.values() if name]
+    lines.append(HOSTS_END)
+    return "\n".join(lines) + "\n"
+
+
+def _remove_hosts_block() -> None:
+    text = HOSTS_FILE.read_text()
+    if HOSTS_BEGIN not in text:
+        return
+    head, _, rest = text.partition(HOSTS_BEGIN)
+    _, _, tail = rest.partition(HOSTS_END + "\n")
+    HOSTS_FILE.write_text(head + tail)
+
+
+def _add_hosts_block() -> None:
+    _remove_hosts_block()
+    text = HOSTS_FILE.read_text()
+    if text and not text.endswith("\n"):
+        text += "\n"
+    HOSTS_FILE.write_text(text + _hosts_block())
+
+
+def _rsyslog_conf(hosts: Sequence[LabHost]) -> str:
+    # One facility per syslog host; the templates hard-code the simulated host name because
+    # every instance logs through the same daemon on the same machine.
+    lines = [
+        'module(load="imuxsock" SysSock.Use="on" SysSock.Name="/dev/log")',
+        f'global(workDirectory="{STATE_DIR / "rsyslog"}")',
+    ]
+    for h in hosts:
+        if h.log_via != "syslog":
+            continue
+        if h.log_format == "bsd":
+            stamp = "%timereported:::date-rfc3164%"
+        else:
+            stamp = "%timereported:::date-rfc3339%"
+        tpl = f"lab_{h.name}"
+        lines.append(f'template(name="{tpl}" type="string" '
+                     f'string="{stamp} {h.name} %syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%\\n")')
+        lines.append(f'if $syslogfacility-text == "{h.syslog_facility}" then {{ '
+                     f'action(type="omfile" file="{h.live_log}" template="{tpl}") stop }}')
+    lines.append("*.* stop")
+    return "\n".join(lines) + "\n"
+
+
+def _start_rsyslog(hosts: Sequence[LabHost]) -> None:
+    conf = STATE_DIR / "rsyslog" / "rsyslog.conf"
+    _write(conf, _rsyslog_conf(hosts))
+    _run(["rsyslogd", "-f", str(conf), "-i", str(RSYSLOG_PIDFILE)])
+    deadline = time.monotonic() + 10
+    while not Path("/dev/log").exists():
+        if time.monotonic() > deadline:
+            raise LabError("rsyslogd did not create /dev/log")
+        time.sleep(0.1)
+
+
+def _stop_rsyslog() -> None:
+    if not RSYSLOG_PIDFILE.exists():
+        return
+    try:
+        pid = int(RSYSLOG_PIDFILE.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    except (ValueError, ProcessLookupError):
+        pass
+    RSYSLOG_PIDFILE.unlink(missing_ok=True)
+
+
+def _syslog_wanted() -> bool:
+    """Syslog hosts need /dev/log for the lab's own rsyslogd; never take over someone else's."""
+    return shutil.which("rsyslogd") is not None and not Path("/dev/log").exists()
+
+
+def build_hosts(quick: bool, with_syslog: bool) -> tuple[LabHost, ...]:
+    """Create, configure and start every instance (the previous lab must be gone)."""
+    hosts = lab_hosts(with_syslog)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    _write_anchor()
+    _add_hosts_block()
+    _run(["postmulti", "-e", "init"])
+    vmail = STATE_DIR / "mbox1" / "vmail"
+    vmail.mkdir(parents=True, exist_ok=True)
+    os.chown(vmail, 65534, 65534)
+    for host in hosts:
+        _run(["postmulti", "-I", host.instance, "-G", "lab", "-e", "create"])
+        _postconf(host, "-e", *(f"{k}={v}" for k, v in _main_cf(host, quick).items()))
+        for fname, text in _map_files(host).items():
+            _write(host.config_dir / fname, text)
+            if fname == "aliases":
+                _run(["postalias", "-c", str(host.config_dir), f"hash:{host.config_dir / fname}"])
+            elif fname in ("transport", "recipient_access", "vmailbox"):
+                _run(["postmap", "-c", str(host.config_dir), f"hash:{host.config_dir / fname}"])
+        _configure_master(host)
+        _compact_main_cf(host)
+        Path(host.live_log).parent.mkdir(parents=True, exist_ok=True)
+    if with_syslog:
+        _start_rsyslog(hosts)
+    for host in hosts:
+        _run(["postfix", "-c", str(host.config_dir), "check"])
+        _run(["postmulti", "-i", host.instance, "-e", "enable"])
+        _run(["postfix", "-c", str(host.config_dir), "start"])
+    deadline = time.monotonic() + 30
+    for host in hosts:
+        _wait_listening(host.ip, SMTP_PORT, deadline)
+    _wait_listening(hosts[1].ip, REINJECT_PORT, deadline)
+    return hosts
+
+
+def _is_running(host_name: str) -> bool:
+    cdir = f"/etc/postfix-{host_name}"
+    return _run(["postfix", "-c", cdir, "status"], check=False).returncode == 0
+
+
+def stop_lab() -> None:
+    """Stop and remove every lab instance, spool, log, hosts entry and the anchor; idempotent."""
+    for name in ALL_HOST_NAMES:
+        cdir = Path(f"/etc/postfix-{name}")
+        if (cdir / "main.cf").exists():
+            _run(["postfix", "-c", str(cdir), "stop"], check=False)
+            # postmulti -e destroy takes seconds per instance; the default main.cf that lists
+            # the instances is the lab's own anchor and goes away below.
+            for _ in range(100):
+                if not _is_running(name):
+                    break
+                time.sleep(0.1)
+        for path in (cdir, Path(f"/var/spool/postfix-{name}"), Path(f"/var/lib/postfix-{name}")):
+            shutil.rmtree(path, ignore_errors=True)
+        Path(f"/var/log/postfix-{name}.log").unlink(missing_ok=True)
+    _stop_rsyslog()
+    if DEFAULT_MAIN_CF.exists() and ANCHOR_MARK in DEFAULT_MAIN_CF.read_text():
+        DEFAULT_MAIN_CF.unlink()
+    if HOSTS_FILE.exists():
+        _remove_hosts_block()
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True, slots=True)
+class Fate:
+    recipient: str
+    fate: str
+    at: str
+    path: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    sender: str
+    recipients: tuple[str, ...]
+    # ("smtp", server host, client key) or ("pickup", host, "")
+    method: str
+    entry_host: str
+    client: str = ""
+    subject: str = "lab message"
+    dsn_success: bool = False
+    fates: tuple[Fate, ...] = ()
+    notifications: tuple[dict[str, str], ...] = ()
+    deferred_at_out1: int = 0
+
+
+def _scenarios(quick: bool) -> tuple[Scenario, ...]:
+    t = DOMAIN
+    inbound = ("mx1", "filter1", "mbox1")
+    outbound = ("mx1", "filter1", "out1")
+    back_in = ("out1", "mx1", "filter1", "mbox1")
+    if quick:
+        out_fate, out_detail = "deferred", "next hop 127.0.0.9:2599 refuses connections"
+        out_notes: tuple[dict[str, str], ...] = ()
+    else:
+        out_fate = "expired"
+        out_detail = "deferred (nobody listens on 127.0.0.9:2599), then expired, returned to sender"
+        out_notes = ()
+
+    def expiry_notes(sender: str) -> tuple[dict[str, str], ...]:
+        if quick:
+            return out_notes
+        return (
+            {"kind": "delay", "generated_at": "out1", "to": sender, "fate": "delivered",
+             "at": "mbox1", "path": ",".join(back_in)},
+            {"kind": "non-delivery", "generated_at": "out1", "to": sender, "fate": "delivered",
+             "at": "mbox1", "path": ",".join(back_in)},
+        )
+
+    return (
+        Scenario("single", "one recipient from outside, delivered through the whole chain",
+                 "sender@example.org", (f"alice@{t}",), "smtp", "mx1", "ext",
+                 fates=(Fate(f"alice@{t}", "delivered", "mbox1", inbound,
+                             "virtual mailbox delivery"),)),
+        Scenario("multi_split", "four recipients, split at filter1 to mbox1 and out1",
+                 f"alice@{t}", (f"bob@{t}", f"carol@{t}", "dave@example.net",
+                                "erin@example.net"), "smtp", "mx1", "ws1",
+                 fates=(Fate(f"bob@{t}", "delivered", "mbox1", inbound, "mailbox"),
+                        Fate(f"carol@{t}", "delivered", "mbox1", inbound, "mailbox"),
+                        Fate("dave@example.net", out_fate, "out1", outbound, out_detail),
+                        Fate("erin@example.net", out_fate, "out1", outbound, out_detail)),
+                 notifications=expiry_notes(f"alice@{t}"), deferred_at_out1=1),
+        Scenario("unknown_user", "unknown user: mbox1 refuses at RCPT, filter1 bounces and "
+                 "returns a DSN to the (internal) sender", f"carol@{t}", (f"nosuchuser@{t}",),
+                 "smtp", "mx1", "ws1",
+                 fates=(Fate(f"nosuchuser@{t}", "bounced", "filter1", inbound,
+                             "mbox1 answers 550 5.1.1 user unknown at RCPT"),),
+                 notifications=({"kind": "non-delivery", "generated_at": "filter1",
+                                 "to": f"carol@{t}", "fate": "delivered", "at": "mbox1",
+                                 "path": "filter1,mbox1"},)),
+        Scenario("unknown_user_external_sender", "unknown user, sender outside: the DSN "
+                 "itself goes out through out1 and cannot be delivered",
+                 "stranger@example.net", (f"ghost@{t}",), "smtp", "mx1", "ext",
+                 fates=(Fate(f"ghost@{t}", "bounced", "filter1", inbound,
+                             "mbox1 answers 550 5.1.1 user unknown at RCPT"),),
+                 notifications=({"kind": "non-delivery", "generated_at": "filter1",
+                                 "to": "stranger@example.net", "fate": out_fate, "at": "out1",
+                                 "path": "filter1,out1"},)
+                 + (() if quick else ({"kind": "postmaster non-delivery (double bounce)",
+                                       "generated_at": "out1", "to": f"postmaster@{t}",
+                                       "fate": "delivered", "at": "mbox1",
+                                       "path": ",".join(back_in)},)),
+                 deferred_at_out1=1),
+        Scenario("client_reject", "client address refused by mx1 (NOQUEUE reject at RCPT)",
+                 "spam@example.org", (f"alice@{t}",), "smtp", "mx1", "bad",
+                 fates=(Fate(f"alice@{t}", "rejected", "mx1", ("mx1",),
+                             "NOQUEUE: 554 client host rejected by check_client_access"),)),
+        Scenario("rcpt_reject", "recipient refused by mx1's access map (NOQUEUE)",
+                 "sender@example.org", (f"blocked@{t}",), "smtp", "mx1", "ext",
+                 fates=(Fate(f"blocked@{t}", "rejected", "mx1", ("mx1",),
+                             "NOQUEUE: 554 recipient address rejected by check_recipient_access"),)),
+        Scenario("relay_denied", "outside client tries to relay to an outside domain",
+                 "sender@example.org", ("victim@example.net",), "smtp", "mx1", "ext",
+                 fates=(Fate("victim@example.net", "rejected", "mx1", ("mx1",),
+                             "NOQUEUE: 454 relay access denied"),)),
+        Scenario("reject_with_queue_id", "first recipient accepted, second refused: the reject "
+                 "is logged with the queue ID", "sender@example.org",
+                 (f"alice@{t}", f"blocked@{t}"), "smtp", "mx1", "ext",
+                 fates=(Fate(f"alice@{t}", "delivered", "mbox1", inbound, "mailbox"),
+                        Fate(f"blocked@{t}", "rejected", "mx1", ("mx1",),
+                             "554 recipient address rejected, logged with the queue ID"))),
+        Scenario("cleanup_reject", "filter1's header_checks reject the Subject at end of DATA; "
+                 "mx1 bounces", f"alice@{t}", (f"bob@{t}",), "smtp", "mx1", "ws1",
+                 subject="FORBIDDEN offer",
+                 fates=(Fate(f"bob@{t}", "bounced", "mx1", ("mx1", "filter1"),
+                             "filter1 cleanup rejects (header_checks), 550 after DATA"),),
+                 notifications=({"kind": "non-delivery", "generated_at": "mx1",
+                                 "to": f"alice@{t}", "fate": "delivered", "at": "mbox1",
+                                 "path": "mx1,filter1,mbox1"},)),
+        Scenario("pickup_local", "local submission with sendmail(1) on mx1 (pickup)",
+                 f"root@mx1.{t}", (f"alice@{t}",), "pickup", "mx1",
+                 fates=(Fate(f"alice@{t}", "delivered", "mbox1", inbound, "mailbox"),)),
+        Scenario("alias_forward", "local alias on mbox1: fwd -> bob (forwarded as a new ID)",
+                 "sender@example.org", (f"fwd@mbox1.{t}",), "smtp", "mx1", "ext",
+                 fates=(Fate(f"fwd@mbox1.{t}", "forwarded", "mbox1", inbound,
+                             f"alias fwd: bob@{t}; the new queue ID is delivered to bob's "
+                             "mailbox"),)),
+        Scenario("alias_root_pickup", "cron-style mail to root on mbox1 (pickup), aliased to "
+                 "postmaster", f"root@mbox1.{t}", ("root",), "pickup", "mbox1",
+                 fates=(Fate("root", "forwarded", "mbox1", ("mbox1",),
+                             f"alias root: postmaster@{t}; delivered to postmaster's mailbox"),)),
+        Scenario("deferred_outbound", "internal sender to an outside domain: out1's next hop "
+                 "is unreachable", f"bob@{t}", ("partner@example.net",), "smtp", "mx1", "ws1",
+                 fates=(Fate("partner@example.net", out_fate, "out1", outbound, out_detail),),
+                 notifications=expiry_notes(f"bob@{t}"), deferred_at_out1=1),
+        Scenario("dsn_success", "DSN NOTIFY=SUCCESS requested with sendmail -N on mx1; mbox1 "
+                 "returns a delivery status notification", f"carol@{t}", (f"alice@{t}",),
+                 "pickup", "mx1", dsn_success=True,
+                 fates=(Fate(f"alice@{t}", "delivered", "mbox1", inbound, "mailbox"),),
+                 notifications=({"kind": "success", "generated_at": "mbox1",
+                                 "to": f"carol@{t}", "fate": "delivered", "at": "mbox1",
+                                 "path": "mbox1"},)),
+        Scenario("discard", "mbox1's transport map discards one address", f"alice@{t}",
+                 (f"devnull@{t}",), "smtp", "mx1", "ws1",
+                 fates=(Fate(f"devnull@{t}", "discarded", "mbox1", inbound,
+                             "transport discard:silently"),)),
+    )
+
+
+def _message_id(scn: Scenario, token: str) -> str:
+    return f"<{scn.name}.{token}@lab.{DOMAIN}>"
+
+
+def _send(scn: Scenario, msgid: str, hosts: dict[str, LabHost]) -> int:
+    entry = hosts[scn.entry_host]
+    body = f"Scenario {scn.name}: {scn.description}\n"
+    if scn.method == "smtp":
+        ip, name = CLIENTS[scn.client]
+        args = ["swaks", "--server", f"{entry.ip}:{SMTP_PORT}", "--local-interface", ip,
+                "--ehlo", name or f"[{ip}]", "--from", scn.sender,
+                "--to", ",".join(scn.recipients), "--header", f"Message-Id: {msgid}",
+                "--header", f"Subject: {scn.subject}", "--body", body, "--timeout", "30",
+                "--hide-all"]
+        return _run(args, check=False).returncode
+    date = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    message = (f"From: {scn.sender}\nTo: {', '.join(scn.recipients)}\nSubject: {scn.subject}\n"
+               f"Date: {date}\nMessage-ID: {msgid}\n\n{body}")
+    args = ["sendmail", "-C", str(entry.config_dir), "-f", scn.sender]
+    if scn.dsn_success:
+        args += ["-N", "success"]
+    return _run([*args, "--", *scn.recipients], stdin=message).returncode
+
+
+# --------------------------------------------------------------------------- settling
+
+
+def _queue(host: LabHost) -> list[dict[str, object]]:
+    out = _run(["postqueue", "-c", str(host.config_dir), "-j"]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _settled(hosts: Sequence[LabHost], deferred_at_out1: int) -> bool:
+    for host in hosts:
+        queue = _queue(host)
+        if host.name != "out1":
+            if queue:
+                return False
+        elif len(queue) != deferred_at_out1 or any(
+                entry.get("queue_name") != "deferred" for entry in queue):
+            return False
+    return True
+
+
+def wait_until_settled(hosts: Sequence[LabHost], deferred_at_out1: int, timeout: float,
+                       flush_out1: bool = False) -> float:
+    """Wait until every queue holds exactly what the scenarios leave there; returns seconds."""
+    start = time.monotonic()
+    stable = 0
+    last_flush = start
+    while True:
+        if flush_out1 and time.monotonic() - last_flush > 15:
+            _run(["postqueue", "-c", "/etc/postfix-out1", "-f"], check=False)
+            last_flush = time.monotonic()
+        # Two consecutive settled polls: a message can sit between two hosts for an instant.
+        stable = stable + 1 if _settled(hosts, deferred_at_out1) else 0
+        if stable >= 2:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            summary = {h.name: len(_queue(h)) for h in hosts}
+            raise LabError(f"queues did not settle within {timeout:.0f}s: {summary}")
+        time.sleep(1)
+
+
+# --------------------------------------------------------------------------- output
+
+
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    out: Path
+    expected: Path
+    host_roots: dict[str, Path]
+    logs: dict[str, Path] = field(default_factory=dict)
+    # Wall-clock seconds per phase: teardown of a previous run, build, send, settle, collect.
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def _copy_outputs(out: Path, hosts: Sequence[LabHost]) -> tuple[dict[str, Path], dict[str, Path],
+                                                                  dict[str, float]]:
+    roots: dict[str, Path] = {}
+    logs: dict[str, Path] = {}
+    mtimes: dict[str, float] = {}
+    for host in hosts:
+        root = out / host.name
+        etc = root / "etc" / "postfix"
+        etc.mkdir(parents=True, exist_ok=True)
+        for fname in ("main.cf", "master.cf"):
+            shutil.copy2(host.config_dir / fname, etc / fname)
+        dest = root / host.log_path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(host.live_log, dest)
+        roots[host.name] = root
+        logs[host.name] = dest
+        mtimes[str(dest.relative_to(out))] = os.stat(host.live_log).st_mtime
+    return roots, logs, mtimes
+
+
+def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bool,
+              started: datetime, finished: datetime) -> dict[str, object]:
+    version = _run(["postconf", "-c", str(hosts[0].config_dir), "-h", "mail_version"]).stdout
+    return {
+        "lab": {
+            "mode": "quick" if quick else "full",
+            "postfix_version": version.strip(),
+            "local_timezone": time.strftime("%Z %z"),
+            "started": started.isoformat(timespec="seconds"),
+            "finished": finished.isoformat(timespec="seconds"),
+        },
+        "hosts": {
+            h.name: {
+                "fqdn": h.fqdn, "ip": h.ip, "role": h.role, "smtp_port": SMTP_PORT,
+                "instance": h.instance, "config_dir": str(h.config_dir),
+                "syslog_name": h.syslog_name, "long_queue_ids": h.long_queue_ids,
+                "log": {"path": h.log_path, "via": h.log_via, "format": h.log_format},
+                "extra_listeners": ([f"{h.ip}:{REINJECT_PORT} (content filter reinjection)"]
+                                    if h.name == "filter1" else []),
+            }
+            for h in hosts
+        },
+        "clients": {name or f"[{ip}]": ip for ip, name in CLIENTS.values()},
+        "topology": {
+            "edges": [
+                {"from": "mx1", "to": "filter1", "for": "all accepted mail",
+                 "via": f"smtp [filter1.{DOMAIN}]:{SMTP_PORT}"},
+                {"from": "filter1", "to": "filter1",
+                 "for": "content filter (scan service) and reinjection with XFORWARD",
+                 "via": f"scan:[127.0.0.22]:{REINJECT_PORT}"},
+                {"from": "filter1", "to": "mbox1", "for": f"{DOMAIN}, mbox1.{DOMAIN}",
+                 "via": f"relay:[mbox1.{DOMAIN}]:{SMTP_PORT}"},
+                {"from": "filter1", "to": "out1", "for": "everything else",
+                 "via": f"smtp [out1.{DOMAIN}]:{SMTP_PORT}"},
+                {"from": "out1", "to": "mx1", "for": f"{DOMAIN} (returned notifications)",
+                 "via": f"smtp:[mx1.{DOMAIN}]:{SMTP_PORT}"},
+            ],
+            "unreachable_next_hop": f"{DEAD_HOP[0]}:{DEAD_HOP[1]} (out1's relayhost)",
+        },
+        "scenarios": sent,
+    }
+
+
+def _scenario_record(scn: Scenario, msgid: str, exit_code: int, sent_at: datetime
+                     ) -> dict[str, object]:
+    return {
+        "name": scn.name, "description": scn.description, "message_id": msgid,
+        "sender": scn.sender, "recipients": list(scn.recipients), "subject": scn.subject,
+        "submitted": {"method": "swaks (SMTP)" if scn.method == "smtp" else "sendmail (pickup)",
+                      "host": scn.entry_host,
+                      "client_ip": CLIENTS[scn.client][0] if scn.client else None,
+                      "at": sent_at.isoformat(timespec="seconds"),
+                      "submitter_exit_code": exit_code},
+        "dsn_notify": "SUCCESS" if scn.dsn_success else None,
+        "fates": [{"recipient": f.recipient, "fate": f.fate, "at": f.at, "path": list(f.path),
+                   "detail": f.detail} for f in scn.fates],
+        "notifications": [dict(n) for n in scn.notifications],
+    }
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab must run as root")
+    missing = [p for p in ("postfix", "postmulti", "postconf", "swaks", "sendmail")
+               if shutil.which(p) is None]
+    if missing:
+        raise LabError(f"missing programs: {', '.join(missing)} (install postfix and swaks)")
+
+
+def run_lab(out: Path, quick: bool = True, keep_running: bool = False,
+            syslog: bool | None = None) -> LabResult:
+    """Build the chain, send every scenario, wait, and write the host roots and ground truth.
+
+    syslog=None uses the private rsyslogd for filter1 and mbox1 when /dev/log is free.
+    """
+    _check_prerequisites()
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = round(now - mark, 1)
+        mark = now
+
+    out = Path(out)
+    with_syslog = _syslog_wanted() if syslog is None else syslog
+    stop_lab()
+    phase("cleanup")
+    ok = False
+    try:
+        started = datetime.now().astimezone()
+        hosts = build_hosts(quick, with_syslog)
+        phase("build")
+        by_name = {h.name: h for h in hosts}
+        token = started.strftime("%Y%m%d%H%M%S")
+        sent: list[dict[str, object]] = []
+        scenarios = _scenarios(quick)
+        for scn in scenarios:
+            msgid = _message_id(scn, token)
+            sent_at = datetime.now().astimezone()
+            code = _send(scn, msgid, by_name)
+            sent.append(_scenario_record(scn, msgid, code, sent_at))
+        phase("send")
+        if quick:
+            wait_until_settled(hosts, sum(s.deferred_at_out1 for s in scenarios), timeout=50)
+        else:
+            wait_until_settled(hosts, 0, timeout=600, flush_out1=True)
+        time.sleep(1)  # let the last log lines reach the files
+        phase("settle")
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        roots, logs, mtimes = _copy_outputs(out, hosts)
+        finished = datetime.now().astimezone()
+        expected = out / "expected.json"
+        expected.write_text(json.dumps(_expected(hosts, sent, quick, started, finished),
+                                       indent=2) + "\n")
+        (out / "mtimes.json").write_text(json.dumps(mtimes, indent=2, sort_keys=True) + "\n")
+        ok = True
+        phase("collect")
+        return LabResult(out=out, expected=expected, host_roots=roots, logs=logs,
+                         phases=phases)
+    finally:
+        if not (ok and keep_running):
+            stop_lab()
+
+
+def _iter_cli(argv: Sequence[str] | None) -> Iterator[str]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="build the chain, send the scenarios, write OUT")
+    run.add_argument("--out", required=True, type=Path)
+    run.add_argument("--quick", action="store_true",
+                     help="do not wait for expiries (under a minute)")
+    run.add_argument("--keep-running", action="store_true",
+                     help="leave the instances running (stop them with the stop command)")
+    run.add_argument("--no-syslog", action="store_true",
+                     help="every host logs with maillog_file, no private rsyslogd")
+    sub.add_parser("stop", help="stop and remove everything a run created")
+    args = parser.parse_args(argv)
+    if args.command == "stop":
+        _check_prerequisites()
+        stop_lab()
+        yield "lab stopped and removed"
+        return
+    result = run_lab(args.out, quick=args.quick, keep_running=args.keep_running,
+                     syslog=False if args.no_syslog else None)
+    total = sum(result.phases.values())
+    yield f"wrote {result.out} in {total:.1f}s {result.phases}"
+    for name, path in result.logs.items():
+        yield f"  {name}: {path} ({path.stat().st_size} bytes)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        for line in _iter_cli(argv):
+            print(line)
+    except LabError as exc:
+        print(f"postfix_lab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
