@@ -69,7 +69,10 @@ _MONTHS = {
 # Short IDs are uppercase hex; long IDs are base-52 without vowels and the last `z` separates
 # the inode part. `\w+` would also take NOQUEUE, so the alphabets are spelled out.
 _B51 = "[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]"
-_QID = rf"[0-9A-F]{{6,}}|{_B51}{{10,}}z{_B51}+"
+# The seconds and microseconds digits are base 52 (``z`` included: ``4jcvDj3dCzzC5v1``); only
+# the inode part is base 51, so the *last* ``z`` is the separator.
+_B52 = "[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]"
+_QID = rf"[0-9A-F]{{6,}}|{_B52}{{10,}}z{_B51}+"
 QUEUE_ID_RE = re.compile(_QID)
 
 # What follows `tag[pid]: `: an optional severity (info has none), then an optional queue ID or
@@ -588,6 +591,62 @@ class LineParser:
                     yield record
         finally:
             self._lines += n
+            self._parsed += parsed
+
+    def parse_blocks(self, blocks: Iterable[bytes]) -> Iterator[Record]:
+        """Like :meth:`parse` for a byte stream cut anywhere (file or channel reads).
+
+        Decoding and splitting a whole block at once is cheaper than per line; a block with
+        damage (NUL, bad UTF-8, an over-long line) falls back to the per-line path.
+        """
+        carry = b""
+        for block in blocks:
+            if carry:
+                block = carry + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0 and len(block) <= _MAX_LINE:
+                carry = block
+                continue
+            if cut == 0:
+                cut = len(block)
+            carry = block[cut:]
+            yield from self._parse_block(block[:cut])
+        if carry:
+            yield from self._parse_block(carry)  # the last line had no newline
+
+    def _parse_block(self, data: bytes) -> Iterator[Record]:
+        if b"\x00" in data:
+            yield from self.parse(data.splitlines(keepends=True))
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            yield from self.parse(data.splitlines(keepends=True))
+            return
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        lines = text.split("\n")  # not splitlines(): it also cuts at \f, \x1c, U+2028...
+        if lines[-1] == "":
+            lines.pop()
+        if max(map(len, lines), default=0) > _MAX_LINE:
+            yield from self.parse(data.splitlines(keepends=True))
+            return
+        core = self._core.parse
+        keep_all = self._keep_all
+        parsed = 0
+        try:
+            for line in lines:
+                record = core(line, keep_all)
+                if record is not None:
+                    parsed += 1
+                    if record is not SKIPPED:
+                        yield record
+                    continue
+                record = self._feed_slow(line.encode())
+                if record is not None:
+                    yield record
+        finally:
+            self._lines += len(lines)
             self._parsed += parsed
 
     @property
