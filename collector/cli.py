@@ -688,14 +688,46 @@ def _color() -> bool:
 
 
 @app.command()
-def demo(
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.TABLE,
-) -> None:
-    """Run collector on the built-in sample fleet (real Postfix logs of a 4-host relay chain)."""
-    from collector.demo import run_demo
+def demo() -> None:
+    """Run collector on the built-in sample fleet: real logs of a 4-host Postfix relay chain.
 
-    with _errors(False):
-        raise typer.Exit(run_demo(sys.stdout, width=_width(), json_output=fmt is Format.JSON))
+    Shows a search, a per-host summary and a multi-hop trace, each with the command that
+    produced it (add -i collector/demo/inventory.toml to run them yourself).
+    """
+    import json
+    from importlib.resources import files
+
+    base = files("collector") / "demo"
+    inventory = Path(str(base / "inventory.toml"))
+    facts = json.loads((base / "demo.json").read_text(encoding="utf-8"))
+    typer.echo(
+        "collector demo: the built-in sample fleet, real logs of a Postfix "
+        f"{facts['postfix_version']} relay chain\n(mx1 -> filter1 with content-filter "
+        "reinjection -> mbox1 / out1; four log formats).\n"
+    )
+    steps: list[tuple[str, Callable[[], None]]] = [
+        (
+            f"collector search --to {facts['search_to']}",
+            lambda: search(to=[facts["search_to"]], inventory=inventory),
+        ),
+        ("collector summary", lambda: summary(inventory=inventory)),
+        (
+            f"collector trace '{facts['trace']}'",
+            lambda: trace(query_text=facts["trace"], inventory=inventory),
+        ),
+    ]
+    worst = ExitCode.FOUND
+    for title, step in steps:
+        typer.echo(f"$ {title}")
+        sys.stdout.flush()
+        try:
+            step()
+        except typer.Exit as done:
+            code = done.exit_code
+            if code not in (ExitCode.FOUND, ExitCode.NO_MATCH):
+                worst = ExitCode(code) if code in iter(ExitCode) else ExitCode.ERROR
+        typer.echo("")
+    raise typer.Exit(worst)
 
 
 _ = (timedelta, Stage)

@@ -207,7 +207,7 @@ def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) ->
 def render_summary_table(hosts: Sequence[HostReport], out: IO[str]) -> None:
     """Per-host counts: messages, recipients by final status, rejects, lines read."""
     statuses = ("sent", "deferred", "bounced", "expired", "discarded")
-    headers = ["host", "sources", "lines", "messages", *statuses, "rejected", "unknown"]
+    headers = ["host", "sources", "lines", "messages", *statuses, "rejected", "unparsed"]
     table: list[list[Any]] = []
     for h in hosts:
         if h.error is not None:
