@@ -252,9 +252,11 @@ def reject_matches(rej: Reject, query: Query) -> bool:
 
 
 def select_rows(logs: Iterable[HostLog], query: Query) -> list[Row]:
-    """Every row of every host that the query selects, in time order (stable by host)."""
+    """Every row of every host that the query selects, in time order, then inventory order."""
     rows: list[Row] = []
+    rank: dict[str, int] = {}
     for log in logs:
+        rank.setdefault(log.host, len(rank))
         for group in log.groups:
             if not group_matches(group, query):
                 continue
@@ -264,7 +266,9 @@ def select_rows(logs: Iterable[HostLog], query: Query) -> list[Row]:
                 row = _reject_row(rej, None)
                 if row_matches(row, query):
                     rows.append(row)
-    rows.sort(key=lambda r: (r.time, r.host, r.queue_id or "", r.recipient or ""))
+    # Same-second lines of different hosts (syslog stamps have no fraction) keep inventory
+    # order, which is usually the order mail flows in.
+    rows.sort(key=lambda r: (r.time, rank.get(r.host, 0), r.queue_id or "", r.recipient or ""))
     return rows
 
 

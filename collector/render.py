@@ -170,8 +170,24 @@ def _relay_name(relay: str | None) -> str | None:
     return rest.split("]", 1)[0]
 
 
+def fit_widths(
+    natural: Sequence[int], minimum: Sequence[int], shrink_order: Sequence[int], width: int
+) -> list[int]:
+    """Column widths that fit ``width`` (2 spaces between columns): shrink the columns named
+    in ``shrink_order`` one after the other, each down to its minimum, until the row fits."""
+    widths = list(natural)
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for col in shrink_order:
+        if excess <= 0:
+            break
+        cut = min(excess, max(0, widths[col] - minimum[col]))
+        widths[col] -= cut
+        excess -= cut
+    return widths
+
+
 def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) -> None:
-    """A table that fits ``width`` columns: long values are clipped with '…'.
+    """A table that fits ``width`` columns: the widest texts are clipped with '…' first.
 
     The relay shows its name only; full values are in ``--format json|csv``.
     """
@@ -179,27 +195,24 @@ def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) ->
         return
     headers = ["time", "host", "queue_id", "from", "to", "status", "relay", "response"]
     same_day = len({r.time.date() for r in rows}) == 1
-    time_w = 8 if same_day else 14
-    fixed = time_w + max(len(r.host) for r in rows) + max(len(r.queue_id or "-") for r in rows)
-    fixed += max(max(len(r.status) for r in rows), 6) + 2 * 7  # column gaps
-    room = max(width - fixed, 44)
-    to_w = max(14, room * 31 // 100)
-    from_w = max(12, room * 25 // 100)
-    relay_w = max(8, room * 15 // 100)
-    resp_w = max(8, room - from_w - to_w - relay_w)
-    table = [
+    cells = [
         [
             r.time.strftime("%H:%M:%S") if same_day else short_time(r.time),
             r.host,
             r.queue_id or "-",
-            _clip(r.sender if r.sender != "" else "<>", from_w),
-            _clip(r.recipient, to_w),
+            (r.sender if r.sender != "" else "<>") or "-",
+            r.recipient or "-",
             r.status,
-            _clip(_relay_name(r.relay), relay_w),
-            _clip(r.response, resp_w),
+            _relay_name(r.relay) or "-",
+            r.response or "-",
         ]
         for r in rows
     ]
+    natural = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    minimum = [8, 4, 8, 12, 16, 6, 8, 16]
+    # Shrink the reply first, then the relay, the sender and, last, the recipient.
+    widths = fit_widths(natural, minimum, (7, 6, 3, 4, 1), width)
+    table = [[_clip(c, widths[i]) for i, c in enumerate(row)] for row in cells]
     out.write(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
     out.write("\n")
 
