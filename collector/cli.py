@@ -70,55 +70,57 @@ InventoryOpt = Annotated[
     typer.Option(
         "--inventory",
         "-i",
+        metavar="PATH",
         help="Inventory file (default: ./inventory.toml, then $COLLECTOR_INVENTORY).",
         show_default=False,
     ),
 ]
 HostOpt = Annotated[
-    list[str] | None, typer.Option("--host", help="Only this host (repeatable).", show_default=False)
+    list[str] | None, typer.Option("--host", metavar="NAME", help="Only this host (repeatable).", show_default=False)
 ]
 GroupOpt = Annotated[
     list[str] | None,
-    typer.Option("--group", help="Only hosts of this group (repeatable).", show_default=False),
+    typer.Option("--group", metavar="NAME", help="Only hosts of this group (repeatable).", show_default=False),
 ]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", help="Hosts queried at once (default 16).", min=1)
+    int | None, typer.Option("--workers", metavar="N", help="Hosts queried at once (default 16).", min=1)
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Report sources and unparsed lines on stderr.")
 ]
 FromOpt = Annotated[
-    list[str] | None, typer.Option("--from", help="Envelope sender (repeatable).", show_default=False)
+    list[str] | None, typer.Option("--from", metavar="ADDRESS", help="Envelope sender (repeatable).", show_default=False)
 ]
 ToOpt = Annotated[
     list[str] | None,
-    typer.Option("--to", help="Recipient, also matches orig_to (repeatable).", show_default=False),
+    typer.Option("--to", metavar="ADDRESS", help="Recipient, also matches orig_to (repeatable).", show_default=False),
 ]
 MsgIdOpt = Annotated[
-    list[str] | None, typer.Option("--message-id", help="Message-ID header.", show_default=False)
+    list[str] | None, typer.Option("--message-id", metavar="MESSAGE-ID", help="Message-ID header.", show_default=False)
 ]
 QidOpt = Annotated[
-    list[str] | None, typer.Option("--queue-id", help="Postfix queue ID.", show_default=False)
+    list[str] | None, typer.Option("--queue-id", metavar="QUEUE-ID", help="Postfix queue ID.", show_default=False)
 ]
 StatusOpt = Annotated[
     list[str] | None,
-    typer.Option("--status", help=f"Final status: {', '.join(STATUSES)}.", show_default=False),
+    typer.Option("--status", metavar="STATUS", help=f"Final status: {', '.join(STATUSES)}.", show_default=False),
 ]
 ClientOpt = Annotated[
     list[str] | None,
-    typer.Option("--client", help="Connecting client, name or IP.", show_default=False),
+    typer.Option("--client", metavar="NAME|IP", help="Connecting client, name or IP.", show_default=False),
 ]
 SinceOpt = Annotated[
     str | None,
-    typer.Option("--since", help="From: ISO date/time, 2h / 3d ago, today, yesterday."),
+    typer.Option("--since", metavar="WHEN", help="From: ISO date/time, 2h / 3d ago, today, yesterday."),
 ]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="Until: same forms as --since.")]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", metavar="WHEN", help="Until: same forms as --since.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", metavar="table|json|ndjson|csv", help="Output format.")]
 OfflineOpt = Annotated[
     Path | None,
     typer.Option(
         "--offline",
+        metavar="DIR",
         help="Search a directory written by 'collector fetch' instead of the inventory's hosts.",
         show_default=False,
     ),
@@ -499,7 +501,7 @@ def hosts(
 @app.command()
 def fetch(
     dest: Annotated[
-        Path, typer.Option("--dest", help="Directory to write DEST/<host>/... into.")
+        Path, typer.Option("--dest", metavar="DIR", help="Directory to write DEST/<host>/... into.")
     ],
     all_: Annotated[
         bool, typer.Option("--all", help="Copy whole log files instead of matching slices.")
