@@ -600,15 +600,25 @@ class LineParser:
         damage (NUL, bad UTF-8, an over-long line) falls back to the per-line path.
         """
         carry = b""
+        skipping = False  # inside an over-long line, already counted as bad
         for block in blocks:
-            if carry:
+            if skipping:
+                end = block.find(b"\n")
+                if end < 0:
+                    continue
+                block = block[end + 1 :]
+                skipping = False
+            elif carry:
                 block = carry + block
             cut = block.rfind(b"\n") + 1
-            if cut == 0 and len(block) <= _MAX_LINE:
-                carry = block
-                continue
             if cut == 0:
-                cut = len(block)
+                carry = block
+                if len(carry) > _MAX_LINE:
+                    self._lines += 1
+                    self._bad += 1
+                    carry = b""
+                    skipping = True
+                continue
             carry = block[cut:]
             yield from self._parse_block(block[:cut])
         if carry:

@@ -592,3 +592,24 @@ def test_generated_fleet_lines(name: str) -> None:
     assert with_id and all(r.kind != Kind.OTHER or r.text.startswith("connect to") for r in with_id)
     if name.endswith("rfc3339.log"):
         assert any("z" in (r.queue_id or "") for r in records)  # long IDs are in the mix
+
+
+@pytest.mark.parametrize("size", [1, 7, 100, 4096, 1 << 20])
+def test_parse_blocks_matches_parse_wherever_blocks_are_cut(size: int) -> None:
+    data = (LINES / "genlog-rfc3339.log").read_bytes() + DAMAGED
+    a, b = LineParser(CTX, keep_all=True), LineParser(CTX, keep_all=True)
+    by_line = list(a.parse(data.splitlines(keepends=True)))
+    blocks = [data[i : i + size] for i in range(0, len(data), size)]
+    assert list(b.parse_blocks(blocks)) == by_line
+    assert a.stats == b.stats
+    assert a.stats.bad == 5 and a.stats.blank == 2
+
+
+DAMAGED = (
+    b"\n   \r\n"
+    b"Jan 15 12:34:56 mx1 postfix/qmgr[811]: 4F2A81C0043: from=<caf\xe9@x.example>, size=1, nrcpt=1 (queue active)\r\n"
+    b"\x00\x00Jan 15 12:34:57 mx1 postfix/qmgr[811]: 4F2A81C0044: removed\n"
+    + b"y" * 150_000
+    + b"\n\x7fELF\x02\x01\x01\x00\x00\x00\n\x89PNG\r\n"
+    b"Jan 15 12:34:58 mx1 postfix/smtp[5]: 4F2A81C0045: to=<r@x>, relay=x[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 Ok: queu"
+)
