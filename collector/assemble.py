@@ -194,6 +194,7 @@ def _build(host: str, g: _Open) -> QueueGroup:
     message_id = resent = orig_queue_id = orig_client = requeued_from = None
     removed = expired = held = discarded = False
     saw_cleanup = False
+    expired_by: Record | None = None
     # (orig_to, to) -> attempts, in first-seen order: the same address can be reached through
     # several aliases, and each one gets its own delivery lines.
     rcpts: dict[tuple[str | None, str], list[Attempt]] = {}
@@ -259,10 +260,13 @@ def _build(host: str, g: _Open) -> QueueGroup:
                 )
         elif kind is _EXPIRED:
             expired = True
+            expired_by = r
             if sender is None:
                 sender = f.get("from")
         elif kind is _REJECT:
             rejects.append(_reject(host, r))
+            if r.program == "cleanup" and sender is None:
+                sender = f.get("from")  # no qmgr line follows a cleanup reject
         elif kind is _ACTION:
             action = f.get("action", "")
             if action in ("hold", "milter-hold"):
@@ -279,6 +283,20 @@ def _build(host: str, g: _Open) -> QueueGroup:
                 held = False
             elif action == "expired":
                 expired = True
+
+    if expired_by is not None:
+        # Postfix logs no per-recipient line when a message expires (3.7: the last one says
+        # `deferred`), only qmgr's `status=expired, returned to sender`: recipients still
+        # deferred then get an `expired` attempt from that line.
+        for attempts in rcpts.values():
+            last_attempt = attempts[-1]
+            if last_attempt.status == "deferred" and last_attempt.time <= expired_by.time:
+                attempts.append(
+                    _new_attempt(
+                        expired_by.time, expired_by.program, "expired", None, None, None,
+                        last_attempt.dsn, expired_by.text, None,
+                    )
+                )
 
     if not origin and (saw_cleanup or sender == ""):
         # Created on this host without smtpd or pickup: a bounce/delay notice, a local(8)
