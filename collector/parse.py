@@ -5,9 +5,10 @@ envelope of ``postfix-log-format.md`` section 1 is detected per line, so one str
 them. Bodies are dispatched on cheap prefix checks; regexes run only for the few shapes that
 need them.
 
-Every understood Postfix line becomes a Record, including lines without tracing meaning
-(``_OTHER``: TLS, postscreen, anvil, ...): they share one empty ``fields`` mapping so they
-cost little, and callers that only trace can drop them.
+:func:`parse_line` turns every understood Postfix line into a Record, including lines
+without tracing meaning (``Kind.OTHER``: TLS, postscreen, anvil, ...). :class:`LineParser`,
+the bulk path, counts the lines that carry neither a queue ID nor NOQUEUE but builds no
+Record for them unless asked (``keep_all``): on a busy MX that is half of the lines.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ _ACTION_KV_RE = re.compile(
 )
 _NOTIFICATION_RE = re.compile(r"^((?:sender|postmaster) [a-z -]*notification): (\S+)$")
 
-# Actions that refuse the message (_REJECT); other action words are _ACTION.
+# Actions that refuse the message (Kind.REJECT); other action words are Kind.ACTION.
 _REJECT_ACTIONS = frozenset({"reject", "milter-reject", "milter-header-reject"})
 _ACTIONS = _REJECT_ACTIONS | frozenset(
     {
@@ -233,7 +234,7 @@ class _Core:
         return dt
 
     def parse(self, line: str, keep_all: bool = True) -> Record | None:
-        """One line -> Record; None if not understood; ``SKIPPED`` (with ``keep_all`` off)
+        """One line -> Record; None if not understood; ``_SKIPPED`` (with ``keep_all`` off)
         for a Postfix line that carries nothing for tracing: no queue ID, not NOQUEUE."""
         if self._iso_first:
             m = _ISO_RE.match(line)
@@ -267,7 +268,7 @@ class _Core:
         if queue_id is None and not keep_all:
             c = line[m.end() : m.end() + 6]
             if c != "messag" and c != "proxy-":
-                return SKIPPED
+                return _SKIPPED
         dt = self._stamps.get(stamp)
         if dt is None:
             try:
@@ -306,7 +307,7 @@ class _Core:
 
 _UNSEEN: tuple[str, str, str] = ("", "", "")
 #: Returned by ``_Core.parse`` for a recognised line that is not worth a Record.
-SKIPPED = Record(
+_SKIPPED = Record(
     datetime(1970, 1, 1, tzinfo=UTC), "", "", "", "", None, None, _OTHER, _EMPTY
 )
 
@@ -526,7 +527,7 @@ class LineParser:
                 record = self._core.parse(line, self._keep_all)
                 if record is not None:
                     self._parsed += 1
-                    return None if record is SKIPPED else record
+                    return None if record is _SKIPPED else record
         return self._feed_slow(raw)
 
     def _feed_slow(self, raw: bytes) -> Record | None:
@@ -554,7 +555,7 @@ class LineParser:
             if record is None:
                 return None
             self._parsed += 1
-            return None if record is SKIPPED else record
+            return None if record is _SKIPPED else record
         if not line.isprintable() and "\t" not in line:
             self._bad += 1  # binary junk
             return None
@@ -583,7 +584,7 @@ class LineParser:
                         record = core(line, keep_all)
                         if record is not None:
                             parsed += 1
-                            if record is not SKIPPED:
+                            if record is not _SKIPPED:
                                 yield record
                             continue
                 record = slow(raw)
@@ -649,7 +650,7 @@ class LineParser:
                 record = core(line, keep_all)
                 if record is not None:
                     parsed += 1
-                    if record is not SKIPPED:
+                    if record is not _SKIPPED:
                         yield record
                     continue
                 record = self._feed_slow(line.encode())
