@@ -26,13 +26,13 @@ from collector.pipeline import HostSearch, search_host, summarize_host
 from collector.query import STATUSES, Query, parse_when, select_rows
 from collector.render import (
     HostReport,
+    host_dict,
     render_rows_csv,
     render_rows_json,
     render_rows_ndjson,
     render_rows_table,
     render_summary_table,
     write_json,
-    host_dict,
 )
 from collector.transport import Session, open_session
 
@@ -727,7 +727,7 @@ def demo() -> None:
         except typer.Exit as done:
             code = done.exit_code
             if code not in (ExitCode.FOUND, ExitCode.NO_MATCH):
-                worst = ExitCode(code) if code in iter(ExitCode) else ExitCode.ERROR
+                worst = ExitCode(code) if code in {int(c) for c in ExitCode} else ExitCode.ERROR
         typer.echo("")
     raise typer.Exit(worst)
 

@@ -26,6 +26,7 @@ from collector.retrieval import (
     ids_file_commands,
     journal_command,
     journal_ids_command,
+    journal_match,
     pass1_needles,
     source_in_window,
 )
@@ -153,7 +154,7 @@ def _fetch_slice(
     """Pass 1 finds the queue IDs; pass 2 writes every line of them (plus NOQUEUE rejects)."""
     journal = src.kind == "journal"
     first = (
-        journal_command(needles, since=query.since, until=query.until)
+        journal_command(needles, since=query.since, until=query.until, match=journal_match(src))
         if journal
         else filter_file_command(session.path(src.path), needles)
     )
@@ -173,7 +174,7 @@ def _fetch_slice(
     second: list[list[str]] = []
     if ids:
         second = (
-            [journal_ids_command(sorted(ids), since=query.since, until=query.until)]
+            [journal_ids_command(sorted(ids), since=query.since, until=query.until, match=journal_match(src))]
             if journal
             else ids_file_commands(session.path(src.path), sorted(ids))
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from collector.models import Compression, LogSource
 from collector.query import Query, normalize_message_id
@@ -177,7 +177,7 @@ def journal_ids_command(
 def _journal_time(when: datetime | None) -> str:
     if when is None:
         return ""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def source_in_window(

@@ -10,6 +10,8 @@ at a time.
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -133,11 +135,10 @@ def trace_fleet(
     finally:
         for state in states.values():
             if state.session is not None:
-                try:
+                with contextlib.suppress(Exception):  # closing must not hide the outcome
                     state.session.close()
-                except Exception:  # noqa: BLE001 - closing must not hide the real outcome
-                    pass
-    logs = _logs(states, order)
+    by_host = {n: rec.log() for n in order if (rec := states[n].records) is not None}
+    logs = list(by_host.values())
     failed = {
         n: f"{s.error.stage}: {s.error.message}" for n, s in states.items() if s.error is not None
     }
@@ -145,25 +146,21 @@ def trace_fleet(
                        failed_hosts=failed)
     chosen = select_traces(traces, trace_matches(query))
     results = tuple(
-        HostResult(n, value=states[n].records.log() if states[n].records else None,
-                   error=states[n].error)
+        HostResult(n, value=by_host.get(n), error=states[n].error)
         for n in order
-        if states[n].records is not None or states[n].error is not None
+        if n in by_host or states[n].error is not None
     )
-    trips = sum(s.records.commands for s in states.values() if s.records is not None)
+    trips = sum(rec.commands for s in states.values() if (rec := s.records) is not None)
     return TraceRun(tuple(chosen), results, rounds, trips, tuple(notes))
 
 
 def _ids_for_needles(rec: HostRecords, session: Session, needles: Query) -> set[str]:
-    """Pass 1 only: the queue IDs of lines carrying these strings (e.g. ``queued as ID``)."""
-    before = len(rec.records)
-    found = select_records(rec, session, needles)
-    del before
-    return found
+    """The queue IDs of lines carrying these strings (e.g. ``queued as ID``), fetched whole."""
+    return select_records(rec, session, needles)
 
 
 def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[HostLog]:
-    return [states[n].records.log() for n in order if states[n].records is not None]
+    return [rec.log() for n in order if (rec := states[n].records) is not None]
 
 
 def _plan_next(
