@@ -497,15 +497,22 @@ class SSHSession:
         """Remote paths are used as they are."""
         return p
 
-    def _open(self, argv: Sequence[str], sudo: bool | None) -> tuple[paramiko.Channel, str, bool]:
+    def _open(
+        self, argv: Sequence[str], sudo: bool | None, limit: float
+    ) -> tuple[paramiko.Channel, str, bool]:
         use_sudo = self.host.sudo if sudo is None else sudo
+        # sshd sends no SIGHUP to a root login's command when the channel closes (no pty) and
+        # refuses signal requests from root sessions, so a timed-out grep would keep running
+        # on the host: coreutils `timeout` ends it there a little after our own deadline.
+        guard = ["timeout", "-k", "5", str(int(limit) + 5)]
         command = shlex.join(_sudo_argv(argv, use_sudo))
         transport = self._clients[-1].get_transport()
         try:
             if transport is None or not transport.is_active():
                 raise paramiko.SSHException("connection is closed")
             channel = transport.open_session(timeout=self._settings.connect_timeout)
-            channel.exec_command(command)  # no pty: stdout and stderr stay apart
+            # No pty: stdout and stderr stay apart.
+            channel.exec_command(shlex.join(guard) + " " + command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(
                 self.host.name, Stage.READ, f"cannot start command: {exc or type(exc).__name__}"
@@ -561,8 +568,8 @@ class SSHSession:
         self, argv: Sequence[str], *, timeout: float | None = None, sudo: bool | None = None
     ) -> CommandResult:
         """See :meth:`Session.run`."""
-        channel, command, use_sudo = self._open(argv, sudo)
         limit = self._settings.command_timeout if timeout is None else timeout
+        channel, command, use_sudo = self._open(argv, sudo, limit)
         stdout, stderr = bytearray(), bytearray()
         try:
             for chunk in self._pump(channel, stderr, time.monotonic() + limit):
@@ -584,8 +591,8 @@ class SSHSession:
         on_bytes: Callable[[int], None] | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream`."""
-        opened = self._open(argv, sudo)
         limit = self._settings.command_timeout if timeout is None else timeout
+        opened = self._open(argv, sudo, limit)
         return self._stream(*opened, limit, on_bytes)
 
     def _stream(
