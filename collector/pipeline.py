@@ -40,6 +40,7 @@ from collector.retrieval import (
     split_offset,
     window_ids_command,
     windows_around,
+    windows_worth_it,
 )
 from collector.transport import Session
 
@@ -295,6 +296,8 @@ def select_records(state: HostRecords, session: Session, query: Query) -> set[st
     complete: set[str] = set()
     for src, hits in windowed:
         wins = windows_around([o for offs in hits.values() for o in offs], src.size)
+        if not windows_worth_it(wins, src.size):
+            continue  # hits all over the file: one whole-file pass 2 is cheaper
         argv = window_ids_command(session.path(src.path), wins, sorted(hits))
         state.commands += 1
         found = list(state.reader.records(src, argv))

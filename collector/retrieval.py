@@ -237,15 +237,32 @@ def edge_lines_command(source: LogSource, path: str) -> list[str]:
 WINDOW_BEFORE = 128 * 1024
 WINDOW_AFTER = 512 * 1024
 
-# $1 = file, $2 = queue IDs, $3 = awk program, then triples: DROP_FIRST START LENGTH|-.
-# A window starts mid-line (dropped) and, unless it runs to the end, ends mid-line (dropped).
+#: A window larger than this share of the file is not worth it: read the whole file instead.
+WINDOW_MAX_SHARE = 0.5
+
+# $1 = file, $2 = queue IDs, $3 = awk program, then pairs START LENGTH|- (tail -c +START counts
+# from 1). Marker lines frame each window; the awk filter drops the first line of a window that
+# began mid-line (#collector-window) and the last line of one that ended mid-line
+# (#collector-cut), and keeps both ends at the file's start and end.
 _WINDOWS = (
     'f=$1; ids=$2; prog=$3; shift 3; '
-    'while [ "$#" -ge 3 ]; do '
-    'if [ "$3" = "-" ]; then tail -c +"$2" -- "$f"; '
-    'else tail -c +"$2" -- "$f" | head -c "$3" | sed \'$d\'; fi '
-    '| if [ "$1" = 1 ]; then sed 1d; else cat; fi; '
-    "shift 3; done | LC_ALL=C awk -v ids=\"$ids\" \"$prog\""
+    '{ while [ "$#" -ge 2 ]; do m=window; [ "$1" = 1 ] && m=start; '
+    'printf "\\n#collector-%s\\n" "$m"; '
+    'if [ "$2" = "-" ]; then tail -c +"$1" -- "$f"; printf "\\n#collector-eof\\n"; '
+    'else tail -c +"$1" -- "$f" | head -c "$2"; printf "\\n#collector-cut\\n"; fi; '
+    'shift 2; done; } | LC_ALL=C awk -v ids="$ids" "$prog"'
+)
+# The ID lookup of _AWK_IDS, applied to the complete lines between window markers.
+_AWK_WINDOWS = (
+    'BEGIN { n = split(ids, a, " "); for (i = 1; i <= n; i++) want[a[i] ":"] = 1 } '
+    'function keep(line,   f, k, i) { k = split(line, f, " "); '
+    "for (i = 4; i <= 7 && i <= k; i++) if (f[i] in want) return 1; return 0 } "
+    '$0 == "#collector-window" { held = 0; fresh = 1; next } '
+    '$0 == "#collector-start" { held = 0; next } '
+    '$0 == "#collector-cut" { held = 0; next } '
+    '$0 == "#collector-eof" { if (held && keep(prev)) print prev; held = 0; next } '
+    "fresh { fresh = 0; next } "
+    "{ if (held && keep(prev)) print prev; prev = $0; held = 1 }"
 )
 
 
@@ -272,16 +289,21 @@ def windows_around(offsets: Sequence[int], size: int | None) -> list[Window]:
 
 
 def window_ids_command(path: str, windows: Sequence[Window], queue_ids: Sequence[str]) -> list[str]:
-    """Pass 2 inside windows of a plain file: the lines of these queue IDs."""
+    """Pass 2 inside windows of a plain file: the complete lines of these queue IDs."""
     args: list[str] = []
     for w in windows:
-        args += [
-            "1" if w.start > 0 else "0",
-            str(w.start + 1),  # tail -c +N counts from 1
-            "-" if w.end is None else str(w.end - w.start),
-        ]
+        # tail -c +1 is the file's start: no partial first line there (the script says so).
+        args += [str(w.start + 1), "-" if w.end is None else str(w.end - w.start)]
     ids = " ".join(sorted(set(queue_ids)))
-    return ["sh", "-c", _WINDOWS, "sh", path, ids, _AWK_IDS, *args]
+    return ["sh", "-c", _WINDOWS, "sh", path, ids, _AWK_WINDOWS, *args]
+
+
+def windows_worth_it(windows: Sequence[Window], size: int | None) -> bool:
+    """Whether reading these windows beats reading the whole file."""
+    if not size:
+        return False
+    covered = sum((w.end if w.end is not None else size) - w.start for w in windows)
+    return covered <= size * WINDOW_MAX_SHARE
 
 
 def filter_offsets_command(path: str, needles: Needles) -> list[str]:
