@@ -1,0 +1,380 @@
+"""Helpers shared by the benchmark scripts: timing child processes, data layout, ground truth.
+
+Benchmarks print measured figures; nothing here judges them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import io
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MB = 1_000_000
+MIB = 1024 * 1024
+
+#: The collector CLI as a child process (the checkout, not whatever is installed).
+COLLECTOR = [sys.executable, "-m", "collector"]
+
+_BSD_STAMP = re.compile(rb"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
+_ISO_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))")
+_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One finished child process: wall time, CPU, peak RSS and what it printed."""
+
+    argv: tuple[str, ...]
+    wall: float
+    cpu: float
+    maxrss_kib: int
+    code: int
+    out_bytes: int
+    out_lines: int
+    stdout: bytes
+    stderr: bytes
+
+
+def run_timed(argv: Sequence[str], *, keep_stdout: bool = True, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> Run:
+    """Run one command with stdout read through a pipe (never /dev/null: grep stops early).
+
+    Peak RSS comes from ``wait4`` of this very child (its largest descendant when it forks).
+    """
+    with tempfile.TemporaryFile() as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=err, env=env, cwd=cwd)
+        out = proc.stdout
+        assert isinstance(out, io.BufferedReader)
+        chunks: list[bytes] = []
+        size = lines = 0
+        for chunk in iter(lambda: out.read1(1 << 16), b""):
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            if keep_stdout:
+                chunks.append(chunk)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.close()
+        err.seek(0)
+        stderr = err.read()
+    return Run(tuple(argv), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+               proc.returncode, size, lines, b"".join(chunks), stderr)
+
+
+def run_parallel(commands: Sequence[Sequence[str]]) -> tuple[float, list[Run]]:
+    """Start every command at once, read all their outputs; wall time until the last ends."""
+    results: list[Run | None] = [None] * len(commands)
+
+    def one(i: int) -> None:
+        results[i] = run_timed(commands[i], keep_stdout=False)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(commands))]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    return wall, [r for r in results if r is not None]
+
+
+@dataclass(slots=True)
+class Series:
+    """Repeated measurements of one thing (median reported, min–max kept)."""
+
+    name: str
+    walls: list[float] = field(default_factory=list)
+    rss_kib: list[int] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+
+    def add(self, wall: float, rss_kib: int = 0, cpu: float = 0.0) -> None:
+        self.walls.append(wall)
+        self.rss_kib.append(rss_kib)
+        self.cpus.append(cpu)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.walls)
+
+    @property
+    def rss_mib(self) -> float:
+        return max(self.rss_kib) / 1024
+
+    def span(self) -> str:
+        return f"{self.median:.3f} s [{min(self.walls):.3f}–{max(self.walls):.3f}]"
+
+
+def check(cond: bool) -> str:
+    return "met" if cond else "**missed**"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def note(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def quoted(argv: Sequence[str]) -> str:
+    return shlex.join(argv)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def generate(generator: Path, out: Path, args: Sequence[str]) -> None:
+    """Run the fleet-log generator into ``out`` unless a finished set is already there."""
+    stamp = out / "bench-args.json"
+    wanted = json.dumps(list(args))
+    if (out / "truth.jsonl").is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        note(f"reusing generated data in {out}")
+        return
+    note(f"generating {' '.join(args)} into {out} (takes a while)")
+    began = time.perf_counter()
+    subprocess.run([sys.executable, str(generator), "-o", str(out), *args], check=True,
+                   stdout=subprocess.DEVNULL)
+    stamp.write_text(wanted)
+    note(f"generated in {time.perf_counter() - began:.1f} s")
+
+
+def host_logs(data: Path) -> dict[str, Path]:
+    """``HOST.log`` files of a generated directory, by host name."""
+    logs = {p.stem: p for p in sorted(data.glob("*.log"))}
+    if not logs:
+        raise SystemExit(f"no HOST.log files in {data}")
+    return logs
+
+
+def line_time(line: bytes, now: float) -> float | None:
+    """Epoch seconds of a BSD (yearless, read as UTC) or RFC 3339 syslog line."""
+    m = _BSD_STAMP.match(line)
+    if m:
+        mon, day, hh, mm, ss = m.groups()
+        year = time.gmtime(now).tm_year
+        when = 0.0
+        # A yearless stamp is the latest such time not after tomorrow (as syslog readers do).
+        for candidate in (year, year - 1):
+            when = calendar.timegm((candidate, _MONTHS[mon.decode()], int(day), int(hh),
+                                    int(mm), int(ss), 0, 0, 0))
+            if when <= now + 86400:
+                return when
+        return when
+    iso = _ISO_STAMP.match(line)
+    if iso:
+        return datetime.fromisoformat(iso.group(1).decode()).timestamp()
+    return None
+
+
+def last_line_time(path: Path, now: float | None = None) -> float:
+    """Time of a log's last timestamped line (read from its tail only)."""
+    now = time.time() if now is None else now
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    for line in reversed(tail.splitlines()):
+        when = line_time(line, now)
+        if when is not None:
+            return when
+    raise SystemExit(f"{path}: no timestamped line at its end")
+
+
+_PEER = re.compile(rb"(?:relay=|connect from |client=)([A-Za-z0-9.-]+)\[([0-9a-fA-F.:]+)\]")
+
+
+def host_aliases(logs: dict[str, Path], probe_bytes: int = 20 * MB) -> dict[str, list[str]]:
+    """Each host's FQDN and IP as the other fleet hosts' logs name it (relay=, client=).
+
+    Only names in the fleet's own domain count (remote MTAs called ``mx1.*`` are not our
+    mx1): the domain is the one most peer names of fleet hosts use. Read from the logs' heads.
+    """
+    names = set(logs)
+    pairs: dict[tuple[str, str], int] = {}
+    for host, path in logs.items():
+        with path.open("rb") as f:
+            head = f.read(probe_bytes)
+        for m in _PEER.finditer(head):
+            fqdn, ip = m.group(1).decode(), m.group(2).decode()
+            short, _, domain = fqdn.partition(".")
+            if short in names and short != host and domain:
+                pairs[(fqdn, ip)] = pairs.get((fqdn, ip), 0) + 1
+    domains: dict[str, int] = {}
+    for (fqdn, _), n in pairs.items():
+        domain = fqdn.partition(".")[2]
+        domains[domain] = domains.get(domain, 0) + n
+    found: dict[str, set[str]] = {h: set() for h in logs}
+    if domains:
+        home = max(domains, key=lambda d: domains[d])
+        for fqdn, ip in pairs:
+            short, _, domain = fqdn.partition(".")
+            if domain == home:
+                found[short].update((fqdn, ip))
+    return {h: sorted(v) for h, v in found.items()}
+
+
+def copy_head(src: Path, dst: Path, size: int) -> None:
+    """The first ``size`` bytes of a log, cut back to a whole line."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("rb") as f, dst.open("wb") as out:
+        left = size
+        while left > 0:
+            chunk = f.read(min(left, 1 << 22))
+            if not chunk:
+                break
+            left -= len(chunk)
+            if left <= 0:
+                chunk = chunk[: chunk.rfind(b"\n") + 1]
+            out.write(chunk)
+
+
+def place(src: Path, dst: Path) -> None:
+    """Put a log at ``dst``: a hard link when possible (no 1 GB copy), else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, dst)
+
+
+def warm(paths: Iterable[Path]) -> None:
+    """Read files once so every measurement sees them in the page cache."""
+    for p in paths:
+        with p.open("rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What a search for one recipient must return, from truth.jsonl."""
+
+    address: str
+    messages: int
+    rows: Counter[tuple[str, str | None]]  # (host, queue ID or None for a reject) -> rows
+    ids: dict[str, set[str]]  # host -> queue IDs of the address's messages
+
+
+def expected_for(truth: Path, address: str, logs: dict[str, Path]) -> Expected:
+    """Rows one (host, queue ID, recipient) each: one per hop of every message to ``address``.
+
+    Messages come from truth.jsonl. Reject rows (no queue ID) are counted in the logs:
+    ``NOQUEUE: reject`` lines naming ``to=<address>``, since postscreen's DNSBL rejects are
+    background noise the truth file does not list as messages.
+    """
+    rows: Counter[tuple[str, str | None]] = Counter()
+    ids: dict[str, set[str]] = {}
+    messages = 0
+    needle = f'"{address}"'
+    with truth.open() as f:
+        for line in f:
+            if needle not in line:
+                continue
+            rec = json.loads(line)
+            if address not in rec.get("recipients", ()) or rec["kind"] == "noqueue":
+                continue
+            messages += 1
+            for host, qid in rec["hops"]:
+                rows[(host, qid)] += 1
+                ids.setdefault(host, set()).add(qid)
+    for host, path in logs.items():
+        done = subprocess.run(
+            ["sh", "-c", 'grep -F -e "$1" -- "$2" | grep -c -F "NOQUEUE: reject"', "sh",
+             f"to=<{address}>", str(path)],
+            capture_output=True, env=dict(os.environ, LC_ALL="C"), check=False,
+        )
+        n = int(done.stdout or 0)
+        if n:
+            rows[(host, None)] += n
+    return Expected(address, messages, rows, ids)
+
+
+def compare_rows(expected: Expected, payload: dict[str, object]) -> tuple[bool, str]:
+    """Compare ``collector search -f json`` rows for the address with the truth."""
+    results = payload.get("results", [])
+    assert isinstance(results, list)
+    got: Counter[tuple[str, str | None]] = Counter()
+    addr = expected.address.lower()
+    for r in results:
+        if (r.get("to") or "").lower() == addr or (r.get("orig_to") or "").lower() == addr:
+            got[(r["host"], r.get("queue_id"))] += 1
+    total_exp, total_got = sum(expected.rows.values()), sum(got.values())
+    if got == expected.rows and len(results) == total_got:
+        return True, f"{total_got} rows = truth {total_exp}"
+    missing = expected.rows - got
+    extra = got - expected.rows
+    other = len(results) - total_got
+    parts = [f"{total_got} rows vs truth {total_exp}"]
+    if missing:
+        parts.append(f"{sum(missing.values())} missing (e.g. {sorted(missing, key=str)[:3]})")
+    if extra:
+        parts.append(f"{sum(extra.values())} extra (e.g. {sorted(extra, key=str)[:3]})")
+    if other:
+        parts.append(f"{other} rows for other recipients")
+    return False, "; ".join(parts)
+
+
+def answer_bytes(logs: dict[str, Path], expected: Expected, address: str) -> tuple[int, int]:
+    """Bytes and lines of every log line of the address's messages (and its rejects).
+
+    The ideal output of a two-pass search: each line whose queue-ID field is one of the
+    message's IDs on that host, plus the NOQUEUE reject lines that name the address. Counted
+    with awk's hash lookup (a Python line loop is far slower on GBs).
+    """
+    prog = (
+        'NR == FNR { want[$1 ":"] = 1; next } '
+        '{ hit = 0; for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { hit = 1; break }; '
+        '  if (!hit && index($0, "NOQUEUE: reject") && index($0, rej)) hit = 1; '
+        '  if (hit) { n += length($0) + 1; c++ } } '
+        'END { print n + 0, c + 0 }'
+    )
+    total = lines = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for host, path in logs.items():
+            ids = Path(tmp) / f"{host}.ids"
+            ids.write_text("".join(f"{q}\n" for q in sorted(expected.ids.get(host, ()))) or "\n")
+            out = subprocess.run(
+                ["awk", "-v", f"rej=to=<{address}>", prog, str(ids), str(path)],
+                check=True, capture_output=True, env=dict(os.environ, LC_ALL="C"),
+            ).stdout.split()
+            total += int(out[0])
+            lines += int(out[1])
+    return total, lines
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (f"nproc {os.cpu_count()}, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+            f" (1/5/15 min), {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
