@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import paramiko
-
 from collector.errors import InventoryError
 from collector.models import Host, HostKeyPolicy, Inventory, Settings, SourceMode, TransportKind
 
@@ -279,14 +277,24 @@ def _key_lines(text: str) -> dict[_Key, int]:
 
 
 def _read_ssh_config(path: Path) -> _SSHConfig:
+    """The ssh config, parsed the first time an SSH host needs it.
+
+    paramiko costs ~0.2 s to import: an inventory of local hosts never pays for it.
+    """
+    return _SSHConfig(str(path))
+
+
+def _parse_ssh_config(path: Path) -> Any:
     try:
         text = _inline_includes(path, path.parent, 0)
     except FileNotFoundError:
-        return _SSHConfig(str(path), None)
+        return None
     except OSError as exc:
         raise InventoryError(str(path), f"cannot read the ssh config: {exc.strerror}") from None
+    import paramiko
+
     try:
-        return _SSHConfig(str(path), paramiko.SSHConfig.from_text(text))
+        return paramiko.SSHConfig.from_text(text)
     except (paramiko.ssh_exception.ConfigParseError, ValueError) as exc:
         raise InventoryError(str(path), f"bad ssh config: {exc}") from None
 
@@ -313,10 +321,18 @@ def _inline_includes(path: Path, base: Path, depth: int) -> str:
     return "\n".join(out)
 
 
-@dataclass(frozen=True, slots=True)
 class _SSHConfig:
-    path: str
-    config: paramiko.SSHConfig | None
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._parsed = False
+        self._config: Any = None
+
+    @property
+    def config(self) -> Any:
+        if not self._parsed:
+            self._config = _parse_ssh_config(Path(self.path))
+            self._parsed = True
+        return self._config
 
     def lookup(self, name: str) -> dict[str, Any]:
         if self.config is None:

@@ -17,14 +17,8 @@ from sshfleet import Fleet, HostSpec, running_fleet
 
 from collector.errors import TransportError
 from collector.models import Host, HostKeyPolicy, Settings, Stage, TransportKind
-from collector.transport import (
-    _KEYS,
-    LocalSession,
-    Session,
-    SSHSession,
-    open_session,
-    parse_proxy_jump,
-)
+from collector.ssh import _KEYS, SSHSession, parse_proxy_jump
+from collector.transport import LocalSession, Session, open_session
 
 USER = "collector"  # the non-root login user sshfleet creates
 

@@ -1,0 +1,542 @@
+"""The SSH side of the transport: paramiko sessions, keys, host keys and ProxyJump.
+
+Shared state: the only process-wide state is :data:`_KEYS`, a lock-protected cache of
+loaded private keys keyed by path (loading an RSA key costs ~125 ms; an encrypted key is
+asked for its passphrase once per process).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey
+
+from collector.errors import TransportError
+from collector.models import CommandResult, Host, HostKeyPolicy, Settings, Stage
+from collector.transport import (
+    _CHUNK,
+    DEFAULT_SSH_PORT,
+    PASSPHRASE_ENV,
+    PassphraseProvider,
+    _check_stream_exit,
+    _check_sudo,
+    _keep_tail,
+    _split_lines,
+    _sudo_argv,
+)
+
+# --------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    key: paramiko.PKey | None
+    problem: str = ""
+
+
+class _KeyCache:
+    """Private keys loaded once per process, keyed by absolute path (thread-safe).
+
+    The lock is held while a key loads, so parallel connections wait for the first
+    one instead of each loading (or prompting for) the same key. A key that cannot be
+    loaded is remembered too: its passphrase is asked for at most once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, _Loaded] = {}
+
+    def get(self, path: str, passphrase_provider: PassphraseProvider | None) -> _Loaded:
+        path = os.path.abspath(os.path.expanduser(path))
+        with self._lock:
+            loaded = self._keys.get(path)
+            if loaded is None:
+                loaded = _load_key(path, passphrase_provider)
+                self._keys[path] = loaded
+            return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+
+_KEYS = _KeyCache()
+
+
+def _load_key(path: str, passphrase_provider: PassphraseProvider | None) -> _Loaded:
+    try:
+        return _Loaded(paramiko.PKey.from_path(path))
+    except OSError as exc:
+        return _Loaded(None, f"cannot read {path}: {exc.strerror}")
+    except (TypeError, paramiko.PasswordRequiredException):
+        # cryptography raises TypeError for "encrypted, but no password given".
+        pass
+    except (ValueError, paramiko.SSHException) as exc:
+        return _Loaded(None, f"cannot load {path}: {exc}")
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None and passphrase_provider is not None:
+        passphrase = passphrase_provider(path)
+    if passphrase is None:
+        return _Loaded(None, f"{path} is encrypted and no passphrase was given ({PASSPHRASE_ENV})")
+    try:
+        # cryptography wants bytes here; paramiko passes the password straight through.
+        return _Loaded(paramiko.PKey.from_path(path, passphrase.encode()))  # type: ignore[arg-type]
+    except (TypeError, ValueError, paramiko.SSHException):
+        return _Loaded(None, f"wrong passphrase for {path}")
+
+
+def _default_identity_files() -> list[str]:
+    """OpenSSH's default identities that exist, in its order of trying."""
+    names = ("id_rsa", "id_ecdsa", "id_ed25519")
+    found = [os.path.expanduser(f"~/.ssh/{n}") for n in names]
+    return [p for p in found if os.path.isfile(p)]
+
+
+class _KeysStrategy(AuthStrategy):
+    """Agent keys first, then identity files (loaded lazily, from the cache).
+
+    As OpenSSH does: an explicit identity file replaces the default ``~/.ssh/id_*``
+    keys; the agent is always asked.
+    """
+
+    def __init__(
+        self,
+        username: str,
+        identity_file: str | None,
+        agent: paramiko.Agent | None,
+        passphrase_provider: PassphraseProvider | None,
+    ) -> None:
+        super().__init__(ssh_config=paramiko.SSHConfig())
+        self.username = username
+        self.identity_files = [identity_file] if identity_file else _default_identity_files()
+        self.agent = agent
+        self.passphrase_provider = passphrase_provider
+        self.problems: list[str] = []
+        self.tried: list[str] = []
+
+    def get_sources(self) -> Iterator[AuthSource]:
+        if self.agent is not None:
+            for agent_key in self.agent.get_keys():
+                self.tried.append(f"agent {agent_key.get_name()}")
+                yield InMemoryPrivateKey(self.username, agent_key)
+        for path in self.identity_files:
+            loaded = _KEYS.get(path, self.passphrase_provider)
+            if loaded.key is None:
+                self.problems.append(loaded.problem)
+                continue
+            self.tried.append(path)
+            yield InMemoryPrivateKey(self.username, loaded.key)
+
+
+# --------------------------------------------------------------------------- host keys
+
+
+def _known_hosts_name(address: str, port: int) -> str:
+    return address if port == DEFAULT_SSH_PORT else f"[{address}]:{port}"
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    def __init__(self, name: str, key: paramiko.PKey) -> None:
+        super().__init__(name)
+        self.name = name
+        self.key = key
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise _UnknownHostKey(hostname, key)
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """OpenSSH's ``StrictHostKeyChecking accept-new``: record a first-seen key (hashed).
+
+    Only an absent key reaches a policy: paramiko raises BadHostKeyException for a
+    changed one before asking, so a changed key is never recorded.
+    """
+
+    def __init__(self, known_hosts: str) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        line = f"{paramiko.HostKeys.hash_host(hostname)} {key.get_name()} {key.get_base64()}\n"
+        directory = os.path.dirname(self.known_hosts)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="ascii") as out:
+            # Several hosts may be first seen at once: one locked, appended line each.
+            fcntl.flock(out, fcntl.LOCK_EX)
+            out.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+# --------------------------------------------------------------------------- ssh
+
+
+@dataclass(frozen=True, slots=True)
+class _Hop:
+    user: str
+    address: str
+    port: int
+
+
+def parse_proxy_jump(spec: str, default_user: str) -> tuple[_Hop, ...]:
+    """``"user@bastion:port[,user@b2:port]"`` -> hops, first to last (IPv6 as ``[addr]``)."""
+    hops = []
+    for part in spec.split(","):
+        part = part.strip()
+        user, at, rest = part.rpartition("@")
+        if not at:
+            user, rest = default_user, part
+        port = DEFAULT_SSH_PORT
+        if rest.startswith("["):
+            address, _, tail = rest[1:].partition("]")
+            if tail.startswith(":"):
+                port = int(tail[1:])
+        elif rest.count(":") == 1:
+            address, _, port_text = rest.partition(":")
+            port = int(port_text)
+        else:
+            address = rest
+        if not address or not user or not 0 < port < 65536:
+            raise ValueError(f"bad proxy_jump entry: {part!r}")
+        hops.append(_Hop(user, address, port))
+    return tuple(hops)
+
+
+def _fmt_addr(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class SSHSession:
+    """One paramiko connection to one host (through its bastions, if any).
+
+    Not thread-safe; never share it between threads. Use :func:`open_session`.
+    """
+
+    def __init__(self, host: Host, settings: Settings, clients: list[paramiko.SSHClient]) -> None:
+        self.host = host
+        self._settings = settings
+        self._clients = clients  # bastions first, the host itself last
+
+    def path(self, p: str) -> str:
+        """Remote paths are used as they are."""
+        return p
+
+    def _open(
+        self, argv: Sequence[str], sudo: bool | None, limit: float
+    ) -> tuple[paramiko.Channel, str, bool]:
+        use_sudo = self.host.sudo if sudo is None else sudo
+        # sshd sends no SIGHUP to a root login's command when the channel closes (no pty) and
+        # refuses signal requests from root sessions, so a timed-out grep would keep running
+        # on the host: coreutils `timeout` ends it there a little after our own deadline.
+        guard = ["timeout", "-k", "5", str(int(limit) + 5)]
+        command = shlex.join(_sudo_argv(argv, use_sudo))
+        transport = self._clients[-1].get_transport()
+        try:
+            if transport is None or not transport.is_active():
+                raise paramiko.SSHException("connection is closed")
+            channel = transport.open_session(timeout=self._settings.connect_timeout)
+            # No pty: stdout and stderr stay apart.
+            channel.exec_command(shlex.join(guard) + " " + command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(
+                self.host.name, Stage.READ, f"cannot start command: {exc or type(exc).__name__}"
+            ) from exc
+        return channel, command, use_sudo
+
+    def _timed_out(self, channel: paramiko.Channel, command: str, limit: float) -> TransportError:
+        _signal(channel, "TERM")
+        channel.close()
+        return TransportError(
+            self.host.name, Stage.READ, f"command timed out after {limit:g} s: {command}"
+        )
+
+    def _pump(
+        self, channel: paramiko.Channel, stderr: bytearray, deadline: float
+    ) -> Iterator[bytes | None]:
+        """Yield stdout chunks as they come, keep stderr; None means the deadline passed."""
+        while True:
+            progressed = False
+            if channel.recv_stderr_ready():
+                stderr.extend(channel.recv_stderr(_CHUNK))
+                _keep_tail(stderr)
+                progressed = True
+            if channel.recv_ready():
+                chunk = channel.recv(_CHUNK)
+                if chunk:
+                    yield chunk
+                progressed = True
+            if progressed:
+                continue
+            # Data, EOF and exit status come in this order on one transport: once the
+            # status is in and both buffers are empty, everything has been read.
+            if channel.exit_status_ready():
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield None
+                return
+            # The channel's fileno is readable when stdout or stderr has data.
+            select.select([channel], [], [], min(remaining, 1.0))
+
+    def _exit_code(self, channel: paramiko.Channel, command: str) -> int:
+        """The command's exit status; -1 if sshd sent none (the command died of a signal)."""
+        code = channel.recv_exit_status()
+        transport = channel.get_transport()
+        if code == -1 and (transport is None or not transport.is_active()):
+            raise TransportError(
+                self.host.name, Stage.READ, f"connection lost while running: {command}"
+            )
+        return code
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float | None = None, sudo: bool | None = None
+    ) -> CommandResult:
+        """See :meth:`Session.run`."""
+        limit = self._settings.command_timeout if timeout is None else timeout
+        channel, command, use_sudo = self._open(argv, sudo, limit)
+        stdout, stderr = bytearray(), bytearray()
+        try:
+            for chunk in self._pump(channel, stderr, time.monotonic() + limit):
+                if chunk is None:
+                    raise self._timed_out(channel, command, limit)
+                stdout += chunk
+            exit_code = self._exit_code(channel, command)
+        finally:
+            channel.close()
+        _check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
+        return CommandResult(command, bytes(stdout), bytes(stderr), exit_code)
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """See :meth:`Session.stream`."""
+        limit = self._settings.command_timeout if timeout is None else timeout
+        opened = self._open(argv, sudo, limit)
+        return self._stream(*opened, limit, on_bytes)
+
+    def _stream(
+        self,
+        channel: paramiko.Channel,
+        command: str,
+        use_sudo: bool,
+        limit: float,
+        on_bytes: Callable[[int], None] | None,
+    ) -> Iterator[bytes]:
+        stderr, pending = bytearray(), bytearray()
+        try:
+            for chunk in self._pump(channel, stderr, time.monotonic() + limit):
+                if chunk is None:
+                    raise self._timed_out(channel, command, limit)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                yield from _split_lines(pending, chunk)
+            if pending:
+                yield bytes(pending)
+            exit_code = self._exit_code(channel, command)
+        finally:
+            if not channel.exit_status_ready():
+                _signal(channel, "TERM")  # the caller stopped early
+            channel.close()
+        _check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
+        _check_stream_exit(self.host.name, command, exit_code, bytes(stderr))
+
+    def close(self) -> None:
+        """Close the connection and those to its bastions, last hop first."""
+        for client in reversed(self._clients):
+            client.close()
+        self._clients = []
+
+
+def _signal(channel: paramiko.Channel, name: str) -> None:
+    """Ask sshd to signal the command (RFC 4254 6.9; OpenSSH >= 7.9 honours it).
+
+    Closing a channel without a pty does not end the remote process: a ``grep`` on a
+    FIFO or a slow ``zgrep`` would run on. paramiko has no public call for this request.
+    """
+    try:
+        message = paramiko.Message()
+        message.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+        message.add_int(channel.remote_chanid)
+        message.add_string("signal")
+        message.add_boolean(False)
+        message.add_string(name)
+        channel.get_transport()._send_user_message(message)  # type: ignore[attr-defined]
+    except (paramiko.SSHException, OSError, EOFError, AttributeError):
+        pass  # best effort: the channel is being closed anyway
+
+
+def _tcp_connect(name: str, address: str, port: int, timeout: float) -> socket.socket:
+    where = _fmt_addr(address, port)
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise TransportError(
+            name, Stage.CONNECT, f"cannot resolve {address}: {exc.strerror}"
+        ) from exc
+    except ConnectionRefusedError as exc:
+        raise TransportError(name, Stage.CONNECT, f"connection refused ({where})") from exc
+    except TimeoutError as exc:
+        raise TransportError(
+            name, Stage.CONNECT, f"timed out after {timeout:g} s ({where})"
+        ) from exc
+    except OSError as exc:
+        raise TransportError(name, Stage.CONNECT, f"{exc.strerror or exc} ({where})") from exc
+    # paramiko sends many small packets: without NODELAY each exec waits ~40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _connect_hop(
+    name: str,
+    hop: _Hop,
+    sock: socket.socket | paramiko.Channel,
+    host: Host,
+    settings: Settings,
+    known_hosts: str,
+    passphrase_provider: PassphraseProvider | None,
+) -> paramiko.SSHClient:
+    """SSH handshake, host-key check and authentication over an open socket or channel."""
+    client = paramiko.SSHClient()
+    if os.path.exists(known_hosts):
+        client.load_host_keys(known_hosts)
+    if settings.host_key_policy is HostKeyPolicy.ACCEPT_NEW:
+        client.set_missing_host_key_policy(_AcceptNew(known_hosts))
+    else:
+        client.set_missing_host_key_policy(_RejectUnknown())
+    agent = paramiko.Agent() if os.environ.get("SSH_AUTH_SOCK") else None
+    strategy = _KeysStrategy(hop.user, host.identity_file, agent, passphrase_provider)
+    limit = settings.connect_timeout
+    try:
+        client.connect(
+            hop.address,
+            port=hop.port,
+            username=hop.user,
+            sock=sock,
+            timeout=limit,
+            banner_timeout=limit,
+            auth_timeout=limit,
+            channel_timeout=limit,
+            auth_strategy=strategy,
+        )
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        raise _connect_failure(exc, name, hop, known_hosts, strategy, limit) from exc
+    finally:
+        if agent is not None:
+            agent.close()  # agent keys sign only during authentication
+    return client
+
+
+def _connect_failure(
+    exc: BaseException,
+    name: str,
+    hop: _Hop,
+    known_hosts: str,
+    strategy: _KeysStrategy,
+    limit: float,
+) -> TransportError:
+    where = f"{hop.user}@{_fmt_addr(hop.address, hop.port)}"
+    if isinstance(exc, _UnknownHostKey):
+        return TransportError(
+            name,
+            Stage.HOST_KEY,
+            f"unknown host key for {exc.name} (not in {known_hosts}); its "
+            f"{exc.key.get_name()} fingerprint is {exc.key.fingerprint}: check it, then add it "
+            '(ssh-keyscan, or ssh once) or set host_key_policy = "accept-new"',
+        )
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return TransportError(
+            name,
+            Stage.HOST_KEY,
+            f"host key for {_known_hosts_name(hop.address, hop.port)} has CHANGED and was "
+            f"refused: got {exc.key.get_name()} {exc.key.fingerprint}, {known_hosts} has "
+            f"{exc.expected_key.fingerprint}; if the change is expected, remove the old entry "
+            "(ssh-keygen -R) and connect again",
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        tried = ", ".join(strategy.tried) or "no keys"
+        problems = "".join(f"; {p}" for p in strategy.problems)
+        return TransportError(
+            name, Stage.AUTH, f"Authentication failed for {where} (tried {tried}){problems}"
+        )
+    if isinstance(exc, TimeoutError):
+        return TransportError(name, Stage.CONNECT, f"timed out after {limit:g} s ({where})")
+    return TransportError(name, Stage.CONNECT, f"SSH handshake with {where} failed: {exc}")
+
+
+def open_ssh_session(
+    host: Host, settings: Settings, *, passphrase_provider: PassphraseProvider | None = None
+) -> SSHSession:
+    """Connect to ``host`` (through its ``proxy_jump`` bastions) and return a session.
+
+    Raises :class:`TransportError` tagged ``connect``, ``host-key`` or ``auth``.
+    Bastions use the host's identity file and, without a ``user@``, the host's user.
+    """
+    user = host.user or getpass.getuser()
+    target = _Hop(user, host.address or host.name, host.port or DEFAULT_SSH_PORT)
+    try:
+        hops = parse_proxy_jump(host.proxy_jump, user) if host.proxy_jump else ()
+    except ValueError as exc:
+        raise TransportError(host.name, Stage.CONFIG, str(exc)) from None
+    known_hosts = settings.known_hosts or str(Path("~/.ssh/known_hosts").expanduser())
+    known_hosts = os.path.expanduser(known_hosts)
+    clients: list[paramiko.SSHClient] = []
+    try:
+        route = [*hops, target]
+        sock: socket.socket | paramiko.Channel = _tcp_connect(
+            host.name, route[0].address, route[0].port, settings.connect_timeout
+        )
+        for index, hop in enumerate(route):
+            if index > 0:
+                sock = _forward(host.name, clients[-1], route[index - 1], hop, settings)
+            clients.append(
+                _connect_hop(host.name, hop, sock, host, settings, known_hosts, passphrase_provider)
+            )
+    except BaseException:
+        for client in reversed(clients):
+            client.close()
+        raise
+    return SSHSession(host, settings, clients)
+
+
+def _forward(
+    name: str, bastion: paramiko.SSHClient, via: _Hop, hop: _Hop, settings: Settings
+) -> paramiko.Channel:
+    """A ``direct-tcpip`` channel through ``bastion`` to the next hop (like ``ssh -W``)."""
+    transport = bastion.get_transport()
+    assert transport is not None
+    try:
+        return transport.open_channel(
+            "direct-tcpip",
+            dest_addr=(hop.address, hop.port),
+            src_addr=("127.0.0.1", 0),
+            timeout=settings.connect_timeout,
+        )
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise TransportError(
+            name,
+            Stage.CONNECT,
+            f"bastion {via.address} could not reach {_fmt_addr(hop.address, hop.port)}: {exc}",
+        ) from exc
