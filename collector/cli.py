@@ -24,6 +24,7 @@ from collector.inventory import find_inventory, host_zone, load_inventory, selec
 from collector.models import Host, HostResult, Inventory, Stage
 from collector.pipeline import HostSearch, search_host, summarize_host
 from collector.query import STATUSES, Query, parse_when, select_rows
+from collector.retrieval import pass1_needles
 from collector.render import (
     HostReport,
     host_dict,
@@ -232,8 +233,12 @@ def _run_fleet(
     *,
     workers: int | None,
     show_progress: bool,
+    processes: bool = False,
 ) -> list[HostResult[T]]:
-    """Open each host's session, run ``task`` on it, close it; one result per host, in order."""
+    """Open each host's session, run ``task`` on it, close it; one result per host, in order.
+
+    ``processes``: the task parses whole logs (CPU-bound): run hosts in worker processes.
+    """
     settings = inventory.settings
 
     def per_host(host: Host) -> T:
@@ -244,7 +249,9 @@ def _run_fleet(
             session.close()
 
     if not show_progress:
-        return run_on_hosts(hosts, per_host, workers=workers or settings.workers)
+        return run_on_hosts(
+            hosts, per_host, workers=workers or settings.workers, processes=processes
+        )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
@@ -261,6 +268,7 @@ def _run_fleet(
             per_host,
             workers=workers or settings.workers,
             on_done=lambda _r: progress.advance(bar),
+            processes=processes,
         )
 
 
@@ -386,6 +394,7 @@ def search(
             lambda s: search_host(s, query, host_zone(s.host), now),
             workers=workers,
             show_progress=_is_tty() and fmt is Format.TABLE,
+            processes=pass1_needles(query) is None,  # no fixed string: every line is parsed
         )
         logs = [r.value.log for r in results if r.value is not None]
         rows = select_rows(logs, query)
@@ -433,6 +442,7 @@ def summary(
             lambda s: summarize_host(s, query, host_zone(s.host), now),
             workers=workers,
             show_progress=_is_tty() and fmt is Format.TABLE,
+            processes=True,
         )
         reports = [
             HostReport(r.host, error=r.error)

@@ -159,8 +159,8 @@ class _Reader:
         parser = LineParser(_context(source, self.zone, self.now))
         self.parsers.append(parser)
         sudo = self.session.host.sudo
-        lines = self.session.stream(list(argv), sudo=sudo, on_bytes=self.on_bytes)
-        yield from parser.parse(lines)
+        chunks = self.session.stream_chunks(list(argv), sudo=sudo, on_bytes=self.on_bytes)
+        yield from parser.parse_blocks(chunks)
 
     def records_with_offsets(
         self, source: LogSource, argv: Sequence[str]

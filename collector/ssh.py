@@ -32,8 +32,8 @@ from collector.transport import (
     _check_stream_exit,
     _check_sudo,
     _keep_tail,
-    _split_lines,
     _sudo_argv,
+    lines_of,
 )
 
 # --------------------------------------------------------------------------- keys
@@ -332,6 +332,17 @@ class SSHSession:
         on_bytes: Callable[[int], None] | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream`."""
+        return lines_of(self.stream_chunks(argv, timeout=timeout, sudo=sudo, on_bytes=on_bytes))
+
+    def stream_chunks(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """See :meth:`Session.stream_chunks`."""
         limit = self._settings.command_timeout if timeout is None else timeout
         opened = self._open(argv, sudo, limit)
         return self._stream(*opened, limit, on_bytes)
@@ -344,16 +355,14 @@ class SSHSession:
         limit: float,
         on_bytes: Callable[[int], None] | None,
     ) -> Iterator[bytes]:
-        stderr, pending = bytearray(), bytearray()
+        stderr = bytearray()
         try:
             for chunk in self._pump(channel, stderr, time.monotonic() + limit):
                 if chunk is None:
                     raise self._timed_out(channel, command, limit)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
-                yield from _split_lines(pending, chunk)
-            if pending:
-                yield bytes(pending)
+                yield chunk
             exit_code = self._exit_code(channel, command)
         finally:
             if not channel.exit_status_ready():

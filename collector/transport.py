@@ -82,6 +82,18 @@ class Session(Protocol):
         """
         ...
 
+    def stream_chunks(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """Like :meth:`stream`, but yield stdout as it arrives, cut anywhere (cheaper to
+        parse in blocks than line by line)."""
+        ...
+
     def path(self, p: str) -> str:
         """The path a command on this host must use for the host path ``p``."""
         ...
@@ -131,6 +143,15 @@ def _split_lines(buffer: bytearray, data: bytes) -> list[bytes]:
     lines = bytes(buffer[:end]).split(b"\n")
     del buffer[: end + 1]
     return lines
+
+
+def lines_of(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Chunks cut anywhere -> lines without their newline (a last unterminated one too)."""
+    pending = bytearray()
+    for chunk in chunks:
+        yield from _split_lines(pending, chunk)
+    if pending:
+        yield bytes(pending)
 
 
 def _keep_tail(buffer: bytearray) -> None:
@@ -212,6 +233,17 @@ class LocalSession:
         on_bytes: Callable[[int], None] | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream`."""
+        return lines_of(self.stream_chunks(argv, timeout=timeout, sudo=sudo, on_bytes=on_bytes))
+
+    def stream_chunks(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """See :meth:`Session.stream_chunks`."""
         full, use_sudo = self._argv(argv, sudo)
         command = shlex.join(full)
         limit = self._timeout if timeout is None else timeout
@@ -227,9 +259,9 @@ class LocalSession:
             raise TransportError(
                 self.host.name, Stage.READ, f"cannot run {full[0]}: {exc.strerror}"
             ) from None
-        return self._lines(proc, command, limit, use_sudo, on_bytes)
+        return self._chunks(proc, command, limit, use_sudo, on_bytes)
 
-    def _lines(
+    def _chunks(
         self,
         proc: subprocess.Popen[bytes],
         command: str,
@@ -254,15 +286,12 @@ class LocalSession:
         timer = threading.Timer(limit, expire)
         drainer.start()
         timer.start()
-        pending = bytearray()
         stdout = cast(io.BufferedReader, proc.stdout)
         try:
             for chunk in iter(lambda: stdout.read1(_CHUNK), b""):
                 if on_bytes is not None:
                     on_bytes(len(chunk))
-                yield from _split_lines(pending, chunk)
-            if pending:
-                yield bytes(pending)
+                yield chunk
             exit_code = proc.wait()
             drainer.join()
         finally:
