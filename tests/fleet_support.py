@@ -159,9 +159,12 @@ def inventory_text(
             keys[name] = {"groups": ["ok"]}
     for name, values in extra.items():
         keys.setdefault(name, {}).update(values)
+    text = fleet.inventory_toml(keys)
+    for key in settings:  # a setting given here replaces the fleet's own (known_hosts)
+        text = re.sub(rf"(?m)\A((?:(?!\[).*\n)*?){re.escape(key)} = .*\n", r"\1", text)
     top = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
     tables = "\n[groups.ok]\n" if groups else ""
-    return top + fleet.inventory_toml(keys) + tables
+    return top + text + tables
 
 
 def write_inventory(path: Path, fleet: Fleet, extra: Mapping[str, Mapping[str, object]] = {},
