@@ -79,17 +79,23 @@ def _address(h: Host) -> str:
     return text
 
 
-def _format_of(line: str) -> str | None:
+def _format_of(line: str, source: LogSource) -> str | None:
+    """The envelope of a source's first line: rfc3339, postlogd, bsd (or journal).
+
+    ``Jan 15`` looks the same from syslog and from postlogd; who wrote the file tells
+    them apart (a ``maillog_file`` is postlogd's).
+    """
+    if source.kind == "journal":
+        return "journal"
     if not line:
         return None
     head = line[:32]
     if head[:4].isdigit() and len(head) > 10 and head[4] == "-":
         return "rfc3339"
-    if len(head) > 6 and head[3] == " ":
-        if head[4] == " ":
-            return "bsd"
-        if head[4:6].isdigit():
-            return "postlogd" if head[15:16] == " " else "bsd-precise"
+    if len(head) > 6 and head[3] == " " and (head[4] == " " or head[4:6].isdigit()):
+        if head[15:16] == ".":
+            return "bsd-precise"
+        return "postlogd" if source.origin == "maillog_file" else "bsd"
     return "unknown"
 
 
@@ -112,7 +118,7 @@ def check_host(session: Session) -> HostCheck:
             ctx = TimeContext(tz=zone, reference=ref)
             parsed = [parse_line(x, ctx) for x in lines[:2]]
             if lines:
-                fmt = _format_of(lines[0]) if src.kind == "file" else "journal"
+                fmt = _format_of(lines[0], src)
             first = parsed[0].time if parsed and parsed[0] else None
             last = parsed[-1].time if parsed and parsed[-1] else None
         checks.append(SourceCheck(src, first, last, fmt, needs_sudo))

@@ -10,6 +10,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import TypeVar
 
 from collector.assemble import Assembler, assemble
 from collector.discovery import DiscoveryResult, FileInfo, discover
@@ -23,6 +24,7 @@ from collector.models import (
     ParseStats,
     QueueGroup,
     Record,
+    Stage,
     TransportKind,
 )
 from collector.parse import LineParser, TimeContext
@@ -42,6 +44,7 @@ from collector.retrieval import (
     windows_around,
     windows_worth_it,
 )
+from collector.errors import TransportError
 from collector.transport import Session
 
 #: A local host root may carry this file (written by ``collector fetch``): the original
@@ -49,6 +52,7 @@ from collector.transport import Session
 MANIFEST = "collector-manifest.json"
 
 ByteCounter = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +158,14 @@ class _Reader:
         self.now = now
         self.on_bytes = on_bytes
         self.parsers: list[LineParser] = []
+        self.notes: list[str] = []
 
     def records(self, source: LogSource, argv: Sequence[str]) -> Iterator[Record]:
         parser = LineParser(_context(source, self.zone, self.now))
         self.parsers.append(parser)
         sudo = self.session.host.sudo
         chunks = self.session.stream_chunks(list(argv), sudo=sudo, on_bytes=self.on_bytes)
-        yield from parser.parse_blocks(chunks)
+        yield from self._guarded(source, parser.parse_blocks(chunks))
 
     def records_with_offsets(
         self, source: LogSource, argv: Sequence[str]
@@ -169,14 +174,44 @@ class _Reader:
         parser = LineParser(_context(source, self.zone, self.now))
         self.parsers.append(parser)
         lines = self.session.stream(list(argv), sudo=self.session.host.sudo, on_bytes=self.on_bytes)
-        for raw in lines:
-            offset, line = split_offset(raw)
-            rec = parser.feed(line)
-            if rec is not None:
-                yield offset, rec
+
+        def pairs() -> Iterator[tuple[int | None, Record]]:
+            for raw in lines:
+                offset, line = split_offset(raw)
+                rec = parser.feed(line)
+                if rec is not None:
+                    yield offset, rec
+
+        yield from self._guarded(source, pairs())
+
+    def _guarded(self, source: LogSource, items: Iterator[T]) -> Iterator[T]:
+        """Pass items on; a source that vanished or is damaged becomes a note, not a failure.
+
+        What was read before the problem stands.
+        """
+        try:
+            yield from items
+        except TransportError as exc:
+            note = _read_problem(source, exc)
+            if note is None:
+                raise
+            if note not in self.notes:
+                self.notes.append(note)
 
     def stats(self) -> ParseStats:
         return _sum_stats(p.stats for p in self.parsers)
+
+
+def _read_problem(source: LogSource, exc: TransportError) -> str | None:
+    """The note for a source that could not be read to its end, or None for other errors."""
+    if exc.stage is not Stage.READ:
+        return None
+    if "No such file or directory" in exc.message:
+        # Rotated away between discovery and reading: its lines are in the next file.
+        return f"{source.path} vanished while being read (rotated?)"
+    if "cannot decompress" in exc.message:
+        return f"{source.path} is damaged: lines after the damage are missing"
+    return None
 
 
 def _sum_stats(all_stats: Iterable[ParseStats]) -> ParseStats:
@@ -214,7 +249,8 @@ class HostRecords:
         return assemble(self.host.name, ordered, self.reader.stats())
 
     def result(self) -> HostSearch:
-        return HostSearch(self.host.name, self.log(), tuple(self.found.sources), tuple(self.notes))
+        notes = tuple(self.notes) + tuple(n for n in self.reader.notes if n not in self.notes)
+        return HostSearch(self.host.name, self.log(), tuple(self.found.sources), notes)
 
 
 def _dedupe(records: Iterable[Record]) -> list[Record]:
@@ -301,8 +337,11 @@ def select_records(state: HostRecords, session: Session, query: Query) -> set[st
         argv = window_ids_command(session.path(src.path), wins, sorted(hits))
         state.commands += 1
         found = list(state.reader.records(src, argv))
-        state.records.extend(found)
-        complete |= complete_lives(found, reaches_end=wins[-1].end is None)
+        done = complete_lives(found, reaches_end=wins[-1].end is None)
+        # An ID not complete here is fetched whole below: keep none of its window lines, so
+        # each ID's lines come from one pass, in file order (a BSD second holds many lines).
+        state.records.extend(r for r in found if r.queue_id in done)
+        complete |= done
     state.fetched_ids.update(complete)
     fetch_ids(state, session, ids - complete, query)
     return ids
@@ -316,8 +355,9 @@ def complete_lives(records: Sequence[Record], *, reaches_end: bool = False) -> s
     """Queue IDs whose whole life is in ``records``: its first line and its ``removed``.
 
     A life starts with smtpd's client= or pickup's uid= line; one made by Postfix itself (a
-    bounce notification, a local forward) starts with cleanup's message-id= line and names no
-    client. Without ``removed`` the message may still be queued: complete only when the
+    bounce notification, a local forward, named so by its parent's line here) starts with
+    cleanup's message-id= line and names no client. A null sender alone proves nothing: a
+    notification relayed from another host arrives through smtpd like any message. Without ``removed`` the message may still be queued: complete only when the
     records reach the end of the file.
     """
     kinds: dict[str, set[Kind]] = {}
@@ -326,9 +366,12 @@ def complete_lives(records: Sequence[Record], *, reaches_end: bool = False) -> s
         if r.queue_id is None:
             continue
         kinds.setdefault(r.queue_id, set()).add(r.kind)
-        if r.kind is Kind.QUEUED and r.fields.get("from") == "":
-            internal.add(r.queue_id)
-        if r.child is not None and r.kind in (Kind.NOTIFICATION, Kind.DELIVERY):
+        # Children Postfix makes itself (no client= line): notifications and local forwards.
+        # A "queued as" child came in through smtpd and must show its client= line.
+        if r.child is not None and (
+            r.kind is Kind.NOTIFICATION
+            or (r.kind is Kind.DELIVERY and r.text.startswith("forwarded as"))
+        ):
             internal.add(r.child)
     done: set[str] = set()
     for qid, ks in kinds.items():
@@ -390,7 +433,8 @@ def scan_host(
     take(tail.groups)
     kept.sort(key=lambda g: (g.first_time, g.instance, g.queue_id))
     log = HostLog(session.host.name, tuple(kept), tail.rejects, state.reader.stats())
-    return HostSearch(session.host.name, log, tuple(state.found.sources), tuple(state.notes))
+    notes = tuple(state.notes) + tuple(state.reader.notes)
+    return HostSearch(session.host.name, log, tuple(state.found.sources), notes)
 
 
 def search_host(

@@ -33,30 +33,41 @@ _DECOMPRESS = {
     Compression.ZSTD: "zstd -dcq",
 }
 
-# $1 = file, the rest = grep arguments. A constant: inputs arrive only as "$@".
-_FILTER_FILE = (
-    'f=$1; shift; case "$f" in '
-    '*.gz) gzip -dc -- "$f" | LC_ALL=C grep "$@";; '
-    '*.bz2) bzip2 -dc -- "$f" | LC_ALL=C grep "$@";; '
-    '*.xz) xz -dc -- "$f" | LC_ALL=C grep "$@";; '
-    '*.zst) zstd -dcq -- "$f" | LC_ALL=C grep "$@";; '
-    '*) LC_ALL=C exec grep "$@" -- "$f";; esac'
+# Picks the decompressor for a rotated file ($f) into $d; a plain file runs $PLAIN instead.
+_DECOMPRESSOR = (
+    'case "$f" in *.gz) d="gzip -dc";; *.bz2) d="bzip2 -dc";; *.xz) d="xz -dc";; '
+    '*.zst) d="zstd -dcq";; *) d="";; esac; '
+)
+# Runs "$d -- $f | $FILTER" and keeps both exit statuses (POSIX sh has no pipefail): a
+# damaged archive must not pass for a short one. Exit 3 (with a message) when decompression
+# failed, else the filter's status.
+_PIPE_CHECKED = (
+    'exec 4>&1; '
+    's=$( { { $d -- "$f"; echo "d$?" >&3; } | FILTER >&4; echo "g$?" >&3; } 3>&1 ); '
+    'case "$s" in *d0*) ;; *) echo "collector: cannot decompress $f completely: the lines '
+    'after the damage are missing" >&2; exit 3;; esac; '
+    'case "$s" in *g0*) exit 0;; *g1*) exit 1;; *) exit 2;; esac'
 )
 
-# $1 = file, $2 = space-separated queue IDs. Prints lines whose queue-ID field (the word after
-# the program tag, or after a severity word) is one of them. Field 4 is the ID in RFC 3339 and
-# journal ISO envelopes, field 6 in BSD/postlogd ones; 5 and 7 cover "warning: ID:".
+# $1 = file, the rest = grep arguments. A constant: inputs arrive only as "$@".
+_FILTER_FILE = (
+    'f=$1; shift; ' + _DECOMPRESSOR
+    + 'if [ -z "$d" ]; then LC_ALL=C exec grep "$@" -- "$f"; fi; '
+    + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C grep "$@"')
+)
+
+# $1 = file, $2 = space-separated queue IDs, $3 = the awk program. Prints lines whose
+# queue-ID field (the word after the program tag, or after a severity word) is one of them.
+# Field 4 is the ID in RFC 3339 and journal ISO envelopes, field 6 in BSD/postlogd ones; 5 and
+# 7 cover "warning: ID:".
 _AWK_IDS = (
     'BEGIN { n = split(ids, a, " "); for (i = 1; i <= n; i++) want[a[i] ":"] = 1 } '
     "{ for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { print; next } }"
 )
 _AWK_FILE = (
-    'f=$1; ids=$2; case "$f" in '
-    '*.gz) gzip -dc -- "$f" | LC_ALL=C awk -v ids="$ids" "$3";; '
-    '*.bz2) bzip2 -dc -- "$f" | LC_ALL=C awk -v ids="$ids" "$3";; '
-    '*.xz) xz -dc -- "$f" | LC_ALL=C awk -v ids="$ids" "$3";; '
-    '*.zst) zstd -dcq -- "$f" | LC_ALL=C awk -v ids="$ids" "$3";; '
-    '*) LC_ALL=C exec awk -v ids="$ids" "$3" < "$f";; esac'
+    'f=$1; ids=$2; prog=$3; ' + _DECOMPRESSOR
+    + 'if [ -z "$d" ]; then LC_ALL=C exec awk -v ids="$ids" "$prog" < "$f"; fi; '
+    + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C awk -v ids="$ids" "$prog"')
 )
 
 # The journal's mail lines, optionally filtered by grep. $1/$2 = since/until (may be empty),
@@ -293,7 +304,11 @@ def window_ids_command(path: str, windows: Sequence[Window], queue_ids: Sequence
     args: list[str] = []
     for w in windows:
         # tail -c +1 is the file's start: no partial first line there (the script says so).
-        args += [str(w.start + 1), "-" if w.end is None else str(w.end - w.start)]
+        # Elsewhere read from one byte before the window, so that a window starting exactly
+        # at a line start only loses the previous line's newline, never a whole line.
+        first = w.start if w.start > 0 else 1  # 1-based: offset w.start - 1
+        length = None if w.end is None else w.end - (first - 1)
+        args += [str(first), "-" if length is None else str(length)]
     ids = " ".join(sorted(set(queue_ids)))
     return ["sh", "-c", _WINDOWS, "sh", path, ids, _AWK_WINDOWS, *args]
 

@@ -492,6 +492,15 @@ def _connect_failure(
         )
     if isinstance(exc, TimeoutError):
         return TransportError(name, Stage.CONNECT, f"timed out after {limit:g} s ({where})")
+    if "banner" in str(exc).lower():
+        # paramiko waits banner_timeout for the server's "SSH-2.0-..." line, then says only
+        # "Error reading SSH protocol banner".
+        return TransportError(
+            name,
+            Stage.CONNECT,
+            f"timed out after {limit:g} s waiting for the SSH banner of {where} "
+            f"(is an SSH server listening there?): {exc}",
+        )
     return TransportError(name, Stage.CONNECT, f"SSH handshake with {where} failed: {exc}")
 
 

@@ -171,8 +171,8 @@ def test_window_ids_command_argv() -> None:
     assert window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"]) == [
         "sh", "-c", W, "sh", "/var/log/maillog", "A1 B1", retrieval._AWK_WINDOWS,
         "1", "100",
-        "5001", "4000",
-        "20001", "-",
+        "5000", "4001",
+        "20000", "-",
     ]
 
 
@@ -621,14 +621,7 @@ def test_window_to_the_end_reads_the_last_line_without_newline(tmp_path: Path) -
     "boundary",
     [
         "end",
-        pytest.param(
-            "start",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: window_ids_command drops a whole line when a window starts exactly "
-                "at a line start (the awk filter assumes the window began mid-line)",
-            ),
-        ),
+        "start",
     ],
 )
 def test_window_edge_on_a_line_boundary_keeps_the_whole_line(tmp_path: Path, boundary: str) -> None:
