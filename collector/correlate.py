@@ -753,6 +753,8 @@ class _TraceBuilder:
     ) -> str:
         if a.status == "bounced":
             return "expired" if group.expired else "bounced"
+        if a.status in ("expired", "force-expired"):
+            return "expired"  # qmgr's "status=expired, returned to sender"
         if a.status == "deferred":
             return "expired" if group.expired else ("unknown" if group.removed else "queued")
         if a.status != "sent":

@@ -209,9 +209,10 @@ def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) ->
         for r in rows
     ]
     natural = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    minimum = [8, 4, 8, 12, 16, 6, 8, 16]
-    # Shrink the reply first, then the relay, the sender and, last, the recipient.
-    widths = fit_widths(natural, minimum, (7, 6, 3, 4, 1), width)
+    minimum = [8, 4, 8, 10, 14, 6, 7, 10]
+    # Shrink the reply first, then the relay, the sender and, last, the recipient; host and
+    # queue ID are never clipped (they are what a reader looks up next).
+    widths = fit_widths(natural, minimum, (7, 6, 3, 4), width)
     table = [[_clip(c, widths[i]) for i, c in enumerate(row)] for row in cells]
     out.write(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
     out.write("\n")
