@@ -140,14 +140,18 @@ def main() -> None:
         sys.exit(ExitCode.FOUND)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Search and trace mail across a fleet of Postfix servers."""
     if version:
         typer.echo(f"collector {__version__}")
         raise typer.Exit(ExitCode.FOUND)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(ExitCode.ERROR)
 
 
 # --------------------------------------------------------------------------- plumbing

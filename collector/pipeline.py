@@ -295,14 +295,24 @@ def start_host(
     return HostRecords(host, found, chosen, notes, reader, [], set())
 
 
-def select_records(state: HostRecords, session: Session, query: Query) -> set[str]:
+def select_records(
+    state: HostRecords,
+    session: Session,
+    query: Query,
+    around: tuple[datetime, datetime] | None = None,
+) -> set[str]:
     """Pass 1 (lines with the selector's fixed string) then pass 2 (every line of their IDs).
 
     On plain files pass 2 first reads windows around pass 1's hits; IDs whose life is not
     complete there are then looked up in the whole of every chosen source. Returns the queue
-    IDs pass 1 found. With no fixed string, every line is read in one pass.
+    IDs pass 1 found. With no fixed string, every line is read in one pass. ``around`` keeps
+    only the pass-1 hits logged in that span (a trace looking for one event, e.g. a refusal).
     """
     needles = pass1_needles(query)
+
+    def wanted(rec: Record) -> bool:
+        return around is None or around[0] <= rec.time <= around[1]
+
     if needles is None:
         for src in state.chosen:
             state.commands += 1
@@ -316,6 +326,8 @@ def select_records(state: HostRecords, session: Session, query: Query) -> set[st
             hits: dict[str, list[int]] = {}
             argv = filter_offsets_command(session.path(src.path), needles)
             for offset, rec in state.reader.records_with_offsets(src, argv):
+                if not wanted(rec):
+                    continue
                 if rec.queue_id is None:
                     state.records.append(rec)
                 elif offset is not None:
@@ -325,6 +337,8 @@ def select_records(state: HostRecords, session: Session, query: Query) -> set[st
                 windowed.append((src, hits))
             continue
         for rec in state.reader.records(src, _pass1_argv(session, src, needles, query)):
+            if not wanted(rec):
+                continue
             if rec.queue_id is not None:
                 ids.add(rec.queue_id)
             else:

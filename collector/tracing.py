@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from collector.correlate import (
     DEFAULT_SKEW,
+    HostIndex,
     backward_hints,
     build_host_index,
     correlate,
@@ -44,7 +45,9 @@ class _HostState:
     records: HostRecords | None = None
     error: HostError | None = None
     wanted_ids: set[str] = field(default_factory=set)
-    wanted_needles: set[str] = field(default_factory=set)
+    # (what to look for, the time span it must be logged in), and what was already asked
+    wanted_searches: list[tuple[Query, tuple[datetime, datetime]]] = field(default_factory=list)
+    asked: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +113,9 @@ def trace_fleet(
         state = states[host.name]
         rec = ensure(state)
         assert state.session is not None
-        if state.wanted_needles:
-            needles = Query(terms=tuple(sorted(state.wanted_needles)))
-            state.wanted_needles.clear()
-            ids = _ids_for_needles(rec, state.session, needles)
-            state.wanted_ids |= ids
+        for search, span in state.wanted_searches:
+            state.wanted_ids |= select_records(rec, state.session, search, span)
+        state.wanted_searches.clear()
         fetch_ids(rec, state.session, state.wanted_ids)
         state.wanted_ids.clear()
 
@@ -154,11 +155,6 @@ def trace_fleet(
     return TraceRun(tuple(chosen), results, rounds, trips, tuple(notes))
 
 
-def _ids_for_needles(rec: HostRecords, session: Session, needles: Query) -> set[str]:
-    """The queue IDs of lines carrying these strings (e.g. ``queued as ID``), fetched whole."""
-    return select_records(rec, session, needles)
-
-
 def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[HostLog]:
     return [rec.log() for n in order if (rec := states[n].records) is not None]
 
@@ -166,13 +162,10 @@ def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[HostLog]:
 def _plan_next(
     states: dict[str, _HostState],
     logs: Sequence[HostLog],
-    index: object,
+    index: HostIndex,
     max_skew: timedelta,
 ) -> set[str]:
     """Decide what each host must fetch next; returns the hosts with work."""
-    from collector.correlate import HostIndex
-
-    assert isinstance(index, HostIndex)
     work: set[str] = set()
     for ref in pending_refs(logs, index, max_skew):
         state = states.get(ref.host)
@@ -183,18 +176,49 @@ def _plan_next(
         state.wanted_ids.add(ref.queue_id)
         work.add(ref.host)
     for hint in backward_hints(logs, index, max_skew):
-        state = states.get(hint.host)
-        if state is None or state.error is not None:
-            continue
         # The parent's delivery line names the child: "... queued as CHILDID)".
-        needle = f"queued as {hint.child.queue_id}"
-        if state.records is not None and needle in state.records.fetched_ids:
-            continue
-        if state.records is not None:
-            state.records.fetched_ids.add(needle)
-        state.wanted_needles.add(needle)
-        work.add(hint.host)
+        span = (hint.time - max_skew, hint.time + max_skew)
+        if _ask(states, hint.host, Query(terms=(f"queued as {hint.child.queue_id}",)), span):
+            work.add(hint.host)
+    for host, rcpt, when in _refusals(logs, index):
+        # "host X said: 550 ... (in reply to RCPT TO command)": X logged the refusal, as a
+        # NOQUEUE reject (or a cleanup reject) naming the recipient.
+        span = (when - max_skew, when + max_skew)
+        if _ask(states, host, Query(recipients=(rcpt,)), span):
+            work.add(host)
     return work
+
+
+def _ask(
+    states: dict[str, _HostState], host: str, search: Query, span: tuple[datetime, datetime]
+) -> bool:
+    """Queue one search on a host unless it was asked before; False if nothing to do."""
+    state = states.get(host)
+    if state is None or state.error is not None:
+        return False
+    key = repr((search, span))
+    if key in state.asked:
+        return False
+    state.asked.add(key)
+    state.wanted_searches.append((search, span))
+    return True
+
+
+def _refusals(logs: Sequence[HostLog], index: HostIndex) -> list[tuple[str, str, datetime]]:
+    """(fleet host that refused, recipient, when) for every attempt a fleet host refused."""
+    out: list[tuple[str, str, datetime]] = []
+    for log in logs:
+        for group in log.groups:
+            for rcpt in group.recipients:
+                for a in rcpt.attempts:
+                    if a.status not in ("bounced", "deferred") or " said: " not in a.response:
+                        continue
+                    name, _, rest = (a.relay or "").partition("[")
+                    addr = rest.split("]", 1)[0]
+                    target = index.resolve(addr) or index.resolve(name) if (addr or name) else None
+                    if target is not None:
+                        out.append((target, rcpt.address, a.time))
+    return out
 
 
 def _run_round(
