@@ -82,7 +82,8 @@ def test_fetch_writes_manifests(inventory: Path, tmp_path: Path) -> None:
     inv = offline_inventory(dest)
     assert [h.name for h in inv.hosts] == list(HOSTS)
     assert all(h.timezone == "UTC" for h in inv.hosts)
-    assert inv.hosts[0].aliases == (EXPECTED["hosts"]["mx1"]["fqdn"], EXPECTED["hosts"]["mx1"]["ip"])
+    mx1 = EXPECTED["hosts"]["mx1"]
+    assert inv.hosts[0].aliases == (mx1["fqdn"], mx1["ip"])
 
 
 def test_fetch_all_copies_whole_files_with_their_mtimes(inventory: Path, tmp_path: Path) -> None:
