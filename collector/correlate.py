@@ -380,8 +380,11 @@ class _Linker:
             elif came_from is not None and came_from != child.host:
                 return None  # the child came from another fleet host: another message
         if via == "notification":
-            if child.sender not in (None, ""):
-                return None  # notifications are sent from the null sender
+            # Notifications come from the null sender; a postmaster notice about a failed
+            # notification (a double bounce) comes from double_bounce_sender (double-bounce@).
+            sender = child.sender or ""
+            if sender and not sender.lower().startswith("double-bounce@"):
+                return None
         elif parent.message_id and child.message_id:
             if parent.message_id != child.message_id:
                 return None
@@ -709,7 +712,12 @@ class _TraceBuilder:
             out.append(_reject_outcome(rej, group, path))
             if rej.recipient:
                 seen.add(rej.recipient.lower())
+        # orig_to keeps an alias as written before expansion, often unqualified (orig_to=<root>
+        # for root@host): an arriving address is accounted for by its local part then too.
+        bare = {a for a in seen if "@" not in a}
         for addr in sorted(arriving - seen):
+            if addr.partition("@")[0] in bare:
+                continue
             # Handed on to this group, but it logged no delivery for the address (yet).
             status = "unknown"
             outcome = "unknown" if group.removed else "queued"

@@ -208,8 +208,9 @@ def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) ->
         ]
         for r in rows
     ]
-    natural = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    minimum = [8, 4, 8, 10, 14, 6, 7, 10]
+    # tabulate makes a column at least as wide as its header plus 2.
+    natural = [max(len(h) + 2, *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    minimum = [max(m, len(h) + 2) for m, h in zip((8, 4, 8, 10, 14, 6, 7, 10), headers)]
     # Shrink the reply first, then the relay, the sender and, last, the recipient; host and
     # queue ID are never clipped (they are what a reader looks up next).
     widths = fit_widths(natural, minimum, (7, 6, 3, 4), width)

@@ -322,20 +322,7 @@ def _recipient(trace: dict[str, Any], address: str) -> dict[str, Any]:
     return found[0]
 
 
-PHANTOM = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: alias root -> postmaster on mbox1: the trace adds a recipient "
-    "root@mbox1.example.test with status and outcome 'unknown' (orig_to=<root> not matched)",
-)
-DOUBLE_BOUNCE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: out1's 'postmaster non-delivery notification: ID' (the double bounce of an "
-    "expired bounce) is not linked to the bounce's trace; it comes out as a separate trace "
-    "(also when correlating the full logs)",
-)
-TRACE_MARKS = {
-    "alias_root_pickup": [PHANTOM],
-}
+TRACE_MARKS: dict[str, list[pytest.MarkDecorator]] = {}
 
 
 @pytest.mark.parametrize(
@@ -366,7 +353,7 @@ def test_trace_every_scenario(traces: dict[str, dict[str, Any]], name: str) -> N
     [
         pytest.param(
             s["name"],
-            marks=[DOUBLE_BOUNCE] if s["name"] == "unknown_user_external_sender" else [],
+            marks=[],
         )
         for s in EXPECTED["scenarios"]
         if s["notifications"] and _entered(s)

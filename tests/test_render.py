@@ -269,12 +269,6 @@ def test_table_wide_enough_clips_nothing() -> None:
     assert LONG.response in lines[-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: render_rows_table overflows its width: fit_widths ignores tabulate's header "
-    "padding (a column is at least len(header)+2 wide: 'host' takes 6 for 'mx1', 'to' 4): "
-    "one row (SENT) is 104 characters at width 100, 124 at 120",
-)
 @pytest.mark.parametrize("width", [100, 120, 160])
 def test_table_fits_its_width(width: int) -> None:
     for rows in ([SENT], [SENT, MAILBOX, NOQUEUE], [SENT, MAILBOX, NOQUEUE, LONG]):
