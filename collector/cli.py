@@ -22,7 +22,7 @@ from collector.errors import CollectorError, UsageError
 from collector.fleet import run_on_hosts
 from collector.inventory import find_inventory, host_zone, load_inventory, select_hosts
 from collector.models import Host, HostResult, Inventory, Stage
-from collector.pipeline import HostSearch, search_host, summarize_host
+from collector.pipeline import ByteCounter, HostSearch, search_host, summarize_host
 from collector.query import STATUSES, Query, parse_when, select_rows
 from collector.retrieval import pass1_needles
 from collector.render import (
@@ -233,7 +233,7 @@ def _passphrase(path: str) -> str | None:
 def _run_fleet(
     inventory: Inventory,
     hosts: Sequence[Host],
-    task: Callable[[Session], T],
+    task: Callable[[Session, ByteCounter | None], T],
     *,
     workers: int | None,
     show_progress: bool,
@@ -241,39 +241,65 @@ def _run_fleet(
 ) -> list[HostResult[T]]:
     """Open each host's session, run ``task`` on it, close it; one result per host, in order.
 
-    ``processes``: the task parses whole logs (CPU-bound): run hosts in worker processes.
+    ``task`` gets the session and a callback for the bytes it receives (for the progress
+    display; None when there is none). ``processes``: the task parses whole logs
+    (CPU-bound): run hosts in worker processes.
     """
     settings = inventory.settings
 
-    def per_host(host: Host) -> T:
-        session = open_session(host, settings, passphrase_provider=_passphrase)
-        try:
-            return task(session)
-        finally:
-            session.close()
+    def runner(count: ByteCounter | None) -> Callable[[Host], T]:
+        def per_host(host: Host) -> T:
+            session = open_session(host, settings, passphrase_provider=_passphrase)
+            try:
+                return task(session, count)
+            finally:
+                session.close()
+
+        return per_host
 
     if not show_progress:
         return run_on_hosts(
-            hosts, per_host, workers=workers or settings.workers, processes=processes
+            hosts, runner(None), workers=workers or settings.workers, processes=processes
         )
+    import threading
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("hosts"),
+        TextColumn("hosts  {task.fields[received]}"),
         console=_stderr_console(),
         transient=True,
     ) as progress:
-        bar = progress.add_task("querying", total=len(hosts))
+        bar = progress.add_task("querying", total=len(hosts), received="")
+        lock = threading.Lock()
+        total = [0]
+
+        def count(n: int) -> None:
+            with lock:
+                total[0] += n
+                shown = _human_bytes(total[0])
+            progress.update(bar, received=f"{shown} received")
+
+        # Worker processes cannot report their bytes to this display; threads can.
         return run_on_hosts(
             hosts,
-            per_host,
+            runner(None if processes else count),
             workers=workers or settings.workers,
             on_done=lambda _r: progress.advance(bar),
             processes=processes,
         )
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
 
 
 def _stderr_console() -> Any:
@@ -395,7 +421,7 @@ def search(
         results = _run_fleet(
             inv,
             hosts,
-            lambda s: search_host(s, query, host_zone(s.host), now),
+            lambda s, n: search_host(s, query, host_zone(s.host), now, on_bytes=n),
             workers=workers,
             show_progress=_is_tty() and fmt is Format.TABLE,
             processes=pass1_needles(query) is None,  # no fixed string: every line is parsed
@@ -443,7 +469,7 @@ def summary(
         results = _run_fleet(
             inv,
             hosts,
-            lambda s: summarize_host(s, query, host_zone(s.host), now),
+            lambda s, n: summarize_host(s, query, host_zone(s.host), now, on_bytes=n),
             workers=workers,
             show_progress=_is_tty() and fmt is Format.TABLE,
             processes=True,
@@ -499,7 +525,11 @@ def hosts(
                 render_hosts_table(rows, headers, sys.stdout)
             raise typer.Exit(ExitCode.FOUND)
         results = _run_fleet(
-            inv, selected, check_host, workers=workers, show_progress=_is_tty() and fmt is Format.TABLE
+            inv,
+            selected,
+            lambda s, _n: check_host(s),
+            workers=workers,
+            show_progress=_is_tty() and fmt is Format.TABLE,
         )
         headers, rows, payload = check_rows(results)
         if fmt is Format.JSON:
@@ -550,7 +580,7 @@ def fetch(
         results = _run_fleet(
             inv,
             selected,
-            lambda s: fetch_host(s, query, dest, host_zone(s.host), now, whole=all_),
+            lambda s, n: fetch_host(s, query, dest, host_zone(s.host), now, whole=all_, on_bytes=n),
             workers=workers,
             show_progress=_is_tty(),
         )
