@@ -21,7 +21,7 @@ from collector import __version__
 from collector.errors import CollectorError, UsageError
 from collector.fleet import run_on_hosts
 from collector.inventory import find_inventory, host_zone, load_inventory, select_hosts
-from collector.models import Host, HostResult, Inventory, Stage
+from collector.models import Host, HostResult, Inventory
 from collector.pipeline import ByteCounter, HostSearch, search_host, summarize_host
 from collector.query import STATUSES, Query, parse_when, select_rows
 from collector.retrieval import pass1_needles
@@ -776,4 +776,3 @@ def demo() -> None:
     raise typer.Exit(worst)
 
 
-_ = (timedelta, Stage)

@@ -11,7 +11,7 @@ from collector.discovery import DiscoveryResult
 from collector.inventory import host_zone
 from collector.models import Host, HostResult, LogSource, TransportKind
 from collector.parse import TimeContext, parse_line
-from collector.pipeline import SessionView, discover_host
+from collector.pipeline import discover_host
 from collector.render import iso, source_dict
 from collector.retrieval import edge_lines_command
 from collector.transport import Session
@@ -106,7 +106,6 @@ def check_host(session: Session) -> HostCheck:
     zone = host_zone(host)
     now = datetime.now().astimezone()
     checks: list[SourceCheck] = []
-    _ = SessionView
     for src in found.sources:
         needs_sudo = not src.readable and not host.sudo
         first = last = None

@@ -25,9 +25,8 @@ from collector.correlate import (
     pending_refs,
     select_traces,
 )
-from collector.errors import CollectorError
 from collector.fleet import run_on_hosts
-from collector.models import Host, HostError, HostLog, HostResult, QueueGroup, Stage, Trace
+from collector.models import Host, HostError, HostLog, HostResult, QueueGroup, Trace
 from collector.pipeline import HostRecords, fetch_ids, select_records, start_host
 from collector.query import Query, group_matches, row_matches, rows_of_group
 from collector.transport import Session
@@ -234,4 +233,3 @@ def _run_round(
             states[r.host].error = r.error
 
 
-_ = (CollectorError, Stage)
