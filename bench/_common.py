@@ -27,8 +27,28 @@ REPO = Path(__file__).resolve().parent.parent
 MB = 1_000_000
 MIB = 1024 * 1024
 
-#: The collector CLI as a child process (the checkout, not whatever is installed).
+#: The collector CLI as a child process, run in the source directory (the checkout by
+#: default, not whatever is installed; ``--src`` pins a copy while the checkout moves on).
 COLLECTOR = [sys.executable, "-m", "collector"]
+
+
+def use_source(src: Path) -> str:
+    """Make ``src`` (a directory holding the ``collector`` package) the code measured."""
+    src = src.resolve()
+    if not (src / "collector" / "__init__.py").is_file():
+        raise SystemExit(f"no collector package in {src}")
+    os.environ["PYTHONPATH"] = str(src)
+    sys.path.insert(0, str(src))
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False)
+    if head.returncode == 0 and Path(src / ".git").exists():
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "collector"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        return f"{src.name} at commit {head.stdout.strip()}{' (modified)' if dirty else ''}"
+    return str(src)
+#: GNU time (Debian package ``time``): peak RSS and CPU of one command.
+TIME = "/usr/bin/time"
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 _BSD_STAMP = re.compile(rb"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
 _ISO_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))")
@@ -42,7 +62,8 @@ class Run:
     argv: tuple[str, ...]
     wall: float
     cpu: float
-    maxrss_kib: int
+    maxrss_kib: int  # the largest single process (GNU time's %M)
+    tree_rss_kib: int  # the largest sum over the process tree, sampled every 0.1 s
     code: int
     out_bytes: int
     out_lines: int
@@ -50,18 +71,55 @@ class Run:
     stderr: bytes
 
 
+def _tree_rss_kib(root: int) -> int:
+    """Sum of the current RSS of ``root`` and all its descendants (from /proc)."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parent[pid] = int(fields[1])
+        rss[pid] = int(fields[21]) * PAGE_KIB
+    total = 0
+    for pid, kib in rss.items():
+        p = pid
+        while p > 1:
+            if p == root:
+                total += kib
+                break
+            p = parent.get(p, 0)
+    return total
+
+
 def run_timed(argv: Sequence[str], *, keep_stdout: bool = True, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Run:
     """Run one command with stdout read through a pipe (never /dev/null: grep stops early).
 
-    Peak RSS comes from ``wait4`` of this very child (its largest descendant when it forks).
+    Peak RSS comes from GNU time (``%M``) wrapped around the command: ``wait4`` here would
+    report this benchmark's own RSS, which a child inherits across fork and exec.
     """
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
         began = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=err, env=env, cwd=cwd)
+        proc = subprocess.Popen([TIME, "-f", "%M %U %S", "-o", rss.name, *argv],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                env=env, cwd=cwd)
         out = proc.stdout
         assert isinstance(out, io.BufferedReader)
+        tree_peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.1):
+                tree_peak[0] = max(tree_peak[0], _tree_rss_kib(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         chunks: list[bytes] = []
         size = lines = 0
         for chunk in iter(lambda: out.read1(1 << 16), b""):
@@ -69,14 +127,18 @@ def run_timed(argv: Sequence[str], *, keep_stdout: bool = True, env: dict[str, s
             lines += chunk.count(b"\n")
             if keep_stdout:
                 chunks.append(chunk)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = proc.wait()
         wall = time.perf_counter() - began
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
+        sampler.join()
         out.close()
         err.seek(0)
         stderr = err.read()
-    return Run(tuple(argv), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
-               proc.returncode, size, lines, b"".join(chunks), stderr)
+        # GNU time writes "Command exited with non-zero status N" first when N != 0.
+        last = (rss.read().strip().splitlines() or ["0 0 0"])[-1].split()
+    maxrss, user, system = int(last[0]), float(last[1]), float(last[2])
+    return Run(tuple(argv), wall, user + system, maxrss, tree_peak[0], code, size, lines,
+               b"".join(chunks), stderr)
 
 
 def run_parallel(commands: Sequence[Sequence[str]]) -> tuple[float, list[Run]]:
@@ -104,11 +166,31 @@ class Series:
     walls: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
+    tree_kib: list[int] = field(default_factory=list)
 
-    def add(self, wall: float, rss_kib: int = 0, cpu: float = 0.0) -> None:
+    def add(self, wall: float, rss_kib: int = 0, cpu: float = 0.0, tree_kib: int = 0) -> None:
         self.walls.append(wall)
         self.rss_kib.append(rss_kib)
         self.cpus.append(cpu)
+        self.tree_kib.append(tree_kib)
+
+    def take(self, run: Run) -> None:
+        self.add(run.wall, run.maxrss_kib, run.cpu, run.tree_rss_kib)
+
+    @property
+    def tree_mib(self) -> float:
+        return max(self.tree_kib) / 1024
+
+    @property
+    def peak_mib(self) -> float:
+        """Memory the run needed: the larger of the biggest process and the tree's sum."""
+        return max(self.rss_mib, self.tree_mib)
+
+    def rss_text(self) -> str:
+        """Largest process, and the sampled sum over the process tree when it is larger."""
+        if self.tree_mib > self.rss_mib * 1.1:
+            return f"{self.rss_mib:.0f} MiB (tree {self.tree_mib:.0f} MiB)"
+        return f"{self.rss_mib:.0f} MiB"
 
     @property
     def median(self) -> float:

@@ -51,6 +51,7 @@ from _common import (
     run_timed,
     say,
     table,
+    use_source,
     warm,
 )
 from sshfleet import Fleet, HostSpec
@@ -100,6 +101,17 @@ class CountingSession:
 
     def stream(self, argv: Sequence[str], *, on_bytes: Callable[[int], None] | None = None,
                **kw: Any) -> Iterator[bytes]:
+        return self.inner.stream(  # type: ignore[no-any-return]
+            argv, on_bytes=self._counter(argv, on_bytes), **kw)
+
+    def stream_chunks(self, argv: Sequence[str], *,
+                      on_bytes: Callable[[int], None] | None = None,
+                      **kw: Any) -> Iterator[bytes]:
+        return self.inner.stream_chunks(  # type: ignore[no-any-return]
+            argv, on_bytes=self._counter(argv, on_bytes), **kw)
+
+    def _counter(self, argv: Sequence[str],
+                 on_bytes: Callable[[int], None] | None) -> Callable[[int], None]:
         kind = _kind(argv)
         with self._lock:
             self.commands[kind] += 1
@@ -109,7 +121,7 @@ class CountingSession:
             if on_bytes is not None:
                 on_bytes(n)
 
-        return self.inner.stream(argv, on_bytes=count, **kw)  # type: ignore[no-any-return]
+        return count
 
     def _add(self, kind: str, n: int) -> None:
         with self._lock:
@@ -209,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     ap.add_argument("--address", action="append",
                     help=f"recipients to search (default {TYPICAL}, {HEAVIEST})")
+    ap.add_argument("--src", type=Path, default=REPO,
+                    help="directory holding the collector package to measure (default: this checkout)")
     ap.add_argument("--keep", action="store_true", help="keep the temp work dir")
     args = ap.parse_args(argv)
     args.start_machine = machine_line()
+    args.source = use_source(args.src)
+    args.src = args.src.resolve()
     made_tmp = args.work is None
     work = Path(args.work or tempfile.mkdtemp(prefix="collector-fleet-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -279,19 +295,19 @@ def measure(args: argparse.Namespace, fleet: Fleet, inv: Path, logs: dict[str, P
             base[a].add(wall)
             grep_bytes[a] = sum(x.out_bytes for x in runs)
             s = run_timed([*COLLECTOR, "search", "-i", str(inv), "--to", a, "-f", "json"],
-                          cwd=REPO)
-            search[a].add(s.wall, s.maxrss_kib, s.cpu)
+                          cwd=args.src)
+            search[a].take(s)
             if s.code not in (0, 1):
                 note(f"collector search exited {s.code}: {s.stderr.decode()[-500:]}")
             matched[a], verdict[a] = compare_rows(expected[a], json.loads(s.stdout or b"{}"))
         note(f"run {r + 1}/{args.runs}: hosts --check, trace")
-        v = run_timed([*COLLECTOR, "hosts", "-i", str(inv)], cwd=REPO)
+        v = run_timed([*COLLECTOR, "hosts", "-i", str(inv)], cwd=args.src)
         start_floor.add(v.wall)
         for k, chosen in host_sets.items():
             argv = [*COLLECTOR, "hosts", "--check", "-i", str(inv), "-f", "json"]
             for n in chosen:
                 argv += ["--host", n]
-            c = run_timed(argv, cwd=REPO)
+            c = run_timed(argv, cwd=args.src)
             if c.code != 0:
                 note(f"hosts --check exited {c.code}: {c.stderr.decode()[-300:]}")
             checks[k].add(c.wall)
@@ -300,8 +316,8 @@ def measure(args: argparse.Namespace, fleet: Fleet, inv: Path, logs: dict[str, P
         for label, series, query in (("message-id", tr_mid, msg["message_id"]),
                                      ("queue id", tr_qid, f"{first_host}:{first_qid}")):
             t = run_timed([*COLLECTOR, "trace", "-i", str(inv), "-v", "-f", "json", query],
-                          cwd=REPO)
-            series.add(t.wall, t.maxrss_kib, t.cpu)
+                          cwd=args.src)
+            series.take(t)
             m = _ROUNDS.search(t.stderr.decode())
             got = trace_hops(json.loads(t.stdout or b"{}"))
             same = "all 4 hops = truth" if got == want_hops else (
@@ -331,7 +347,8 @@ def report(args: argparse.Namespace, logs: dict[str, Path], fleet: Fleet, names:
     say(f"Machine at the start: {args.start_machine}; at the end: {machine_line()}. Other jobs may share the machine; client, 8 sshd and "
         "their greps all share these cores (loopback).")
     say(f"Warm page cache; whole-process wall times, median of {args.runs} runs taken in "
-        "turns, [min–max]. MB = 10^6 bytes.")
+        "turns, [min–max]. MB = 10^6 bytes. Peak RSS: largest process (GNU time %M), tree "
+        f"sum (sampled) when larger. collector: {args.source}.")
     say()
     say(table(["host", LOG + " bytes"], [[n, f"{logs[n].stat().st_size:,}"] for n in names]))
     say()
@@ -343,7 +360,7 @@ def report(args: argparse.Namespace, logs: dict[str, Path], fleet: Fleet, names:
     rows = []
     for a in addresses:
         ratio = search[a].median / base[a].median
-        rows.append([f"`{a}`", base[a].span(), search[a].span(), f"{search[a].rss_mib:.0f} MiB",
+        rows.append([f"`{a}`", base[a].span(), search[a].span(), search[a].rss_text(),
                      f"{ratio:.2f}× ({check(ratio <= 1.3)})",
                      ("match: " if matched[a] else "**MISMATCH**: ") + verdict[a]])
     say(table(["address", "bare parallel ssh grep", "`collector search --to ADDR -f json`",
@@ -386,7 +403,7 @@ def report(args: argparse.Namespace, logs: dict[str, Path], fleet: Fleet, names:
         ratio = s.median / tr_base.median
         query = msg["message_id"] if label == "message-id" else \
             f"{msg['hops'][0][0]}:{msg['hops'][0][1]}"
-        rows.append([f"`collector trace -v -f json '{query}'`", s.span(), f"{s.rss_mib:.0f} MiB",
+        rows.append([f"`collector trace -v -f json '{query}'`", s.span(), s.rss_text(),
                      f"{ratio:.2f}× ({check(ratio <= 3)})", tr_info.get(label, "")])
     say(table(["what", "wall", "peak RSS", "/ baseline (target ≤ 3×)",
                "SSH round trips (stderr of -v); result"], rows))

@@ -42,6 +42,7 @@ from _common import (
     run_timed,
     say,
     table,
+    use_source,
     warm,
 )
 
@@ -88,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     ap.add_argument("--address", action="append", help=f"recipients to search (default {TYPICAL}, {HEAVIEST})")
     ap.add_argument("--skip-pflogsumm", action="store_true", help="for trial runs only")
+    ap.add_argument("--src", type=Path, default=REPO,
+                    help="directory holding the collector package to measure (default: this checkout)")
     ap.add_argument("--keep", action="store_true", help="keep the temp work dir")
     args = ap.parse_args(argv)
     if shutil.which("pflogsumm") is None and not args.skip_pflogsumm:
         ap.error("pflogsumm is not installed (Debian package pflogsumm)")
 
     args.start_machine = machine_line()
+    args.source = use_source(args.src)
+    args.src = args.src.resolve()
     made_tmp = args.work is None
     work = Path(args.work or tempfile.mkdtemp(prefix="collector-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -142,11 +147,11 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             note(f"run {r + 1}/{args.runs}: grep / search {a}")
             g = run_timed(["grep", "-F", f"to=<{a}>", *map(str, files)], keep_stdout=False,
                           env=env)
-            grep[a].add(g.wall, g.maxrss_kib, g.cpu)
+            grep[a].take(g)
             grep_lines[a] = g.out_lines
             s = run_timed([*COLLECTOR, "search", "-i", str(inv), "--to", a, "-f", "json"],
-                          cwd=REPO)
-            search[a].add(s.wall, s.maxrss_kib, s.cpu)
+                          cwd=args.src)
+            search[a].take(s)
             if s.code not in (0, 1):
                 note(f"collector search exited {s.code}: {s.stderr.decode()[-500:]}")
             ok, text = compare_rows(expected[a], json.loads(s.stdout or b"{}"))
@@ -159,16 +164,16 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     summary_out = b""
     for r in range(args.runs):
         note(f"run {r + 1}/{args.runs}: summary / pflogsumm")
-        s = run_timed([*COLLECTOR, "summary", "-i", str(inv)], cwd=REPO)
-        summ.add(s.wall, s.maxrss_kib, s.cpu)
+        s = run_timed([*COLLECTOR, "summary", "-i", str(inv)], cwd=args.src)
+        summ.take(s)
         summary_out = s.stdout
-        s = run_timed([*COLLECTOR, "summary", "-i", str(inv_small)], cwd=REPO)
-        summ_small.add(s.wall, s.maxrss_kib, s.cpu)
+        s = run_timed([*COLLECTOR, "summary", "-i", str(inv_small)], cwd=args.src)
+        summ_small.take(s)
         if not args.skip_pflogsumm:
             p = run_timed(["pflogsumm", *map(str, files)], keep_stdout=False, env=env)
-            pfl.add(p.wall, p.maxrss_kib, p.cpu)
+            pfl.take(p)
             p = run_timed(["pflogsumm", *map(str, small_files)], keep_stdout=False, env=env)
-            pfl_small.add(p.wall, p.maxrss_kib, p.cpu)
+            pfl_small.take(p)
 
     report(args, logs, size, lines, small_size, small_lines, addresses, expected, grep,
            grep_lines, search, verdict, matched, summ, summ_small, pfl, pfl_small, summary_out)
@@ -185,7 +190,9 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
     say()
     say(f"Machine at the start: {args.start_machine}; at the end: {machine_line()}. Other jobs may share the machine.")
     say(f"Warm page cache; every time is a whole process (start-up included), the median of "
-        f"{n} runs taken in turns, [min–max]. MB = 10^6 bytes. collector runs as "
+        f"{n} runs taken in turns, [min–max]. MB = 10^6 bytes. Peak RSS: the largest "
+        f"process (GNU time %M), and the sum over the process tree (sampled every 0.1 s) "
+        f"when larger. collector ({args.source}) runs as "
         f"`{quoted(['python3', '-m', 'collector'])}` with a `transport = \"local\"` inventory.")
     say()
     say(table(["host", "file", "bytes"],
@@ -198,7 +205,7 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
         g, s = grep[a], search[a]
         ratio = s.median / g.median
         rows.append([f"`{a}`", f"{grep_lines[a]:,}", g.span(), s.span(),
-                     f"{s.rss_mib:.0f} MiB", f"{ratio:.2f}× ({check(ratio <= 3)})",
+                     s.rss_text(), f"{ratio:.2f}× ({check(ratio <= 3)})",
                      ("match: " if matched[a] else "**MISMATCH**: ") + verdict[a]])
     say(table(["address", "grep lines", "`LC_ALL=C grep -F 'to=<ADDR>'` 4 files",
                "`collector search --to ADDR -f json`", "search peak RSS",
@@ -217,7 +224,7 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
             continue
         rows.append([label, f"{sz / MB:,.0f} MB", s.span(), f"{sum(s.cpus) / len(s.cpus):.1f} s",
                      f"{sz / MB / s.median:.1f}", f"{ln / s.median / 1000:,.0f} k",
-                     f"{s.rss_mib:.0f} MiB"])
+                     s.rss_text()])
     say(table(["what", "set", "wall", "cpu (mean)", "MB/s", "lines/s", "peak RSS"], rows))
     say()
     say("### Against the targets")
@@ -231,11 +238,11 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
         rows.append([f"parse+assemble ≥ 2× pflogsumm MB/s ({size / MB:,.0f} MB)", f"{speed:.2f}×",
                      check(speed >= 2)])
         rows.append([f"peak RSS < pflogsumm's ({size / MB:,.0f} MB)",
-                     f"{summ.rss_mib:.0f} vs {pfl.rss_mib:.0f} MiB",
-                     check(summ.rss_mib < pfl.rss_mib)])
-    flat = summ.rss_mib / summ_small.rss_mib
+                     f"{summ.peak_mib:.0f} vs {pfl.peak_mib:.0f} MiB",
+                     check(summ.peak_mib < pfl.peak_mib)])
+    flat = summ.peak_mib / summ_small.peak_mib
     rows.append([f"peak RSS flat ({size / MB:,.0f} MB ≤ {FLAT_FACTOR}× {small_size / MB:,.0f} MB)",
-                 f"{summ.rss_mib:.0f} / {summ_small.rss_mib:.0f} MiB = {flat:.2f}×",
+                 f"{summ.peak_mib:.0f} / {summ_small.peak_mib:.0f} MiB = {flat:.2f}×",
                  check(flat <= FLAT_FACTOR)])
     say(table(["target", "measured", "verdict"], rows))
     say()
