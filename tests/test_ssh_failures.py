@@ -134,10 +134,6 @@ def test_host_that_never_speaks_ssh_times_out_on_connect(
     assert run.seconds < 10, f"a mute host held the run for {run.seconds:.1f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a host that accepts TCP but never sends the SSH "
-                   "banner fails after connect_timeout with 'SSH handshake with ... failed: "
-                   "Error reading SSH protocol banner': the message does not say it timed out, "
-                   "nor after how long")
 def test_banner_timeout_message_names_the_timeout(fleet_env: FleetEnv, tmp_path: Path,
                                                   mute_port: int) -> None:
     inv = write_inventory(tmp_path / "inv.toml", fleet_env.fleet,
@@ -254,11 +250,10 @@ def test_hanging_command_times_out_and_the_others_stand(
     inv = write_inventory(tmp_path / "inv.toml", fleet_env.fleet,
                           settings={"command_timeout": 2})
     run = search(inv, [*GOOD, "fifo1"])
-    assert run.code == 3, run.stderr
-    message = failed(run, "fifo1", "read")
-    assert "timed out after 2 s" in message, message
+    assert run.code in (0, 3), run.stderr  # (which one: see the test below)
     assert good_rows(run) == baseline
-    assert run.seconds < 10, f"took {run.seconds:.1f} s"
+    assert [r for r in run.json()["results"] if r["host"] == "fifo1"] == []
+    assert 2 <= run.seconds < 10, f"took {run.seconds:.1f} s"
     # The timed-out command does not linger on the host.
     fleet = fleet_env.fleet
     deadline = time.monotonic() + 5
@@ -271,6 +266,23 @@ def test_hanging_command_times_out_and_the_others_stand(
     assert check.code == 3
     assert "timed out after 2 s" in host_entry(check.json(), "fifo1")["error"]["message"]
     assert check.seconds < 10
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a search command that times out is reported as a damaged log: pipeline._read_problem "
+    "looks for 'cannot decompress' in the error message, and the timeout message quotes the "
+    "whole remote script, which contains that text; the host is ok=true with the note "
+    "'/var/log/maillog is damaged: lines after the damage are missing', exit 1 instead of 3"))
+def test_hanging_search_command_is_a_read_error_naming_the_timeout(
+    fleet_env: FleetEnv, tmp_path: Path
+) -> None:
+    inv = write_inventory(tmp_path / "inv.toml", fleet_env.fleet,
+                          settings={"command_timeout": 2})
+    run = search(inv, ["rhel1", "fifo1"])
+    message = failed(run, "fifo1", "read")
+    assert "timed out after 2 s" in message, message
+    assert run.code == 3
+    assert not any("damaged" in n for n in host_entry(run.json(), "fifo1")["notes"])
 
 
 def test_every_failure_at_once_costs_no_more_than_the_slowest_timeout(
@@ -291,11 +303,11 @@ def test_every_failure_at_once_costs_no_more_than_the_slowest_timeout(
         run = search(inv, names)
     assert run.code == 3, run.stderr
     stages = {n: host_entry(run.json(), n)["error"]["stage"]
-              for n in ("quirk1", "nosudo1", "fifo1", "inner1", "mute1")}
-    assert stages == {"quirk1": "connect", "nosudo1": "sudo", "fifo1": "read",
-                      "inner1": "auth", "mute1": "connect"}
+              for n in ("quirk1", "nosudo1", "inner1", "mute1")}
+    assert stages == {"quirk1": "connect", "nosudo1": "sudo", "inner1": "auth",
+                      "mute1": "connect"}
     assert good_rows(run) == baseline
-    assert len([x for x in run.stderr.splitlines() if x.startswith("collector: ")]) == 5
+    assert len([x for x in run.stderr.splitlines() if x.startswith("collector: ")]) >= 4
     assert run.seconds < 10, f"took {run.seconds:.1f} s"
 
 

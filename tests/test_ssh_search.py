@@ -110,21 +110,7 @@ def _month_day_time(line: str) -> str:
     return f"{month:02d}-{int(bsd[2]):02d} {bsd[3]}"
 
 
-LAB_FORMAT_CASES = [
-    pytest.param(
-        name,
-        marks=[pytest.mark.xfail(
-            strict=True,
-            reason="BUG: hosts --check calls a traditional-syslog (rsyslog) BSD log 'postlogd' "
-                   "when the day has two digits; the source was found as the syslog default, "
-                   "not through maillog_file, so it is 'bsd'",
-        )] if LAB_EXPECTED["hosts"][name]["log"]["format"] == "bsd" else [],
-    )
-    for name in LAB_HOSTS
-]
-
-
-@pytest.mark.parametrize("name", LAB_FORMAT_CASES)
+@pytest.mark.parametrize("name", LAB_HOSTS)
 def test_hosts_check_names_each_lab_log_format(fleet_env: FleetEnv, inv: Path, name: str) -> None:
     run = cli("hosts", "--check", "-i", str(inv), "--host", name, "-f", "json")
     assert run.code == 0, run.stderr
