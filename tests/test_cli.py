@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
+from typer.testing import Result
 from test_pipeline import EXPECTED, HOSTS, SCENARIOS, build_lab_fleet
 from typer.testing import CliRunner
 
