@@ -134,15 +134,22 @@ def test_host_that_never_speaks_ssh_times_out_on_connect(
     assert run.seconds < 10, f"a mute host held the run for {run.seconds:.1f} s"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a host that accepts TCP but never sends the SSH banner fails after connect_timeout, "
+    "but in about 2 runs of 3 the message is 'SSH handshake with root@127.0.0.1:PORT failed: "
+    "No existing session' (paramiko's auth starts after its transport thread died of the "
+    "banner timeout) instead of 'timed out after 2 s waiting for the SSH banner ...'; "
+    "ssh._connect_failure only recognises the word 'banner'"))
 def test_banner_timeout_message_names_the_timeout(fleet_env: FleetEnv, tmp_path: Path,
                                                   mute_port: int) -> None:
-    inv = write_inventory(tmp_path / "inv.toml", fleet_env.fleet,
-                          {"mute1": {"address": "127.0.0.1", "port": mute_port}},
+    # Eight mute hosts at once: the race cannot pass eight times by luck (about 1 in 6500).
+    mutes = {f"mute{n}": {"address": "127.0.0.1", "port": mute_port} for n in range(8)}
+    inv = write_inventory(tmp_path / "inv.toml", fleet_env.fleet, mutes,
                           settings={"connect_timeout": 2})
-    run = search(inv, ["rhel1", "mute1"])
+    run = search(inv, ["rhel1", *mutes])
     assert run.code == 3, run.stderr
-    message = failed(run, "mute1", "connect")
-    assert "timed out after 2 s" in message, message
+    messages = {name: failed(run, name, "connect") for name in mutes}
+    assert all("timed out after 2 s" in m for m in messages.values()), messages
 
 
 # --------------------------------------------------------------------------- host keys, auth
