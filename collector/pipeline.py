@@ -206,10 +206,13 @@ def _read_problem(source: LogSource, exc: TransportError) -> str | None:
     """The note for a source that could not be read to its end, or None for other errors."""
     if exc.stage is not Stage.READ:
         return None
-    if "No such file or directory" in exc.message:
+    # The message quotes the command, whose script holds these words too, but never with the
+    # file's path filled in: only stderr has "PATH: No such file..." (a local host's real
+    # path ends with the host path).
+    if f"{source.path}: No such file or directory" in exc.message:
         # Rotated away between discovery and reading: its lines are in the next file.
         return f"{source.path} vanished while being read (rotated?)"
-    if "cannot decompress" in exc.message:
+    if f"{source.path} completely: the lines after the damage are missing" in exc.message:
         return f"{source.path} is damaged: lines after the damage are missing"
     return None
 

@@ -437,6 +437,7 @@ def _connect_hop(
     agent = paramiko.Agent() if os.environ.get("SSH_AUTH_SOCK") else None
     strategy = _KeysStrategy(hop.user, host.identity_file, agent, passphrase_provider)
     limit = settings.connect_timeout
+    started = time.monotonic()
     try:
         client.connect(
             hop.address,
@@ -450,12 +451,24 @@ def _connect_hop(
             auth_strategy=strategy,
         )
     except (paramiko.SSHException, OSError, EOFError) as exc:
+        banner = not _got_banner(client)
         client.close()
+        waited = time.monotonic() - started >= limit * 0.9
+        if waited and banner and not isinstance(exc, paramiko.AuthenticationException):
+            # paramiko's transport thread died of banner_timeout; the error that surfaces is
+            # then either "Error reading SSH protocol banner" or, when authentication had
+            # already started waiting, "No existing session".
+            exc = paramiko.SSHException(f"Error reading SSH protocol banner ({exc})")
         raise _connect_failure(exc, name, hop, known_hosts, strategy, limit) from exc
     finally:
         if agent is not None:
             agent.close()  # agent keys sign only during authentication
     return client
+
+
+def _got_banner(client: paramiko.SSHClient) -> bool:
+    transport = client.get_transport()
+    return transport is not None and bool(getattr(transport, "remote_version", ""))
 
 
 def _connect_failure(
