@@ -318,13 +318,31 @@ def _report_failures(results: Sequence[HostResult[Any]]) -> None:
             _err(f"{r.error.host}: {r.error.stage}: {r.error.message}")
 
 
-def _exit_code(results: Sequence[HostResult[Any]], found: bool) -> ExitCode:
+def _exit_code(
+    results: Sequence[HostResult[Any]], found: bool, *, incomplete: bool = False
+) -> ExitCode:
+    """``incomplete``: some host answered but could not read all of its logs."""
     failed = sum(1 for r in results if not r.ok)
     if results and failed == len(results):
         return ExitCode.ERROR
-    if failed:
+    if failed or incomplete:
         return ExitCode.PARTIAL
     return ExitCode.FOUND if found else ExitCode.NO_MATCH
+
+
+#: Discovery/read notes that mean lines were not read: reported like failures (exit 3).
+_LOSSY_NOTES = ("cannot read ", " is damaged: ")
+
+
+def _report_lossy(reports: Sequence[HostReport]) -> bool:
+    """One stderr line per log a host could not read; True if there was any."""
+    lossy = False
+    for h in reports:
+        for note in h.notes:
+            if any(mark in note for mark in _LOSSY_NOTES):
+                _err(f"{h.name}: read: {note}")
+                lossy = True
+    return lossy
 
 
 def _reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
@@ -442,7 +460,8 @@ def search(
         if verbose:
             _verbose_report(reports)
         _report_failures(results)
-        raise typer.Exit(_exit_code(results, bool(rows)))
+        lossy = _report_lossy(reports)
+        raise typer.Exit(_exit_code(results, bool(rows), incomplete=lossy))
 
 
 @app.command()
@@ -494,7 +513,8 @@ def summary(
         if verbose:
             _verbose_report(reports)
         _report_failures(results)
-        raise typer.Exit(_exit_code(results, True))
+        lossy = _report_lossy(reports)
+        raise typer.Exit(_exit_code(results, True, incomplete=lossy))
 
 
 @app.command()

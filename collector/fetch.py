@@ -99,8 +99,8 @@ def fetch_host(
         target = _local_path(dest, host.name, target_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if whole and src.kind == "file":
-            argvs = [["cat", "--", session.path(src.path)]]
-            n, size = _copy(session, argvs, target, sudo, on_bytes, keep=None)
+            n, size = _copy_raw(session, ["cat", "--", session.path(src.path)], target, sudo,
+                                on_bytes)
         else:
             n, size = _fetch_slice(session, src, query, needles, ctx, target, sudo, on_bytes)
         if src.mtime is not None:
@@ -119,6 +119,19 @@ def fetch_host(
     host_manifest.parent.mkdir(parents=True, exist_ok=True)
     host_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return FetchedHost(host.name, tuple(written), total_lines, total_bytes, tuple(notes))
+
+
+def _copy_raw(
+    session: Session, argv: list[str], target: Path, sudo: bool, on_bytes: ByteCounter | None
+) -> tuple[int, int]:
+    """A byte-exact copy (rotated files are compressed: no line splitting here)."""
+    lines = size = 0
+    with open(target, "wb") as out:
+        for chunk in session.stream_chunks(argv, sudo=sudo, on_bytes=on_bytes):
+            out.write(chunk)
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+    return lines, size
 
 
 def _copy(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
+from typer.testing import Result
 from sshfleet import Fleet, HostSpec, running_fleet, spec_from_tree, standard_specs
 from typer.testing import CliRunner
 
