@@ -363,7 +363,7 @@ class _Linker:
                 if best is not None:
                     _, j, rej = best
                     evidence = ["refused", f"client={rej.client}", _delta(rej.time, a.time)]
-                    edges.append(_Edge(i, j, "smtp", evidence, "strong", set(), {addr}))
+                    edges.append(_Edge(i, j, "refused", evidence, "strong", set(), {addr}))
         return edges
 
     def _by_time(self, host: str, qid: str, t: datetime) -> list[int]:

@@ -464,7 +464,7 @@ def test_bounce_carries_the_dsn_trace_back_through_the_chain() -> None:
     assert (refusal.host, refusal.queue_id, refusal.via, refusal.parent) == (
         "mx3",
         "NOQUEUE",
-        "smtp",
+        "refused",
         GroupRef("mx2", "8B1C23D4E5"),
     )
     assert refusal.evidence == ("refused", "client=mx2.example.test[127.0.0.22]", "time-0.1s")
