@@ -40,7 +40,7 @@ from collector.retrieval import (
     pass1_needles,
     source_in_window,
     split_offset,
-    window_ids_command,
+    window_ids_commands,
     windows_around,
     windows_worth_it,
 )
@@ -351,9 +351,10 @@ def select_records(
         wins = windows_around([o for offs in hits.values() for o in offs], src.size)
         if not windows_worth_it(wins, src.size):
             continue  # hits all over the file: one whole-file pass 2 is cheaper
-        argv = window_ids_command(session.path(src.path), wins, sorted(hits))
-        state.commands += 1
-        found = list(state.reader.records(src, argv))
+        found: list[Record] = []
+        for argv in window_ids_commands(session.path(src.path), wins, sorted(hits)):
+            state.commands += 1
+            found.extend(state.reader.records(src, argv))
         done = complete_lives(found, reaches_end=wins[-1].end is None)
         # An ID not complete here is fetched whole below: keep none of its window lines, so
         # each ID's lines come from one pass, in file order (a BSD second holds many lines).

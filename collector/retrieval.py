@@ -266,14 +266,16 @@ _WINDOWS = (
 # The ID lookup of _AWK_IDS, applied to the complete lines between window markers.
 _AWK_WINDOWS = (
     'BEGIN { n = split(ids, a, " "); for (i = 1; i <= n; i++) want[a[i] ":"] = 1 } '
-    'function keep(line,   f, k, i) { k = split(line, f, " "); '
-    "for (i = 4; i <= 7 && i <= k; i++) if (f[i] in want) return 1; return 0 } "
     '$0 == "#collector-window" { held = 0; fresh = 1; next } '
     '$0 == "#collector-start" { held = 0; next } '
     '$0 == "#collector-cut" { held = 0; next } '
-    '$0 == "#collector-eof" { if (held && keep(prev)) print prev; held = 0; next } '
+    '$0 == "#collector-eof" { if (held && keep) print prev; held = 0; next } '
     "fresh { fresh = 0; next } "
-    "{ if (held && keep(prev)) print prev; prev = $0; held = 1 }"
+    # A line is printed one line late, once we know it was not cut by the window's end; the
+    # ID test uses the fields awk has already split (a split() per line costs 3x).
+    "{ if (held && keep) print prev; "
+    "keep = 0; for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { keep = 1; break } "
+    "prev = $0; held = 1 }"
 )
 
 
@@ -297,6 +299,17 @@ def windows_around(offsets: Sequence[int], size: int | None) -> list[Window]:
     for start, end in spans:
         out.append(Window(start, None if size is not None and end >= size else end))
     return out
+
+
+def window_ids_commands(
+    path: str, windows: Sequence[Window], queue_ids: Sequence[str]
+) -> list[list[str]]:
+    """Pass 2 inside windows, in chunks of IDs small enough for one argument (128 KiB)."""
+    ids = sorted(set(queue_ids))
+    return [
+        window_ids_command(path, windows, ids[start : start + IDS_PER_COMMAND])
+        for start in range(0, len(ids), IDS_PER_COMMAND)
+    ]
 
 
 def window_ids_command(path: str, windows: Sequence[Window], queue_ids: Sequence[str]) -> list[str]:
