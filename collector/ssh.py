@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import getpass
 import os
-import select
 import shlex
 import socket
 import threading
@@ -223,6 +222,10 @@ def _fmt_addr(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+#: How often blocked reads wake up to check the deadline (seconds).
+_POLL = 0.2
+
+
 class SSHSession:
     """One paramiko connection to one host (through its bastions, if any).
 
@@ -270,30 +273,49 @@ class SSHSession:
     def _pump(
         self, channel: paramiko.Channel, stderr: bytearray, deadline: float
     ) -> Iterator[bytes | None]:
-        """Yield stdout chunks as they come, keep stderr; None means the deadline passed."""
-        while True:
-            progressed = False
-            if channel.recv_stderr_ready():
-                stderr.extend(channel.recv_stderr(_CHUNK))
+        """Yield stdout chunks as they come, keep stderr; None means the deadline passed.
+
+        stderr is drained by a second thread so that neither stream can fill the channel's
+        shared window. Both reads block on paramiko's own buffers: select() on a channel
+        would make paramiko create a notification pipe that its transport thread may still
+        write to while the channel is being closed, and an EBADF there kills the whole
+        connection (seen under load).
+        """
+        finished = threading.Event()
+
+        def drain() -> None:
+            while True:
+                try:
+                    data = channel.recv_stderr(_CHUNK)
+                except TimeoutError:
+                    if finished.is_set():
+                        return
+                    continue
+                if not data:
+                    return
+                stderr.extend(data)
                 _keep_tail(stderr)
-                progressed = True
-            if channel.recv_ready():
-                chunk = channel.recv(_CHUNK)
-                if chunk:
-                    yield chunk
-                progressed = True
-            if progressed:
-                continue
-            # Data, EOF and exit status come in this order on one transport: once the
-            # status is in and both buffers are empty, everything has been read.
-            if channel.exit_status_ready():
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+
+        channel.settimeout(_POLL)
+        drainer = threading.Thread(target=drain, name="collector-stderr", daemon=True)
+        drainer.start()
+        try:
+            while True:
+                if time.monotonic() >= deadline:
+                    yield None
+                    return
+                try:
+                    chunk = channel.recv(_CHUNK)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break  # stdout ended
+                yield chunk
+            drainer.join(max(0.0, deadline - time.monotonic()))
+            if drainer.is_alive():
                 yield None
-                return
-            # The channel's fileno is readable when stdout or stderr has data.
-            select.select([channel], [], [], min(remaining, 1.0))
+        finally:
+            finished.set()
 
     def _exit_code(self, channel: paramiko.Channel, command: str) -> int:
         """The command's exit status; -1 if sshd sent none (the command died of a signal)."""
