@@ -18,13 +18,14 @@ from collector.models import Compression, LogSource
 from collector.query import Query, normalize_message_id
 
 #: Above this many queue IDs, a field lookup in a hash (awk) beats grep's multi-literal
-#: search, whose cost grows with the number of hex patterns (6.6 s/GB for ~570 IDs against
-#: ~2.6 s/GB for awk whatever the count, measured on a 1 GB maillog).
-GREP_MAX_IDS = 48
+#: search, whose cost grows with the number of hex patterns: measured on a 250 MB maillog,
+#: grep -F takes 0.37 s for 5 IDs and 0.50 s for 142, awk 2.1 s (gawk; mawk ~0.65 s) for any
+#: number; at ~570 IDs grep reaches 6.6 s/GB.
+GREP_MAX_IDS = 400
 
-#: Largest number of IDs sent in one command (keeps the command line far below ARG_MAX and
-#: the SSH packet size).
-IDS_PER_COMMAND = 4000
+#: Largest number of IDs sent in one command: ~13 bytes each keeps the command line below the
+#: SSH packet limit (256 KiB in OpenSSH) and ARG_MAX.
+IDS_PER_COMMAND = 12000
 
 _DECOMPRESS = {
     Compression.GZIP: "gzip -dc",
@@ -56,18 +57,20 @@ _FILTER_FILE = (
     + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C grep "$@"')
 )
 
-# $1 = file, $2 = space-separated queue IDs, $3 = the awk program. Prints lines whose
-# queue-ID field (the word after the program tag, or after a severity word) is one of them.
+# Prints lines whose queue-ID field (the word after the program tag, or after a severity word) is one of them.
 # Field 4 is the ID in RFC 3339 and journal ISO envelopes, field 6 in BSD/postlogd ones; 5 and
 # 7 cover "warning: ID:".
 _AWK_IDS = (
-    'BEGIN { n = split(ids, a, " "); for (i = 1; i <= n; i++) want[a[i] ":"] = 1 } '
+    # The IDs arrive as awk's operands (one word each: no 128 KiB single-argument limit);
+    # taken into a set and removed, so that awk reads only its standard input.
+    'BEGIN { for (i = 1; i < ARGC; i++) { want[ARGV[i] ":"] = 1; delete ARGV[i] } } '
     "{ for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { print; next } }"
 )
+# $1 = file, $2 = the awk program, the rest = queue IDs.
 _AWK_FILE = (
-    'f=$1; ids=$2; prog=$3; ' + _DECOMPRESSOR
-    + 'if [ -z "$d" ]; then LC_ALL=C exec awk -v ids="$ids" "$prog" < "$f"; fi; '
-    + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C awk -v ids="$ids" "$prog"')
+    'f=$1; prog=$2; shift 2; ' + _DECOMPRESSOR
+    + 'if [ -z "$d" ]; then LC_ALL=C exec awk "$prog" "$@" < "$f"; fi; '
+    + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C awk "$prog" "$@"')
 )
 
 # The journal's mail lines, optionally filtered by grep. $1/$2 = since/until (may be empty),
@@ -155,7 +158,7 @@ def ids_file_commands(path: str, queue_ids: Sequence[str]) -> list[list[str]]:
             needles = Needles(tuple(f" {q}: " for q in chunk), False)
             commands.append(["sh", "-c", _FILTER_FILE, "sh", path, *_grep_words(needles)])
         else:
-            commands.append(["sh", "-c", _AWK_FILE, "sh", path, " ".join(chunk), _AWK_IDS])
+            commands.append(["sh", "-c", _AWK_FILE, "sh", path, _AWK_IDS, *chunk])
     return commands
 
 
@@ -245,37 +248,29 @@ def edge_lines_command(source: LogSource, path: str) -> list[str]:
 # whose life is not complete inside its window is looked up in the whole file afterwards.
 
 #: Bytes read before and after each pass-1 hit.
-WINDOW_BEFORE = 128 * 1024
-WINDOW_AFTER = 512 * 1024
+WINDOW_BEFORE = 64 * 1024
+WINDOW_AFTER = 192 * 1024
 
-#: A window larger than this share of the file is not worth it: read the whole file instead.
-WINDOW_MAX_SHARE = 0.5
+#: Windows covering more than this share of the file are not worth it: a whole-file grep
+#: for the IDs costs about as much (multi-pattern grep runs at ~0.5 GB/s) and needs no
+#: second look for the lives a window cut.
+WINDOW_MAX_SHARE = 0.15
 
-# $1 = file, $2 = queue IDs, $3 = awk program, then pairs START LENGTH|- (tail -c +START counts
-# from 1). Marker lines frame each window; the awk filter drops the first line of a window that
-# began mid-line (#collector-window) and the last line of one that ended mid-line
-# (#collector-cut), and keeps both ends at the file's start and end.
+# $1 = file, $2 = the windows as START:LENGTH:MODE words (numbers and letters we generate),
+# the rest = grep's words. tail -c +START counts from 1. A window that begins mid-line drops
+# its first line and one that ends mid-line its last: MODE says which ends are cut (m: both,
+# h: the end only (file start), t: the start only (to the end of the file), a: none). The
+# newline added after a cut window turns "ended exactly at a line end" into an empty last line,
+# so only ever a partial line or an empty one is dropped.
 _WINDOWS = (
-    'f=$1; ids=$2; prog=$3; shift 3; '
-    '{ while [ "$#" -ge 2 ]; do m=window; [ "$1" = 1 ] && m=start; '
-    'printf "\\n#collector-%s\\n" "$m"; '
-    'if [ "$2" = "-" ]; then tail -c +"$1" -- "$f"; printf "\\n#collector-eof\\n"; '
-    'else tail -c +"$1" -- "$f" | head -c "$2"; printf "\\n#collector-cut\\n"; fi; '
-    'shift 2; done; } | LC_ALL=C awk -v ids="$ids" "$prog"'
-)
-# The ID lookup of _AWK_IDS, applied to the complete lines between window markers.
-_AWK_WINDOWS = (
-    'BEGIN { n = split(ids, a, " "); for (i = 1; i <= n; i++) want[a[i] ":"] = 1 } '
-    '$0 == "#collector-window" { held = 0; fresh = 1; next } '
-    '$0 == "#collector-start" { held = 0; next } '
-    '$0 == "#collector-cut" { held = 0; next } '
-    '$0 == "#collector-eof" { if (held && keep) print prev; held = 0; next } '
-    "fresh { fresh = 0; next } "
-    # A line is printed one line late, once we know it was not cut by the window's end; the
-    # ID test uses the fields awk has already split (a split() per line costs 3x).
-    "{ if (held && keep) print prev; "
-    "keep = 0; for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { keep = 1; break } "
-    "prev = $0; held = 1 }"
+    'f=$1; wins=$2; shift 2; '
+    'for w in $wins; do s=${w%%:*}; r=${w#*:}; l=${r%%:*}; m=${r#*:}; '
+    'case "$m" in '
+    'm) { tail -c +"$s" -- "$f" | head -c "$l"; echo; } | sed \'1d;$d\';; '
+    'h) { head -c "$l" -- "$f"; echo; } | sed \'$d\';; '
+    't) tail -c +"$s" -- "$f" | sed 1d;; '
+    '*) cat -- "$f";; esac; '
+    'done | LC_ALL=C grep "$@"'
 )
 
 
@@ -314,16 +309,18 @@ def window_ids_commands(
 
 def window_ids_command(path: str, windows: Sequence[Window], queue_ids: Sequence[str]) -> list[str]:
     """Pass 2 inside windows of a plain file: the complete lines of these queue IDs."""
-    args: list[str] = []
+    words: list[str] = []
     for w in windows:
-        # tail -c +1 is the file's start: no partial first line there (the script says so).
-        # Elsewhere read from one byte before the window, so that a window starting exactly
-        # at a line start only loses the previous line's newline, never a whole line.
+        # Read from one byte before a window: one that starts exactly at a line start then
+        # drops only the previous line's newline, never a whole line.
         first = w.start if w.start > 0 else 1  # 1-based: offset w.start - 1
         length = None if w.end is None else w.end - (first - 1)
-        args += [str(first), "-" if length is None else str(length)]
-    ids = " ".join(sorted(set(queue_ids)))
-    return ["sh", "-c", _WINDOWS, "sh", path, ids, _AWK_WINDOWS, *args]
+        mode = {(True, True): "a", (True, False): "h", (False, True): "t"}.get(
+            (w.start == 0, w.end is None), "m"
+        )
+        words.append(f"{first}:{'-' if length is None else length}:{mode}")
+    needles = Needles(tuple(f" {q}: " for q in sorted(set(queue_ids))), False)
+    return ["sh", "-c", _WINDOWS, "sh", path, " ".join(words), *_grep_words(needles)]
 
 
 def windows_worth_it(windows: Sequence[Window], size: int | None) -> bool:

@@ -116,7 +116,7 @@ def test_ids_file_commands_grep_argv() -> None:
 def test_ids_file_commands_awk_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retrieval, "GREP_MAX_IDS", 1)
     assert ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106"]) == [
-        ["sh", "-c", A, "sh", "/var/log/maillog", "1556E168106 BAE21168172", AWK]
+        ["sh", "-c", A, "sh", "/var/log/maillog", AWK, "1556E168106", "BAE21168172"]
     ]
 
 
@@ -169,18 +169,19 @@ def test_journal_match(path: str, expected: str) -> None:
 def test_window_ids_command_argv() -> None:
     wins = [Window(0, 100), Window(5000, 9000), Window(20000, None)]
     assert window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"]) == [
-        "sh", "-c", W, "sh", "/var/log/maillog", "A1 B1", retrieval._AWK_WINDOWS,
-        "1", "100",
-        "5000", "4001",
-        "20000", "-",
+        "sh", "-c", W, "sh", "/var/log/maillog",
+        "1:100:h 5000:4001:m 20000:-:t",
+        "-F", "-a", "-e", " A1: ", "-e", " B1: ",
     ]
+    assert window_ids_command("/x", [Window(0, None)], ["C1"])[5] == "1:-:a"
 
 
 def test_windows_worth_it() -> None:
-    assert windows_worth_it([Window(0, 500)], 1000)
-    assert not windows_worth_it([Window(0, 501)], 1000)
-    assert not windows_worth_it([Window(100, 300), Window(600, None)], 1000)
-    assert windows_worth_it([Window(100, 300), Window(800, None)], 1000)
+    share = retrieval.WINDOW_MAX_SHARE
+    assert windows_worth_it([Window(0, int(1000 * share))], 1000)
+    assert not windows_worth_it([Window(0, int(1000 * share) + 1)], 1000)
+    assert not windows_worth_it([Window(100, 300), Window(900, None)], 1000)
+    assert windows_worth_it([Window(100, 150), Window(990, None)], 1000)
     assert not windows_worth_it([Window(0, 10)], 0)
     assert not windows_worth_it([Window(0, 10)], None)
 
