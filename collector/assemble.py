@@ -338,9 +338,16 @@ class Assembler:
     (``client=`` or pickup ``uid=``).
     """
 
-    def __init__(self, host: str) -> None:
-        """``host`` is the inventory name of the host; every group and reject carries it."""
+    def __init__(
+        self, host: str, *, keep_reject: Callable[[Reject], bool] | None = None
+    ) -> None:
+        """``host`` is the inventory name of the host; every group and reject carries it.
+
+        ``keep_reject`` decides which NOQUEUE rejects are kept for ``finish`` (default: all);
+        a whole-log scan that only counts them keeps none, so memory stays flat.
+        """
         self.host = host
+        self._keep_reject = keep_reject
         self._open: dict[tuple[str, str], _Open] = {}
         # Finished groups waiting out the grace period, oldest first, with their deadline.
         self._closing: dict[tuple[str, str], tuple[_Open, datetime]] = {}
@@ -367,7 +374,9 @@ class Assembler:
         qid = record.queue_id
         if qid is None:
             if record.kind is _REJECT:
-                self._rejects.append(_reject(self.host, record))
+                rej = _reject(self.host, record)
+                if self._keep_reject is None or self._keep_reject(rej):
+                    self._rejects.append(rej)
             return done
         key = (record.instance, qid)
         kind = record.kind

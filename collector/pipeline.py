@@ -24,11 +24,12 @@ from collector.models import (
     ParseStats,
     QueueGroup,
     Record,
+    Reject,
     Stage,
     TransportKind,
 )
 from collector.parse import LineParser, TimeContext
-from collector.query import Query, group_selected, tally
+from collector.query import Query, group_selected, reject_selected, tally
 from collector.retrieval import (
     Needles,
     filter_file_command,
@@ -423,15 +424,17 @@ def scan_host(
     now: datetime,
     *,
     keep: Callable[[QueueGroup], bool],
+    keep_reject: Callable[[Reject], bool],
     on_group: Callable[[QueueGroup], None] | None = None,
     on_bytes: ByteCounter | None = None,
 ) -> HostSearch:
     """Read every line of the chosen sources, streaming: memory stays flat as logs grow.
 
-    Each finished group goes to ``on_group`` (if given) and is kept only when ``keep`` says so.
+    Each finished group goes to ``on_group`` (if given) and is kept only when ``keep`` says so;
+    each NOQUEUE reject is kept only when ``keep_reject`` says so (it may count it too).
     """
     state = start_host(session, query, zone, now, on_bytes=on_bytes)
-    asm = Assembler(session.host.name)
+    asm = Assembler(session.host.name, keep_reject=keep_reject)
     kept: list[QueueGroup] = []
 
     def take(groups: Iterable[QueueGroup]) -> None:
@@ -467,7 +470,13 @@ def search_host(
     """Two passes over every log source of one host, then parse and assemble locally."""
     if pass1_needles(query) is None:
         return scan_host(
-            session, query, zone, now, keep=lambda g: group_selected(g, query), on_bytes=on_bytes
+            session,
+            query,
+            zone,
+            now,
+            keep=lambda g: group_selected(g, query),
+            keep_reject=lambda r: reject_selected(r, query),
+            on_bytes=on_bytes,
         )
     state = start_host(session, query, zone, now, on_bytes=on_bytes, found=found)
     select_records(state, session, query)
@@ -502,13 +511,22 @@ def summarize_host(
 ) -> HostSummary:
     """Counts of one host's messages, recipients by status and rejects, in one streaming pass."""
     counts: dict[str, int] = {}
+
+    def count_reject(r: Reject) -> bool:
+        if (query.since is None or r.time >= query.since) and (
+            query.until is None or r.time <= query.until
+        ):
+            counts["rejected"] = counts.get("rejected", 0) + 1
+        return False  # counted, not kept
+
     result = scan_host(
-        session, query, zone, now, keep=lambda g: False,
-        on_group=lambda g: tally(g, counts, query), on_bytes=on_bytes,
-    )
-    counts["rejected"] = counts.get("rejected", 0) + sum(
-        1 for r in result.log.rejects
-        if (query.since is None or r.time >= query.since)
-        and (query.until is None or r.time <= query.until)
+        session,
+        query,
+        zone,
+        now,
+        keep=lambda g: False,
+        keep_reject=count_reject,
+        on_group=lambda g: tally(g, counts, query),
+        on_bytes=on_bytes,
     )
     return HostSummary(result, counts)

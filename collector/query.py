@@ -290,3 +290,8 @@ def tally(group: QueueGroup, counts: dict[str, int], query: Query) -> None:
         counts["rejected"] = counts.get("rejected", 0) + len(group.rejects)
     if group.discarded:
         counts["discarded"] = counts.get("discarded", 0) + 1
+
+
+def reject_selected(rej: Reject, query: Query) -> bool:
+    """A NOQUEUE reject is selected when it matches and so does its row."""
+    return reject_matches(rej, query) and row_matches(_reject_row(rej, None), query)
