@@ -23,9 +23,12 @@ from collector.query import Query, normalize_message_id
 #: number; at ~570 IDs grep reaches 6.6 s/GB.
 GREP_MAX_IDS = 400
 
-#: Largest number of IDs sent in one command: ~13 bytes each keeps the command line below the
-#: SSH packet limit (256 KiB in OpenSSH) and ARG_MAX.
-IDS_PER_COMMAND = 12000
+#: Largest number of IDs sent in one command. Over SSH the whole command line reaches the
+#: remote shell as ONE argument of `sh -c`, and Linux caps one argument at 128 KiB
+#: (MAX_ARG_STRLEN): 5000 IDs of ~13 bytes (awk operands) stay well below it.
+IDS_PER_COMMAND = 5000
+#: The same for grep patterns (" ID: " after -e: ~20 bytes each).
+PATTERNS_PER_COMMAND = 3000
 
 _DECOMPRESS = {
     Compression.GZIP: "gzip -dc",
@@ -302,8 +305,8 @@ def window_ids_commands(
     """Pass 2 inside windows, in chunks of IDs small enough for one argument (128 KiB)."""
     ids = sorted(set(queue_ids))
     return [
-        window_ids_command(path, windows, ids[start : start + IDS_PER_COMMAND])
-        for start in range(0, len(ids), IDS_PER_COMMAND)
+        window_ids_command(path, windows, ids[start : start + PATTERNS_PER_COMMAND])
+        for start in range(0, len(ids), PATTERNS_PER_COMMAND)
     ]
 
 

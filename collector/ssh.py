@@ -224,6 +224,8 @@ def _fmt_addr(address: str, port: int) -> str:
 
 #: How often blocked reads wake up to check the deadline (seconds).
 _POLL = 0.2
+#: Longest command line sent (Linux caps one exec argument at 128 KiB; leave room).
+_MAX_COMMAND = 120 * 1024
 
 
 class SSHSession:
@@ -250,6 +252,14 @@ class SSHSession:
         # on the host: coreutils `timeout` ends it there a little after our own deadline.
         guard = ["timeout", "-k", "5", str(int(limit) + 5)]
         command = shlex.join(_sudo_argv(argv, use_sudo))
+        if len(command) > _MAX_COMMAND:
+            # sshd hands the line to the login shell as one argument of `sh -c`; above
+            # 128 KiB exec fails, and some shells report that only as exit status 1.
+            raise TransportError(
+                self.host.name,
+                Stage.READ,
+                f"command of {len(command)} bytes is longer than a remote shell accepts",
+            )
         transport = self._clients[-1].get_transport()
         try:
             if transport is None or not transport.is_active():

@@ -713,3 +713,17 @@ def test_journal_command_passes_each_word_whole(
     done = run(journal_ids_command([qid], since=None, until=since), tmp_path)
     assert done.stdout.splitlines() == lines_of_ids(lab_lines("mbox1"), {qid})
     assert "--until=2026-11-29 17:24:00 UTC" in (tmp_path / "args").read_text().splitlines()
+
+
+def test_every_command_fits_one_remote_shell_argument() -> None:
+    # Over SSH the whole command line is one argument of `sh -c` (Linux: 128 KiB at most).
+    import shlex
+
+    ids = [f"{i:012X}" for i in range(40_000)]
+    commands = ids_file_commands("/var/log/mail.log", ids)
+    commands += retrieval.window_ids_commands("/var/log/mail.log", [Window(0, 10)], ids)
+    assert max(len(shlex.join(c)) for c in commands) < 120 * 1024
+    got = set()
+    for c in commands:
+        got.update(a.strip(" :") for a in c if a.strip(" :") in set(ids))
+    assert got == set(ids)
