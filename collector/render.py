@@ -222,17 +222,20 @@ def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) ->
 def render_summary_table(hosts: Sequence[HostReport], out: IO[str]) -> None:
     """Per-host counts: messages, recipients by final status, rejects, lines read."""
     statuses = ("sent", "deferred", "bounced", "expired", "discarded")
-    headers = ["host", "sources", "lines", "messages", *statuses, "rejected", "unparsed"]
+    # Short headers keep the table within 100 columns; JSON has the full names.
+    headers = ["host", "lines", "msgs", "sent", "defer", "bounce", "expire", "discard", "reject",
+               "unparsed"]
     table: list[list[Any]] = []
+    failed: list[str] = []
     for h in hosts:
         if h.error is not None:
-            table.append([h.name, f"error: {h.error.stage}: {h.error.message}"[:60]])
+            # Below the table, so that a long reason does not widen a column.
+            failed.append(f"{h.name}  error: {h.error.stage}: {h.error.message}")
             continue
         s = h.summary
         table.append(
             [
                 h.name,
-                len(h.sources),
                 h.stats.lines if h.stats else 0,
                 s.get("messages", 0),
                 *[s.get(k, 0) for k in statuses],
@@ -242,6 +245,8 @@ def render_summary_table(hosts: Sequence[HostReport], out: IO[str]) -> None:
         )
     out.write(tabulate(table, headers=headers, tablefmt="simple"))
     out.write("\n")
+    for line in failed:
+        out.write(line + "\n")
 
 
 def render_hosts_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], out: IO[str]) -> None:

@@ -243,7 +243,7 @@ def test_summary(inventory: Path) -> None:
     assert all(h["stats"]["unknown"] == 0 for h in hosts)
     table = run("summary", "-i", inventory)
     assert table.exit_code == 0
-    assert table.stdout.splitlines()[0].split()[:4] == ["host", "sources", "lines", "messages"]
+    assert table.stdout.splitlines()[0].split()[:4] == ["host", "lines", "msgs", "sent"]
     assert [x.split()[0] for x in table.stdout.splitlines()[2:]] == list(HOSTS)
 
 
