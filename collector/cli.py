@@ -24,7 +24,6 @@ from collector.inventory import find_inventory, host_zone, load_inventory, selec
 from collector.models import Host, HostResult, Inventory
 from collector.pipeline import ByteCounter, HostSearch, search_host, summarize_host
 from collector.query import STATUSES, Query, parse_when, select_rows
-from collector.retrieval import pass1_needles
 from collector.render import (
     HostReport,
     host_dict,
@@ -35,6 +34,7 @@ from collector.render import (
     render_summary_table,
     write_json,
 )
+from collector.retrieval import pass1_needles
 from collector.transport import Session, open_session
 
 T = TypeVar("T")
@@ -358,22 +358,9 @@ def _reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
                     sources=v.sources,
                     notes=v.notes,
                     stats=v.log.stats,
-                    summary=_summarize(v),
                 )
             )
     return reports
-
-
-def _summarize(search: HostSearch) -> dict[str, int]:
-    counts: dict[str, int] = {"messages": len(search.log.groups)}
-    for g in search.log.groups:
-        for r in g.recipients:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        counts["rejected"] = counts.get("rejected", 0) + len(g.rejects)
-        if g.discarded:
-            counts["discarded"] = counts.get("discarded", 0) + 1
-    counts["rejected"] = counts.get("rejected", 0) + len(search.log.rejects)
-    return counts
 
 
 def _verbose_report(reports: Sequence[HostReport]) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, MutableMapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import (
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
 from typing import Any, TypeVar
 
 from collector.errors import CollectorError, TransportError

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from collector.assemble import Assembler, assemble
 from collector.discovery import DiscoveryResult, FileInfo, discover
+from collector.errors import TransportError
 from collector.models import (
     CommandResult,
     Compression,
@@ -45,7 +46,6 @@ from collector.retrieval import (
     windows_around,
     windows_worth_it,
 )
-from collector.errors import TransportError
 from collector.transport import Session
 
 #: A local host root may carry this file (written by ``collector fetch``): the original

@@ -30,14 +30,9 @@ IDS_PER_COMMAND = 5000
 #: The same for grep patterns (" ID: " after -e: ~20 bytes each).
 PATTERNS_PER_COMMAND = 3000
 
-_DECOMPRESS = {
-    Compression.GZIP: "gzip -dc",
-    Compression.BZIP2: "bzip2 -dc",
-    Compression.XZ: "xz -dc",
-    Compression.ZSTD: "zstd -dcq",
-}
+_COMPRESSED = tuple("." + c.value for c in Compression if c.value)
 
-# Picks the decompressor for a rotated file ($f) into $d; a plain file runs $PLAIN instead.
+# Picks the decompressor for a rotated file ($f) into $d; empty for a plain file.
 _DECOMPRESSOR = (
     'case "$f" in *.gz) d="gzip -dc";; *.bz2) d="bzip2 -dc";; *.xz) d="xz -dc";; '
     '*.zst) d="zstd -dcq";; *) d="";; esac; '
@@ -145,7 +140,7 @@ def _grep_words(needles: Needles) -> list[str]:
 def filter_file_command(path: str, needles: Needles | None) -> list[str]:
     """Pass 1 on one file: the lines carrying any needle (or every line with no needle)."""
     if needles is None:
-        if path.endswith(tuple("." + c.value for c in _DECOMPRESS)):
+        if path.endswith(_COMPRESSED):
             return ["sh", "-c", _FILTER_FILE, "sh", path, "-a", "-e", ""]
         return ["cat", "--", path]
     return ["sh", "-c", _FILTER_FILE, "sh", path, *_grep_words(needles)]

@@ -27,12 +27,12 @@ from collector.transport import (
     _CHUNK,
     DEFAULT_SSH_PORT,
     PASSPHRASE_ENV,
+    LineStreams,
     PassphraseProvider,
     _check_stream_exit,
     _check_sudo,
     _keep_tail,
     _sudo_argv,
-    lines_of,
 )
 
 # --------------------------------------------------------------------------- keys
@@ -228,7 +228,7 @@ _POLL = 0.2
 _MAX_COMMAND = 120 * 1024
 
 
-class SSHSession:
+class SSHSession(LineStreams):
     """One paramiko connection to one host (through its bastions, if any).
 
     Not thread-safe; never share it between threads. Use :func:`open_session`.
@@ -354,17 +354,6 @@ class SSHSession:
             channel.close()
         _check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
         return CommandResult(command, bytes(stdout), bytes(stderr), exit_code)
-
-    def stream(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float | None = None,
-        sudo: bool | None = None,
-        on_bytes: Callable[[int], None] | None = None,
-    ) -> Iterator[bytes]:
-        """See :meth:`Session.stream`."""
-        return lines_of(self.stream_chunks(argv, timeout=timeout, sudo=sudo, on_bytes=on_bytes))
 
     def stream_chunks(
         self,

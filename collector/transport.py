@@ -15,6 +15,7 @@ opened (paramiko costs ~0.2 s to import; a local-only run never pays for it).
 
 from __future__ import annotations
 
+import abc
 import io
 import os
 import posixpath
@@ -162,7 +163,33 @@ def _keep_tail(buffer: bytearray) -> None:
 # --------------------------------------------------------------------------- local
 
 
-class LocalSession:
+class LineStreams(abc.ABC):
+    """``stream`` (lines) for a session that implements ``stream_chunks``."""
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """See :meth:`Session.stream`."""
+        return lines_of(self.stream_chunks(argv, timeout=timeout, sudo=sudo, on_bytes=on_bytes))
+
+    @abc.abstractmethod
+    def stream_chunks(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """See :meth:`Session.stream_chunks`."""
+
+
+class LocalSession(LineStreams):
     """A directory on this machine acting as a host's ``/`` (``transport = "local"``).
 
     Commands run here with :mod:`subprocess`, never through a shell. Callers translate
@@ -223,17 +250,6 @@ class LocalSession:
             return CommandResult(command, b"", f"{full[0]}: {exc.strerror}\n".encode(), 127)
         _check_sudo(self.host.name, use_sudo, done.returncode, done.stderr)
         return CommandResult(command, done.stdout, done.stderr, done.returncode)
-
-    def stream(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float | None = None,
-        sudo: bool | None = None,
-        on_bytes: Callable[[int], None] | None = None,
-    ) -> Iterator[bytes]:
-        """See :meth:`Session.stream`."""
-        return lines_of(self.stream_chunks(argv, timeout=timeout, sudo=sudo, on_bytes=on_bytes))
 
     def stream_chunks(
         self,
