@@ -130,10 +130,10 @@ class CountingSession:
 
 def collector_bytes(inventory: Path, address: str) -> tuple[Counter[str], Counter[str]]:
     """Run collector's own search pipeline in-process on every host; count what comes back."""
-    from collector.fleet import run_on_hosts
-    from collector.inventory import host_zone, load_inventory
-    from collector.pipeline import search_host
-    from collector.query import Query
+    from collector.inventory.load import host_zone, load_inventory
+    from collector.models import Query
+    from collector.search.fleet import run_on_hosts
+    from collector.search.host import search_host
     from collector.transport import open_session
 
     inv = load_inventory(inventory)

@@ -77,6 +77,49 @@ class Inventory:
     settings: Settings = field(default_factory=Settings)
 
 
+# --------------------------------------------------------------------------- what the user asked for
+
+STATUSES = (
+    "sent",
+    "bounced",
+    "deferred",
+    "expired",
+    "rejected",
+    "undeliverable",
+    "deliverable",
+    "discarded",
+    "unknown",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Selectors of ``search``/``trace``/``fetch``: AND across options, OR within one."""
+
+    senders: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()
+    message_ids: tuple[str, ...] = ()
+    queue_ids: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    clients: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    #: ``trace QUERY``: each term matches a sender, a recipient, a message-id or a queue ID.
+    terms: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.terms
+            or self.senders
+            or self.recipients
+            or self.message_ids
+            or self.queue_ids
+            or self.statuses
+            or self.clients
+        )
+
+
 # --------------------------------------------------------------------------- per-host outcome
 
 

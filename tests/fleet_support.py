@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import Result
 from sshfleet import Fleet, HostSpec, running_fleet, spec_from_tree, standard_specs
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from collector.cli import app
+from collector.cli.app import app
 
 TESTS = Path(__file__).resolve().parent
 LAB_FIXTURES = TESTS / "fixtures" / "lab"

@@ -7,9 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from collector.assemble import CLOSE_GRACE, Assembler, assemble, client_ip
+from collector.logs.assemble import CLOSE_GRACE, Assembler, assemble, client_ip
+from collector.logs.parse import LineParser, TimeContext, parse_line
 from collector.models import HostLog, ParseStats, QueueGroup, Record
-from collector.parse import LineParser, TimeContext, parse_line
 
 CTX = TimeContext(UTC, datetime(2026, 1, 20, tzinfo=UTC))
 LINES = Path(__file__).parent / "fixtures" / "lines"

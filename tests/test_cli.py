@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import Result
 from test_pipeline import EXPECTED, HOSTS, SCENARIOS, build_lab_fleet
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from collector.cli import ExitCode, app
-from collector.render import ROW_FIELDS
+from collector.cli.app import ExitCode, app
+from collector.render.rows import ROW_FIELDS
 
 HOST_FIELDS = ["name", "ok", "error", "sources", "notes", "stats"]
 DEMO = Path(__file__).resolve().parent.parent / "collector" / "demo" / "inventory.toml"

@@ -5,15 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
-from collector.correlate import (
-    HostIndex,
-    backward_hints,
-    build_host_index,
-    correlate,
-    link_groups,
-    pending_refs,
-    select_traces,
-)
 from collector.models import (
     Attempt,
     BackwardHint,
@@ -27,6 +18,15 @@ from collector.models import (
     Record,
     Reject,
     Trace,
+)
+from collector.trace.correlate import (
+    HostIndex,
+    backward_hints,
+    build_host_index,
+    correlate,
+    link_groups,
+    pending_refs,
+    select_traces,
 )
 
 T0 = datetime(2024, 1, 15, 12, 34, 56, tzinfo=UTC)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.discovery import (
+from collector.logs.discovery import (
     POSTCONF_NAMES,
     DiscoveryResult,
     FileInfo,

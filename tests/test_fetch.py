@@ -10,8 +10,8 @@ import pytest
 from test_cli import run
 from test_pipeline import EXPECTED, HOSTS, MTIMES, SCENARIOS, build_lab_fleet
 
-from collector.cli import ExitCode
-from collector.offline import FLEET_MANIFEST, HOST_MANIFEST, offline_inventory
+from collector.cli.app import ExitCode
+from collector.inventory.offline import FLEET_MANIFEST, HOST_MANIFEST, offline_inventory
 
 LAB = Path(__file__).parent / "fixtures" / "lab"
 

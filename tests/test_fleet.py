@@ -8,8 +8,8 @@ import time
 import pytest
 
 from collector.errors import CollectorError, InventoryError, TransportError
-from collector.fleet import describe_failure, run_on_hosts
 from collector.models import Host, HostError, HostResult, Stage
+from collector.search.fleet import describe_failure, run_on_hosts
 
 HOSTS = [Host(f"mx{i}") for i in range(8)]
 

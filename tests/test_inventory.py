@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from collector.errors import CollectorError, InventoryError, TransportError, UsageError
-from collector.inventory import (
+from collector.inventory.load import (
     JumpHop,
     find_inventory,
     host_zone,

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from collector.logs.parse import LineParser, TimeContext, parse_line
 from collector.models import Kind
-from collector.parse import LineParser, TimeContext, parse_line
 
 LINES = Path(__file__).parent / "fixtures" / "lines"
 CTX = TimeContext(UTC, datetime(2024, 1, 20, tzinfo=UTC))

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from collector import retrieval
-from collector.models import Host, HostLog, Kind, LogSource, Record, TransportKind
-from collector.parse import LineParser, TimeContext
-from collector.pipeline import (
+from collector.logs import commands as retrieval
+from collector.logs.parse import LineParser, TimeContext
+from collector.logs.select import select_rows
+from collector.models import Host, HostLog, Kind, LogSource, Query, Record, TransportKind
+from collector.search.host import (
     MANIFEST,
     HostSearch,
     complete_lives,
@@ -31,8 +32,7 @@ from collector.pipeline import (
     start_host,
     summarize_host,
 )
-from collector.query import Query, select_rows
-from collector.transport import LocalSession
+from collector.transport.local import LocalSession
 
 LAB = Path(__file__).parent / "fixtures" / "lab"
 EXPECTED: dict[str, Any] = json.loads((LAB / "expected.json").read_text(encoding="utf-8"))

@@ -6,20 +6,19 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from collector.cli.options import parse_when
 from collector.errors import UsageError
-from collector.models import Attempt, HostLog, QueueGroup, Recipient, Reject, Row
-from collector.query import (
-    Query,
+from collector.logs.select import (
     group_matches,
     group_selected,
     normalize_message_id,
-    parse_when,
     reject_matches,
     row_matches,
     rows_of_group,
     select_rows,
     tally,
 )
+from collector.models import Attempt, HostLog, Query, QueueGroup, Recipient, Reject, Row
 
 # A fixed "now" in a zone that is not UTC, so a value without an offset shows which zone it got.
 PLUS2 = timezone(timedelta(hours=2))

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from collector.cli import app
+from collector.cli.app import app
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from collector.models import Compression, HostError, LogSource, ParseStats, Row, Stage
-from collector.render import (
+from collector.render.rows import (
     ROW_FIELDS,
     HostReport,
     fit_widths,

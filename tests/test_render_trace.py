@@ -21,8 +21,8 @@ from collector.models import (
     Stage,
     Trace,
 )
-from collector.render import HostReport
-from collector.render_trace import (
+from collector.render.rows import HostReport
+from collector.render.trace import (
     fmt_delays,
     fmt_duration,
     render_traces_csv,

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from collector import retrieval
-from collector.models import Compression, LogSource
-from collector.query import Query
-from collector.retrieval import (
+from collector.logs import commands as retrieval
+from collector.logs.commands import (
     Needles,
     Window,
     edge_lines_command,
@@ -39,6 +37,7 @@ from collector.retrieval import (
     windows_around,
     windows_worth_it,
 )
+from collector.models import Compression, LogSource, Query
 
 LAB = Path(__file__).parent / "fixtures" / "lab"
 LOGS = {

@@ -17,8 +17,10 @@ from sshfleet import Fleet, HostSpec, running_fleet
 
 from collector.errors import TransportError
 from collector.models import Host, HostKeyPolicy, Settings, Stage, TransportKind
-from collector.ssh import _KEYS, SSHSession, parse_proxy_jump
-from collector.transport import LocalSession, Session, open_session
+from collector.transport import open_session
+from collector.transport.base import Session
+from collector.transport.local import LocalSession
+from collector.transport.ssh import _KEYS, SSHSession, parse_proxy_jump
 
 USER = "collector"  # the non-root login user sshfleet creates
 

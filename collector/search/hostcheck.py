@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from collector.discovery import DiscoveryResult
-from collector.inventory import host_zone
+from collector.inventory.load import host_zone
+from collector.logs.commands import edge_lines_command
+from collector.logs.discovery import DiscoveryResult
+from collector.logs.parse import TimeContext, parse_line
 from collector.models import Host, HostResult, LogSource, TransportKind
-from collector.parse import TimeContext, parse_line
-from collector.pipeline import discover_host
-from collector.render import iso, source_dict
-from collector.retrieval import edge_lines_command
-from collector.transport import Session
+from collector.render.rows import iso, source_dict
+from collector.search.host import discover_host
+from collector.transport.base import Session
 
 
 @dataclass(frozen=True, slots=True)

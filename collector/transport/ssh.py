@@ -23,16 +23,16 @@ from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey
 
 from collector.errors import TransportError
 from collector.models import CommandResult, Host, HostKeyPolicy, Settings, Stage
-from collector.transport import (
-    _CHUNK,
+from collector.transport.base import (
+    CHUNK,
     DEFAULT_SSH_PORT,
     PASSPHRASE_ENV,
     LineStreams,
     PassphraseProvider,
-    _check_stream_exit,
-    _check_sudo,
-    _keep_tail,
-    _sudo_argv,
+    check_stream_exit,
+    check_sudo,
+    keep_tail,
+    sudo_argv,
 )
 
 # --------------------------------------------------------------------------- keys
@@ -251,7 +251,7 @@ class SSHSession(LineStreams):
         # refuses signal requests from root sessions, so a timed-out grep would keep running
         # on the host: coreutils `timeout` ends it there a little after our own deadline.
         guard = ["timeout", "-k", "5", str(int(limit) + 5)]
-        command = shlex.join(_sudo_argv(argv, use_sudo))
+        command = shlex.join(sudo_argv(argv, use_sudo))
         if len(command) > _MAX_COMMAND:
             # sshd hands the line to the login shell as one argument of `sh -c`; above
             # 128 KiB exec fails, and some shells report that only as exit status 1.
@@ -296,7 +296,7 @@ class SSHSession(LineStreams):
         def drain() -> None:
             while True:
                 try:
-                    data = channel.recv_stderr(_CHUNK)
+                    data = channel.recv_stderr(CHUNK)
                 except TimeoutError:
                     if finished.is_set():
                         return
@@ -304,7 +304,7 @@ class SSHSession(LineStreams):
                 if not data:
                     return
                 stderr.extend(data)
-                _keep_tail(stderr)
+                keep_tail(stderr)
 
         channel.settimeout(_POLL)
         drainer = threading.Thread(target=drain, name="collector-stderr", daemon=True)
@@ -315,7 +315,7 @@ class SSHSession(LineStreams):
                     yield None
                     return
                 try:
-                    chunk = channel.recv(_CHUNK)
+                    chunk = channel.recv(CHUNK)
                 except TimeoutError:
                     continue
                 if not chunk:
@@ -352,7 +352,7 @@ class SSHSession(LineStreams):
             exit_code = self._exit_code(channel, command)
         finally:
             channel.close()
-        _check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
+        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
         return CommandResult(command, bytes(stdout), bytes(stderr), exit_code)
 
     def stream_chunks(
@@ -389,8 +389,8 @@ class SSHSession(LineStreams):
             if not channel.exit_status_ready():
                 _signal(channel, "TERM")  # the caller stopped early
             channel.close()
-        _check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
-        _check_stream_exit(self.host.name, command, exit_code, bytes(stderr))
+        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
+        check_stream_exit(self.host.name, command, exit_code, bytes(stderr))
 
     def close(self) -> None:
         """Close the connection and those to its bastions, last hop first."""

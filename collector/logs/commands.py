@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from collector.models import Compression, LogSource
-from collector.query import Query, normalize_message_id
+from collector.logs.select import normalize_message_id
+from collector.models import Compression, LogSource, Query
 
 #: Above this many queue IDs, a field lookup in a hash (awk) beats grep's multi-literal
 #: search, whose cost grows with the number of hex patterns: measured on a 250 MB maillog,

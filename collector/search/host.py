@@ -12,26 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TypeVar
 
-from collector.assemble import Assembler, assemble
-from collector.discovery import DiscoveryResult, FileInfo, discover
 from collector.errors import TransportError
-from collector.models import (
-    CommandResult,
-    Compression,
-    Host,
-    HostLog,
-    Kind,
-    LogSource,
-    ParseStats,
-    QueueGroup,
-    Record,
-    Reject,
-    Stage,
-    TransportKind,
-)
-from collector.parse import LineParser, TimeContext
-from collector.query import Query, group_selected, reject_selected, tally
-from collector.retrieval import (
+from collector.logs.assemble import Assembler, assemble
+from collector.logs.commands import (
     Needles,
     filter_file_command,
     filter_offsets_command,
@@ -46,7 +29,25 @@ from collector.retrieval import (
     windows_around,
     windows_worth_it,
 )
-from collector.transport import Session
+from collector.logs.discovery import DiscoveryResult, FileInfo, discover
+from collector.logs.parse import LineParser, TimeContext
+from collector.logs.select import group_selected, reject_selected, tally
+from collector.models import (
+    CommandResult,
+    Compression,
+    Host,
+    HostLog,
+    Kind,
+    LogSource,
+    ParseStats,
+    Query,
+    QueueGroup,
+    Record,
+    Reject,
+    Stage,
+    TransportKind,
+)
+from collector.transport.base import Session
 
 #: A local host root may carry this file (written by ``collector fetch``): the original
 #: mtimes and sizes of the files copied there, since a copy (or git) loses them.

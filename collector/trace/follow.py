@@ -15,7 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
-from collector.correlate import (
+from collector.logs.select import group_matches, row_matches, rows_of_group
+from collector.models import Host, HostError, HostLog, HostResult, Query, QueueGroup, Trace
+from collector.search.fleet import run_on_hosts
+from collector.search.host import HostRecords, fetch_ids, select_records, start_host
+from collector.trace.correlate import (
     DEFAULT_SKEW,
     HostIndex,
     backward_hints,
@@ -24,11 +28,7 @@ from collector.correlate import (
     pending_refs,
     select_traces,
 )
-from collector.fleet import run_on_hosts
-from collector.models import Host, HostError, HostLog, HostResult, QueueGroup, Trace
-from collector.pipeline import HostRecords, fetch_ids, select_records, start_host
-from collector.query import Query, group_matches, row_matches, rows_of_group
-from collector.transport import Session
+from collector.transport.base import Session
 
 SessionOpener = Callable[[Host], Session]
 

@@ -16,12 +16,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from collector.models import Compression, HostResult, Inventory, LogSource
-from collector.offline import FLEET_MANIFEST
-from collector.parse import LineParser, TimeContext
-from collector.pipeline import MANIFEST, ByteCounter, discover_host
-from collector.query import Query
-from collector.retrieval import (
+from collector.inventory.offline import FLEET_MANIFEST
+from collector.logs.commands import (
     filter_file_command,
     ids_file_commands,
     journal_command,
@@ -30,7 +26,10 @@ from collector.retrieval import (
     pass1_needles,
     source_in_window,
 )
-from collector.transport import Session
+from collector.logs.parse import LineParser, TimeContext
+from collector.models import Compression, HostResult, Inventory, LogSource, Query
+from collector.search.host import MANIFEST, ByteCounter, discover_host
+from collector.transport.base import Session
 
 #: Where a host's journal lines go in a fetched copy (text, ``short-iso-precise``).
 JOURNAL_COPY = "/var/log/collector-journal.log"

@@ -18,13 +18,32 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from collector import __version__
+from collector.cli.options import (
+    ClientOpt,
+    DebugOpt,
+    Format,
+    FormatOpt,
+    FromOpt,
+    GroupOpt,
+    HostOpt,
+    InventoryOpt,
+    MsgIdOpt,
+    OfflineOpt,
+    QidOpt,
+    SinceOpt,
+    StatusOpt,
+    ToOpt,
+    UntilOpt,
+    VerboseOpt,
+    WorkersOpt,
+    build_query,
+)
 from collector.errors import CollectorError, UsageError
-from collector.fleet import run_on_hosts
-from collector.inventory import find_inventory, host_zone, load_inventory, select_hosts
-from collector.models import Host, HostResult, Inventory
-from collector.pipeline import ByteCounter, HostSearch, search_host, summarize_host
-from collector.query import STATUSES, Query, parse_when, select_rows
-from collector.render import (
+from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
+from collector.logs.commands import pass1_needles
+from collector.logs.select import select_rows
+from collector.models import Host, HostResult, Inventory, Query
+from collector.render.rows import (
     HostReport,
     host_dict,
     render_rows_csv,
@@ -34,8 +53,10 @@ from collector.render import (
     render_summary_table,
     write_json,
 )
-from collector.retrieval import pass1_needles
-from collector.transport import Session, open_session
+from collector.search.fleet import run_on_hosts
+from collector.search.host import ByteCounter, HostSearch, search_host, summarize_host
+from collector.transport import open_session
+from collector.transport.base import Session
 
 T = TypeVar("T")
 
@@ -49,13 +70,6 @@ class ExitCode(enum.IntEnum):
     PARTIAL = 3  # some hosts failed; the others' results were printed
 
 
-class Format(enum.StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    NDJSON = "ndjson"
-    CSV = "csv"
-
-
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -63,70 +77,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-
-# --------------------------------------------------------------------------- shared options
-
-InventoryOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--inventory",
-        "-i",
-        metavar="PATH",
-        help="Inventory file (default: ./inventory.toml, then $COLLECTOR_INVENTORY).",
-        show_default=False,
-    ),
-]
-HostOpt = Annotated[
-    list[str] | None, typer.Option("--host", metavar="NAME", help="Only this host (repeatable).", show_default=False)
-]
-GroupOpt = Annotated[
-    list[str] | None,
-    typer.Option("--group", metavar="NAME", help="Only hosts of this group (repeatable).", show_default=False),
-]
-WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", metavar="N", help="Hosts queried at once (default 16).", min=1)
-]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
-VerboseOpt = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Report sources and unparsed lines on stderr.")
-]
-FromOpt = Annotated[
-    list[str] | None, typer.Option("--from", metavar="ADDRESS", help="Envelope sender (repeatable).", show_default=False)
-]
-ToOpt = Annotated[
-    list[str] | None,
-    typer.Option("--to", metavar="ADDRESS", help="Recipient, also matches orig_to (repeatable).", show_default=False),
-]
-MsgIdOpt = Annotated[
-    list[str] | None, typer.Option("--message-id", metavar="MESSAGE-ID", help="Message-ID header.", show_default=False)
-]
-QidOpt = Annotated[
-    list[str] | None, typer.Option("--queue-id", metavar="QUEUE-ID", help="Postfix queue ID.", show_default=False)
-]
-StatusOpt = Annotated[
-    list[str] | None,
-    typer.Option("--status", metavar="STATUS", help=f"Final status: {', '.join(STATUSES)}.", show_default=False),
-]
-ClientOpt = Annotated[
-    list[str] | None,
-    typer.Option("--client", metavar="NAME|IP", help="Connecting client, name or IP.", show_default=False),
-]
-SinceOpt = Annotated[
-    str | None,
-    typer.Option("--since", metavar="WHEN", help="From: ISO date/time, 2h / 3d ago, today, yesterday."),
-]
-UntilOpt = Annotated[str | None, typer.Option("--until", metavar="WHEN", help="Until: same forms as --since.")]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", metavar="table|json|ndjson|csv", help="Output format.")]
-OfflineOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--offline",
-        metavar="DIR",
-        help="Search a directory written by 'collector fetch' instead of the inventory's hosts.",
-        show_default=False,
-    ),
-]
-
 
 def main() -> None:
     """Console entry point."""
@@ -180,43 +130,11 @@ def _errors(debug: bool) -> Iterator[None]:
 
 def _inventory(path: Path | None, offline: Path | None = None) -> Inventory:
     if offline is not None:
-        from collector.offline import offline_inventory
+        from collector.inventory.offline import offline_inventory
 
         return offline_inventory(offline)
     found = find_inventory(str(path) if path else None, os.environ, Path.cwd())
     return load_inventory(found)
-
-
-def _query(
-    senders: Sequence[str] | None,
-    recipients: Sequence[str] | None,
-    message_ids: Sequence[str] | None,
-    queue_ids: Sequence[str] | None,
-    statuses: Sequence[str] | None,
-    clients: Sequence[str] | None,
-    since: str | None,
-    until: str | None,
-) -> Query:
-    now = datetime.now().astimezone()
-    for s in statuses or ():
-        if s not in STATUSES:
-            raise UsageError(f"unknown status {s!r}; choose from {', '.join(STATUSES)}", option="--status")
-    for name, values in (("--from", senders), ("--to", recipients), ("--client", clients),
-                         ("--message-id", message_ids), ("--queue-id", queue_ids)):
-        for v in values or ():
-            if not v.strip() or "\n" in v or "\0" in v:
-                raise UsageError(f"empty or multi-line value {v!r}", option=name)
-    q = Query(
-        senders=tuple(senders or ()),
-        recipients=tuple(recipients or ()),
-        message_ids=tuple(message_ids or ()),
-        queue_ids=tuple(queue_ids or ()),
-        statuses=tuple(statuses or ()),
-        clients=tuple(clients or ()),
-        since=parse_when(since, now) if since else None,
-        until=parse_when(until, now) if until else None,
-    )
-    return q
 
 
 def _passphrase(path: str) -> str | None:
@@ -419,7 +337,7 @@ def search(
     3: partial (some hosts failed).
     """
     with _errors(debug):
-        query = _query(from_, to, message_id, queue_id, status, client, since, until)
+        query = build_query(from_, to, message_id, queue_id, status, client, since, until)
         inv = _inventory(inventory, offline)
         hosts = select_hosts(inv, host or [], group or [])
         now = datetime.now().astimezone()
@@ -468,7 +386,7 @@ def summary(
 ) -> None:
     """Per-host counts: log sources, lines, messages, recipients by final status, rejects."""
     with _errors(debug):
-        query = _query(None, None, None, None, None, None, since, until)
+        query = build_query(None, None, None, None, None, None, since, until)
         inv = _inventory(inventory, offline)
         hosts = select_hosts(inv, host or [], group or [])
         now = datetime.now().astimezone()
@@ -517,7 +435,7 @@ def hosts(
     debug: DebugOpt = False,
 ) -> None:
     """List the inventory's hosts; with --check, connect and discover each one."""
-    from collector.hostcheck import check_host, check_rows, list_rows
+    from collector.search.hostcheck import check_host, check_rows, list_rows
 
     with _errors(debug):
         inv = _inventory(inventory)
@@ -527,7 +445,7 @@ def hosts(
             if fmt is Format.JSON:
                 write_json({"hosts": payload}, sys.stdout)
             else:
-                from collector.render import render_hosts_table
+                from collector.render.rows import render_hosts_table
 
                 render_hosts_table(rows, headers, sys.stdout)
             raise typer.Exit(ExitCode.FOUND)
@@ -542,7 +460,7 @@ def hosts(
         if fmt is Format.JSON:
             write_json({"hosts": payload}, sys.stdout)
         else:
-            from collector.render import render_hosts_table
+            from collector.render.rows import render_hosts_table
 
             render_hosts_table(rows, headers, sys.stdout)
         _report_failures(results)
@@ -575,10 +493,10 @@ def fetch(
 
     Re-examine the copy with `collector search --offline DEST ...`.
     """
-    from collector.fetch import fetch_host, write_fleet_manifest
+    from collector.search.fetch import fetch_host, write_fleet_manifest
 
     with _errors(debug):
-        query = _query(from_, to, message_id, queue_id, status, client, since, until)
+        query = build_query(from_, to, message_id, queue_id, status, client, since, until)
         if not all_ and query.empty and query.since is None and query.until is None:
             raise UsageError("give a selector (--to, --from, ...), a time window, or --all")
         inv = _inventory(inventory)
@@ -612,7 +530,7 @@ class TraceFormat(enum.StrEnum):
     MERMAID = "mermaid"
 
 
-def _trace_query(text: str | None, inv: Inventory) -> tuple[Query, str | None]:
+def _tracebuild_query(text: str | None, inv: Inventory) -> tuple[Query, str | None]:
     """The positional QUERY: a message-id, HOST:QUEUEID, a bare queue ID, or an address."""
     if text is None:
         return Query(), None
@@ -661,7 +579,7 @@ def trace(
     debug: DebugOpt = False,
 ) -> None:
     """Follow messages across the fleet: every hop, and the fate of every recipient."""
-    from collector.render_trace import (
+    from collector.render.trace import (
         render_traces_csv,
         render_traces_dot,
         render_traces_json,
@@ -670,12 +588,12 @@ def trace(
         render_traces_table,
         render_traces_text,
     )
-    from collector.tracing import trace_fleet
+    from collector.trace.follow import trace_fleet
 
     with _errors(debug):
         inv = _inventory(inventory, offline)
-        base = _query(from_, to, message_id, queue_id, status, client, since, until)
-        positional, only_host = _trace_query(query_text, inv)
+        base = build_query(from_, to, message_id, queue_id, status, client, since, until)
+        positional, only_host = _tracebuild_query(query_text, inv)
         query = _combine(base, positional)
         if query.empty and query.since is None:
             raise UsageError("give a QUERY or a selector (--to, --from, --message-id, ...)")

@@ -1,88 +1,11 @@
-"""What the user asked for: selectors, time windows and the rows they select (pure)."""
+"""The rows a query selects from assembled groups, and per-host tallies (pure)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
 
-from collector.errors import UsageError
-from collector.models import HostLog, QueueGroup, Reject, Row
-
-STATUSES = (
-    "sent",
-    "bounced",
-    "deferred",
-    "expired",
-    "rejected",
-    "undeliverable",
-    "deliverable",
-    "discarded",
-    "unknown",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """Selectors of ``search``/``trace``/``fetch``: AND across options, OR within one."""
-
-    senders: tuple[str, ...] = ()
-    recipients: tuple[str, ...] = ()
-    message_ids: tuple[str, ...] = ()
-    queue_ids: tuple[str, ...] = ()
-    statuses: tuple[str, ...] = ()
-    clients: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-    #: ``trace QUERY``: each term matches a sender, a recipient, a message-id or a queue ID.
-    terms: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.terms
-            or self.senders
-            or self.recipients
-            or self.message_ids
-            or self.queue_ids
-            or self.statuses
-            or self.clients
-        )
-
-
-_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_when(text: str, now: datetime) -> datetime:
-    """Read a --since/--until value: ISO date/time, ``2h``/``3d`` ago, ``today``, ``yesterday``.
-
-    A value without an offset is local time of ``now``'s zone.
-    """
-    value = text.strip().lower()
-    zone: tzinfo | None = now.tzinfo
-    if value in ("now",):
-        return now
-    if value in ("today", "yesterday"):
-        day = now.date() - timedelta(days=1 if value == "yesterday" else 0)
-        return datetime.combine(day, time(0), tzinfo=zone)
-    rel = _RELATIVE.match(value)
-    if rel:
-        return now - timedelta(**{_UNITS[rel.group(2)]: int(rel.group(1))})
-    try:
-        if len(value) == 10:
-            parsed = datetime.combine(date.fromisoformat(value), time(0))
-        else:
-            parsed = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
-    except ValueError:
-        raise UsageError(
-            f"cannot read time {text!r}: use an ISO date/time (2026-01-15, 2026-01-15T10:30), "
-            "a span ago (30m, 2h, 3d, 1w), 'today' or 'yesterday'"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed
+from collector.models import HostLog, Query, QueueGroup, Reject, Row
 
 
 def normalize_message_id(value: str) -> str:

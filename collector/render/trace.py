@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from collector.models import Attempt, GroupRef, Hop, RecipientOutcome, Trace
-from collector.render import HostReport, host_dict, iso, write_json
+from collector.render.rows import HostReport, host_dict, iso, write_json
 
 #: Columns of one (message, recipient) row, in order; also the CSV header.
 TRACE_ROW_FIELDS = (

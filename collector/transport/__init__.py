@@ -1,0 +1,23 @@
+"""Run read-only commands on a host: over SSH (paramiko) or in a local directory."""
+
+from __future__ import annotations
+
+from collector.models import Host, Settings, TransportKind
+from collector.transport.base import PassphraseProvider, Session
+
+
+def open_session(
+    host: Host, settings: Settings, *, passphrase_provider: PassphraseProvider | None = None
+) -> Session:
+    """Connect to ``host`` (through its ``proxy_jump`` bastions) and return a session.
+
+    Raises :class:`TransportError` tagged ``connect``, ``host-key`` or ``auth``.
+    Bastions use the host's identity file and, without a ``user@``, the host's user.
+    """
+    if host.transport is TransportKind.LOCAL:
+        from collector.transport.local import LocalSession
+
+        return LocalSession(host, settings)
+    from collector.transport.ssh import open_ssh_session
+
+    return open_ssh_session(host, settings, passphrase_provider=passphrase_provider)

@@ -1,0 +1,163 @@
+"""A directory on this machine acting as a host: commands run with subprocess, no shell."""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import shlex
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import cast
+
+from collector.errors import TransportError
+from collector.models import CommandResult, Host, Settings, Stage
+from collector.transport.base import (
+    CHUNK,
+    LineStreams,
+    check_stream_exit,
+    check_sudo,
+    keep_tail,
+    sudo_argv,
+)
+
+
+class LocalSession(LineStreams):
+    """A directory on this machine acting as a host's ``/`` (``transport = "local"``).
+
+    Commands run here with :mod:`subprocess`, never through a shell. Callers translate
+    every host path with :meth:`path`. ``sudo`` is applied only when not already root.
+    """
+
+    def __init__(self, host: Host, settings: Settings | None = None) -> None:
+        if not host.root:
+            raise TransportError(host.name, Stage.CONFIG, "local transport needs a root directory")
+        root = os.path.realpath(host.root)
+        if not os.path.isdir(root):
+            raise TransportError(host.name, Stage.CONNECT, f"no such directory: {host.root}")
+        self.host = host
+        self.root = root
+        self._timeout = (settings or Settings()).command_timeout
+
+    def path(self, p: str) -> str:
+        """``root + p``; refuses a path that leaves the root (``..``, absolute symlinks)."""
+        if not p.startswith("/"):
+            raise TransportError(self.host.name, Stage.READ, f"not an absolute path: {p!r}")
+        joined = posixpath.normpath(posixpath.join(self.root, p.lstrip("/")))
+        # realpath also catches a symlink inside the root that points outside it.
+        resolved = os.path.realpath(joined)
+        for candidate in (joined, resolved):
+            if os.path.commonpath([self.root, candidate]) != self.root:
+                raise TransportError(
+                    self.host.name, Stage.READ, f"path escapes the host root: {p!r}"
+                )
+        return joined
+
+    def _argv(self, argv: Sequence[str], sudo: bool | None) -> tuple[list[str], bool]:
+        want = self.host.sudo if sudo is None else sudo
+        use = want and os.geteuid() != 0
+        return sudo_argv(argv, use), use
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float | None = None, sudo: bool | None = None
+    ) -> CommandResult:
+        """See :meth:`Session.run`; a program that is not found gives exit code 127."""
+        full, use_sudo = self._argv(argv, sudo)
+        command = shlex.join(full)
+        limit = self._timeout if timeout is None else timeout
+        try:
+            done = subprocess.run(
+                full,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=limit,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise TransportError(
+                self.host.name, Stage.READ, f"command timed out after {limit:g} s: {command}"
+            ) from None
+        except OSError as exc:
+            # Like a shell: "not found" is exit 127, not a transport failure.
+            return CommandResult(command, b"", f"{full[0]}: {exc.strerror}\n".encode(), 127)
+        check_sudo(self.host.name, use_sudo, done.returncode, done.stderr)
+        return CommandResult(command, done.stdout, done.stderr, done.returncode)
+
+    def stream_chunks(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """See :meth:`Session.stream_chunks`."""
+        full, use_sudo = self._argv(argv, sudo)
+        command = shlex.join(full)
+        limit = self._timeout if timeout is None else timeout
+        try:
+            proc = subprocess.Popen(
+                full,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise TransportError(
+                self.host.name, Stage.READ, f"cannot run {full[0]}: {exc.strerror}"
+            ) from None
+        return self._chunks(proc, command, limit, use_sudo, on_bytes)
+
+    def _chunks(
+        self,
+        proc: subprocess.Popen[bytes],
+        command: str,
+        limit: float,
+        use_sudo: bool,
+        on_bytes: Callable[[int], None] | None,
+    ) -> Iterator[bytes]:
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr = bytearray()
+        timed_out = threading.Event()
+
+        def drain(pipe: io.BufferedReader) -> None:
+            for chunk in iter(lambda: pipe.read1(CHUNK), b""):
+                stderr.extend(chunk)
+                keep_tail(stderr)
+
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()
+
+        drainer = threading.Thread(target=drain, args=(proc.stderr,), daemon=True)
+        timer = threading.Timer(limit, expire)
+        drainer.start()
+        timer.start()
+        stdout = cast(io.BufferedReader, proc.stdout)
+        try:
+            for chunk in iter(lambda: stdout.read1(CHUNK), b""):
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                yield chunk
+            exit_code = proc.wait()
+            drainer.join()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()  # the caller stopped early: do not leave the reader behind
+                proc.wait()
+            proc.stdout.close()
+            drainer.join()
+            proc.stderr.close()
+        if timed_out.is_set():
+            raise TransportError(
+                self.host.name, Stage.READ, f"command timed out after {limit:g} s: {command}"
+            )
+        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
+        check_stream_exit(self.host.name, command, exit_code, bytes(stderr))
+
+    def close(self) -> None:
+        """Nothing to release."""
