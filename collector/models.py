@@ -146,6 +146,29 @@ class HostError:
         return f"{self.host}: {self.stage}: {self.message}"
 
 
+class ReadProblem(enum.StrEnum):
+    """Why a host's log source could not be read to its end (its lines may be missing)."""
+
+    PERMISSION = "permission"  # not readable by the login user and no sudo
+    DAMAGED = "damaged"  # a compressed rotation that does not decompress to its end
+    VANISHED = "vanished"  # gone between discovery and reading (rotated away)
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A log source a host could not read completely: the host's answer is partial."""
+
+    path: str
+    problem: ReadProblem
+
+    def __str__(self) -> str:
+        if self.problem is ReadProblem.PERMISSION:
+            return f"cannot read {self.path} (permission denied; set sudo = true?)"
+        if self.problem is ReadProblem.DAMAGED:
+            return f"{self.path} is damaged: lines after the damage are missing"
+        return f"{self.path} vanished while being read (rotated?)"
+
+
 @dataclass(frozen=True, slots=True)
 class HostResult(Generic[T]):
     """A value or an error for one host; failure is data until the CLI decides."""
