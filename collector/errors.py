@@ -63,12 +63,27 @@ class UsageError(CollectorError):
 
 
 class TransportError(CollectorError):
-    """A failure talking to one host, tagged with the stage it happened in."""
+    """A failure talking to one host, tagged with the stage it happened in.
 
-    def __init__(self, host: str, stage: Stage, message: str) -> None:
+    ``message`` is in a person's words and never quotes a script; ``command`` is the command
+    line that failed (for ``--debug``), ``exit_code`` its exit status when it ran to its end
+    (None: it timed out, could not start, or the connection was lost).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        stage: Stage,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        command: str | None = None,
+    ) -> None:
         self.host = host
         self.stage = stage
         self.message = message
+        self.exit_code = exit_code
+        self.command = command
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -19,19 +19,29 @@ from typing import Any
 import pytest
 
 from collector.logs import commands as retrieval
+from collector.logs.commands import CommandKind
 from collector.logs.parse import LineParser, TimeContext
 from collector.logs.select import select_rows
-from collector.models import Host, HostLog, Kind, LogSource, Query, Record, TransportKind
-from collector.search.host import (
-    MANIFEST,
-    HostSearch,
-    complete_lives,
-    discover_host,
-    search_host,
-    select_records,
-    start_host,
-    summarize_host,
+from collector.models import (
+    Host,
+    HostLog,
+    Kind,
+    LogSource,
+    Query,
+    ReadProblem,
+    Record,
+    TransportKind,
+    Unread,
 )
+from collector.search.host import (
+    HostSearch,
+    HostSearcher,
+    SearchContext,
+    complete_lives,
+    search_host,
+)
+from collector.search.summary import summarize_host
+from collector.search.view import MANIFEST, discover_host
 from collector.transport.local import LocalSession
 
 LAB = Path(__file__).parent / "fixtures" / "lab"
@@ -256,39 +266,21 @@ def test_summarize_host_counts(fleet: dict[str, Host]) -> None:
 # --------------------------------------------------------------------------- pass 2
 
 
-class RecordingSession(LocalSession):
-    """A LocalSession that remembers which kind of command each stream ran."""
-
-    def __init__(self, host: Host) -> None:
-        super().__init__(host)
-        self.kinds: list[str] = []
-
-    def stream(self, argv: Sequence[str], **kw: Any) -> Any:
-        self._note(argv)
-        return super().stream(argv, **kw)
-
-    def stream_chunks(self, argv: Sequence[str], **kw: Any) -> Any:
-        self._note(argv)
-        return super().stream_chunks(argv, **kw)
-
-    def _note(self, argv: Sequence[str]) -> None:
-        if argv[:2] == ["sh", "-c"] and argv[2] == retrieval._WINDOWS:
-            self.kinds.append("window")
-        elif argv[:2] == ["sh", "-c"] and "-b" in argv:
-            self.kinds.append("pass1")
-        elif argv[:2] == ["sh", "-c"] and argv[2] == retrieval._AWK_FILE:
-            self.kinds.append("pass2")
-        elif argv[:2] == ["sh", "-c"] and argv[2] == retrieval._FILTER_FILE:
-            self.kinds.append("pass2" if any(a.endswith(": ") for a in argv) else "pass1")
-        else:
-            self.kinds.append(argv[0])
+#: What each command kind is called in these tests.
+PASSES = {
+    CommandKind.MATCH: "pass1",
+    CommandKind.MATCH_OFFSETS: "pass1",
+    CommandKind.WINDOW_IDS: "window",
+    CommandKind.IDS: "pass2",
+    CommandKind.IDS_LOOKUP: "pass2",
+}
 
 
 def run_select(host: Host, query: Query) -> tuple[HostLog, list[str]]:
-    session = RecordingSession(host)
-    state = start_host(session, query, UTC, NOW)
-    select_records(state, session, query)
-    return state.log(), session.kinds
+    """One host's two passes; the log, and which pass each command was."""
+    searcher = HostSearcher(LocalSession(host), SearchContext(UTC, NOW))
+    searcher.search(query)
+    return searcher.log(), [PASSES.get(c.kind, c.kind.value) for c in searcher.ran]
 
 
 def gzipped_copy(host: Host, tmp: Path) -> Host:
@@ -521,6 +513,7 @@ def test_unreadable_log_is_a_note(fleet: dict[str, Host]) -> None:
     result = search_host(session, Query(recipients=("bob@example.test",)), UTC, NOW, found=locked)
     assert result.log.groups == ()
     assert f"cannot read {log_path('mx1')} (permission denied; set sudo = true?)" in result.notes
+    assert result.unread == (Unread(log_path("mx1"), ReadProblem.PERMISSION),)
 
 
 def test_log_that_vanished_after_discovery_is_a_note(fleet: dict[str, Host]) -> None:
@@ -533,6 +526,7 @@ def test_log_that_vanished_after_discovery_is_a_note(fleet: dict[str, Host]) -> 
     result = search_host(session, query, UTC, NOW, found=replace(found, sources=(gone, src)))
     assert rows_of(result, query) == rows_of(search(host, query), query)
     assert any("/var/log/maillog.1" in n for n in result.notes)
+    assert result.unread == (Unread("/var/log/maillog.1", ReadProblem.VANISHED),)
 
 
 def test_damaged_gzip_is_a_note(tmp_path: Path) -> None:
@@ -541,3 +535,4 @@ def test_damaged_gzip_is_a_note(tmp_path: Path) -> None:
     gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
     result = search(rotated, Query(senders=("alice@example.test",)))
     assert any("maillog.2.gz" in n for n in result.notes)
+    assert result.unread == (Unread("/var/log/maillog.2.gz", ReadProblem.DAMAGED),)

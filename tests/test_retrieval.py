@@ -21,15 +21,19 @@ import pytest
 
 from collector.logs import commands as retrieval
 from collector.logs.commands import (
+    Command,
+    CommandKind,
     Needles,
     Window,
     edge_lines_command,
     filter_file_command,
     filter_offsets_command,
+    ids_commands,
     ids_file_commands,
     journal_command,
     journal_ids_command,
     journal_match,
+    match_command,
     pass1_needles,
     source_in_window,
     split_offset,
@@ -70,82 +74,100 @@ def all_ids(lines: Sequence[bytes]) -> list[str]:
     return sorted({m.group(1).decode() for line in lines if (m := QID.match(line))})
 
 
-# --------------------------------------------------------------------------- pure: argv
-
-F = retrieval._FILTER_FILE
-A = retrieval._AWK_FILE
-AWK = retrieval._AWK_IDS
-J = retrieval._JOURNAL
-W = retrieval._WINDOWS
+# --------------------------------------------------------------------------- pure: commands
 
 
-def test_filter_file_command_argv() -> None:
+def shape(command: Command) -> tuple[CommandKind, tuple[str, ...]]:
+    """What a test checks of a command: its kind and the words its constant script reads."""
+    return command.kind, command.words
+
+
+def test_filter_file_command() -> None:
     needles = Needles(("to=<bob@example.test>", "orig_to=<x'y@example.test>"), True)
-    assert filter_file_command("/var/log/mail.log", needles) == [
-        "sh", "-c", F, "sh", "/var/log/mail.log",
-        "-F", "-a", "-i", "-e", "to=<bob@example.test>", "-e", "orig_to=<x'y@example.test>",
-    ]
-    assert filter_file_command("/var/log/mail.log.2.gz", Needles(("x",), False)) == [
-        "sh", "-c", F, "sh", "/var/log/mail.log.2.gz", "-F", "-a", "-e", "x",
-    ]
+    cmd = filter_file_command("/var/log/mail.log", needles)
+    assert shape(cmd) == (
+        CommandKind.MATCH,
+        ("/var/log/mail.log",
+         "-F", "-a", "-i", "-e", "to=<bob@example.test>", "-e", "orig_to=<x'y@example.test>"),
+    )
+    assert cmd.path == "/var/log/mail.log"
+    assert shape(filter_file_command("/var/log/mail.log.2.gz", Needles(("x",), False))) == (
+        CommandKind.MATCH, ("/var/log/mail.log.2.gz", "-F", "-a", "-e", "x"),
+    )
+    shown = filter_file_command("/root/var/log/m", None, shown="/var/log/m")
+    assert shown.path == "/var/log/m" and shown.words == ("/root/var/log/m",)
+    assert shown.describe() == "reading /var/log/m"
 
 
 def test_filter_file_command_without_needles() -> None:
-    assert filter_file_command("/var/log/mail.log", None) == ["cat", "--", "/var/log/mail.log"]
-    for suffix in ("gz", "bz2", "xz", "zst"):
-        path = f"/var/log/mail.log.1.{suffix}"
-        assert filter_file_command(path, None) == ["sh", "-c", F, "sh", path, "-a", "-e", ""]
+    for suffix in ("", ".1.gz", ".1.bz2", ".1.xz", ".1.zst"):
+        path = f"/var/log/mail.log{suffix}"
+        assert shape(filter_file_command(path, None)) == (CommandKind.ALL, (path,))
 
 
-def test_filter_offsets_command_argv() -> None:
-    assert filter_offsets_command("/var/log/maillog", Needles(("from=<a@b>",), True)) == [
-        "sh", "-c", F, "sh", "/var/log/maillog", "-b", "-F", "-a", "-i", "-e", "from=<a@b>",
+def test_filter_offsets_command() -> None:
+    assert shape(filter_offsets_command("/var/log/maillog", Needles(("from=<a@b>",), True))) == (
+        CommandKind.MATCH_OFFSETS,
+        ("/var/log/maillog", "-b", "-F", "-a", "-i", "-e", "from=<a@b>"),
+    )
+
+
+def test_ids_file_commands_grep() -> None:
+    cmds = ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106", "BAE21168172"])
+    assert [shape(c) for c in cmds] == [
+        (CommandKind.IDS,
+         ("/var/log/maillog", "-F", "-a", "-e", " 1556E168106: ", "-e", " BAE21168172: ")),
     ]
 
 
-def test_ids_file_commands_grep_argv() -> None:
-    assert ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106", "BAE21168172"]) == [
-        [
-            "sh", "-c", F, "sh", "/var/log/maillog",
-            "-F", "-a", "-e", " 1556E168106: ", "-e", " BAE21168172: ",
-        ]
-    ]
-
-
-def test_ids_file_commands_awk_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ids_file_commands_awk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retrieval, "GREP_MAX_IDS", 1)
-    assert ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106"]) == [
-        ["sh", "-c", A, "sh", "/var/log/maillog", AWK, "1556E168106", "BAE21168172"]
-    ]
+    (cmd,) = ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106"])
+    assert cmd.kind is CommandKind.IDS_LOOKUP
+    assert cmd.words[0] == "/var/log/maillog" and cmd.words[2:] == ("1556E168106", "BAE21168172")
 
 
 def test_ids_file_commands_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retrieval, "IDS_PER_COMMAND", 2)
     cmds = ids_file_commands("/l", ["C", "A", "B"])
-    assert cmds == [
-        ["sh", "-c", F, "sh", "/l", "-F", "-a", "-e", " A: ", "-e", " B: "],
-        ["sh", "-c", F, "sh", "/l", "-F", "-a", "-e", " C: "],
+    assert [shape(c) for c in cmds] == [
+        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " A: ", "-e", " B: ")),
+        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " C: ")),
     ]
 
 
-def test_journal_command_argv() -> None:
+def test_journal_command() -> None:
     since = datetime(2026, 11, 29, 18, 24, 6, tzinfo=timezone(timedelta(hours=1)))
     until = datetime(2026, 11, 29, 17, 30, tzinfo=UTC)
-    assert journal_command(
-        Needles(("to=<bob@example.test>",), True), since=since, until=until
-    ) == [
-        "sh", "-c", J, "sh", "2026-11-29 17:24:06 UTC", "2026-11-29 17:30:00 UTC",
-        "SYSLOG_FACILITY=2", "-F", "-a", "-i", "-e", "to=<bob@example.test>",
-    ]
-    assert journal_command(None, since=None, until=None, match="SYSLOG_IDENTIFIER=postfix") == [
-        "sh", "-c", J, "sh", "", "", "SYSLOG_IDENTIFIER=postfix",
-    ]
+    cmd = journal_command(Needles(("to=<bob@example.test>",), True), since=since, until=until)
+    assert shape(cmd) == (
+        CommandKind.MATCH,
+        ("2026-11-29 17:24:06 UTC", "2026-11-29 17:30:00 UTC",
+         "SYSLOG_FACILITY=2", "-F", "-a", "-i", "-e", "to=<bob@example.test>"),
+    )
+    assert cmd.path == "journal:SYSLOG_FACILITY=2"
+    every = journal_command(None, since=None, until=None, match="SYSLOG_IDENTIFIER=postfix")
+    assert shape(every) == (CommandKind.ALL, ("", "", "SYSLOG_IDENTIFIER=postfix"))
 
 
-def test_journal_ids_command_argv() -> None:
-    assert journal_ids_command(["B1", "A1", "B1"], since=None, until=None) == [
-        "sh", "-c", J, "sh", "", "", "SYSLOG_FACILITY=2", "-F", "-a", "-e", " A1: ", "-e", " B1: ",
-    ]
+def test_journal_ids_command() -> None:
+    assert shape(journal_ids_command(["B1", "A1", "B1"], since=None, until=None)) == (
+        CommandKind.IDS,
+        ("", "", "SYSLOG_FACILITY=2", "-F", "-a", "-e", " A1: ", "-e", " B1: "),
+    )
+
+
+def test_match_and_ids_commands_dispatch_on_the_source() -> None:
+    plain = LogSource("/var/log/mail.log")
+    journal = LogSource("journal:SYSLOG_FACILITY=2", kind="journal")
+    q = Query()
+    assert match_command(plain, "/r/var/log/mail.log", None, q).words == ("/r/var/log/mail.log",)
+    assert match_command(plain, "/r/var/log/mail.log", None, q).path == "/var/log/mail.log"
+    assert match_command(journal, "ignored", None, q).words == ("", "", "SYSLOG_FACILITY=2")
+    (ids,) = ids_commands(journal, "ignored", ["A1"], q)
+    assert ids.kind is CommandKind.IDS and ids.words[-1] == " A1: "
+    (ids,) = ids_commands(plain, "/r/var/log/mail.log", ["A1"], q)
+    assert ids.words == ("/r/var/log/mail.log", "-F", "-a", "-e", " A1: ")
 
 
 @pytest.mark.parametrize(
@@ -165,14 +187,14 @@ def test_journal_match(path: str, expected: str) -> None:
     assert journal_match(LogSource(path, kind="journal")) == expected
 
 
-def test_window_ids_command_argv() -> None:
+def test_window_ids_command() -> None:
     wins = [Window(0, 100), Window(5000, 9000), Window(20000, None)]
-    assert window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"]) == [
-        "sh", "-c", W, "sh", "/var/log/maillog",
-        "1:100:h 5000:4001:m 20000:-:t",
-        "-F", "-a", "-e", " A1: ", "-e", " B1: ",
-    ]
-    assert window_ids_command("/x", [Window(0, None)], ["C1"])[5] == "1:-:a"
+    assert shape(window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"])) == (
+        CommandKind.WINDOW_IDS,
+        ("/var/log/maillog", "1:100:h 5000:4001:m 20000:-:t",
+         "-F", "-a", "-e", " A1: ", "-e", " B1: "),
+    )
+    assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[1] == "1:-:a"
 
 
 def test_windows_worth_it() -> None:
@@ -185,11 +207,11 @@ def test_windows_worth_it() -> None:
     assert not windows_worth_it([Window(0, 10)], None)
 
 
-def test_edge_lines_command_argv() -> None:
+def test_edge_lines_command() -> None:
     src = LogSource("/var/log/mail.log.2.gz", compression=Compression.GZIP)
-    assert edge_lines_command(src, "/root/var/log/mail.log.2.gz") == [
-        "sh", "-c", retrieval._EDGES, "sh", "/root/var/log/mail.log.2.gz",
-    ]
+    cmd = edge_lines_command(src, "/root/var/log/mail.log.2.gz")
+    assert shape(cmd) == (CommandKind.EDGES, ("/root/var/log/mail.log.2.gz",))
+    assert cmd.path == "/var/log/mail.log.2.gz"
 
 
 def test_scripts_are_constants_that_read_only_positional_words() -> None:
@@ -197,8 +219,9 @@ def test_scripts_are_constants_that_read_only_positional_words() -> None:
     # whatever the inputs, and the inputs follow it as separate words.
     a = filter_file_command("/a", Needles(("$(x)",), False))
     b = filter_file_command("/b';x", Needles(("`y`",), True))
-    assert a[2] is b[2] is F
-    assert a[3:5] == ["sh", "/a"] and b[4] == "/b';x"
+    assert a.argv[2] is b.argv[2]
+    assert a.argv[:2] == ("sh", "-c") and a.argv[3:5] == ("sh", "/a") and b.words[0] == "/b';x"
+    assert a.words[-1] == "$(x)" and b.words[-1] == "`y`"
 
 
 @pytest.mark.parametrize(
@@ -293,18 +316,23 @@ def test_windows_around_merges_and_clips(monkeypatch: pytest.MonkeyPatch) -> Non
 
 # --------------------------------------------------------------------------- execution
 
-Runner = Callable[[Sequence[str], Path], subprocess.CompletedProcess[bytes]]
+Runner = Callable[[Command | Sequence[str], Path], subprocess.CompletedProcess[bytes]]
 
 
-def run_exec(argv: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+def _argv(command: Command | Sequence[str]) -> list[str]:
+    return list(command.argv if isinstance(command, Command) else command)
+
+
+def run_exec(command: Command | Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
     """What LocalSession does: the argv straight to exec."""
-    return subprocess.run(list(argv), cwd=cwd, capture_output=True, timeout=30, check=False)
+    return subprocess.run(_argv(command), cwd=cwd, capture_output=True, timeout=30, check=False)
 
 
-def run_shell(argv: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+def run_shell(command: Command | Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
     """What SSHSession does: the argv joined with shlex.join, read by a POSIX shell."""
     return subprocess.run(
-        ["sh", "-c", shlex.join(argv)], cwd=cwd, capture_output=True, timeout=30, check=False
+        ["sh", "-c", shlex.join(_argv(command))],
+        cwd=cwd, capture_output=True, timeout=30, check=False,
     )
 
 
@@ -363,11 +391,19 @@ def test_no_match_is_exit_1_with_no_output(tmp_path: Path, suffix: str, run: Run
     assert (done.returncode, done.stdout) == (1, b"")
 
 
-def test_missing_plain_file_is_not_a_no_match(tmp_path: Path) -> None:
-    argv = filter_file_command(str(tmp_path / "gone.log"), Needles(("x",), False))
-    done = run_exec(argv, tmp_path)
-    assert done.returncode == 2
-    assert b"gone.log" in done.stderr
+@pytest.mark.parametrize("needles", [Needles(("x",), False), None])
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_missing_file_is_not_a_no_match(
+    tmp_path: Path, needles: Needles | None, suffix: str
+) -> None:
+    # Rotated away between discovery and reading: a typed exit status, never "no match".
+    for cmd in (
+        filter_file_command(str(tmp_path / f"gone.log{suffix}"), needles),
+        *ids_file_commands(str(tmp_path / f"gone.log{suffix}"), ["A1"]),
+    ):
+        done = run_exec(cmd, tmp_path)
+        assert done.returncode == retrieval.EXIT_VANISHED
+        assert b"gone.log" in done.stderr
 
 
 @pytest.mark.parametrize("run", RUNNERS)
@@ -526,7 +562,7 @@ def test_awk_path_equals_grep_path(
 
     by_grep = fetch()
     monkeypatch.setattr(retrieval, "GREP_MAX_IDS", 0)
-    assert ids_file_commands(str(log), ids)[0][2] == A  # the awk script is in use now
+    assert ids_file_commands(str(log), ids)[0].kind is CommandKind.IDS_LOOKUP  # awk now
     by_awk = fetch()
     assert by_awk == by_grep
     assert by_grep == lines_of_ids(lines, set(ids))
@@ -721,9 +757,9 @@ def test_every_command_fits_one_remote_shell_argument() -> None:
     ids = [f"{i:012X}" for i in range(40_000)]
     commands = ids_file_commands("/var/log/mail.log", ids)
     commands += retrieval.window_ids_commands("/var/log/mail.log", [Window(0, 10)], ids)
-    assert max(len(shlex.join(c)) for c in commands) < 120 * 1024
+    assert max(len(shlex.join(c.argv)) for c in commands) < 120 * 1024
     wanted = set(ids)
     got: set[str] = set()
     for c in commands:
-        got.update(w for w in (a.strip(" :") for a in c) if w in wanted)
+        got.update(w for w in (a.strip(" :") for a in c.words) if w in wanted)
     assert got == wanted

@@ -54,7 +54,8 @@ from collector.render.rows import (
     write_json,
 )
 from collector.search.fleet import run_on_hosts
-from collector.search.host import ByteCounter, HostSearch, search_host, summarize_host
+from collector.search.host import ByteCounter, HostSearch, search_host
+from collector.search.summary import summarize_host
 from collector.transport import open_session
 from collector.transport.base import Session
 
@@ -612,7 +613,7 @@ def trace(
         )
         results = list(run.results)
         reports = [
-            HostReport(r.host, error=r.error, stats=r.value.stats if r.value else None)
+            HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None)
             for r in results
         ]
         out = sys.stdout

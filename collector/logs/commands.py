@@ -9,6 +9,7 @@ queue IDs of the matching messages; (2) every line of exactly those queue IDs.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,59 @@ PATTERNS_PER_COMMAND = 3000
 
 _COMPRESSED = tuple("." + c.value for c in Compression if c.value)
 
+#: Exit status of a file-reading command whose compressed file did not decompress to its end
+#: (the lines read before the damage were printed).
+EXIT_DAMAGED = 3
+#: Exit status of a file-reading command whose file no longer exists (rotated away).
+EXIT_VANISHED = 4
+
+
+class CommandKind(enum.StrEnum):
+    """What a remote command reads; each kind has its own constant script."""
+
+    MATCH = "match"  # pass 1: the lines carrying a selector's fixed strings
+    MATCH_OFFSETS = "match-offsets"  # pass 1 with each line's byte offset (grep -b)
+    ALL = "all"  # every line of a source
+    IDS = "ids"  # pass 2: every line of these queue IDs (grep -F)
+    IDS_LOOKUP = "ids-lookup"  # pass 2 for many IDs: a hash lookup of the queue-ID field (awk)
+    WINDOW_IDS = "window-ids"  # pass 2 inside byte windows of a plain file
+    EDGES = "edges"  # a source's first and last line
+    COPY = "copy"  # a whole file, byte for byte
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One read-only command for one source: what it reads, and the argv that does it.
+
+    ``argv`` is ``sh -c SCRIPT sh WORDS...`` (a constant script, user values only as words)
+    or a plain program. ``path`` is the host path (or journal match) it reads.
+    """
+
+    kind: CommandKind
+    argv: tuple[str, ...]
+    path: str
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The positional words after a constant script (the whole argv for a plain program)."""
+        if self.argv[:2] == ("sh", "-c"):
+            return self.argv[4:]
+        return self.argv
+
+    def describe(self) -> str:
+        """The command in a person's words (never the script)."""
+        what = {
+            CommandKind.MATCH: "searching",
+            CommandKind.MATCH_OFFSETS: "searching",
+            CommandKind.ALL: "reading",
+            CommandKind.IDS: "reading queue IDs from",
+            CommandKind.IDS_LOOKUP: "reading queue IDs from",
+            CommandKind.WINDOW_IDS: "reading queue IDs from",
+            CommandKind.EDGES: "reading the first and last line of",
+            CommandKind.COPY: "copying",
+        }[self.kind]
+        return f"{what} {self.path}"
+
 # Picks the decompressor for a rotated file ($f) into $d; empty for a plain file.
 _DECOMPRESSOR = (
     'case "$f" in *.gz) d="gzip -dc";; *.bz2) d="bzip2 -dc";; *.xz) d="xz -dc";; '
@@ -48,11 +102,23 @@ _PIPE_CHECKED = (
     'case "$s" in *g0*) exit 0;; *g1*) exit 1;; *) exit 2;; esac'
 )
 
+# A file that is gone (rotated away since discovery) must not pass for one without matches.
+_EXISTS = (
+    '[ -e "$f" ] || { echo "collector: $f: no such file" >&2; exit 4; }; '
+)
+
 # $1 = file, the rest = grep arguments. A constant: inputs arrive only as "$@".
 _FILTER_FILE = (
-    'f=$1; shift; ' + _DECOMPRESSOR
+    'f=$1; shift; ' + _EXISTS + _DECOMPRESSOR
     + 'if [ -z "$d" ]; then LC_ALL=C exec grep "$@" -- "$f"; fi; '
     + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C grep "$@"')
+)
+
+# $1 = file: every line (decompressed), with the same exit statuses as the filters.
+_CAT_FILE = (
+    'f=$1; ' + _EXISTS + _DECOMPRESSOR
+    + 'if [ -z "$d" ]; then exec cat -- "$f"; fi; '
+    + _PIPE_CHECKED.replace("FILTER", "cat")
 )
 
 # Prints lines whose queue-ID field (the word after the program tag, or after a severity word) is one of them.
@@ -66,7 +132,7 @@ _AWK_IDS = (
 )
 # $1 = file, $2 = the awk program, the rest = queue IDs.
 _AWK_FILE = (
-    'f=$1; prog=$2; shift 2; ' + _DECOMPRESSOR
+    'f=$1; prog=$2; shift 2; ' + _EXISTS + _DECOMPRESSOR
     + 'if [ -z "$d" ]; then LC_ALL=C exec awk "$prog" "$@" < "$f"; fi; '
     + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C awk "$prog" "$@"')
 )
@@ -137,27 +203,39 @@ def _grep_words(needles: Needles) -> list[str]:
     return words
 
 
-def filter_file_command(path: str, needles: Needles | None) -> list[str]:
-    """Pass 1 on one file: the lines carrying any needle (or every line with no needle)."""
+def _script(kind: CommandKind, script: str, path: str, words: Sequence[str], shown: str) -> Command:
+    return Command(kind, ("sh", "-c", script, "sh", path, *words), shown or path)
+
+
+def filter_file_command(path: str, needles: Needles | None, *, shown: str = "") -> Command:
+    """Pass 1 on one file: the lines carrying any needle (or every line with no needle).
+
+    ``path`` is the path the command uses, ``shown`` the host path a person knows it by.
+    """
     if needles is None:
-        if path.endswith(_COMPRESSED):
-            return ["sh", "-c", _FILTER_FILE, "sh", path, "-a", "-e", ""]
-        return ["cat", "--", path]
-    return ["sh", "-c", _FILTER_FILE, "sh", path, *_grep_words(needles)]
+        return _script(CommandKind.ALL, _CAT_FILE, path, (), shown)
+    return _script(CommandKind.MATCH, _FILTER_FILE, path, _grep_words(needles), shown)
 
 
-def ids_file_commands(path: str, queue_ids: Sequence[str]) -> list[list[str]]:
+def ids_file_commands(path: str, queue_ids: Sequence[str], *, shown: str = "") -> list[Command]:
     """Pass 2 on one file: every line of exactly these queue IDs (in chunks)."""
     ids = sorted(set(queue_ids))
-    commands: list[list[str]] = []
+    commands: list[Command] = []
     for start in range(0, len(ids), IDS_PER_COMMAND):
         chunk = ids[start : start + IDS_PER_COMMAND]
         if len(chunk) <= GREP_MAX_IDS:
             needles = Needles(tuple(f" {q}: " for q in chunk), False)
-            commands.append(["sh", "-c", _FILTER_FILE, "sh", path, *_grep_words(needles)])
+            commands.append(_script(CommandKind.IDS, _FILTER_FILE, path, _grep_words(needles), shown))
         else:
-            commands.append(["sh", "-c", _AWK_FILE, "sh", path, _AWK_IDS, *chunk])
+            commands.append(
+                _script(CommandKind.IDS_LOOKUP, _AWK_FILE, path, (_AWK_IDS, *chunk), shown)
+            )
     return commands
+
+
+def copy_file_command(path: str, *, shown: str = "") -> Command:
+    """A whole file, byte for byte (a rotated file stays compressed)."""
+    return Command(CommandKind.COPY, ("cat", "--", path), shown or path)
 
 
 def journal_command(
@@ -166,12 +244,13 @@ def journal_command(
     since: datetime | None,
     until: datetime | None,
     match: str = DEFAULT_JOURNAL_MATCH,
-) -> list[str]:
+    kind: CommandKind | None = None,
+) -> Command:
     """The journal's mail lines as ``short-iso-precise`` text, time window pushed down."""
     words = _grep_words(needles) if needles is not None else []
-    return [
-        "sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), match, *words
-    ]
+    chosen = kind or (CommandKind.ALL if needles is None else CommandKind.MATCH)
+    argv = ("sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), match, *words)
+    return Command(chosen, argv, f"journal:{match}")
 
 
 def journal_ids_command(
@@ -180,10 +259,34 @@ def journal_ids_command(
     since: datetime | None,
     until: datetime | None,
     match: str = DEFAULT_JOURNAL_MATCH,
-) -> list[str]:
+) -> Command:
     """Pass 2 on the journal: every line of these queue IDs."""
     needles = Needles(tuple(f" {q}: " for q in sorted(set(queue_ids))), False)
-    return journal_command(needles, since=since, until=until, match=match)
+    return journal_command(needles, since=since, until=until, match=match, kind=CommandKind.IDS)
+
+
+def match_command(
+    source: LogSource, path: str, needles: Needles | None, query: Query
+) -> Command:
+    """Pass 1 on any source (``path``: the path a command uses for a file source)."""
+    if source.kind == "journal":
+        return journal_command(
+            needles, since=query.since, until=query.until, match=journal_match(source)
+        )
+    return filter_file_command(path, needles, shown=source.path)
+
+
+def ids_commands(
+    source: LogSource, path: str, queue_ids: Sequence[str], query: Query
+) -> list[Command]:
+    """Pass 2 on any source: every line of these queue IDs."""
+    if source.kind == "journal":
+        return [
+            journal_ids_command(
+                queue_ids, since=query.since, until=query.until, match=journal_match(source)
+            )
+        ]
+    return ids_file_commands(path, queue_ids, shown=source.path)
 
 
 def _journal_time(when: datetime | None) -> str:
@@ -225,18 +328,17 @@ _EDGES = (
 )
 
 
-def edge_lines_command(source: LogSource, path: str) -> list[str]:
+_JOURNAL_EDGES = (
+    'journalctl --no-pager -q -o short-iso-precise "$1" | head -n 1; '
+    'journalctl --no-pager -q -o short-iso-precise -n 1 "$1"'
+)
+
+
+def edge_lines_command(source: LogSource, path: str) -> Command:
     """The first and the last line of a source (for ``hosts --check``)."""
     if source.kind == "journal":
-        return [
-            "sh",
-            "-c",
-            'journalctl --no-pager -q -o short-iso-precise "$1" | head -n 1; '
-            'journalctl --no-pager -q -o short-iso-precise -n 1 "$1"',
-            "sh",
-            journal_match(source),
-        ]
-    return ["sh", "-c", _EDGES, "sh", path]
+        return _script(CommandKind.EDGES, _JOURNAL_EDGES, journal_match(source), (), source.path)
+    return _script(CommandKind.EDGES, _EDGES, path, (), source.path)
 
 
 # --------------------------------------------------------------------------- windows
@@ -261,8 +363,8 @@ WINDOW_MAX_SHARE = 0.15
 # newline added after a cut window turns "ended exactly at a line end" into an empty last line,
 # so only ever a partial line or an empty one is dropped.
 _WINDOWS = (
-    'f=$1; wins=$2; shift 2; '
-    'for w in $wins; do s=${w%%:*}; r=${w#*:}; l=${r%%:*}; m=${r#*:}; '
+    'f=$1; wins=$2; shift 2; ' + _EXISTS
+    + 'for w in $wins; do s=${w%%:*}; r=${w#*:}; l=${r%%:*}; m=${r#*:}; '
     'case "$m" in '
     'm) { tail -c +"$s" -- "$f" | head -c "$l"; echo; } | sed \'1d;$d\';; '
     'h) { head -c "$l" -- "$f"; echo; } | sed \'$d\';; '
@@ -295,17 +397,19 @@ def windows_around(offsets: Sequence[int], size: int | None) -> list[Window]:
 
 
 def window_ids_commands(
-    path: str, windows: Sequence[Window], queue_ids: Sequence[str]
-) -> list[list[str]]:
+    path: str, windows: Sequence[Window], queue_ids: Sequence[str], *, shown: str = ""
+) -> list[Command]:
     """Pass 2 inside windows, in chunks of IDs small enough for one argument (128 KiB)."""
     ids = sorted(set(queue_ids))
     return [
-        window_ids_command(path, windows, ids[start : start + PATTERNS_PER_COMMAND])
+        window_ids_command(path, windows, ids[start : start + PATTERNS_PER_COMMAND], shown=shown)
         for start in range(0, len(ids), PATTERNS_PER_COMMAND)
     ]
 
 
-def window_ids_command(path: str, windows: Sequence[Window], queue_ids: Sequence[str]) -> list[str]:
+def window_ids_command(
+    path: str, windows: Sequence[Window], queue_ids: Sequence[str], *, shown: str = ""
+) -> Command:
     """Pass 2 inside windows of a plain file: the complete lines of these queue IDs."""
     words: list[str] = []
     for w in windows:
@@ -318,7 +422,9 @@ def window_ids_command(path: str, windows: Sequence[Window], queue_ids: Sequence
         )
         words.append(f"{first}:{'-' if length is None else length}:{mode}")
     needles = Needles(tuple(f" {q}: " for q in sorted(set(queue_ids))), False)
-    return ["sh", "-c", _WINDOWS, "sh", path, " ".join(words), *_grep_words(needles)]
+    return _script(
+        CommandKind.WINDOW_IDS, _WINDOWS, path, (" ".join(words), *_grep_words(needles)), shown
+    )
 
 
 def windows_worth_it(windows: Sequence[Window], size: int | None) -> bool:
@@ -329,9 +435,11 @@ def windows_worth_it(windows: Sequence[Window], size: int | None) -> bool:
     return covered <= size * WINDOW_MAX_SHARE
 
 
-def filter_offsets_command(path: str, needles: Needles) -> list[str]:
+def filter_offsets_command(path: str, needles: Needles, *, shown: str = "") -> Command:
     """Pass 1 on a plain file with each line's byte offset (``OFFSET:line``)."""
-    return ["sh", "-c", _FILTER_FILE, "sh", path, "-b", *_grep_words(needles)]
+    return _script(
+        CommandKind.MATCH_OFFSETS, _FILTER_FILE, path, ("-b", *_grep_words(needles)), shown
+    )
 
 
 def split_offset(line: bytes) -> tuple[int | None, bytes]:

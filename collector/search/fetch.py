@@ -10,25 +10,16 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from collector.inventory.offline import FLEET_MANIFEST
-from collector.logs.commands import (
-    filter_file_command,
-    ids_file_commands,
-    journal_command,
-    journal_ids_command,
-    journal_match,
-    pass1_needles,
-    source_in_window,
-)
-from collector.logs.parse import LineParser, TimeContext
-from collector.models import Compression, HostResult, Inventory, LogSource, Query
-from collector.search.host import MANIFEST, ByteCounter, discover_host
+from collector.logs.commands import Needles, copy_file_command, pass1_needles
+from collector.models import Compression, HostResult, Inventory, LogSource, Query, Unread
+from collector.search.host import ByteCounter, HostSearcher, SearchContext
+from collector.search.view import MANIFEST
 from collector.transport.base import Session
 
 #: Where a host's journal lines go in a fetched copy (text, ``short-iso-precise``).
@@ -42,6 +33,7 @@ class FetchedHost:
     lines: int
     bytes: int
     notes: tuple[str, ...]
+    unread: tuple[Unread, ...] = ()  # sources not copied completely: the copy is partial
 
 
 def _local_path(dest: Path, host: str, host_path: str) -> Path:
@@ -68,40 +60,25 @@ def fetch_host(
     whole: bool = False,
     on_bytes: ByteCounter | None = None,
 ) -> FetchedHost:
-    """Write this host's matching lines (or, with ``whole``, its whole log files) under DEST."""
+    """Write this host's matching lines (or, with ``whole``, its whole log files) under DEST.
+
+    Sources are chosen, and read, exactly as ``search`` chooses and reads them; a source that
+    cannot be read to its end is copied as far as it goes and listed in ``unread``.
+    """
     host = session.host
-    found = discover_host(session, host)
-    notes = list(found.notes)
+    searcher = HostSearcher(session, SearchContext(zone, now, on_bytes))
     manifest: dict[str, Any] = {"host": host.name, "fetched_at": now.isoformat(), "files": {}}
     written: list[str] = []
     total_lines = total_bytes = 0
-    needles = None if whole else pass1_needles(query)
-    sources = [s for s in found.sources if s.readable or host.sudo]
-    for i, src in enumerate(sources):
-        older = sources[i - 1] if i > 0 else None
-        if not source_in_window(src, older, query.since, query.until):
-            notes.append(f"skipped {src.path}: outside the time window")
-            continue
-        ctx = TimeContext(
-            tz=zone,
-            reference=datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now,
-        )
-        if src.kind == "journal":
-            target_path = JOURNAL_COPY
-            sudo = False
-        elif whole:
-            target_path = src.path
-            sudo = host.sudo
-        else:
-            target_path = _plain_name(src.path, src.compression)
-            sudo = host.sudo
+    for src in searcher.plan(query):
+        target_path = _target_path(src, whole)
         target = _local_path(dest, host.name, target_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if whole and src.kind == "file":
-            n, size = _copy_raw(session, ["cat", "--", session.path(src.path)], target, sudo,
-                                on_bytes)
+            n, size = _copy_raw(searcher, src, target)
         else:
-            n, size = _fetch_slice(session, src, query, needles, ctx, target, sudo, on_bytes)
+            n, size = _fetch_slice(searcher, src, query, None if whole else pass1_needles(query),
+                                   target)
         if src.mtime is not None:
             os.utime(target, (src.mtime, src.mtime))
         manifest["files"][target_path] = {
@@ -114,92 +91,75 @@ def fetch_host(
         written.append(target_path)
         total_lines += n
         total_bytes += size
+    unread = searcher.unread()
+    if unread:
+        manifest["unread"] = [{"path": u.path, "problem": u.problem.value} for u in unread]
     host_manifest = _local_path(dest, host.name, "/" + MANIFEST)
     host_manifest.parent.mkdir(parents=True, exist_ok=True)
     host_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return FetchedHost(host.name, tuple(written), total_lines, total_bytes, tuple(notes))
+    return FetchedHost(
+        host.name, tuple(written), total_lines, total_bytes, searcher.notes(), unread
+    )
 
 
-def _copy_raw(
-    session: Session, argv: list[str], target: Path, sudo: bool, on_bytes: ByteCounter | None
-) -> tuple[int, int]:
-    """A byte-exact copy (rotated files are compressed: no line splitting here)."""
+def _target_path(src: LogSource, whole: bool) -> str:
+    """Where a source's copy goes, as a host path (a slice of a rotation is plain text)."""
+    if src.kind == "journal":
+        return JOURNAL_COPY
+    if whole:
+        return src.path
+    return _plain_name(src.path, src.compression)
+
+
+def _copy_raw(searcher: HostSearcher, src: LogSource, target: Path) -> tuple[int, int]:
+    """A byte-exact copy (rotated files stay compressed: no line splitting here)."""
     lines = size = 0
+    command = copy_file_command(searcher.command_path(src), shown=src.path)
     with open(target, "wb") as out:
-        for chunk in session.stream_chunks(argv, sudo=sudo, on_bytes=on_bytes):
+        for chunk in searcher.chunks(src, command):
             out.write(chunk)
             lines += chunk.count(b"\n")
             size += len(chunk)
     return lines, size
 
 
-def _copy(
-    session: Session,
-    argvs: list[list[str]],
-    target: Path,
-    sudo: bool,
-    on_bytes: ByteCounter | None,
-    keep: Callable[[bytes], bool] | None,
-) -> tuple[int, int]:
-    lines = size = 0
-    with open(target, "wb") as out:
-        for argv in argvs:
-            for line in session.stream(argv, sudo=sudo, on_bytes=on_bytes):
-                if keep is not None and not keep(line):
-                    continue
-                out.write(line + b"\n")
-                lines += 1
-                size += len(line) + 1
-    return lines, size
-
-
 def _fetch_slice(
-    session: Session,
+    searcher: HostSearcher,
     src: LogSource,
     query: Query,
-    needles: Any,
-    ctx: TimeContext,
+    needles: Needles | None,
     target: Path,
-    sudo: bool,
-    on_bytes: ByteCounter | None,
 ) -> tuple[int, int]:
-    """Pass 1 finds the queue IDs; pass 2 writes every line of them (plus NOQUEUE rejects)."""
-    journal = src.kind == "journal"
-    first = (
-        journal_command(needles, since=query.since, until=query.until, match=journal_match(src))
-        if journal
-        else filter_file_command(session.path(src.path), needles)
-    )
-    parser = LineParser(ctx)
+    """Pass 1 finds the queue IDs; pass 2 writes every line of them (plus NOQUEUE rejects).
+
+    Without needles (a time window only, or a journal under ``--all``) pass 1 is every line.
+    """
+    parser = searcher.parser(src)
     ids: set[str] = set()
-    loose: list[bytes] = []
-    for raw in session.stream(first, sudo=sudo, on_bytes=on_bytes):
+    kept: list[bytes] = []
+    for raw in searcher.lines(src, searcher.match_command(src, needles, query)):
+        if needles is None:
+            kept.append(raw)
+            continue
         rec = parser.feed(raw)
         if rec is None:
             continue
         if rec.queue_id is not None:
             ids.add(rec.queue_id)
         else:
-            loose.append(raw)
-    if needles is None:
-        ids = set()
-    second: list[list[str]] = []
-    if ids:
-        second = (
-            [journal_ids_command(sorted(ids), since=query.since, until=query.until, match=journal_match(src))]
-            if journal
-            else ids_file_commands(session.path(src.path), sorted(ids))
-        )
-    n, size = _copy(session, second, target, sudo, on_bytes, keep=None) if second else (0, 0)
-    if not second:
-        target.write_bytes(b"")
-    if loose:
-        with open(target, "ab") as out:
-            for raw in loose:
+            kept.append(raw)
+    lines = size = 0
+    with open(target, "wb") as out:
+        for command in searcher.ids_commands(src, sorted(ids), query) if ids else ():
+            for raw in searcher.lines(src, command):
                 out.write(raw + b"\n")
-                n += 1
+                lines += 1
                 size += len(raw) + 1
-    return n, size
+        for raw in kept:
+            out.write(raw + b"\n")
+            lines += 1
+            size += len(raw) + 1
+    return lines, size
 
 
 def write_fleet_manifest(

@@ -1,12 +1,13 @@
-"""The per-host pipeline: discover -> retrieve (two passes) -> parse -> assemble.
+"""One host's search: discover once, choose the sources, run the passes, parse, assemble.
 
-Each function here runs for one host inside the fleet pool, on that host's own session.
+A :class:`HostSearcher` is made for one host and one command and used by one thread, on that
+host's own session. ``search``, ``fetch``, ``summary``, ``hosts --check`` and the trace loop
+all read through it, so the choice of sources, which command reads which kind of source, and
+what happens when a source cannot be read to its end are said once, here.
 """
 
 from __future__ import annotations
 
-import json
-import posixpath
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -15,13 +16,13 @@ from typing import TypeVar
 from collector.errors import TransportError
 from collector.logs.assemble import Assembler, assemble
 from collector.logs.commands import (
+    EXIT_DAMAGED,
+    EXIT_VANISHED,
+    Command,
     Needles,
-    filter_file_command,
     filter_offsets_command,
-    ids_file_commands,
-    journal_command,
-    journal_ids_command,
-    journal_match,
+    ids_commands,
+    match_command,
     pass1_needles,
     source_in_window,
     split_offset,
@@ -29,153 +30,137 @@ from collector.logs.commands import (
     windows_around,
     windows_worth_it,
 )
-from collector.logs.discovery import DiscoveryResult, FileInfo, discover
+from collector.logs.discovery import DiscoveryResult
 from collector.logs.parse import LineParser, TimeContext
-from collector.logs.select import group_selected, reject_selected, tally
+from collector.logs.select import group_selected, reject_selected
 from collector.models import (
-    CommandResult,
     Compression,
-    Host,
     HostLog,
     Kind,
     LogSource,
     ParseStats,
     Query,
     QueueGroup,
+    ReadProblem,
     Record,
     Reject,
     Stage,
-    TransportKind,
+    Unread,
 )
+from collector.search.view import discover_host
 from collector.transport.base import Session
-
-#: A local host root may carry this file (written by ``collector fetch``): the original
-#: mtimes and sizes of the files copied there, since a copy (or git) loses them.
-MANIFEST = "collector-manifest.json"
 
 ByteCounter = Callable[[int], None]
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class SearchContext:
+    """What every read of one host needs besides the session: its zone, now, a byte counter."""
+
+    zone: tzinfo
+    now: datetime
+    on_bytes: ByteCounter | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HostSearch:
-    """What one host gave for one query."""
+    """What one host gave for one query.
+
+    ``unread`` lists the sources the host could not read to their end (and why): when it is
+    not empty, the host's answer may be missing lines and the run is partial.
+    """
 
     host: str
     log: HostLog
     sources: tuple[LogSource, ...]
     notes: tuple[str, ...]
+    unread: tuple[Unread, ...] = ()
+    commands: int = 0
 
 
-class SessionView:
-    """Discovery's read-only view of a host, through its session's commands."""
+class HostSearcher:
+    """Every read of one host for one command; records gathered so far are kept.
 
-    def __init__(self, session: Session) -> None:
+    A trace adds to the records round after round (``search`` for more selectors,
+    ``fetch_ids`` for the queue IDs links point at); ``result()`` assembles them.
+    """
+
+    def __init__(
+        self, session: Session, context: SearchContext, *, found: DiscoveryResult | None = None
+    ) -> None:
         self.session = session
-        self._manifest = _load_manifest(session)
+        self.host = session.host
+        self.context = context
+        self.ran: list[Command] = []
+        self._found = found
+        self._chosen: list[LogSource] | None = None
+        self._notes: list[str] = []
+        self._unread: dict[str, Unread] = {}
+        self._parsers: list[LineParser] = []
+        self._records: list[Record] = []
+        self._fetched: set[str] = set()
 
-    def read_text(self, path: str) -> str | None:
-        result = self.session.run(["cat", "--", self.session.path(path)])
-        if result.exit_code != 0:
-            return None
-        return result.stdout.decode("utf-8", "replace")
+    # ------------------------------------------------------------------ sources
 
-    def list_dir(self, path: str) -> list[FileInfo] | None:
-        real = self.session.path(path)
-        result = self.session.run(
-            [
-                "find",
-                real,
-                "-maxdepth",
-                "1",
-                "-mindepth",
-                "1",
-                "(",
-                "-readable",
-                "-printf",
-                "r\\t%y\\t%s\\t%T@\\t%f\\n",
-                "-o",
-                "-printf",
-                "u\\t%y\\t%s\\t%T@\\t%f\\n",
-                ")",
-            ]
-        )
-        if result.exit_code != 0 and not result.stdout:
-            return None
-        infos: list[FileInfo] = []
-        for line in result.stdout.decode("utf-8", "surrogateescape").splitlines():
-            parts = line.split("\t", 4)
-            if len(parts) != 5:
-                continue
-            readable, ftype, size, mtime, name = parts
-            if ftype not in ("f", "p"):  # regular files (and FIFOs, which a reader may hit)
-                continue
-            full = posixpath.join(path, name)
-            meta = self._manifest.get(full, {})
-            infos.append(
-                FileInfo(
-                    path=full,
-                    size=int(meta.get("size", size)),
-                    mtime=float(meta.get("mtime", mtime)),
-                    readable=readable == "r" or bool(self.session.host.sudo),
-                )
-            )
-        return infos
+    @property
+    def found(self) -> DiscoveryResult:
+        """The host's log sources, discovered on first use."""
+        if self._found is None:
+            self._found = discover_host(self.session, self.host)
+        return self._found
 
-    def run(self, argv: Sequence[str]) -> CommandResult | None:
-        host = self.session.host
-        if host.transport is TransportKind.LOCAL and (host.root or "/") != "/":
-            return None  # a directory is not a running Postfix: read its files instead
-        return self.session.run(list(argv))
+    def plan(self, window: Query | None = None) -> list[LogSource]:
+        """The readable sources that can hold lines inside the window (decided once).
 
+        A source the login user cannot read (and no sudo) is recorded as unread; a rotated
+        file outside the window is skipped with a note.
+        """
+        if self._chosen is not None:
+            return self._chosen
+        since, until = (window.since, window.until) if window is not None else (None, None)
+        self._notes.extend(self.found.notes)
+        readable: list[LogSource] = []
+        for src in self.found.sources:
+            if src.readable or self.host.sudo:
+                readable.append(src)
+            else:
+                self._lose(Unread(src.path, ReadProblem.PERMISSION))
+        chosen: list[LogSource] = []
+        for i, src in enumerate(readable):
+            older = readable[i - 1] if i > 0 and readable[i - 1].kind == "file" else None
+            if source_in_window(src, older, since, until):
+                chosen.append(src)
+            else:
+                self._notes.append(f"skipped {src.path}: outside the time window")
+        self._chosen = chosen
+        return chosen
 
-def _load_manifest(session: Session) -> dict[str, dict[str, float]]:
-    host = session.host
-    if host.transport is not TransportKind.LOCAL:
-        return {}
-    result = session.run(["cat", "--", session.path("/" + MANIFEST)])
-    if result.exit_code != 0:
-        return {}
-    try:
-        data = json.loads(result.stdout)
-        files = data.get("files", {})
-        return {str(k): dict(v) for k, v in files.items() if isinstance(v, dict)}
-    except (ValueError, AttributeError, TypeError):
-        return {}
+    def command_path(self, source: LogSource) -> str:
+        """The path a command on this host uses for a source."""
+        return self.session.path(source.path) if source.kind == "file" else source.path
 
+    def match_command(self, source: LogSource, needles: Needles | None, query: Query) -> Command:
+        """Pass 1 (or every line, without needles) for one source."""
+        return match_command(source, self.command_path(source), needles, query)
 
-def _context(source: LogSource, zone: tzinfo, now: datetime) -> TimeContext:
-    reference = now
-    if source.mtime is not None:
-        reference = datetime.fromtimestamp(source.mtime, tz=zone)
-    return TimeContext(tz=zone, reference=reference)
+    def ids_commands(self, source: LogSource, ids: Sequence[str], query: Query) -> list[Command]:
+        """Pass 2 for one source: every line of these queue IDs."""
+        return ids_commands(source, self.command_path(source), ids, query)
 
+    # ------------------------------------------------------------------ reading
 
-class _Reader:
-    """Streams commands' lines through per-source parsers and keeps the stats."""
-
-    def __init__(self, session: Session, zone: tzinfo, now: datetime, on_bytes: ByteCounter | None):
-        self.session = session
-        self.zone = zone
-        self.now = now
-        self.on_bytes = on_bytes
-        self.parsers: list[LineParser] = []
-        self.notes: list[str] = []
-
-    def records(self, source: LogSource, argv: Sequence[str]) -> Iterator[Record]:
-        parser = LineParser(_context(source, self.zone, self.now))
-        self.parsers.append(parser)
-        sudo = self.session.host.sudo
-        chunks = self.session.stream_chunks(list(argv), sudo=sudo, on_bytes=self.on_bytes)
-        yield from self._guarded(source, parser.parse_blocks(chunks))
+    def records(self, source: LogSource, command: Command) -> Iterator[Record]:
+        """The parsed lines a command prints (parsed in blocks: the fast path)."""
+        chunks = self._stream(command, chunks=True)
+        yield from self._guarded(source, self.parser(source).parse_blocks(chunks))
 
     def records_with_offsets(
-        self, source: LogSource, argv: Sequence[str]
+        self, source: LogSource, command: Command
     ) -> Iterator[tuple[int | None, Record]]:
-        """Like ``records`` for ``grep -b`` output: each record with its line's byte offset."""
-        parser = LineParser(_context(source, self.zone, self.now))
-        self.parsers.append(parser)
-        lines = self.session.stream(list(argv), sudo=self.session.host.sudo, on_bytes=self.on_bytes)
+        """Like :meth:`records` for ``grep -b`` output: each record with its line's offset."""
+        parser = self.parser(source)
+        lines = self._stream(command, chunks=False)
 
         def pairs() -> Iterator[tuple[int | None, Record]]:
             for raw in lines:
@@ -186,40 +171,225 @@ class _Reader:
 
         yield from self._guarded(source, pairs())
 
-    def _guarded(self, source: LogSource, items: Iterator[T]) -> Iterator[T]:
-        """Pass items on; a source that vanished or is damaged becomes a note, not a failure.
+    def lines(self, source: LogSource, command: Command) -> Iterator[bytes]:
+        """The raw lines a command prints, unparsed (``fetch`` writes them as they are)."""
+        yield from self._guarded(source, self._stream(command, chunks=False))
 
-        What was read before the problem stands.
+    def chunks(self, source: LogSource, command: Command) -> Iterator[bytes]:
+        """The raw bytes a command prints, cut anywhere (a byte-exact copy)."""
+        yield from self._guarded(source, self._stream(command, chunks=True))
+
+    def _stream(self, command: Command, *, chunks: bool) -> Iterator[bytes]:
+        self.ran.append(command)
+        read = self.session.stream_chunks if chunks else self.session.stream
+        return read(list(command.argv), sudo=self.host.sudo, on_bytes=self.context.on_bytes)
+
+    def parser(self, source: LogSource) -> LineParser:
+        """A parser for one source's lines (its stats count in the host's)."""
+        reference = self.context.now
+        if source.mtime is not None:
+            reference = datetime.fromtimestamp(source.mtime, tz=self.context.zone)
+        parser = LineParser(TimeContext(tz=self.context.zone, reference=reference))
+        self._parsers.append(parser)
+        return parser
+
+    def _guarded(self, source: LogSource, items: Iterator[T]) -> Iterator[T]:
+        """Pass items on; a source that vanished or is damaged is recorded as unread.
+
+        What was read before the problem stands. Any other failure of the command fails the
+        host, with the source named.
         """
         try:
             yield from items
         except TransportError as exc:
-            note = _read_problem(source, exc)
-            if note is None:
-                raise
-            if note not in self.notes:
-                self.notes.append(note)
+            problem = read_problem(exc)
+            if problem is None:
+                raise TransportError(
+                    exc.host,
+                    exc.stage,
+                    f"{source.path}: {exc.message}",
+                    exit_code=exc.exit_code,
+                    command=exc.command,
+                ) from exc
+            self._lose(Unread(source.path, problem))
+
+    def _lose(self, unread: Unread) -> None:
+        if unread.path not in self._unread:
+            self._unread[unread.path] = unread
+            self._notes.append(str(unread))
+
+    # ------------------------------------------------------------------ the passes
+
+    def search(self, query: Query, around: tuple[datetime, datetime] | None = None) -> set[str]:
+        """Pass 1 (lines with the selector's fixed string) then pass 2 (every line of their IDs).
+
+        On plain files pass 2 first reads windows around pass 1's hits; IDs whose life is not
+        complete there are then looked up in the whole of every chosen source. Returns the
+        queue IDs pass 1 found. With no fixed string, every line is read in one pass.
+        ``around`` keeps only the pass-1 hits logged in that span (a trace looking for one
+        event, e.g. a refusal).
+        """
+        chosen = self.plan(query)
+        needles = pass1_needles(query)
+        if needles is None:
+            for src in chosen:
+                self._records.extend(self.records(src, self.match_command(src, None, query)))
+            return set()
+        ids: set[str] = set()
+        windowed: list[tuple[LogSource, dict[str, list[int]]]] = []
+        for src in chosen:
+            if _windowable(src):
+                hits = self._pass1_offsets(src, needles, around)
+                ids.update(hits)
+                if hits:
+                    windowed.append((src, hits))
+            else:
+                ids |= self._pass1(src, needles, query, around)
+        complete: set[str] = set()
+        for src, hits in windowed:
+            complete |= self._pass2_windows(src, hits)
+        self._fetched.update(complete)
+        self.fetch_ids(ids - complete, query)
+        return ids
+
+    def _pass1(
+        self,
+        src: LogSource,
+        needles: Needles,
+        query: Query,
+        around: tuple[datetime, datetime] | None,
+    ) -> set[str]:
+        ids: set[str] = set()
+        for rec in self.records(src, self.match_command(src, needles, query)):
+            if around is not None and not around[0] <= rec.time <= around[1]:
+                continue
+            if rec.queue_id is not None:
+                ids.add(rec.queue_id)
+            else:
+                self._records.append(rec)
+        return ids
+
+    def _pass1_offsets(
+        self, src: LogSource, needles: Needles, around: tuple[datetime, datetime] | None
+    ) -> dict[str, list[int]]:
+        hits: dict[str, list[int]] = {}
+        command = filter_offsets_command(self.command_path(src), needles, shown=src.path)
+        for offset, rec in self.records_with_offsets(src, command):
+            if around is not None and not around[0] <= rec.time <= around[1]:
+                continue
+            if rec.queue_id is None:
+                self._records.append(rec)
+            elif offset is not None:
+                hits.setdefault(rec.queue_id, []).append(offset)
+        return hits
+
+    def _pass2_windows(self, src: LogSource, hits: dict[str, list[int]]) -> set[str]:
+        """Pass 2 in windows around the hits; returns the IDs whose whole life was there."""
+        wins = windows_around([o for offs in hits.values() for o in offs], src.size)
+        if not windows_worth_it(wins, src.size):
+            return set()  # hits all over the file: one whole-file pass 2 is cheaper
+        found: list[Record] = []
+        for command in window_ids_commands(
+            self.command_path(src), wins, sorted(hits), shown=src.path
+        ):
+            found.extend(self.records(src, command))
+        done = complete_lives(found, reaches_end=wins[-1].end is None)
+        # An ID not complete here is fetched whole: keep none of its window lines, so each
+        # ID's lines come from one pass, in file order (a BSD second holds many lines).
+        self._records.extend(r for r in found if r.queue_id in done)
+        return done
+
+    def fetch_ids(self, queue_ids: Iterable[str], query: Query | None = None) -> None:
+        """Every line of these queue IDs in every chosen source (a message can straddle a
+        rotation); IDs fetched before are not fetched again."""
+        ids = sorted(set(queue_ids) - self._fetched)
+        if not ids:
+            return
+        self._fetched.update(ids)
+        window = query or Query()
+        for src in self.plan(window):
+            for command in self.ids_commands(src, ids, window):
+                self._records.extend(self.records(src, command))
+
+    def fetched(self, queue_id: str) -> bool:
+        """Whether every line of this queue ID has been read already."""
+        return queue_id in self._fetched
+
+    def scan(
+        self,
+        query: Query,
+        *,
+        keep: Callable[[QueueGroup], bool],
+        keep_reject: Callable[[Reject], bool],
+        on_group: Callable[[QueueGroup], None] | None = None,
+    ) -> HostSearch:
+        """Read every line of the chosen sources, streaming: memory stays flat as logs grow.
+
+        Each finished group goes to ``on_group`` (if given) and is kept only when ``keep``
+        says so; each NOQUEUE reject is kept only when ``keep_reject`` says so (it may count
+        it too).
+        """
+        asm = Assembler(self.host.name, keep_reject=keep_reject)
+        kept: list[QueueGroup] = []
+
+        def take(groups: Iterable[QueueGroup]) -> None:
+            for g in groups:
+                if on_group is not None:
+                    on_group(g)
+                if keep(g):
+                    kept.append(g)
+
+        for src in self.plan(query):
+            for rec in self.records(src, self.match_command(src, None, query)):
+                done = asm.add(rec)
+                if done:
+                    take(done)
+        tail = asm.finish()
+        take(tail.groups)
+        kept.sort(key=lambda g: (g.first_time, g.instance, g.queue_id))
+        return self._result(HostLog(self.host.name, tuple(kept), tail.rejects, self.stats()))
+
+    # ------------------------------------------------------------------ results
 
     def stats(self) -> ParseStats:
-        return _sum_stats(p.stats for p in self.parsers)
+        return sum_stats(p.stats for p in self._parsers)
+
+    def log(self) -> HostLog:
+        """The records read so far, assembled."""
+        ordered = sorted(_dedupe(self._records), key=lambda r: r.time)
+        return assemble(self.host.name, ordered, self.stats())
+
+    def result(self) -> HostSearch:
+        return self._result(self.log())
+
+    def unread(self) -> tuple[Unread, ...]:
+        """The sources not read to their end so far."""
+        return tuple(self._unread.values())
+
+    def notes(self) -> tuple[str, ...]:
+        """Discovery's notes, skipped sources and unread ones, in the order they arose."""
+        return tuple(self._notes)
+
+    def _result(self, log: HostLog) -> HostSearch:
+        sources = tuple(self._found.sources) if self._found is not None else ()
+        return HostSearch(
+            self.host.name, log, sources, self.notes(), self.unread(), len(self.ran)
+        )
 
 
-def _read_problem(source: LogSource, exc: TransportError) -> str | None:
-    """The note for a source that could not be read to its end, or None for other errors."""
+def read_problem(exc: TransportError) -> ReadProblem | None:
+    """Why a source could not be read to its end, from the command's exit status; None when
+    the failure is not about the source (a timeout, a lost connection, sudo)."""
     if exc.stage is not Stage.READ:
         return None
-    # The message quotes the command, whose script holds these words too, but never with the
-    # file's path filled in: only stderr has "PATH: No such file..." (a local host's real
-    # path ends with the host path).
-    if f"{source.path}: No such file or directory" in exc.message:
-        # Rotated away between discovery and reading: its lines are in the next file.
-        return f"{source.path} vanished while being read (rotated?)"
-    if f"{source.path} completely: the lines after the damage are missing" in exc.message:
-        return f"{source.path} is damaged: lines after the damage are missing"
+    if exc.exit_code == EXIT_DAMAGED:
+        return ReadProblem.DAMAGED
+    if exc.exit_code == EXIT_VANISHED:
+        return ReadProblem.VANISHED
     return None
 
 
-def _sum_stats(all_stats: Iterable[ParseStats]) -> ParseStats:
+def sum_stats(all_stats: Iterable[ParseStats]) -> ParseStats:
     lines = parsed = unknown = bad = blank = 0
     samples: list[str] = []
     for s in all_stats:
@@ -230,32 +400,6 @@ def _sum_stats(all_stats: Iterable[ParseStats]) -> ParseStats:
         blank += s.blank
         samples.extend(s.unknown_samples[: max(0, 5 - len(samples))])
     return ParseStats(lines, parsed, unknown, bad, blank, tuple(samples))
-
-
-def discover_host(session: Session, host: Host) -> DiscoveryResult:
-    return discover(SessionView(session), host)
-
-
-@dataclass(slots=True)
-class HostRecords:
-    """Records gathered on one host so far (a trace adds to them round after round)."""
-
-    host: Host
-    found: DiscoveryResult
-    chosen: list[LogSource]
-    notes: list[str]
-    reader: _Reader
-    records: list[Record]
-    fetched_ids: set[str]
-    commands: int = 0
-
-    def log(self) -> HostLog:
-        ordered = sorted(_dedupe(self.records), key=lambda r: r.time)
-        return assemble(self.host.name, ordered, self.reader.stats())
-
-    def result(self) -> HostSearch:
-        notes = tuple(self.notes) + tuple(n for n in self.reader.notes if n not in self.notes)
-        return HostSearch(self.host.name, self.log(), tuple(self.found.sources), notes)
 
 
 def _dedupe(records: Iterable[Record]) -> list[Record]:
@@ -271,102 +415,6 @@ def _dedupe(records: Iterable[Record]) -> list[Record]:
     return out
 
 
-def start_host(
-    session: Session,
-    query: Query,
-    zone: tzinfo,
-    now: datetime,
-    *,
-    on_bytes: ByteCounter | None = None,
-    found: DiscoveryResult | None = None,
-) -> HostRecords:
-    """Discover, then pick the sources that can hold lines in the query's time window."""
-    host = session.host
-    if found is None:
-        found = discover_host(session, host)
-    sources = [s for s in found.sources if s.readable or host.sudo]
-    notes = list(found.notes)
-    for s in found.sources:
-        if not (s.readable or host.sudo):
-            notes.append(f"cannot read {s.path} (permission denied; set sudo = true?)")
-    chosen: list[LogSource] = []
-    for i, src in enumerate(sources):
-        older = sources[i - 1] if i > 0 and sources[i - 1].kind == "file" else None
-        if source_in_window(src, older, query.since, query.until):
-            chosen.append(src)
-        else:
-            notes.append(f"skipped {src.path}: outside the time window")
-    reader = _Reader(session, zone, now, on_bytes)
-    return HostRecords(host, found, chosen, notes, reader, [], set())
-
-
-def select_records(
-    state: HostRecords,
-    session: Session,
-    query: Query,
-    around: tuple[datetime, datetime] | None = None,
-) -> set[str]:
-    """Pass 1 (lines with the selector's fixed string) then pass 2 (every line of their IDs).
-
-    On plain files pass 2 first reads windows around pass 1's hits; IDs whose life is not
-    complete there are then looked up in the whole of every chosen source. Returns the queue
-    IDs pass 1 found. With no fixed string, every line is read in one pass. ``around`` keeps
-    only the pass-1 hits logged in that span (a trace looking for one event, e.g. a refusal).
-    """
-    needles = pass1_needles(query)
-
-    def wanted(rec: Record) -> bool:
-        return around is None or around[0] <= rec.time <= around[1]
-
-    if needles is None:
-        for src in state.chosen:
-            state.commands += 1
-            state.records.extend(state.reader.records(src, _pass1_argv(session, src, None, query)))
-        return set()
-    ids: set[str] = set()
-    windowed: list[tuple[LogSource, dict[str, list[int]]]] = []
-    for src in state.chosen:
-        state.commands += 1
-        if _windowable(src):
-            hits: dict[str, list[int]] = {}
-            argv = filter_offsets_command(session.path(src.path), needles)
-            for offset, rec in state.reader.records_with_offsets(src, argv):
-                if not wanted(rec):
-                    continue
-                if rec.queue_id is None:
-                    state.records.append(rec)
-                elif offset is not None:
-                    hits.setdefault(rec.queue_id, []).append(offset)
-            ids.update(hits)
-            if hits:
-                windowed.append((src, hits))
-            continue
-        for rec in state.reader.records(src, _pass1_argv(session, src, needles, query)):
-            if not wanted(rec):
-                continue
-            if rec.queue_id is not None:
-                ids.add(rec.queue_id)
-            else:
-                state.records.append(rec)
-    complete: set[str] = set()
-    for src, hits in windowed:
-        wins = windows_around([o for offs in hits.values() for o in offs], src.size)
-        if not windows_worth_it(wins, src.size):
-            continue  # hits all over the file: one whole-file pass 2 is cheaper
-        found: list[Record] = []
-        for argv in window_ids_commands(session.path(src.path), wins, sorted(hits)):
-            state.commands += 1
-            found.extend(state.reader.records(src, argv))
-        done = complete_lives(found, reaches_end=wins[-1].end is None)
-        # An ID not complete here is fetched whole below: keep none of its window lines, so
-        # each ID's lines come from one pass, in file order (a BSD second holds many lines).
-        state.records.extend(r for r in found if r.queue_id in done)
-        complete |= done
-    state.fetched_ids.update(complete)
-    fetch_ids(state, session, ids - complete, query)
-    return ids
-
-
 def _windowable(src: LogSource) -> bool:
     return src.kind == "file" and src.compression is Compression.NONE and bool(src.size)
 
@@ -377,8 +425,9 @@ def complete_lives(records: Sequence[Record], *, reaches_end: bool = False) -> s
     A life starts with smtpd's client= or pickup's uid= line; one made by Postfix itself (a
     bounce notification, a local forward, named so by its parent's line here) starts with
     cleanup's message-id= line and names no client. A null sender alone proves nothing: a
-    notification relayed from another host arrives through smtpd like any message. Without ``removed`` the message may still be queued: complete only when the
-    records reach the end of the file.
+    notification relayed from another host arrives through smtpd like any message. Without
+    ``removed`` the message may still be queued: complete only when the records reach the
+    end of the file.
     """
     kinds: dict[str, set[Kind]] = {}
     internal: set[str] = set()
@@ -403,62 +452,6 @@ def complete_lives(records: Sequence[Record], *, reaches_end: bool = False) -> s
     return done
 
 
-def fetch_ids(
-    state: HostRecords, session: Session, queue_ids: Iterable[str], query: Query | None = None
-) -> None:
-    """Every line of these queue IDs in every chosen source (a message can straddle a rotation)."""
-    ids = sorted(set(queue_ids) - state.fetched_ids)
-    if not ids:
-        return
-    state.fetched_ids.update(ids)
-    window = query or Query()
-    for src in state.chosen:
-        for argv in _pass2_argvs(session, src, ids, window):
-            state.commands += 1
-            state.records.extend(state.reader.records(src, argv))
-
-
-def scan_host(
-    session: Session,
-    query: Query,
-    zone: tzinfo,
-    now: datetime,
-    *,
-    keep: Callable[[QueueGroup], bool],
-    keep_reject: Callable[[Reject], bool],
-    on_group: Callable[[QueueGroup], None] | None = None,
-    on_bytes: ByteCounter | None = None,
-) -> HostSearch:
-    """Read every line of the chosen sources, streaming: memory stays flat as logs grow.
-
-    Each finished group goes to ``on_group`` (if given) and is kept only when ``keep`` says so;
-    each NOQUEUE reject is kept only when ``keep_reject`` says so (it may count it too).
-    """
-    state = start_host(session, query, zone, now, on_bytes=on_bytes)
-    asm = Assembler(session.host.name, keep_reject=keep_reject)
-    kept: list[QueueGroup] = []
-
-    def take(groups: Iterable[QueueGroup]) -> None:
-        for g in groups:
-            if on_group is not None:
-                on_group(g)
-            if keep(g):
-                kept.append(g)
-
-    for src in state.chosen:
-        state.commands += 1
-        for rec in state.reader.records(src, _pass1_argv(session, src, None, query)):
-            done = asm.add(rec)
-            if done:
-                take(done)
-    tail = asm.finish()
-    take(tail.groups)
-    kept.sort(key=lambda g: (g.first_time, g.instance, g.queue_id))
-    log = HostLog(session.host.name, tuple(kept), tail.rejects, state.reader.stats())
-    notes = tuple(state.notes) + tuple(state.reader.notes)
-    return HostSearch(session.host.name, log, tuple(state.found.sources), notes)
-
-
 def search_host(
     session: Session,
     query: Query,
@@ -468,66 +461,14 @@ def search_host(
     on_bytes: ByteCounter | None = None,
     found: DiscoveryResult | None = None,
 ) -> HostSearch:
-    """Two passes over every log source of one host, then parse and assemble locally."""
+    """``collector search`` on one host: two passes (or, without a fixed string, one
+    streaming scan of every line), then parse and assemble locally."""
+    searcher = HostSearcher(session, SearchContext(zone, now, on_bytes), found=found)
     if pass1_needles(query) is None:
-        return scan_host(
-            session,
+        return searcher.scan(
             query,
-            zone,
-            now,
             keep=lambda g: group_selected(g, query),
             keep_reject=lambda r: reject_selected(r, query),
-            on_bytes=on_bytes,
         )
-    state = start_host(session, query, zone, now, on_bytes=on_bytes, found=found)
-    select_records(state, session, query)
-    return state.result()
-
-
-def _pass1_argv(
-    session: Session, src: LogSource, needles: Needles | None, query: Query
-) -> list[str]:
-    if src.kind == "journal":
-        return journal_command(needles, since=query.since, until=query.until, match=journal_match(src))
-    return filter_file_command(session.path(src.path), needles)
-
-
-def _pass2_argvs(
-    session: Session, src: LogSource, ids: Sequence[str], query: Query
-) -> list[list[str]]:
-    if src.kind == "journal":
-        return [journal_ids_command(ids, since=query.since, until=query.until, match=journal_match(src))]
-    return ids_file_commands(session.path(src.path), ids)
-
-
-@dataclass(frozen=True, slots=True)
-class HostSummary:
-    search: HostSearch
-    counts: dict[str, int]
-
-
-def summarize_host(
-    session: Session, query: Query, zone: tzinfo, now: datetime, *,
-    on_bytes: ByteCounter | None = None,
-) -> HostSummary:
-    """Counts of one host's messages, recipients by status and rejects, in one streaming pass."""
-    counts: dict[str, int] = {}
-
-    def count_reject(r: Reject) -> bool:
-        if (query.since is None or r.time >= query.since) and (
-            query.until is None or r.time <= query.until
-        ):
-            counts["rejected"] = counts.get("rejected", 0) + 1
-        return False  # counted, not kept
-
-    result = scan_host(
-        session,
-        query,
-        zone,
-        now,
-        keep=lambda g: False,
-        keep_reject=count_reject,
-        on_group=lambda g: tally(g, counts, query),
-        on_bytes=on_bytes,
-    )
-    return HostSummary(result, counts)
+    searcher.search(query)
+    return searcher.result()

@@ -13,7 +13,7 @@ from collector.logs.discovery import DiscoveryResult
 from collector.logs.parse import TimeContext, parse_line
 from collector.models import Host, HostResult, LogSource, TransportKind
 from collector.render.rows import iso, source_dict
-from collector.search.host import discover_host
+from collector.search.view import discover_host
 from collector.transport.base import Session
 
 
@@ -111,7 +111,8 @@ def check_host(session: Session) -> HostCheck:
         first = last = None
         fmt = None
         if not needs_sudo:
-            result = session.run(edge_lines_command(src, session.path(src.path)), sudo=host.sudo)
+            command = edge_lines_command(src, session.path(src.path) if src.kind == "file" else src.path)
+            result = session.run(list(command.argv), sudo=host.sudo)
             lines = result.stdout.decode("utf-8", "replace").splitlines()
             ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
             ctx = TimeContext(tz=zone, reference=ref)

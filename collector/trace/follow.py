@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, tzinfo
 from collector.logs.select import group_matches, row_matches, rows_of_group
 from collector.models import Host, HostError, HostLog, HostResult, Query, QueueGroup, Trace
 from collector.search.fleet import run_on_hosts
-from collector.search.host import HostRecords, fetch_ids, select_records, start_host
+from collector.search.host import HostSearch, HostSearcher, SearchContext
 from collector.trace.correlate import (
     DEFAULT_SKEW,
     HostIndex,
@@ -39,8 +39,7 @@ DEFAULT_DEPTH = 12
 @dataclass(slots=True)
 class _HostState:
     host: Host
-    session: Session | None = None
-    records: HostRecords | None = None
+    searcher: HostSearcher | None = None
     error: HostError | None = None
     wanted_ids: set[str] = field(default_factory=set)
     # (what to look for, the time span it must be logged in), and what was already asked
@@ -53,7 +52,7 @@ class TraceRun:
     """What a trace found, and what it cost."""
 
     traces: tuple[Trace, ...]
-    results: tuple[HostResult[HostLog], ...]  # every host touched, in inventory order
+    results: tuple[HostResult[HostSearch], ...]  # every host touched, in inventory order
     rounds: int
     round_trips: int  # commands run over all hosts (each one SSH exec round trip)
     notes: tuple[str, ...]
@@ -91,30 +90,24 @@ def trace_fleet(
     index = build_host_index(list(inventory_hosts))
     notes: list[str] = []
 
-    def ensure(state: _HostState) -> HostRecords:
-        if state.session is None:
-            state.session = open_session(state.host)
-        if state.records is None:
-            state.records = start_host(
-                state.session, Query(), zone_of(state.host), now
-            )
-        return state.records
+    def ensure(state: _HostState) -> HostSearcher:
+        if state.searcher is None:
+            session = open_session(state.host)
+            state.searcher = HostSearcher(session, SearchContext(zone_of(state.host), now))
+        return state.searcher
 
     def first_round(host: Host) -> None:
-        state = states[host.name]
-        rec = ensure(state)
-        assert state.session is not None
-        state.records = start_host(state.session, query, zone_of(host), now, found=rec.found)
-        select_records(state.records, state.session, query)
+        searcher = ensure(states[host.name])
+        searcher.plan(query)  # the start hosts read only the sources of the query's window
+        searcher.search(query)
 
     def follow(host: Host) -> None:
         state = states[host.name]
-        rec = ensure(state)
-        assert state.session is not None
+        searcher = ensure(state)
         for search, span in state.wanted_searches:
-            state.wanted_ids |= select_records(rec, state.session, search, span)
+            state.wanted_ids |= searcher.search(search, span)
         state.wanted_searches.clear()
-        fetch_ids(rec, state.session, state.wanted_ids)
+        searcher.fetch_ids(state.wanted_ids)
         state.wanted_ids.clear()
 
     try:
@@ -133,11 +126,11 @@ def trace_fleet(
             notes.append(f"stopped following after {depth} rounds (depth limit)")
     finally:
         for state in states.values():
-            if state.session is not None:
+            if state.searcher is not None:
                 with contextlib.suppress(Exception):  # closing must not hide the outcome
-                    state.session.close()
-    by_host = {n: rec.log() for n in order if (rec := states[n].records) is not None}
-    logs = list(by_host.values())
+                    state.searcher.session.close()
+    by_host = {n: s.result() for n in order if (s := states[n].searcher) is not None}
+    logs = [r.log for r in by_host.values()]
     failed = {
         n: f"{s.error.stage}: {s.error.message}" for n, s in states.items() if s.error is not None
     }
@@ -149,12 +142,12 @@ def trace_fleet(
         for n in order
         if n in by_host or states[n].error is not None
     )
-    trips = sum(rec.commands for s in states.values() if (rec := s.records) is not None)
+    trips = sum(r.commands for r in by_host.values())
     return TraceRun(tuple(chosen), results, rounds, trips, tuple(notes))
 
 
 def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[HostLog]:
-    return [rec.log() for n in order if (rec := states[n].records) is not None]
+    return [s.log() for n in order if (s := states[n].searcher) is not None]
 
 
 def _plan_next(
@@ -169,7 +162,7 @@ def _plan_next(
         state = states.get(ref.host)
         if state is None or state.error is not None:
             continue
-        if state.records is not None and ref.queue_id in state.records.fetched_ids:
+        if state.searcher is not None and state.searcher.fetched(ref.queue_id):
             continue
         state.wanted_ids.add(ref.queue_id)
         work.add(ref.host)

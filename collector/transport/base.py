@@ -126,7 +126,11 @@ def _stderr_tail(stderr: bytes) -> str:
 def check_stream_exit(host: str, command: str, exit_code: int, stderr: bytes) -> None:
     if exit_code not in (0, 1):
         raise TransportError(
-            host, Stage.READ, f"command exited with {exit_code}: {command}: {_stderr_tail(stderr)}"
+            host,
+            Stage.READ,
+            f"command exited with {exit_code}: {_stderr_tail(stderr)}",
+            exit_code=exit_code,
+            command=command,
         )
 
 

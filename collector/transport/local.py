@@ -77,7 +77,7 @@ class LocalSession(LineStreams):
             )
         except subprocess.TimeoutExpired:
             raise TransportError(
-                self.host.name, Stage.READ, f"command timed out after {limit:g} s: {command}"
+                self.host.name, Stage.READ, f"command timed out after {limit:g} s", command=command
             ) from None
         except OSError as exc:
             # Like a shell: "not found" is exit 127, not a transport failure.
@@ -154,7 +154,7 @@ class LocalSession(LineStreams):
             proc.stderr.close()
         if timed_out.is_set():
             raise TransportError(
-                self.host.name, Stage.READ, f"command timed out after {limit:g} s: {command}"
+                self.host.name, Stage.READ, f"command timed out after {limit:g} s", command=command
             )
         check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
         check_stream_exit(self.host.name, command, exit_code, bytes(stderr))

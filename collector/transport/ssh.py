@@ -277,7 +277,7 @@ class SSHSession(LineStreams):
         _signal(channel, "TERM")
         channel.close()
         return TransportError(
-            self.host.name, Stage.READ, f"command timed out after {limit:g} s: {command}"
+            self.host.name, Stage.READ, f"command timed out after {limit:g} s", command=command
         )
 
     def _pump(
@@ -333,7 +333,7 @@ class SSHSession(LineStreams):
         transport = channel.get_transport()
         if code == -1 and (transport is None or not transport.is_active()):
             raise TransportError(
-                self.host.name, Stage.READ, f"connection lost while running: {command}"
+                self.host.name, Stage.READ, "connection lost while a command ran", command=command
             )
         return code
 
