@@ -9,7 +9,7 @@ import pytest
 
 from collector.errors import CollectorError, InventoryError, TransportError
 from collector.models import Host, HostError, HostResult, Stage
-from collector.search.fleet import describe_failure, run_on_hosts
+from collector.search.fleet import InternalError, describe_failure, run_on_hosts
 
 HOSTS = [Host(f"mx{i}") for i in range(8)]
 
@@ -42,7 +42,7 @@ def test_errors_are_tagged_per_host_and_never_propagate() -> None:
             case "mx3":
                 raise InventoryError(None, "bad key")
             case "mx4":
-                raise KeyError("boom")
+                raise ConnectionResetError("boom")
         return 1
 
     caught: dict[str, BaseException] = {}
@@ -52,12 +52,12 @@ def test_errors_are_tagged_per_host_and_never_propagate() -> None:
         HostError("mx1", Stage.AUTH, "Authentication failed"),
         HostError("mx2", Stage.DISCOVER, "no log found"),
         HostError("mx3", Stage.READ, "bad key"),
-        HostError("mx4", Stage.READ, "KeyError: 'boom'"),
+        HostError("mx4", Stage.READ, "ConnectionResetError: boom"),
         None,
     ]
     assert [r.value for r in results] == [1, None, None, None, None, 1]
     assert set(caught) == {"mx1", "mx2", "mx3", "mx4"}
-    assert isinstance(caught["mx4"], KeyError)
+    assert isinstance(caught["mx4"], ConnectionResetError)
     assert caught["mx4"].__traceback__ is not None  # --debug can print it
 
 
@@ -124,3 +124,36 @@ def test_a_failing_callback_stops_queued_hosts() -> None:
         run_on_hosts(HOSTS, task, workers=1, on_done=done)
     time.sleep(0.2)
     assert len(ran) < len(HOSTS)
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_a_bug_is_not_a_host_error_and_waits_for_the_others(processes: bool) -> None:
+    # A KeyError is collector's bug, not mx2's problem: it must not pass for a per-host
+    # error, and it must not cut the other hosts short either.
+    finished: list[str] = []
+
+    def task(host: Host) -> str:
+        if host.name == "mx2":
+            raise KeyError("boom")
+        time.sleep(0.05)
+        return host.name
+
+    with pytest.raises(InternalError) as caught:
+        run_on_hosts(HOSTS, task, workers=4, processes=processes,
+                     on_done=lambda r: finished.append(r.host))
+    assert caught.value.host == "mx2"
+    assert caught.value.summary == "KeyError: 'boom'"
+    assert "Traceback" in caught.value.details and "KeyError" in caught.value.details
+    assert sorted(finished) == sorted(h.name for h in HOSTS if h.name != "mx2")
+
+
+def test_an_expected_error_in_a_worker_process_is_the_hosts_error() -> None:
+    def task(host: Host) -> str:
+        if host.name == "mx1":
+            raise PermissionError(13, "Permission denied")
+        return host.name
+
+    results = run_on_hosts(HOSTS[:3], task, workers=3, processes=True)
+    assert [r.error for r in results] == [
+        None, HostError("mx1", Stage.READ, "PermissionError: [Errno 13] Permission denied"), None
+    ]

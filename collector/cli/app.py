@@ -1,19 +1,20 @@
-"""The command line: options in, pipeline called, output rendered, exit code chosen.
+"""The command line: options in, the orchestrators called, output rendered, exit code chosen.
 
-stdout carries data; stderr carries diagnostics (one line per failed host). Colour and
-progress only on a terminal. No regexes, SSH or formatting here: those live in their stages.
+stdout carries data; stderr carries diagnostics (see ``cli.report``: one line per problem).
+What the screen is (``cli.terminal``) is decided once per command. No regexes, SSH or
+formatting here: those live in their stages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -38,14 +39,16 @@ from collector.cli.options import (
     WorkersOpt,
     build_query,
 )
-from collector.errors import CollectorError, UsageError
+from collector.cli.report import ExitCode, err, errors, finish
+from collector.cli.run import passphrase, run_fleet
+from collector.cli.terminal import Terminal
+from collector.errors import UsageError
 from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
 from collector.logs.commands import pass1_needles
 from collector.logs.select import select_rows
-from collector.models import Host, HostResult, Inventory, Query
+from collector.models import HostResult, Inventory, Query, Row
 from collector.render.rows import (
     HostReport,
-    host_dict,
     render_rows_csv,
     render_rows_json,
     render_rows_ndjson,
@@ -53,31 +56,20 @@ from collector.render.rows import (
     render_summary_table,
     write_json,
 )
-from collector.search.fleet import run_on_hosts
-from collector.search.host import ByteCounter, HostSearch, search_host
-from collector.search.summary import summarize_host
+from collector.search.host import HostSearch, search_host
+from collector.search.summary import HostSummary, summarize_host
+from collector.trace.follow import TraceRun, trace_fleet
 from collector.transport import open_session
-from collector.transport.base import Session
 
-T = TypeVar("T")
-
-
-class ExitCode(enum.IntEnum):
-    """The process exit codes (a contract: scripts rely on them)."""
-
-    FOUND = 0
-    NO_MATCH = 1
-    ERROR = 2  # usage or configuration error, or no host answered
-    PARTIAL = 3  # some hosts failed; the others' results were printed
-
+__all__ = ["ExitCode", "app", "main"]
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
     help="Search and trace mail across a fleet of Postfix servers.",
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+
 
 def main() -> None:
     """Console entry point."""
@@ -108,27 +100,6 @@ def _root(
 # --------------------------------------------------------------------------- plumbing
 
 
-def _err(message: str) -> None:
-    typer.echo(f"collector: {message}", err=True)
-
-
-@contextmanager
-def _errors(debug: bool) -> Iterator[None]:
-    """Turn errors into one line on stderr and exit code 2 (tracebacks only with --debug)."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except CollectorError as exc:
-        if debug:
-            raise
-        _err(str(exc))
-        raise typer.Exit(ExitCode.ERROR) from None
-    except KeyboardInterrupt:
-        _err("interrupted")
-        raise typer.Exit(130) from None
-
-
 def _inventory(path: Path | None, offline: Path | None = None) -> Inventory:
     if offline is not None:
         from collector.inventory.offline import offline_inventory
@@ -138,148 +109,24 @@ def _inventory(path: Path | None, offline: Path | None = None) -> Inventory:
     return load_inventory(found)
 
 
-def _passphrase(path: str) -> str | None:
-    if not sys.stdin.isatty():
-        return None
-    import getpass
-
-    try:
-        return getpass.getpass(f"Passphrase for {path}: ")
-    except (EOFError, KeyboardInterrupt):
-        return None
-
-
-def _run_fleet(
-    inventory: Inventory,
-    hosts: Sequence[Host],
-    task: Callable[[Session, ByteCounter | None], T],
-    *,
-    workers: int | None,
-    show_progress: bool,
-    processes: bool = False,
-) -> list[HostResult[T]]:
-    """Open each host's session, run ``task`` on it, close it; one result per host, in order.
-
-    ``task`` gets the session and a callback for the bytes it receives (for the progress
-    display; None when there is none). ``processes``: the task parses whole logs
-    (CPU-bound): run hosts in worker processes.
-    """
-    settings = inventory.settings
-
-    def runner(count: ByteCounter | None) -> Callable[[Host], T]:
-        def per_host(host: Host) -> T:
-            session = open_session(host, settings, passphrase_provider=_passphrase)
-            try:
-                return task(session, count)
-            finally:
-                session.close()
-
-        return per_host
-
-    if not show_progress:
-        return run_on_hosts(
-            hosts, runner(None), workers=workers or settings.workers, processes=processes
-        )
-    import threading
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("hosts  {task.fields[received]}"),
-        console=_stderr_console(),
-        transient=True,
-    ) as progress:
-        bar = progress.add_task("querying", total=len(hosts), received="")
-        lock = threading.Lock()
-        total = [0]
-
-        def count(n: int) -> None:
-            with lock:
-                total[0] += n
-                shown = _human_bytes(total[0])
-            progress.update(bar, received=f"{shown} received")
-
-        # Worker processes cannot report their bytes to this display; threads can.
-        return run_on_hosts(
-            hosts,
-            runner(None if processes else count),
-            workers=workers or settings.workers,
-            on_done=lambda _r: progress.advance(bar),
-            processes=processes,
-        )
+def _search_reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
+    return [
+        HostReport(r.host, error=r.error)
+        if r.value is None
+        else HostReport(r.host, sources=r.value.sources, notes=r.value.notes,
+                        stats=r.value.log.stats)
+        for r in results
+    ]
 
 
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
-
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _is_tty() -> bool:
-    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-
-
-def _report_failures(results: Sequence[HostResult[Any]]) -> None:
-    for r in results:
-        if r.error is not None:
-            _err(f"{r.error.host}: {r.error.stage}: {r.error.message}")
-
-
-def _exit_code(
-    results: Sequence[HostResult[Any]], found: bool, *, incomplete: bool = False
-) -> ExitCode:
-    """``incomplete``: some host answered but could not read all of its logs."""
-    failed = sum(1 for r in results if not r.ok)
-    if results and failed == len(results):
-        return ExitCode.ERROR
-    if failed or incomplete:
-        return ExitCode.PARTIAL
-    return ExitCode.FOUND if found else ExitCode.NO_MATCH
-
-
-#: Discovery/read notes that mean lines were not read: reported like failures (exit 3).
-_LOSSY_NOTES = ("cannot read ", " is damaged: ")
-
-
-def _report_lossy(reports: Sequence[HostReport]) -> bool:
-    """One stderr line per log a host could not read; True if there was any."""
-    lossy = False
-    for h in reports:
-        for note in h.notes:
-            if any(mark in note for mark in _LOSSY_NOTES):
-                _err(f"{h.name}: read: {note}")
-                lossy = True
-    return lossy
-
-
-def _reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
-    reports: list[HostReport] = []
-    for r in results:
-        if r.value is None:
-            reports.append(HostReport(r.host, error=r.error))
-        else:
-            v = r.value
-            reports.append(
-                HostReport(
-                    r.host,
-                    sources=v.sources,
-                    notes=v.notes,
-                    stats=v.log.stats,
-                )
-            )
-    return reports
+def _summary_reports(results: Sequence[HostResult[HostSummary]]) -> list[HostReport]:
+    return [
+        HostReport(r.host, error=r.error)
+        if r.value is None
+        else HostReport(r.host, sources=r.value.search.sources, notes=r.value.search.notes,
+                        stats=r.value.search.log.stats, summary=r.value.counts)
+        for r in results
+    ]
 
 
 def _verbose_report(reports: Sequence[HostReport]) -> None:
@@ -287,26 +134,22 @@ def _verbose_report(reports: Sequence[HostReport]) -> None:
         if h.error is not None:
             continue
         for s in h.sources:
-            _err(f"{h.name}: source {s.path} ({s.origin}{', ' + s.compression.value if s.compression.value else ''})")
+            how = f"{s.origin}, {s.compression.value}" if s.compression.value else s.origin
+            err(f"{h.name}: source {s.path} ({how})")
         for n in h.notes:
-            _err(f"{h.name}: {n}")
+            err(f"{h.name}: {n}")
         if h.stats is not None:
-            _err(
+            err(
                 f"{h.name}: {h.stats.lines} lines read, {h.stats.parsed} parsed, "
                 f"{h.stats.unknown} not understood, {h.stats.bad} bad"
             )
             for sample in h.stats.unknown_samples:
-                _err(f"{h.name}:   not understood: {sample[:150]}")
+                err(f"{h.name}:   not understood: {sample[:150]}")
 
 
-def _width() -> int:
-    try:
-        return max(60, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        pass
-    if sys.stdout.isatty():
-        return max(60, os.get_terminal_size().columns)
-    return 100
+def _caught(debug: bool) -> dict[str, BaseException] | None:
+    """Under --debug, keep each failed host's exception to show the command that failed."""
+    return {} if debug else None
 
 
 # --------------------------------------------------------------------------- commands
@@ -337,37 +180,39 @@ def search(
     Exit code 0: rows found, 1: none, 2: usage/config error or no host answered,
     3: partial (some hosts failed).
     """
-    with _errors(debug):
+    with errors(debug):
         query = build_query(from_, to, message_id, queue_id, status, client, since, until)
         inv = _inventory(inventory, offline)
-        hosts = select_hosts(inv, host or [], group or [])
-        now = datetime.now().astimezone()
-        results = _run_fleet(
+        term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
+        results = run_fleet(
             inv,
-            hosts,
+            select_hosts(inv, host or [], group or []),
             lambda s, n: search_host(s, query, host_zone(s.host), now, on_bytes=n),
             workers=workers,
-            show_progress=_is_tty() and fmt is Format.TABLE,
+            progress=term.progress and fmt is Format.TABLE,
             processes=pass1_needles(query) is None,  # no fixed string: every line is parsed
+            exceptions=caught,
         )
-        logs = [r.value.log for r in results if r.value is not None]
-        rows = select_rows(logs, query)
-        reports = _reports(results)
-        out = sys.stdout
-        if fmt is Format.JSON:
-            render_rows_json(rows, reports, out)
-        elif fmt is Format.NDJSON:
-            render_rows_ndjson(rows, out)
-        elif fmt is Format.CSV:
-            render_rows_csv(rows, out)
-        else:
-            render_rows_table(rows, out, width=_width())
-        out.flush()
+        rows = select_rows([r.value.log for r in results if r.value is not None], query)
+        reports = _search_reports(results)
+        _render_rows(fmt, rows, reports, term)
         if verbose:
             _verbose_report(reports)
-        _report_failures(results)
-        lossy = _report_lossy(reports)
-        raise typer.Exit(_exit_code(results, bool(rows), incomplete=lossy))
+        finish(results, bool(rows), caught)
+
+
+def _render_rows(fmt: Format, rows: Sequence[Row], reports: Sequence[HostReport],
+                 term: Terminal) -> None:
+    out = sys.stdout
+    if fmt is Format.JSON:
+        render_rows_json(rows, reports, out)
+    elif fmt is Format.NDJSON:
+        render_rows_ndjson(rows, out)
+    elif fmt is Format.CSV:
+        render_rows_csv(rows, out)
+    else:
+        render_rows_table(rows, out, width=term.width)
+    out.flush()
 
 
 @app.command()
@@ -378,49 +223,43 @@ def summary(
     group: GroupOpt = None,
     inventory: InventoryOpt = None,
     offline: OfflineOpt = None,
-    fmt: Annotated[
-        Format, typer.Option("--format", "-f", help="table or json.")
-    ] = Format.TABLE,
+    fmt: FormatOpt = Format.TABLE,
     workers: WorkersOpt = None,
     verbose: VerboseOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Per-host counts: log sources, lines, messages, recipients by final status, rejects."""
-    with _errors(debug):
+    from collector.render.summary import (
+        render_summary_csv,
+        render_summary_json,
+        render_summary_ndjson,
+    )
+
+    with errors(debug):
         query = build_query(None, None, None, None, None, None, since, until)
         inv = _inventory(inventory, offline)
-        hosts = select_hosts(inv, host or [], group or [])
-        now = datetime.now().astimezone()
-        results = _run_fleet(
+        term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
+        results = run_fleet(
             inv,
-            hosts,
+            select_hosts(inv, host or [], group or []),
             lambda s, n: summarize_host(s, query, host_zone(s.host), now, on_bytes=n),
             workers=workers,
-            show_progress=_is_tty() and fmt is Format.TABLE,
+            progress=term.progress and fmt is Format.TABLE,
             processes=True,
+            exceptions=caught,
         )
-        reports = [
-            HostReport(r.host, error=r.error)
-            if r.value is None
-            else HostReport(
-                r.host,
-                sources=r.value.search.sources,
-                notes=r.value.search.notes,
-                stats=r.value.search.log.stats,
-                summary=r.value.counts,
-            )
-            for r in results
-        ]
-        if fmt is Format.TABLE:
-            render_summary_table(reports, sys.stdout)
-        else:
-            payload = {"hosts": [dict(host_dict(h), summary=dict(h.summary)) for h in reports]}
-            write_json(payload, sys.stdout)
+        reports = _summary_reports(results)
+        render = {
+            Format.TABLE: render_summary_table,
+            Format.JSON: render_summary_json,
+            Format.NDJSON: render_summary_ndjson,
+            Format.CSV: render_summary_csv,
+        }[fmt]
+        render(reports, sys.stdout)
+        sys.stdout.flush()
         if verbose:
             _verbose_report(reports)
-        _report_failures(results)
-        lossy = _report_lossy(reports)
-        raise typer.Exit(_exit_code(results, True, incomplete=lossy))
+        finish(results, True, caught)
 
 
 @app.command()
@@ -431,41 +270,48 @@ def hosts(
     check: Annotated[
         bool, typer.Option("--check", help="Connect to each host and report what it offers.")
     ] = False,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.TABLE,
+    fmt: FormatOpt = Format.TABLE,
     workers: WorkersOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """List the inventory's hosts; with --check, connect and discover each one."""
     from collector.search.hostcheck import check_host, check_rows, list_rows
 
-    with _errors(debug):
+    with errors(debug):
         inv = _inventory(inventory)
         selected = select_hosts(inv, host or [], group or [])
         if not check:
-            headers, rows, payload = list_rows(selected)
-            if fmt is Format.JSON:
-                write_json({"hosts": payload}, sys.stdout)
-            else:
-                from collector.render.rows import render_hosts_table
-
-                render_hosts_table(rows, headers, sys.stdout)
+            _render_hosts(fmt, *list_rows(selected))
             raise typer.Exit(ExitCode.FOUND)
-        results = _run_fleet(
+        caught = _caught(debug)
+        results = run_fleet(
             inv,
             selected,
             lambda s, _n: check_host(s),
             workers=workers,
-            show_progress=_is_tty() and fmt is Format.TABLE,
+            progress=Terminal.detect().progress and fmt is Format.TABLE,
+            exceptions=caught,
         )
-        headers, rows, payload = check_rows(results)
-        if fmt is Format.JSON:
-            write_json({"hosts": payload}, sys.stdout)
-        else:
-            from collector.render.rows import render_hosts_table
+        _render_hosts(fmt, *check_rows(results))
+        finish(results, True, caught)
 
-            render_hosts_table(rows, headers, sys.stdout)
-        _report_failures(results)
-        raise typer.Exit(_exit_code(results, True))
+
+def _render_hosts(
+    fmt: Format, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+    payload: Sequence[dict[str, Any]],
+) -> None:
+    from collector.render.rows import render_hosts_table
+    from collector.render.summary import render_hosts_csv, write_ndjson
+
+    if fmt is Format.JSON:
+        write_json({"hosts": list(payload)}, sys.stdout)
+    elif fmt is Format.NDJSON:
+        write_ndjson(payload, sys.stdout)
+    elif fmt is Format.CSV:
+        render_hosts_csv(payload, sys.stdout)
+    else:
+        render_hosts_table(rows, headers, sys.stdout)
+    sys.stdout.flush()
 
 
 @app.command()
@@ -496,19 +342,19 @@ def fetch(
     """
     from collector.search.fetch import fetch_host, write_fleet_manifest
 
-    with _errors(debug):
+    with errors(debug):
         query = build_query(from_, to, message_id, queue_id, status, client, since, until)
         if not all_ and query.empty and query.since is None and query.until is None:
             raise UsageError("give a selector (--to, --from, ...), a time window, or --all")
         inv = _inventory(inventory)
-        selected = select_hosts(inv, host or [], group or [])
-        now = datetime.now().astimezone()
-        results = _run_fleet(
+        now, caught = datetime.now().astimezone(), _caught(debug)
+        results = run_fleet(
             inv,
-            selected,
+            select_hosts(inv, host or [], group or []),
             lambda s, n: fetch_host(s, query, dest, host_zone(s.host), now, whole=all_, on_bytes=n),
             workers=workers,
-            show_progress=_is_tty(),
+            progress=Terminal.detect().progress,
+            exceptions=caught,
         )
         write_fleet_manifest(dest, inv, results, now)
         for r in results:
@@ -517,8 +363,7 @@ def fetch(
                     f"{r.host}: {len(r.value.files)} files, {r.value.lines} lines, "
                     f"{r.value.bytes} bytes -> {dest / r.host}"
                 )
-        _report_failures(results)
-        raise typer.Exit(_exit_code(results, any(r.value and r.value.lines for r in results)))
+        finish(results, any(r.value and r.value.lines for r in results), caught)
 
 
 class TraceFormat(enum.StrEnum):
@@ -531,17 +376,23 @@ class TraceFormat(enum.StrEnum):
     MERMAID = "mermaid"
 
 
-def _tracebuild_query(text: str | None, inv: Inventory) -> tuple[Query, str | None]:
-    """The positional QUERY: a message-id, HOST:QUEUEID, a bare queue ID, or an address."""
+def _trace_query(
+    text: str | None, selectors: Query, inv: Inventory
+) -> tuple[Query, str | None]:
+    """The query of a trace: the selectors, and the positional QUERY as its search term.
+
+    QUERY is a message-id, HOST:QUEUEID, a bare queue ID, or an address; HOST:QUEUEID also
+    names the host to start on.
+    """
     if text is None:
-        return Query(), None
+        return selectors, None
     value = text.strip()
     if not value or "\n" in value:
         raise UsageError("empty or multi-line QUERY")
     host, sep, rest = value.partition(":")
     if sep and host in {h.name for h in inv.hosts} and rest:
-        return Query(terms=(rest,)), host
-    return Query(terms=(value,)), None
+        return dataclasses.replace(selectors, terms=(rest,)), host
+    return dataclasses.replace(selectors, terms=(value,)), None
 
 
 @app.command()
@@ -580,83 +431,56 @@ def trace(
     debug: DebugOpt = False,
 ) -> None:
     """Follow messages across the fleet: every hop, and the fate of every recipient."""
-    from collector.render.trace import (
-        render_traces_csv,
-        render_traces_dot,
-        render_traces_json,
-        render_traces_mermaid,
-        render_traces_ndjson,
-        render_traces_table,
-        render_traces_text,
-    )
-    from collector.trace.follow import trace_fleet
-
-    with _errors(debug):
+    with errors(debug):
         inv = _inventory(inventory, offline)
-        base = build_query(from_, to, message_id, queue_id, status, client, since, until)
-        positional, only_host = _tracebuild_query(query_text, inv)
-        query = _combine(base, positional)
+        selectors = build_query(from_, to, message_id, queue_id, status, client, since, until)
+        query, only_host = _trace_query(query_text, selectors, inv)
         if query.empty and query.since is None:
             raise UsageError("give a QUERY or a selector (--to, --from, --message-id, ...)")
         start = select_hosts(inv, (host or []) + ([only_host] if only_host else []), group or [])
-        settings = inv.settings
         run = trace_fleet(
             inv.hosts,
             start,
             query,
-            open_session=lambda h: open_session(h, settings, passphrase_provider=_passphrase),
+            open_session=lambda h: open_session(h, inv.settings, passphrase_provider=passphrase),
             zone_of=host_zone,
             now=datetime.now().astimezone(),
             max_skew=timedelta(seconds=max_skew),
             depth=depth,
-            workers=workers or settings.workers,
+            workers=workers or inv.settings.workers,
         )
-        results = list(run.results)
+        _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect())
+        for note in run.notes:
+            err(note)
+        if verbose:
+            err(f"{run.rounds} rounds, {run.round_trips} commands over SSH/local sessions")
+        finish(run.results, bool(run.traces))
+
+
+def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:
+    from collector.render import trace as render
+
+    out = sys.stdout
+    traces = run.traces
+    if fmt is TraceFormat.JSON:
         reports = [
             HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None)
-            for r in results
+            for r in run.results
         ]
-        out = sys.stdout
-        chosen = fmt or TraceFormat.TEXT
-        if chosen is TraceFormat.JSON:
-            render_traces_json(run.traces, reports, out)
-        elif chosen is TraceFormat.NDJSON:
-            render_traces_ndjson(run.traces, out)
-        elif chosen is TraceFormat.CSV:
-            render_traces_csv(run.traces, out)
-        elif chosen is TraceFormat.TABLE:
-            render_traces_table(run.traces, out, width=_width())
-        elif chosen is TraceFormat.DOT:
-            render_traces_dot(run.traces, out)
-        elif chosen is TraceFormat.MERMAID:
-            render_traces_mermaid(run.traces, out)
-        else:
-            render_traces_text(run.traces, out, width=_width(), color=_color())
-        out.flush()
-        for note in run.notes:
-            _err(note)
-        if verbose:
-            _err(f"{run.rounds} rounds, {run.round_trips} commands over SSH/local sessions")
-        _report_failures(results)
-        raise typer.Exit(_exit_code(results, bool(run.traces)))
-
-
-def _combine(a: Query, b: Query) -> Query:
-    return Query(
-        senders=a.senders,
-        recipients=a.recipients,
-        message_ids=a.message_ids,
-        queue_ids=a.queue_ids,
-        statuses=a.statuses,
-        clients=a.clients,
-        since=a.since,
-        until=a.until,
-        terms=b.terms,
-    )
-
-
-def _color() -> bool:
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        render.render_traces_json(traces, reports, out)
+    elif fmt is TraceFormat.NDJSON:
+        render.render_traces_ndjson(traces, out)
+    elif fmt is TraceFormat.CSV:
+        render.render_traces_csv(traces, out)
+    elif fmt is TraceFormat.TABLE:
+        render.render_traces_table(traces, out, width=term.width)
+    elif fmt is TraceFormat.DOT:
+        render.render_traces_dot(traces, out)
+    elif fmt is TraceFormat.MERMAID:
+        render.render_traces_mermaid(traces, out)
+    else:
+        render.render_traces_text(traces, out, width=term.width, color=term.color)
+    out.flush()
 
 
 @app.command()
@@ -700,5 +524,3 @@ def demo() -> None:
                 worst = ExitCode(code) if code in {int(c) for c in ExitCode} else ExitCode.ERROR
         typer.echo("")
     raise typer.Exit(worst)
-
-

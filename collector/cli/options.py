@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -32,12 +33,42 @@ InventoryOpt = Annotated[
         show_default=False,
     ),
 ]
+def _inventory_names(ctx: typer.Context, groups: bool) -> list[str]:
+    """Host (or group) names of the inventory the command line names, for shell completion.
+
+    Completion must never fail loudly: an inventory that cannot be read completes nothing.
+    """
+    from collector.errors import CollectorError
+    from collector.inventory.load import find_inventory, load_inventory
+
+    explicit = ctx.params.get("inventory")
+    try:
+        inv = load_inventory(find_inventory(str(explicit) if explicit else None, os.environ,
+                                            Path.cwd()))
+    except (CollectorError, OSError):
+        return []
+    if groups:
+        return list(inv.groups)
+    return [name for h in inv.hosts for name in (h.name, *h.aliases)]
+
+
+def complete_host(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _inventory_names(ctx, groups=False) if n.startswith(incomplete)]
+
+
+def complete_group(ctx: typer.Context, incomplete: str) -> list[str]:
+    return [n for n in _inventory_names(ctx, groups=True) if n.startswith(incomplete)]
+
+
 HostOpt = Annotated[
-    list[str] | None, typer.Option("--host", metavar="NAME", help="Only this host (repeatable).", show_default=False)
+    list[str] | None,
+    typer.Option("--host", metavar="NAME", help="Only this host (repeatable).", show_default=False,
+                 autocompletion=complete_host),
 ]
 GroupOpt = Annotated[
     list[str] | None,
-    typer.Option("--group", metavar="NAME", help="Only hosts of this group (repeatable).", show_default=False),
+    typer.Option("--group", metavar="NAME", help="Only hosts of this group (repeatable).",
+                 show_default=False, autocompletion=complete_group),
 ]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", metavar="N", help="Hosts queried at once (default 16).", min=1)
@@ -102,7 +133,10 @@ def parse_when(text: str, now: datetime) -> datetime:
         return datetime.combine(day, time(0), tzinfo=zone)
     rel = _RELATIVE.match(value)
     if rel:
-        return now - timedelta(**{_UNITS[rel.group(2)]: int(rel.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[rel.group(2)]: int(rel.group(1))})
+        except OverflowError:
+            raise UsageError(f"time {text!r} is too far in the past") from None
     try:
         if len(value) == 10:
             parsed = datetime.combine(date.fromisoformat(value), time(0))

@@ -7,9 +7,14 @@ inventory) re-examines a case without touching the servers. Nothing is written o
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
+import lzma
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -17,7 +22,15 @@ from typing import Any
 
 from collector.inventory.offline import FLEET_MANIFEST
 from collector.logs.commands import Needles, copy_file_command, pass1_needles
-from collector.models import Compression, HostResult, Inventory, LogSource, Query, Unread
+from collector.models import (
+    Compression,
+    HostResult,
+    Inventory,
+    LogSource,
+    Query,
+    ReadProblem,
+    Unread,
+)
 from collector.search.host import ByteCounter, HostSearcher, SearchContext
 from collector.search.view import MANIFEST
 from collector.transport.base import Session
@@ -76,6 +89,8 @@ def fetch_host(
         target.parent.mkdir(parents=True, exist_ok=True)
         if whole and src.kind == "file":
             n, size = _copy_raw(searcher, src, target)
+            if not _intact(target, src.compression):
+                searcher.lose(Unread(src.path, ReadProblem.DAMAGED))
         else:
             n, size = _fetch_slice(searcher, src, query, None if whole else pass1_needles(query),
                                    target)
@@ -121,6 +136,27 @@ def _copy_raw(searcher: HostSearcher, src: LogSource, target: Path) -> tuple[int
             lines += chunk.count(b"\n")
             size += len(chunk)
     return lines, size
+
+
+def _intact(copy: Path, compression: Compression) -> bool:
+    """A compressed copy decompresses to its end (what ``search`` would find reading it).
+
+    zstd has no decompressor in the standard library: its copies are taken as they are.
+    """
+    opener: dict[Compression, Callable[[Path], io.BufferedIOBase]] = {
+        Compression.GZIP: lambda p: gzip.open(p, "rb"),
+        Compression.BZIP2: lambda p: bz2.open(p, "rb"),
+        Compression.XZ: lambda p: lzma.open(p, "rb"),
+    }
+    if compression not in opener:
+        return True
+    try:
+        with opener[compression](copy) as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, EOFError, lzma.LZMAError):
+        return False
+    return True
 
 
 def _fetch_slice(

@@ -125,7 +125,7 @@ class HostSearcher:
             if src.readable or self.host.sudo:
                 readable.append(src)
             else:
-                self._lose(Unread(src.path, ReadProblem.PERMISSION))
+                self.lose(Unread(src.path, ReadProblem.PERMISSION))
         chosen: list[LogSource] = []
         for i, src in enumerate(readable):
             older = readable[i - 1] if i > 0 and readable[i - 1].kind == "file" else None
@@ -211,9 +211,10 @@ class HostSearcher:
                     exit_code=exc.exit_code,
                     command=exc.command,
                 ) from exc
-            self._lose(Unread(source.path, problem))
+            self.lose(Unread(source.path, problem))
 
-    def _lose(self, unread: Unread) -> None:
+    def lose(self, unread: Unread) -> None:
+        """Record a source this host could not read to its end (the answer is partial)."""
         if unread.path not in self._unread:
             self._unread[unread.path] = unread
             self._notes.append(str(unread))

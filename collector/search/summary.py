@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from collector.logs.select import tally
-from collector.models import Query, Reject
+from collector.models import Query, Reject, Unread
 from collector.search.host import ByteCounter, HostSearch, HostSearcher, SearchContext
 from collector.transport.base import Session
 
@@ -15,6 +15,10 @@ from collector.transport.base import Session
 class HostSummary:
     search: HostSearch
     counts: dict[str, int]
+
+    @property
+    def unread(self) -> tuple[Unread, ...]:
+        return self.search.unread
 
 
 def summarize_host(

@@ -1,0 +1,106 @@
+"""How every command reports problems and chooses its exit code: said once, so that search,
+summary, trace, fetch and hosts report the same problem the same way.
+
+stderr gets one line per problem: ``collector: HOST: STAGE: message`` for a host that failed,
+``collector: HOST: read: <source>`` for a log a host could not read to its end. Either makes
+the run partial (exit 3) unless no host answered at all (exit 2).
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+
+from collector.errors import CollectorError, TransportError
+from collector.models import HostResult, Unread
+from collector.search.fleet import InternalError
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes (a contract: scripts rely on them)."""
+
+    FOUND = 0
+    NO_MATCH = 1
+    ERROR = 2  # usage or configuration error, no host answered, or an internal error
+    PARTIAL = 3  # some hosts failed or could not read every log; the others' results stand
+
+
+def err(message: str) -> None:
+    typer.echo(f"collector: {message}", err=True)
+
+
+@contextmanager
+def errors(debug: bool) -> Iterator[None]:
+    """Turn errors into one line on stderr and exit code 2 (tracebacks only with --debug)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except CollectorError as exc:
+        if debug:
+            raise
+        err(str(exc))
+        raise typer.Exit(ExitCode.ERROR) from None
+    except KeyboardInterrupt:
+        err("interrupted")
+        raise typer.Exit(130) from None
+    except InternalError as exc:
+        if debug:
+            sys.stderr.write(exc.details)
+        err(f"internal error on {exc.host}: {exc.summary}" + _DEBUG_HINT * (not debug))
+        raise typer.Exit(ExitCode.ERROR) from None
+    except Exception as exc:
+        if debug:
+            raise
+        err(f"internal error: {type(exc).__name__}: {exc}{_DEBUG_HINT}")
+        raise typer.Exit(ExitCode.ERROR) from None
+
+
+_DEBUG_HINT = " (a bug in collector; run with --debug for the traceback)"
+
+
+def unread_of(value: object) -> tuple[Unread, ...]:
+    """The sources a host's answer could not read to their end (every result type has them)."""
+    return tuple(getattr(value, "unread", ()))
+
+
+def report_problems(
+    results: Sequence[HostResult[Any]],
+    exceptions: Mapping[str, BaseException] | None = None,
+) -> None:
+    """One stderr line per failed host and per unread source, in inventory order.
+
+    ``exceptions`` (under ``--debug``) adds the command that failed, where there was one.
+    """
+    for r in results:
+        if r.error is not None:
+            err(f"{r.error.host}: {r.error.stage}: {r.error.message}")
+            exc = (exceptions or {}).get(r.host)
+            if isinstance(exc, TransportError) and exc.command:
+                err(f"{r.host}: the command was: {exc.command}")
+        for unread in unread_of(r.value):
+            err(f"{r.host}: read: {unread}")
+
+
+def exit_code(results: Sequence[HostResult[Any]], found: bool) -> ExitCode:
+    failed = sum(1 for r in results if not r.ok)
+    if results and failed == len(results):
+        return ExitCode.ERROR
+    if failed or any(unread_of(r.value) for r in results):
+        return ExitCode.PARTIAL
+    return ExitCode.FOUND if found else ExitCode.NO_MATCH
+
+
+def finish(
+    results: Sequence[HostResult[Any]],
+    found: bool,
+    exceptions: Mapping[str, BaseException] | None = None,
+) -> NoReturn:
+    """Report every host's problems and exit with the code they make."""
+    report_problems(results, exceptions)
+    raise typer.Exit(exit_code(results, found))
