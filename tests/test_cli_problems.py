@@ -188,3 +188,16 @@ def test_completion_can_be_installed() -> None:
     result = run("--help")
     assert "--install-completion" in result.stdout
     assert "--show-completion" in result.stdout
+
+
+def test_a_closed_pipe_ends_quietly(fleet: Path) -> None:
+    # `collector search ... | head -1`: no error, no traceback. The output (~270 kB) is
+    # larger than a pipe holds, so collector is still writing when the reader goes.
+    cmd = [sys.executable, "-m", "collector", "search", "-i", str(fleet), "--since", "2000-01-01",
+           "-f", "json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == ExitCode.FOUND
+    assert proc.stderr.read() == b""

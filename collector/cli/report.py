@@ -9,6 +9,7 @@ the run partial (exit 3) unless no host answered at all (exit 2).
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,10 +50,21 @@ def errors(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         err("interrupted")
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # `collector search ... | head`: the reader has what it wanted (rows were being
+        # written); stop quietly, and keep Python from complaining about stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(ExitCode.FOUND) from None
     except InternalError as exc:
         if debug:
             sys.stderr.write(exc.details)
         err(f"internal error on {exc.host}: {exc.summary}" + _DEBUG_HINT * (not debug))
+        raise typer.Exit(ExitCode.ERROR) from None
+    except OSError as exc:  # this machine's side: an unwritable --dest, a full disk
+        if debug:
+            raise
+        err(exc.strerror and exc.filename and f"{exc.filename}: {exc.strerror}" or str(exc))
         raise typer.Exit(ExitCode.ERROR) from None
     except Exception as exc:
         if debug:
