@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -58,8 +58,10 @@ from collector.render.rows import (
 )
 from collector.search.host import HostSearch, search_host
 from collector.search.summary import HostSummary, summarize_host
-from collector.trace.follow import TraceRun, trace_fleet
 from collector.transport import open_session
+
+if TYPE_CHECKING:
+    from collector.trace.follow import TraceRun
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -431,6 +433,8 @@ def trace(
     debug: DebugOpt = False,
 ) -> None:
     """Follow messages across the fleet: every hop, and the fate of every recipient."""
+    from collector.trace.follow import trace_fleet
+
     with errors(debug):
         inv = _inventory(inventory, offline)
         selectors = build_query(from_, to, message_id, queue_id, status, client, since, until)
