@@ -128,6 +128,7 @@ def check_host(session: Session) -> HostCheck:
 def check_rows(
     results: Sequence[HostResult[HostCheck]],
 ) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    """The ``--check`` table (one row per source) and its JSON (one object per host)."""
     headers = ["host", "status", "postfix", "source", "size", "first", "last", "format"]
     rows: list[list[str]] = []
     payload: list[dict[str, Any]] = []
@@ -145,49 +146,51 @@ def check_rows(
                 }
             )
             continue
-        c = r.value
-        version = c.discovery.postfix_version or "-"
-        srcs: list[dict[str, Any]] = []
-        if not c.sources:
-            rows.append([r.host, "ok: no log source found", version, "", "", "", "", ""])
-        for i, s in enumerate(c.sources):
-            status = "ok" if not s.needs_sudo else "needs sudo"
-            rows.append(
-                [
-                    r.host if i == 0 else "",
-                    status if i == 0 or s.needs_sudo else "",
-                    version if i == 0 else "",
-                    s.source.path,
-                    _size(s.source.size),
-                    s.first.strftime("%Y-%m-%d %H:%M") if s.first else "-",
-                    s.last.strftime("%Y-%m-%d %H:%M") if s.last else "-",
-                    s.format or "-",
-                ]
-            )
-            srcs.append(
-                dict(
-                    source_dict(s.source),
-                    first=iso(s.first),
-                    last=iso(s.last),
-                    format=s.format,
-                    needs_sudo=s.needs_sudo,
-                )
-            )
-        payload.append(
-            {
-                "name": r.host,
-                "ok": True,
-                "reachable": True,
-                "auth": "ok",
-                "host_key": "ok" if c.host.transport is TransportKind.SSH else None,
-                "postfix_version": c.discovery.postfix_version,
-                "sudo": c.host.sudo,
-                "error": None,
-                "sources": srcs,
-                "notes": list(c.discovery.notes),
-            }
-        )
+        rows.extend(_check_table(r.host, r.value))
+        payload.append(_check_dict(r.host, r.value))
     return headers, rows, payload
+
+
+def _check_table(name: str, c: HostCheck) -> list[list[str]]:
+    version = c.discovery.postfix_version or "-"
+    if not c.sources:
+        return [[name, "ok: no log source found", version, "", "", "", "", ""]]
+    rows: list[list[str]] = []
+    for i, s in enumerate(c.sources):
+        status = "ok" if not s.needs_sudo else "needs sudo"
+        rows.append(
+            [
+                name if i == 0 else "",
+                status if i == 0 or s.needs_sudo else "",
+                version if i == 0 else "",
+                s.source.path,
+                _size(s.source.size),
+                s.first.strftime("%Y-%m-%d %H:%M") if s.first else "-",
+                s.last.strftime("%Y-%m-%d %H:%M") if s.last else "-",
+                s.format or "-",
+            ]
+        )
+    return rows
+
+
+def _check_dict(name: str, c: HostCheck) -> dict[str, Any]:
+    sources = [
+        dict(source_dict(s.source), first=iso(s.first), last=iso(s.last), format=s.format,
+             needs_sudo=s.needs_sudo)
+        for s in c.sources
+    ]
+    return {
+        "name": name,
+        "ok": True,
+        "reachable": True,
+        "auth": "ok",
+        "host_key": "ok" if c.host.transport is TransportKind.SSH else None,
+        "postfix_version": c.discovery.postfix_version,
+        "sudo": c.host.sudo,
+        "error": None,
+        "sources": sources,
+        "notes": list(c.discovery.notes),
+    }
 
 
 def _size(n: int | None) -> str:
