@@ -119,6 +119,7 @@ class HostSearcher:
         if self._chosen is not None:
             return self._chosen
         since, until = (window.since, window.until) if window is not None else (None, None)
+        self._notes.extend(self.session.notes)  # e.g. known_hosts lines that were skipped
         self._notes.extend(self.found.notes)
         readable: list[LogSource] = []
         for src in self.found.sources:

@@ -47,6 +47,7 @@ class Session(Protocol):
     """One open connection to one host. Not thread-safe: one thread per session."""
 
     host: Host
+    notes: tuple[str, ...]  # what opening it had to say (a skipped known_hosts line, ...)
 
     def run(
         self, argv: Sequence[str], *, timeout: float | None = None, sudo: bool | None = None

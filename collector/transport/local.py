@@ -37,6 +37,7 @@ class LocalSession(LineStreams):
         if not os.path.isdir(root):
             raise TransportError(host.name, Stage.CONNECT, f"no such directory: {host.root}")
         self.host = host
+        self.notes: tuple[str, ...] = ()
         self.root = root
         self._timeout = (settings or Settings()).command_timeout
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import logging
 import os
 import shlex
 import socket
@@ -34,6 +35,12 @@ from collector.transport.base import (
     keep_tail,
     sudo_argv,
 )
+from collector.transport.known_hosts import KNOWN_HOSTS, KnownHosts
+
+# paramiko logs a failed handshake with its traceback (and the server's words) through the
+# logging module; with no handler Python would print it on stderr. collector reports each
+# failure as one line of its own instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # --------------------------------------------------------------------------- keys
 
@@ -152,10 +159,30 @@ class _UnknownHostKey(paramiko.SSHException):
         self.key = key
 
 
+class _NoBanner(paramiko.SSHException):
+    """The server never sent ``SSH-2.0-...``: it timed out, or said something else."""
+
+    def __init__(self, *, timed_out: bool) -> None:
+        super().__init__("no SSH banner")
+        self.timed_out = timed_out
+
+
+class _RevokedHostKey(paramiko.SSHException):
+    def __init__(self, name: str, key: paramiko.PKey) -> None:
+        super().__init__(name)
+        self.name = name
+        self.key = key
+
+
 class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known: KnownHosts) -> None:
+        self.known = known
+
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        if self.known.is_revoked((hostname,), key):
+            raise _RevokedHostKey(hostname, key)
         raise _UnknownHostKey(hostname, key)
 
 
@@ -166,12 +193,15 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
     changed one before asking, so a changed key is never recorded.
     """
 
-    def __init__(self, known_hosts: str) -> None:
+    def __init__(self, known_hosts: str, known: KnownHosts) -> None:
         self.known_hosts = known_hosts
+        self.known = known
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        if self.known.is_revoked((hostname,), key):
+            raise _RevokedHostKey(hostname, key)
         line = f"{paramiko.HostKeys.hash_host(hostname)} {key.get_name()} {key.get_base64()}\n"
         directory = os.path.dirname(self.known_hosts)
         if directory:
@@ -234,8 +264,15 @@ class SSHSession(LineStreams):
     Not thread-safe; never share it between threads. Use :func:`open_session`.
     """
 
-    def __init__(self, host: Host, settings: Settings, clients: list[paramiko.SSHClient]) -> None:
+    def __init__(
+        self,
+        host: Host,
+        settings: Settings,
+        clients: list[paramiko.SSHClient],
+        notes: tuple[str, ...] = (),
+    ) -> None:
         self.host = host
+        self.notes = notes
         self._settings = settings
         self._clients = clients  # bastions first, the host itself last
 
@@ -449,12 +486,15 @@ def _connect_hop(
 ) -> paramiko.SSHClient:
     """SSH handshake, host-key check and authentication over an open socket or channel."""
     client = paramiko.SSHClient()
-    if os.path.exists(known_hosts):
-        client.load_host_keys(known_hosts)
+    known = KNOWN_HOSTS.get(known_hosts)
+    mine = client.get_host_keys()  # each client its own copy: accept-new adds to it
+    for entry in known.keys:
+        for key_type, key in known.keys[entry].items():
+            mine.add(entry, key_type, key)
     if settings.host_key_policy is HostKeyPolicy.ACCEPT_NEW:
-        client.set_missing_host_key_policy(_AcceptNew(known_hosts))
+        client.set_missing_host_key_policy(_AcceptNew(known_hosts, known))
     else:
-        client.set_missing_host_key_policy(_RejectUnknown())
+        client.set_missing_host_key_policy(_RejectUnknown(known))
     agent = paramiko.Agent() if os.environ.get("SSH_AUTH_SOCK") else None
     strategy = _KeysStrategy(hop.user, host.identity_file, agent, passphrase_provider)
     limit = settings.connect_timeout
@@ -472,6 +512,10 @@ def _connect_hop(
             auth_strategy=strategy,
         )
     except (paramiko.SSHException, OSError, EOFError) as exc:
+        if isinstance(exc, paramiko.BadHostKeyException) and known.is_revoked(
+            (_known_hosts_name(hop.address, hop.port),), exc.key
+        ):
+            exc = _RevokedHostKey(_known_hosts_name(hop.address, hop.port), exc.key)
         banner = not _got_banner(client)
         client.close()
         waited = time.monotonic() - started >= limit * 0.9
@@ -479,11 +523,21 @@ def _connect_hop(
             # paramiko's transport thread died of banner_timeout; the error that surfaces is
             # then either "Error reading SSH protocol banner" or, when authentication had
             # already started waiting, "No existing session".
-            exc = paramiko.SSHException(f"Error reading SSH protocol banner ({exc})")
+            exc = _NoBanner(timed_out=True)
+        elif banner and "banner" in str(exc).lower():
+            exc = _NoBanner(timed_out=False)
         raise _connect_failure(exc, name, hop, known_hosts, strategy, limit) from exc
     finally:
         if agent is not None:
             agent.close()  # agent keys sign only during authentication
+    transport = client.get_transport()
+    server_key = transport.get_remote_server_key() if transport is not None else None
+    names = (_known_hosts_name(hop.address, hop.port),)
+    if server_key is not None and known.is_revoked(names, server_key):
+        # Listed as known on another line too: @revoked wins, as in OpenSSH.
+        client.close()
+        raise _connect_failure(_RevokedHostKey(names[0], server_key), name, hop, known_hosts,
+                               strategy, limit)
     return client
 
 
@@ -509,6 +563,13 @@ def _connect_failure(
             f"{exc.key.get_name()} fingerprint is {exc.key.fingerprint}: check it, then add it "
             '(ssh-keyscan, or ssh once) or set host_key_policy = "accept-new"',
         )
+    if isinstance(exc, _RevokedHostKey):
+        return TransportError(
+            name,
+            Stage.HOST_KEY,
+            f"host key of {exc.name} ({exc.key.get_name()} {exc.key.fingerprint}) is marked "
+            f"@revoked in {known_hosts}: refused",
+        )
     if isinstance(exc, paramiko.BadHostKeyException):
         return TransportError(
             name,
@@ -526,14 +587,17 @@ def _connect_failure(
         )
     if isinstance(exc, TimeoutError):
         return TransportError(name, Stage.CONNECT, f"timed out after {limit:g} s ({where})")
-    if "banner" in str(exc).lower():
+    if isinstance(exc, _NoBanner):
         # paramiko waits banner_timeout for the server's "SSH-2.0-..." line, then says only
-        # "Error reading SSH protocol banner".
+        # "Error reading SSH protocol banner". What the server said instead is not repeated:
+        # its bytes are its own (escape sequences included).
+        said = (
+            f"timed out after {limit:g} s waiting for the SSH banner of {where}"
+            if exc.timed_out
+            else f"{where} did not answer with an SSH banner"
+        )
         return TransportError(
-            name,
-            Stage.CONNECT,
-            f"timed out after {limit:g} s waiting for the SSH banner of {where} "
-            f"(is an SSH server listening there?): {exc}",
+            name, Stage.CONNECT, f"{said} (is an SSH server listening there?)"
         )
     return TransportError(name, Stage.CONNECT, f"SSH handshake with {where} failed: {exc}")
 
@@ -570,7 +634,7 @@ def open_ssh_session(
         for client in reversed(clients):
             client.close()
         raise
-    return SSHSession(host, settings, clients)
+    return SSHSession(host, settings, clients, KNOWN_HOSTS.get(known_hosts).notes)
 
 
 def _forward(
