@@ -571,3 +571,25 @@ def test_parse_proxy_jump(spec: str, hops: list[tuple[str, str, int]]) -> None:
 def test_parse_proxy_jump_rejects(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_proxy_jump(spec, "me")
+
+
+def test_a_local_timeout_ends_the_whole_command(tmp_path: Path) -> None:
+    # `sh` waits on a reader of a FIFO that no one writes: killing only `sh` would leave the
+    # reader running, holding the output pipe open (and the host's worker) for ever.
+    fifo = tmp_path / "var" / "log" / "maillog"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    session = LocalSession(Host("fifo1", transport=TransportKind.LOCAL, root=str(tmp_path)),
+                           Settings(command_timeout=1))
+    script = 'cat -- "$1" | grep -F x; echo done'
+    for read in (
+        lambda: session.run(["sh", "-c", script, "sh", "var/log/maillog"]),
+        lambda: list(session.stream(["sh", "-c", script, "sh", "var/log/maillog"])),
+    ):
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="timed out after 1 s"):
+            read()
+        assert time.monotonic() - started < 5
+    left = subprocess.run(["pgrep", "-f", "cat -- var/log/maillog"], capture_output=True,
+                          check=False)
+    assert left.stdout == b"", "a reader of the FIFO is still running"

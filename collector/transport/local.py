@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import signal
 import shlex
 import subprocess
 import threading
@@ -68,23 +69,31 @@ class LocalSession(LineStreams):
         command = shlex.join(full)
         limit = self._timeout if timeout is None else timeout
         try:
-            done = subprocess.run(
-                full,
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=limit,
-                check=False,
-            )
+            proc = self._popen(full)
+        except OSError as exc:
+            # Like a shell: "not found" is exit 127, not a transport failure.
+            return CommandResult(command, b"", f"{full[0]}: {exc.strerror}\n".encode(), 127)
+        try:
+            stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             raise TransportError(
                 self.host.name, Stage.READ, f"command timed out after {limit:g} s", command=command
             ) from None
-        except OSError as exc:
-            # Like a shell: "not found" is exit 127, not a transport failure.
-            return CommandResult(command, b"", f"{full[0]}: {exc.strerror}\n".encode(), 127)
-        check_sudo(self.host.name, use_sudo, done.returncode, done.stderr)
-        return CommandResult(command, done.stdout, done.stderr, done.returncode)
+        finally:
+            _kill_group(proc)
+        check_sudo(self.host.name, use_sudo, proc.returncode, stderr)
+        return CommandResult(command, stdout, stderr, proc.returncode)
+
+    def _popen(self, full: Sequence[str]) -> subprocess.Popen[bytes]:
+        """The command in a process group of its own, so that a timeout ends all of it."""
+        return subprocess.Popen(
+            full,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
 
     def stream_chunks(
         self,
@@ -99,13 +108,7 @@ class LocalSession(LineStreams):
         command = shlex.join(full)
         limit = self._timeout if timeout is None else timeout
         try:
-            proc = subprocess.Popen(
-                full,
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            proc = self._popen(full)
         except OSError as exc:
             raise TransportError(
                 self.host.name, Stage.READ, f"cannot run {full[0]}: {exc.strerror}"
@@ -131,7 +134,7 @@ class LocalSession(LineStreams):
 
         def expire() -> None:
             timed_out.set()
-            proc.kill()
+            _kill_group(proc)
 
         drainer = threading.Thread(target=drain, args=(proc.stderr,), daemon=True)
         timer = threading.Timer(limit, expire)
@@ -147,9 +150,8 @@ class LocalSession(LineStreams):
             drainer.join()
         finally:
             timer.cancel()
-            if proc.poll() is None:
-                proc.kill()  # the caller stopped early: do not leave the reader behind
-                proc.wait()
+            _kill_group(proc)  # the caller stopped early: leave no reader behind
+            proc.wait()
             proc.stdout.close()
             drainer.join()
             proc.stderr.close()
@@ -162,3 +164,22 @@ class LocalSession(LineStreams):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """End the command and everything it started (``sh``'s ``grep``, ``gzip``, ``head``...).
+
+    Killing only ``sh`` would leave its children running (on a FIFO: for ever), holding the
+    output pipe open. Under ``sudo`` the group is root's: then only ``sudo`` itself can be
+    signalled, and it passes the signal on to its command. Only a command not yet reaped is
+    signalled: until then its pid, the group's id, cannot belong to anyone else.
+    """
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone, with its group
+    except PermissionError:
+        if proc.poll() is None:
+            proc.kill()
