@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from collector.models import Attempt, GroupRef, Hop, RecipientOutcome, Trace
+from collector.models import Attempt, GroupRef, Hop, HopVia, Outcome, RecipientOutcome, Trace
 from collector.render.rows import HostReport, host_dict, iso, write_json
 
 #: Columns of one (message, recipient) row, in order; also the CSV header.
@@ -32,9 +32,11 @@ TRACE_ROW_FIELDS = (
     "total_delay",
 )
 
-_GREEN = frozenset({"sent", "delivered", "relayed-out"})
-_YELLOW = frozenset({"deferred", "queued"})
-_RED = frozenset({"bounced", "rejected", "expired", "lost"})
+# Colours of Postfix's status words (sent, deferred) and of the outcomes concluded from them;
+# the statuses bounced, rejected and expired are the same words as their outcomes.
+_GREEN: frozenset[str] = frozenset({"sent", Outcome.DELIVERED, Outcome.RELAYED_OUT})
+_YELLOW: frozenset[str] = frozenset({"deferred", Outcome.QUEUED})
+_RED: frozenset[str] = frozenset({Outcome.BOUNCED, Outcome.REJECTED, Outcome.EXPIRED, Outcome.LOST})
 _ANSI = {"green": "\x1b[32m", "yellow": "\x1b[33m", "red": "\x1b[31m", "bold": "\x1b[1m"}
 _RESET = "\x1b[0m"
 
@@ -561,7 +563,7 @@ def _graph(traces: Sequence[Trace]) -> tuple[list[_GraphNode], list[_GraphEdge]]
             if p is not None:
                 edges.append(_GraphEdge(ids[p], ids[i], trace.hops[i].via, False))
         if attach is not None and trace.hops:
-            edges.append(_GraphEdge(attach, ids[0], "notification", True))
+            edges.append(_GraphEdge(attach, ids[0], HopVia.NOTIFICATION, True))
         for r in trace.recipients:
             fate = _fate_hop(trace, parents, r)
             leaf = new((r.address or "(no recipient)", r.outcome), None)

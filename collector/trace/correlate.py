@@ -18,9 +18,12 @@ from collector.models import (
     BackwardHint,
     GroupRef,
     Hop,
+    HopVia,
     Host,
     HostLog,
     Link,
+    LinkStrength,
+    Outcome,
     QueueGroup,
     Recipient,
     RecipientOutcome,
@@ -46,6 +49,8 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "localhost6"}
 _LOOPBACK_ADDRS = frozenset({"127.0.0.1", "::1"})
 _FINAL_PROGRAMS = frozenset({"local", "virtual", "lmtp", "pipe"})
 _FINAL_RELAYS = frozenset({"local", "virtual", "dovecot", "maildrop", "cyrus"})
+# How a trace's first group got the message, by the group's origin (anything else: entry).
+_ROOT_VIA = {"pickup": HopVia.PICKUP, "local": HopVia.LOCAL}
 
 
 # --------------------------------------------------------------------------- host index
@@ -159,9 +164,9 @@ def _is_ip(text: str) -> bool:
 class _Edge:
     parent: int
     child: int
-    via: str
+    via: HopVia
     evidence: list[str]
-    strength: str
+    strength: LinkStrength
     recipients: set[str]  # parent recipient addresses that continue in the child
     refused: set[str] = field(default_factory=set)  # parent recipients the child refused
 
@@ -276,9 +281,9 @@ class _Linker:
             candidates.extend(self._refusals(i, g))
         for i, g in enumerate(self.graph.groups):
             if g.orig_queue_id:
-                candidates.extend(self._backward(i, g, g.orig_queue_id, "reinjection"))
+                candidates.extend(self._backward(i, g, g.orig_queue_id, HopVia.REINJECTION))
             if g.requeued_from:
-                candidates.extend(self._backward(i, g, g.requeued_from, "requeue"))
+                candidates.extend(self._backward(i, g, g.requeued_from, HopVia.REQUEUE))
         for edge in candidates:
             self._merge(edge)
         self._choose_parents()
@@ -293,12 +298,12 @@ class _Linker:
             target = _resolve_peer(self.index, h.relay, g.host)
             if target is None:
                 return None  # a server outside the inventory: the recipient left the fleet
-            via = "reinjection" if target == g.host else "smtp"
+            via = HopVia.REINJECTION if target == g.host else HopVia.SMTP
             evidence = ["queued-as"]
         elif h.kind == "forwarded-as":
-            target, via, evidence = g.host, "forward", ["forwarded-as"]
+            target, via, evidence = g.host, HopVia.FORWARD, ["forwarded-as"]
         else:
-            target, via = g.host, "notification"
+            target, via = g.host, HopVia.NOTIFICATION
             evidence = [h.detail or "notification"]
         chosen: int | None = None
         outside: timedelta | None = None
@@ -329,7 +334,7 @@ class _Linker:
                 note = f"lost at {target}: no log of queue ID {h.queue_id}"
             self.graph.missing.append(_Missing(i, ref, h.time, frozenset(recipients), note))
             return None
-        return _Edge(i, chosen, via, evidence, "strong", recipients)
+        return _Edge(i, chosen, via, evidence, LinkStrength.STRONG, recipients)
 
     def _refusals(self, i: int, g: QueueGroup) -> list[_Edge]:
         """Link a bounced/deferred attempt to the reject the next fleet host logged for it."""
@@ -363,23 +368,24 @@ class _Linker:
                 if best is not None:
                     _, j, rej = best
                     evidence = ["refused", f"client={rej.client}", _delta(rej.time, a.time)]
-                    edges.append(_Edge(i, j, "refused", evidence, "strong", set(), {addr}))
+                    edge = _Edge(i, j, HopVia.REFUSED, evidence, LinkStrength.STRONG, set(), {addr})
+                    edges.append(edge)
         return edges
 
     def _by_time(self, host: str, qid: str, t: datetime) -> list[int]:
         lives = self.lives.get((host, qid), [])
         return sorted(lives, key=lambda j: (abs(self.graph.groups[j].first_time - t), j))
 
-    def _confirm(self, parent: QueueGroup, child: QueueGroup, via: str) -> list[str] | None:
+    def _confirm(self, parent: QueueGroup, child: QueueGroup, via: HopVia) -> list[str] | None:
         """Extra evidence for a hand-off, or None when the child contradicts it."""
         extra: list[str] = []
-        if via in ("smtp", "reinjection") and child.client:
+        if via in (HopVia.SMTP, HopVia.REINJECTION) and child.client:
             came_from = _resolve_peer(self.index, child.client, child.host)
             if came_from == parent.host:
                 extra.append(f"client={child.client}")
             elif came_from is not None and came_from != child.host:
                 return None  # the child came from another fleet host: another message
-        if via == "notification":
+        if via is HopVia.NOTIFICATION:
             # Notifications come from the null sender; a postmaster notice about a failed
             # notification (a double bounce) comes from double_bounce_sender (double-bounce@).
             sender = child.sender or ""
@@ -393,7 +399,7 @@ class _Linker:
 
     # ---- backward links: orig_queue_id= (XFORWARD), orig_id= (postsuper -r)
 
-    def _backward(self, i: int, g: QueueGroup, qid: str, via: str) -> list[_Edge]:
+    def _backward(self, i: int, g: QueueGroup, qid: str, via: HopVia) -> list[_Edge]:
         lives = [
             j
             for j in self.lives.get((g.host, qid), [])
@@ -413,7 +419,7 @@ class _Linker:
         # The newest life that began before this one is the one that handed it on.
         j = max(lives, key=lambda k: (self.graph.groups[k].first_time, k))
         parent = self.graph.groups[j]
-        if via == "requeue":
+        if via is HopVia.REQUEUE:
             evidence = ["orig_id"]
             final = {"sent", "bounced"}
             recipients = {r.address.lower() for r in parent.recipients if r.status not in final}
@@ -429,7 +435,7 @@ class _Linker:
                 for r in parent.recipients
                 if r.status == "sent" and r.address.lower() in wanted
             }
-        return [_Edge(j, i, via, evidence, "strong", recipients)]
+        return [_Edge(j, i, via, evidence, LinkStrength.STRONG, recipients)]
 
     def _merge(self, edge: _Edge) -> None:
         key = (edge.parent, edge.child)
@@ -440,10 +446,10 @@ class _Linker:
         old.evidence += [e for e in edge.evidence if e not in old.evidence]
         old.recipients |= edge.recipients
         old.refused |= edge.refused
-        if old.via == "reinjection" or edge.via == "notification":
+        if old.via is HopVia.REINJECTION or edge.via is HopVia.NOTIFICATION:
             return
-        if edge.via == "reinjection":
-            old.via = "reinjection"
+        if edge.via is HopVia.REINJECTION:
+            old.via = HopVia.REINJECTION
 
     def _choose_parents(self) -> None:
         by_child: dict[int, list[_Edge]] = {}
@@ -515,9 +521,9 @@ class _Linker:
             edge = _Edge(
                 p,
                 c,
-                "message-id",
+                HopVia.MESSAGE_ID,
                 ["message-id-match", _delta(child.first_time, a.time)],
-                "weak",
+                LinkStrength.WEAK,
                 recipients,
             )
             self.graph.edges[(p, c)] = edge
@@ -614,7 +620,7 @@ class _TraceBuilder:
                 continue
             onward: list[_Edge] = []
             for kid in self.children.get(node, []):
-                if kid.via == "notification":
+                if kid.via is HopVia.NOTIFICATION:
                     if depth + 1 > MAX_DEPTH:
                         notes.append(
                             f"depth limit {MAX_DEPTH} reached at notification of "
@@ -656,7 +662,7 @@ class _TraceBuilder:
 
     def _hop(self, group: QueueGroup, edge: _Edge | None) -> Hop:
         if edge is None:
-            via = {"pickup": "pickup", "local": "local"}.get(group.origin, "entry")
+            via = _ROOT_VIA.get(group.origin, HopVia.ENTRY)
             parent = None
             evidence: tuple[str, ...] = ()
         else:
@@ -720,7 +726,7 @@ class _TraceBuilder:
                 continue
             # Handed on to this group, but it logged no delivery for the address (yet).
             status = "unknown"
-            outcome = "unknown" if group.removed else "queued"
+            outcome = Outcome.UNKNOWN if group.removed else Outcome.QUEUED
             out.append(
                 RecipientOutcome(
                     addr, None, status, outcome, group.host, group.queue_id, None, "", None, path
@@ -758,43 +764,45 @@ class _TraceBuilder:
         a: Attempt,
         missing: _Missing | None,
         notes: list[str],
-    ) -> str:
+    ) -> Outcome:
         if a.status == "bounced":
-            return "expired" if group.expired else "bounced"
+            return Outcome.EXPIRED if group.expired else Outcome.BOUNCED
         if a.status in ("expired", "force-expired"):
-            return "expired"  # qmgr's "status=expired, returned to sender"
+            return Outcome.EXPIRED  # qmgr's "status=expired, returned to sender"
         if a.status == "deferred":
-            return "expired" if group.expired else ("unknown" if group.removed else "queued")
+            if group.expired:
+                return Outcome.EXPIRED
+            return Outcome.UNKNOWN if group.removed else Outcome.QUEUED
         if a.status != "sent":
-            return "unknown"
+            return Outcome.UNKNOWN
         relay = (a.relay or "").lower()
         if a.program == "discard" or (a.program == "local" and a.response == "discarded"):
-            return "discarded"
+            return Outcome.DISCARDED
         if missing is not None:
             notes.append(self._lost_note(missing))
-            return "lost"
+            return Outcome.LOST
         if a.program in _FINAL_PROGRAMS - {"lmtp"} or relay in _FINAL_RELAYS:
-            return "delivered"
+            return Outcome.DELIVERED
         name, addr = _split_namaddr(a.relay)
         if a.program == "lmtp" and (not addr or not _is_ip(addr)):
-            return "delivered"  # LMTP over a UNIX socket: the mailbox server is this host
+            return Outcome.DELIVERED  # LMTP over a UNIX socket: the mailbox server is this host
         target = _resolve_peer(self.index, a.relay, group.host)
         if target is None:
             if a.program == "lmtp" and _is_loopback(name, addr):
-                return "delivered"
-            return "relayed-out"
+                return Outcome.DELIVERED
+            return Outcome.RELAYED_OUT
         if a.program == "lmtp":
-            return "delivered"
+            return Outcome.DELIVERED
         notes.append(
             f"unknown at {target}: the reply to {group.host}/{group.queue_id} carries no "
             f"queue ID ({a.response})"
         )
-        return "unknown"
+        return Outcome.UNKNOWN
 
 
 def _reject_outcome(rej: Reject, group: QueueGroup, path: tuple[GroupRef, ...]) -> RecipientOutcome:
     m = _DSN_RE.search(rej.response)
-    outcome = "discarded" if rej.action == "discard" else "rejected"
+    outcome = Outcome.DISCARDED if rej.action == "discard" else Outcome.REJECTED
     status = "rejected" if rej.action != "discard" else "unknown"
     return RecipientOutcome(
         rej.recipient or "",
