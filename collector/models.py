@@ -486,6 +486,15 @@ class BackwardHint:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusalHint:
+    """A fleet host refused a recipient (its reply is quoted in a bounce/deferral): look there."""
+
+    host: str  # the refusing host, named by the attempt's relay=
+    recipient: str
+    time: datetime  # of the attempt; the host logged its reject around then
+
+
+@dataclass(frozen=True, slots=True)
 class Hop:
     """One queue group on the way of a message; ``via`` says how it got the message."""
 

@@ -1,6 +1,7 @@
 """Output: tables (tabulate), JSON, NDJSON and CSV. Each function writes to the stream it is given.
 
-Only ``models`` is imported: rendering takes values and never reaches back into the pipeline.
+Only ``models`` and the pure field readers of ``logs.fields`` are imported: rendering takes
+values and never reaches back into the pipeline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import IO, Any
 
 from tabulate import tabulate
 
+from collector.logs.fields import parse_endpoint
 from collector.models import HostError, LogSource, ParseStats, Row
 
 #: Columns of one search result, in order; also the CSV header and the JSON keys.
@@ -162,12 +164,7 @@ def _fmt_delay(delay: float | None) -> str:
 
 def _relay_name(relay: str | None) -> str | None:
     """``mx.example.net[198.51.100.7]:25`` -> ``mx.example.net`` (the IP when unnamed)."""
-    if not relay or "[" not in relay:
-        return relay
-    name, _, rest = relay.partition("[")
-    if name and name != "unknown":
-        return name
-    return rest.split("]", 1)[0]
+    return parse_endpoint(relay).label if relay else relay
 
 
 def fit_widths(

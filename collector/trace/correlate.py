@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from collector.logs.fields import dsn_of, parse_endpoint
 from collector.models import (
     Attempt,
     BackwardHint,
@@ -27,6 +28,7 @@ from collector.models import (
     QueueGroup,
     Recipient,
     RecipientOutcome,
+    RefusalHint,
     Reject,
     Trace,
 )
@@ -34,15 +36,9 @@ from collector.models import (
 DEFAULT_SKEW = timedelta(minutes=5)
 MAX_DEPTH = 64  # hops (and nested notifications) per trace; a mail loop must not recurse forever
 
-# Postfix relay= forms: name[addr]:port (TCP), name[private/socket] (LMTP on a UNIX socket),
-# or a bare service name (local, virtual, dovecot, none).
-_RELAY_RE = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$")
-# client= is name[addr] or, with smtpd_client_port_logging, name[addr]:port.
-_CLIENT_RE = _RELAY_RE
 # A Message-ID that cleanup added: <YYYYMMDDHHMMSS.QUEUEID@myhostname> (short IDs) or
 # <QUEUEID@myhostname> (long IDs). It names the origin host's myhostname.
 _ADDED_MSGID_RE = re.compile(r"^<(?:\d{14}\.)?(?P<qid>[0-9A-Za-z]+)@(?P<host>[^>@\s]+)>$")
-_DSN_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "localhost6"})
 # Only the canonical loopback addresses mean "this host": a lab may put each host on its own
 # 127.0.0.x, and those must resolve through the inventory like any other address.
@@ -113,19 +109,18 @@ def build_host_index(hosts: Sequence[Host], logs: Sequence[HostLog] = ()) -> Hos
                 add(m.group("host"), log.host)
             for rcpt in group.recipients:
                 for attempt in rcpt.attempts:
-                    rm = _RELAY_RE.match(attempt.relay or "")
-                    if rm and rm.group("addr").startswith(("private/", "public/")):
-                        add(rm.group("name"), log.host)
+                    peer = parse_endpoint(attempt.relay or "")
+                    if peer.address and peer.address.startswith(("private/", "public/")):
+                        add(peer.name, log.host)
         for reject in log.rejects:
             add(reject.host, log.host)
     return HostIndex({k: tuple(v) for k, v in keys.items()}, tuple(names))
 
 
 def _split_namaddr(text: str | None) -> tuple[str, str]:
-    m = _RELAY_RE.match(text or "")
-    if not m:
-        return (text or "", "")
-    return (m.group("name"), m.group("addr"))
+    """The name and the address (``""`` when none) of a relay= or client= value."""
+    peer = parse_endpoint(text or "")
+    return (peer.name, peer.address or "")
 
 
 def _is_loopback(name: str, addr: str) -> bool:
@@ -147,6 +142,18 @@ def _resolve_peer(index: HostIndex, namaddr: str | None, here: str) -> str | Non
     if not found and _is_loopback(name, addr):
         return here
     return None
+
+
+def refused_by(index: HostIndex, host: str, attempt: Attempt) -> str | None:
+    """The fleet host whose reply refused ``attempt`` (made on ``host``), or None.
+
+    Postfix logs a refusal by the next hop as a bounce or deferral that quotes the reply
+    (``host X[addr] said: 550 ...``); X logged the same refusal as a reject. Both the links and
+    the trace loop, which fetches that reject, ask this one question.
+    """
+    if attempt.status not in ("bounced", "deferred") or " said: " not in attempt.response:
+        return None
+    return _resolve_peer(index, attempt.relay, host)
 
 
 def _is_ip(text: str) -> bool:
@@ -342,9 +349,7 @@ class _Linker:
         for r in g.recipients:
             addr = r.address.lower()
             for a in r.attempts:
-                if a.status not in ("bounced", "deferred") or " said: " not in a.response:
-                    continue
-                target = _resolve_peer(self.index, a.relay, g.host)
+                target = refused_by(self.index, g.host, a)
                 if target is None:
                     continue
                 best: tuple[timedelta, int, Reject] | None = None
@@ -556,28 +561,59 @@ def link_groups(
     return links
 
 
+@dataclass(frozen=True, slots=True)
+class Leads:
+    """What the logs read so far say to fetch next; one build of the link graph per round."""
+
+    pending: frozenset[GroupRef]  # groups links point at that the logs do not hold yet
+    backward: tuple[BackwardHint, ...]  # parentless groups handed over by a fleet host
+    refusals: tuple[RefusalHint, ...]  # attempts a fleet host refused: it logged a reject
+
+
+def leads(
+    logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
+) -> Leads:
+    """Forward, backward and refusal leads of one round of the trace loop."""
+    graph = _Linker(logs, index, max_skew).run()
+    return Leads(
+        frozenset(m.target for m in graph.missing),
+        tuple(_backward_hints(graph, index)),
+        tuple(_refusal_hints(logs, index)),
+    )
+
+
 def pending_refs(
     logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
 ) -> set[GroupRef]:
     """Groups that links point at but that the logs do not hold yet: fetch these next."""
-    graph = _Linker(logs, index, max_skew).run()
-    return {m.target for m in graph.missing}
+    return set(leads(logs, index, max_skew).pending)
 
 
 def backward_hints(
     logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
 ) -> list[BackwardHint]:
     """Parentless groups whose ``client=`` is a fleet host: the previous hop to fetch."""
-    graph = _Linker(logs, index, max_skew).run()
-    hints: list[BackwardHint] = []
+    return list(leads(logs, index, max_skew).backward)
+
+
+def _backward_hints(graph: _Graph, index: HostIndex) -> Iterator[BackwardHint]:
     for i, g in enumerate(graph.groups):
         if i in graph.parent_of or not g.client or g.queue_id == "NOQUEUE":
             continue
         prev = _resolve_peer(index, g.client, g.host)
-        if prev is None:
-            continue
-        hints.append(BackwardHint(prev, g.message_id, g.first_time, _ref(g)))
-    return hints
+        if prev is not None:
+            yield BackwardHint(prev, g.message_id, g.first_time, _ref(g))
+
+
+def _refusal_hints(logs: Sequence[HostLog], index: HostIndex) -> Iterator[RefusalHint]:
+    """Every attempt a fleet host refused, linked to its reject or not (yet)."""
+    for log in logs:
+        for group in log.groups:
+            for rcpt in group.recipients:
+                for a in rcpt.attempts:
+                    host = refused_by(index, group.host, a)
+                    if host is not None:
+                        yield RefusalHint(host, rcpt.address, a.time)
 
 
 # --------------------------------------------------------------------------- traces
@@ -801,7 +837,6 @@ class _TraceBuilder:
 
 
 def _reject_outcome(rej: Reject, group: QueueGroup, path: tuple[GroupRef, ...]) -> RecipientOutcome:
-    m = _DSN_RE.search(rej.response)
     outcome = Outcome.DISCARDED if rej.action == "discard" else Outcome.REJECTED
     status = "rejected" if rej.action != "discard" else "unknown"
     return RecipientOutcome(
@@ -811,7 +846,7 @@ def _reject_outcome(rej: Reject, group: QueueGroup, path: tuple[GroupRef, ...]) 
         outcome,
         group.host,
         group.queue_id,
-        m.group(1) if m else None,
+        dsn_of(rej.response),
         rej.response,
         rej.time,
         path,
@@ -848,7 +883,6 @@ def correlate(
 
 def _noqueue_group(host: str, rej: Reject) -> QueueGroup:
     """A reject without a queue file, as a group on the inventory host that logged it."""
-    _, addr = _split_namaddr(rej.client)
     return QueueGroup(
         host=host,
         instance="",
@@ -856,7 +890,7 @@ def _noqueue_group(host: str, rej: Reject) -> QueueGroup:
         first_time=rej.time,
         last_time=rej.time,
         client=rej.client,
-        client_ip=addr or None,
+        client_ip=parse_endpoint(rej.client or "").address or None,
         origin="smtp",
         sender=rej.sender,
         rejects=(rej,),
