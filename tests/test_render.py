@@ -13,7 +13,6 @@ from collector.models import Compression, HostError, LogSource, ParseStats, Row,
 from collector.render.rows import (
     ROW_FIELDS,
     HostReport,
-    fit_widths,
     host_dict,
     iso,
     render_hosts_table,
@@ -24,6 +23,7 @@ from collector.render.rows import (
     render_summary_table,
     row_dict,
 )
+from collector.render.text import fit_widths
 
 T = datetime(2026, 11, 29, 17, 24, 6, tzinfo=UTC)
 

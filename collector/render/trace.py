@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from collector.models import Attempt, GroupRef, Hop, HopVia, Outcome, RecipientOutcome, Trace
 from collector.render.rows import HostReport, host_dict, iso, write_json
+from collector.render.text import clip, clip_parts, fit_widths
 
 #: Columns of one (message, recipient) row, in order; also the CSV header.
 TRACE_ROW_FIELDS = (
@@ -39,6 +40,7 @@ _YELLOW: frozenset[str] = frozenset({"deferred", Outcome.QUEUED})
 _RED: frozenset[str] = frozenset({Outcome.BOUNCED, Outcome.REJECTED, Outcome.EXPIRED, Outcome.LOST})
 _ANSI = {"green": "\x1b[32m", "yellow": "\x1b[33m", "red": "\x1b[31m", "bold": "\x1b[1m"}
 _RESET = "\x1b[0m"
+_LAST_FLOOR = 4  # a table column clipped to its floor that still does not fit goes down to this
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -274,12 +276,6 @@ def render_traces_csv(traces: Sequence[Trace], out: IO[str]) -> None:
         )
 
 
-def _clip(text: str, width: int, marker: str = "…") -> str:
-    if len(text) <= width:
-        return text
-    return text[: max(0, width - len(marker))] + marker
-
-
 def _fit(
     table: list[list[str]], headers: list[str], shrink: Sequence[tuple[int, int]], width: int
 ) -> list[int]:
@@ -288,17 +284,15 @@ def _fit(
     ``shrink`` lists (column, floor) in the order columns give up room; if the floors are still
     too wide, every listed column goes down to a few characters.
     """
-    widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(headers)]
-    excess = sum(widths) + 2 * (len(headers) - 1) - width
-    for floors in (dict(shrink), dict.fromkeys(dict(shrink), 4)):
-        for i, floor in floors.items():
-            cut = min(max(excess, 0), max(0, widths[i] - floor))
-            widths[i] -= cut
-            excess -= cut
-    for i, _ in shrink:
-        headers[i] = _clip(headers[i], widths[i])
+    natural = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(headers)]
+    floors = dict(shrink)
+    order = list(floors)
+    widths = fit_widths(natural, [floors.get(i, 0) for i in range(len(natural))], order, width)
+    widths = fit_widths(widths, [_LAST_FLOOR] * len(widths), order, width)
+    for i in order:
+        headers[i] = clip(headers[i], widths[i])
         for row in table:
-            row[i] = _clip(row[i], widths[i])
+            row[i] = clip(row[i], widths[i])
     return widths
 
 
@@ -470,17 +464,9 @@ def _tree_lines(node: _Node, first: str, rest: str, g: _Glyphs) -> Iterator[_Lin
 
 
 def _emit(line: _Line, out: IO[str], width: int, color: bool, ellipsis: str) -> None:
-    total = sum(len(s.text) for s in line)
-    if total > width:
-        room = max(0, width - len(ellipsis))
-        clipped: list[_Seg] = []
-        for s in line:
-            if room <= 0:
-                break
-            clipped.append(_Seg(s.text[:room], s.style))
-            room -= len(s.text[:room])
-        clipped.append(_Seg(ellipsis))
-        line = tuple(clipped)
+    kept, cut = clip_parts([s.text for s in line], width, ellipsis)
+    if cut:
+        line = (*(_Seg(text, s.style) for text, s in zip(kept, line)), _Seg(ellipsis))
     text = "".join(
         f"{_ANSI[s.style]}{s.text}{_RESET}" if color and s.style and s.text else s.text
         for s in line
