@@ -496,7 +496,13 @@ class RefusalHint:
 
 @dataclass(frozen=True, slots=True)
 class Hop:
-    """One queue group on the way of a message; ``via`` says how it got the message."""
+    """One queue group on the way of a message; ``via`` says how it got the message.
+
+    ``parent`` names the group it came from (for the first hop of a notification: the group
+    that bounced, in the enclosing trace); ``parent_index`` is that hop's index in the same
+    ``Trace.hops``, None for a trace's first hop. ``handoff`` is the parent's delivery whose
+    ``queued as``/``forwarded as`` names this hop (its ``delays`` are the hop's), if any.
+    """
 
     host: str
     queue_id: str
@@ -506,6 +512,8 @@ class Hop:
     via: HopVia
     evidence: tuple[str, ...]
     group: QueueGroup
+    parent_index: int | None = None
+    handoff: Attempt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +522,9 @@ class RecipientOutcome:
 
     ``status`` is Postfix's word (sent, bounced, deferred, expired, rejected, unknown);
     ``outcome`` is the conclusion from the evidence. ``path`` runs from the entry group to the
-    group that logged the outcome, re-injection hops included.
+    group that logged the outcome, re-injection hops included. ``hop_index`` is the index in
+    ``Trace.hops`` of the hop that logged it; ``attempt`` is the recipient's last delivery
+    attempt there (None for a reject and for an address the hop logged nothing for).
     """
 
     address: str
@@ -527,11 +537,17 @@ class RecipientOutcome:
     response: str
     time: datetime | None
     path: tuple[GroupRef, ...]
+    hop_index: int | None = None
+    attempt: Attempt | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Trace:
-    """One message across the fleet; ``notes`` say where the trail was lost and why."""
+    """One message across the fleet; ``notes`` say where the trail was lost and why.
+
+    A notification (DSN) is a trace of its own, nested in the trace of the message it reports
+    on; its ``anchor`` is the index, in that enclosing trace's hops, of the hop that sent it.
+    """
 
     message_id: str | None
     sender: str | None
@@ -542,3 +558,4 @@ class Trace:
     recipients: tuple[RecipientOutcome, ...]
     notifications: tuple[Trace, ...]
     notes: tuple[str, ...]
+    anchor: int | None = None

@@ -46,83 +46,8 @@ _LAST_FLOOR = 4  # a table column clipped to its floor that still does not fit g
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _ref(hop: Hop) -> GroupRef:
-    return GroupRef(hop.host, hop.queue_id)
-
-
-def _handoff_attempt(hop: Hop, parent: Hop | None) -> Attempt | None:
-    """The parent's delivery attempt that names this hop's queue ID as the next one."""
-    if parent is None:
-        return None
-    for r in parent.group.recipients:
-        for a in r.attempts:
-            if a.next_queue_id == hop.queue_id:
-                return a
-    return None
-
-
-def _parents(hops: Sequence[Hop]) -> list[int | None]:
-    """Index of each hop's parent hop within the trace.
-
-    Hops come in depth-first order, so the nearest earlier hop with the parent's ref is the
-    parent even when a short queue ID was reused within one trace.
-    """
-    out: list[int | None] = []
-    for i, hop in enumerate(hops):
-        found: int | None = None
-        if hop.parent is not None:
-            for j in range(i - 1, -1, -1):
-                if _ref(hops[j]) == hop.parent:
-                    found = j
-                    break
-        out.append(found)
-    return out
-
-
-def _hop_delays(trace: Trace) -> list[str | None]:
-    parents = _parents(trace.hops)
-    out: list[str | None] = []
-    for hop, p in zip(trace.hops, parents, strict=True):
-        a = _handoff_attempt(hop, trace.hops[p] if p is not None else None)
-        out.append(a.delays if a is not None else None)
-    return out
-
-
-def _fate_hop(trace: Trace, parents: Sequence[int | None], r: RecipientOutcome) -> int | None:
-    """The hop that logged this recipient's outcome, found by walking its path from the root."""
-    want = GroupRef(r.host, r.queue_id)
-    node: int | None = None
-    best: int | None = None
-    for ref in r.path:
-        nxt = next(
-            (i for i, h in enumerate(trace.hops) if _ref(h) == ref and parents[i] == node),
-            None,
-        )
-        if nxt is None:
-            break
-        node = nxt
-        if ref == want:
-            best = node
-    if best is not None:
-        return best
-    return next((i for i, h in enumerate(trace.hops) if _ref(h) == want), None)
-
-
-def _notification_anchor(trace: Trace, notification: Trace) -> int | None:
-    """The hop of ``trace`` whose bounce generated ``notification``."""
-    target = notification.hops[0].parent if notification.hops else None
-    return next(
-        (i for i in range(len(trace.hops) - 1, -1, -1) if _ref(trace.hops[i]) == target), None
-    )
-
-
-def _recipient_attempt(trace: Trace, hop_index: int | None, r: RecipientOutcome) -> Attempt | None:
-    if hop_index is None:
-        return None
-    for rec in trace.hops[hop_index].group.recipients:
-        if rec.address == r.address and rec.attempts:
-            return rec.last
-    return None
+def _delays(hop: Hop) -> str | None:
+    return hop.handoff.delays if hop.handoff is not None else None
 
 
 def _sender(sender: str | None) -> str:
@@ -181,7 +106,6 @@ def _ref_dict(ref: GroupRef | None) -> dict[str, str] | None:
 
 def trace_dict(trace: Trace) -> dict[str, Any]:
     """One trace as the documented JSON object (notifications nested the same way)."""
-    delays = _hop_delays(trace)
     return {
         "message_id": trace.message_id,
         "sender": trace.sender,
@@ -197,11 +121,11 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
                 "parent": _ref_dict(h.parent),
                 "via": h.via,
                 "evidence": list(h.evidence),
-                "delays": d,
+                "delays": _delays(h),
                 "sender": h.group.sender,
                 "message_id": h.group.message_id,
             }
-            for h, d in zip(trace.hops, delays, strict=True)
+            for h in trace.hops
         ],
         "recipients": [
             {
@@ -422,26 +346,24 @@ def _recipient_node(r: RecipientOutcome, attempt: Attempt | None, g: _Glyphs) ->
 
 def _trace_roots(trace: Trace, g: _Glyphs, depth: int = 0) -> tuple[list[_Node], list[_Node]]:
     """The hop tree of one trace (roots) and what could not be attached under a hop."""
-    parents = _parents(trace.hops)
-    delays = _hop_delays(trace)
-    nodes = [
-        _Node([_hop_line(h)] + ([(_Seg(fmt_delays(d, g.dot)),)] if d else []))
-        for h, d in zip(trace.hops, delays, strict=True)
-    ]
+    nodes = [_hop_node(h, g) for h in trace.hops]
     loose: list[_Node] = []
     for r in trace.recipients:
-        i = _fate_hop(trace, parents, r)
-        node = _recipient_node(r, _recipient_attempt(trace, i, r), g)
-        (nodes[i].children if i is not None else loose).append(node)
-    for i, p in enumerate(parents):
-        if p is not None:
-            nodes[p].children.append(nodes[i])
+        node = _recipient_node(r, r.attempt, g)
+        (nodes[r.hop_index].children if r.hop_index is not None else loose).append(node)
+    for h, node in zip(trace.hops, nodes, strict=True):
+        if h.parent_index is not None:
+            nodes[h.parent_index].children.append(node)
     for n in trace.notifications:
-        at = _notification_anchor(trace, n)
         node = _notification_node(n, g, depth + 1)
-        (nodes[at].children if at is not None else loose).append(node)
-    roots = [nodes[i] for i, p in enumerate(parents) if p is None]
+        (nodes[n.anchor].children if n.anchor is not None else loose).append(node)
+    roots = [node for h, node in zip(trace.hops, nodes, strict=True) if h.parent_index is None]
     return roots, loose
+
+
+def _hop_node(hop: Hop, g: _Glyphs) -> _Node:
+    delays = _delays(hop)
+    return _Node([_hop_line(hop)] + ([(_Seg(fmt_delays(delays, g.dot)),)] if delays else []))
 
 
 def _notification_node(trace: Trace, g: _Glyphs, depth: int) -> _Node:
@@ -543,21 +465,18 @@ def _graph(traces: Sequence[Trace]) -> tuple[list[_GraphNode], list[_GraphEdge]]
         return nodes[-1].id
 
     def add(trace: Trace, attach: str | None) -> None:
-        parents = _parents(trace.hops)
         ids = [new((h.host, h.queue_id), h.host) for h in trace.hops]
-        for i, p in enumerate(parents):
-            if p is not None:
-                edges.append(_GraphEdge(ids[p], ids[i], trace.hops[i].via, False))
+        for h, hop_id in zip(trace.hops, ids, strict=True):
+            if h.parent_index is not None:
+                edges.append(_GraphEdge(ids[h.parent_index], hop_id, h.via, False))
         if attach is not None and trace.hops:
             edges.append(_GraphEdge(attach, ids[0], HopVia.NOTIFICATION, True))
         for r in trace.recipients:
-            fate = _fate_hop(trace, parents, r)
             leaf = new((r.address or "(no recipient)", r.outcome), None)
-            if fate is not None:
-                edges.append(_GraphEdge(ids[fate], leaf, r.status, False))
+            if r.hop_index is not None:
+                edges.append(_GraphEdge(ids[r.hop_index], leaf, r.status, False))
         for n in trace.notifications:
-            at = _notification_anchor(trace, n)
-            add(n, ids[at] if at is not None else None)
+            add(n, ids[n.anchor] if n.anchor is not None else None)
 
     for t in traces:
         add(t, None)

@@ -636,56 +636,51 @@ class _TraceBuilder:
         for m in self.graph.missing:
             self.missing_by_parent.setdefault(m.parent, []).append(m)
 
-    def build(self, root: int, entry: _Edge | None, depth: int = 0) -> Trace:
-        g = self.graph.groups
-        hops: list[Hop] = []
-        outcomes: list[RecipientOutcome] = []
-        notifications: list[Trace] = []
-        notes: list[str] = []
-        # (node, edge into it, path before it, recipients arriving from the parent)
-        stack: list[tuple[int, _Edge | None, tuple[GroupRef, ...], set[str]]] = [
-            (root, entry, (), set())
-        ]
+    def build(
+        self, root: int, entry: _Edge | None, depth: int = 0, anchor: int | None = None
+    ) -> Trace:
+        """The trace rooted at group ``root``; ``entry`` is the edge into it (a notification's).
+
+        The tree is walked depth first, so a hop's parent always comes before it in ``hops``.
+        """
+        walk = _Walk()
+        stack: list[_Visit] = [_Visit(root, entry, None, (), frozenset())]
         while stack:
-            node, edge, path, arriving = stack.pop()
-            group = g[node]
-            path = path + (_ref(group),)
-            hops.append(self._hop(group, edge))
-            if len(path) > MAX_DEPTH:
-                notes.append(f"depth limit {MAX_DEPTH} reached at {group.host}/{group.queue_id}")
-                continue
-            onward: list[_Edge] = []
-            for kid in self.children.get(node, []):
-                if kid.via is HopVia.NOTIFICATION:
-                    if depth + 1 > MAX_DEPTH:
-                        notes.append(
-                            f"depth limit {MAX_DEPTH} reached at notification of "
-                            f"{group.host}/{group.queue_id}"
-                        )
-                        continue
-                    notifications.append(self.build(kid.child, kid, depth + 1))
-                else:
-                    onward.append(kid)
-            routed = {r for kid in onward for r in kid.recipients}
-            for m in self.missing_by_parent.get(node, []):
-                if not m.recipients:
-                    notes.append(self._lost_note(m))
-            refused_here = edge.refused if edge is not None else set()
-            outcomes += self._outcomes(node, path, routed, arriving, refused_here, onward, notes)
+            visit = stack.pop()
+            here = len(walk.hops)
+            path = visit.path + (_ref(self.graph.groups[visit.node]),)
+            onward = self._visit(walk, visit, path, depth)
             for kid in reversed(onward):
-                stack.append((kid.child, kid, path, set(kid.recipients)))
-        first = g[root]
-        return Trace(
-            message_id=next((h.group.message_id for h in hops if h.group.message_id), None),
-            sender=first.sender,
-            first_seen=min(h.group.first_time for h in hops),
-            last_seen=max(h.group.last_time for h in hops),
-            size=next((h.group.size for h in hops if h.group.size is not None), None),
-            hops=tuple(hops),
-            recipients=tuple(outcomes),
-            notifications=tuple(notifications),
-            notes=tuple(dict.fromkeys(notes)),
-        )
+                stack.append(_Visit(kid.child, kid, here, path, frozenset(kid.recipients)))
+        return _trace(self.graph.groups[root], walk, anchor)
+
+    def _visit(
+        self, walk: _Walk, visit: _Visit, path: tuple[GroupRef, ...], depth: int
+    ) -> list[_Edge]:
+        """Add one group's hop, notifications and outcomes to ``walk``; the edges onward."""
+        group = self.graph.groups[visit.node]
+        here = len(walk.hops)
+        walk.hops.append(self._hop(group, visit))
+        if len(path) > MAX_DEPTH:
+            walk.notes.append(f"depth limit {MAX_DEPTH} reached at {group.host}/{group.queue_id}")
+            return []
+        onward: list[_Edge] = []
+        for kid in self.children.get(visit.node, []):
+            if kid.via is not HopVia.NOTIFICATION:
+                onward.append(kid)
+            elif depth + 1 > MAX_DEPTH:
+                walk.notes.append(
+                    f"depth limit {MAX_DEPTH} reached at notification of "
+                    f"{group.host}/{group.queue_id}"
+                )
+            else:
+                walk.notifications.append(self.build(kid.child, kid, depth + 1, here))
+        for m in self.missing_by_parent.get(visit.node, []):
+            if not m.recipients:
+                walk.notes.append(self._lost_note(m))
+        place = _Place(visit.node, here, path)
+        walk.outcomes += self._outcomes(place, visit, onward, walk.notes)
+        return onward
 
     def _lost_note(self, m: _Missing) -> str:
         host = m.target.host
@@ -696,54 +691,44 @@ class _TraceBuilder:
             return f"lost at {host}: no logs from this host (queue ID {m.target.queue_id})"
         return m.note
 
-    def _hop(self, group: QueueGroup, edge: _Edge | None) -> Hop:
+    def _hop(self, group: QueueGroup, visit: _Visit) -> Hop:
+        edge = visit.edge
         if edge is None:
-            via = _ROOT_VIA.get(group.origin, HopVia.ENTRY)
-            parent = None
-            evidence: tuple[str, ...] = ()
-        else:
-            via = edge.via
-            parent = _ref(self.graph.groups[edge.parent])
-            evidence = tuple(edge.evidence)
+            return Hop(
+                host=group.host,
+                queue_id=group.queue_id,
+                time=group.first_time,
+                client=group.client,
+                parent=None,
+                via=_ROOT_VIA.get(group.origin, HopVia.ENTRY),
+                evidence=(),
+                group=group,
+            )
+        parent = self.graph.groups[edge.parent]
+        # A notification's first hop has its parent in the enclosing trace: no index, and no
+        # delivery of the parent hands the message to it.
+        up = visit.parent_hop
         return Hop(
-            group.host,
-            group.queue_id,
-            group.first_time,
-            group.client,
-            parent,
-            via,
-            evidence,
-            group,
+            host=group.host,
+            queue_id=group.queue_id,
+            time=group.first_time,
+            client=group.client,
+            parent=_ref(parent),
+            via=edge.via,
+            evidence=tuple(edge.evidence),
+            group=group,
+            parent_index=up,
+            handoff=_handoff_attempt(parent, group.queue_id) if up is not None else None,
         )
 
     def _outcomes(
-        self,
-        node: int,
-        path: tuple[GroupRef, ...],
-        routed: set[str],
-        arriving: set[str],
-        refused_here: set[str],
-        onward: list[_Edge],
-        notes: list[str],
+        self, place: _Place, visit: _Visit, onward: list[_Edge], notes: list[str]
     ) -> list[RecipientOutcome]:
-        group = self.graph.groups[node]
-        # The path of a refused recipient ends at the group that logged the refusal.
-        refused_by: dict[str, GroupRef] = {}
-        for kid in sorted(onward, key=lambda e: self.graph.groups[e.child].first_time):
-            for addr in kid.refused:
-                refused_by[addr] = _ref(self.graph.groups[kid.child])
-        missing = {addr: m for m in self.missing_by_parent.get(node, []) for addr in m.recipients}
-        out: list[RecipientOutcome] = []
-        seen: set[str] = set()
-        for r in group.recipients:
-            seen.add(r.address.lower())
-            if r.orig_address:
-                seen.add(r.orig_address.lower())
-            if r.address.lower() in routed:
-                continue
-            here = refused_by.get(r.address.lower())
-            r_path = path + (here,) if here else path
-            out.append(self._recipient(group, r, r_path, missing.get(r.address.lower()), notes))
+        """Where each recipient of the group at ``place`` ended, unless it went ``onward``."""
+        group = self.graph.groups[place.node]
+        seen: set[str] = set()  # addresses the group accounts for; grows below
+        out = self._recipient_outcomes(place, group, onward, seen, notes)
+        refused_here = visit.edge.refused if visit.edge is not None else set()
         for rej in group.rejects:
             if rej.recipient and rej.recipient.lower() in seen:
                 continue
@@ -751,47 +736,58 @@ class _TraceBuilder:
                 refused_here and not rej.recipient
             ):
                 continue  # the sending host logged this refusal as its own bounce or deferral
-            out.append(_reject_outcome(rej, group, path))
+            out.append(_reject_outcome(rej, group, place))
             if rej.recipient:
                 seen.add(rej.recipient.lower())
-        # orig_to keeps an alias as written before expansion, often unqualified (orig_to=<root>
-        # for root@host): an arriving address is accounted for by its local part then too.
-        bare = {a for a in seen if "@" not in a}
-        for addr in sorted(arriving - seen):
-            if addr.partition("@")[0] in bare:
+        out += _unlogged_outcomes(group, place, visit.arriving, seen)
+        return out
+
+    def _recipient_outcomes(
+        self,
+        place: _Place,
+        group: QueueGroup,
+        onward: list[_Edge],
+        seen: set[str],
+        notes: list[str],
+    ) -> list[RecipientOutcome]:
+        """The outcomes of the group's own recipients; adds their addresses to ``seen``."""
+        routed = {r for kid in onward for r in kid.recipients}
+        # The path of a refused recipient ends at the group that logged the refusal.
+        refusers: dict[str, GroupRef] = {}
+        for kid in sorted(onward, key=lambda e: self.graph.groups[e.child].first_time):
+            for addr in kid.refused:
+                refusers[addr] = _ref(self.graph.groups[kid.child])
+        missing = {
+            addr: m for m in self.missing_by_parent.get(place.node, []) for addr in m.recipients
+        }
+        out: list[RecipientOutcome] = []
+        for r in group.recipients:
+            addr = r.address.lower()
+            seen.add(addr)
+            if r.orig_address:
+                seen.add(r.orig_address.lower())
+            if addr in routed:
                 continue
-            # Handed on to this group, but it logged no delivery for the address (yet).
-            status = "unknown"
-            outcome = Outcome.UNKNOWN if group.removed else Outcome.QUEUED
+            refuser = refusers.get(addr)
+            path = place.path + (refuser,) if refuser else place.path
+            a = r.last
             out.append(
                 RecipientOutcome(
-                    addr, None, status, outcome, group.host, group.queue_id, None, "", None, path
+                    address=r.address,
+                    orig_address=r.orig_address,
+                    status=a.status,
+                    outcome=self._classify(group, r, a, missing.get(addr), notes),
+                    host=group.host,
+                    queue_id=group.queue_id,
+                    dsn=a.dsn,
+                    response=a.response,
+                    time=a.time,
+                    path=path,
+                    hop_index=place.hop,
+                    attempt=a,
                 )
             )
         return out
-
-    def _recipient(
-        self,
-        group: QueueGroup,
-        r: Recipient,
-        path: tuple[GroupRef, ...],
-        missing: _Missing | None,
-        notes: list[str],
-    ) -> RecipientOutcome:
-        a = r.last
-        outcome = self._classify(group, r, a, missing, notes)
-        return RecipientOutcome(
-            r.address,
-            r.orig_address,
-            a.status,
-            outcome,
-            group.host,
-            group.queue_id,
-            a.dsn,
-            a.response,
-            a.time,
-            path,
-        )
 
     def _classify(
         self,
@@ -836,20 +832,101 @@ class _TraceBuilder:
         return Outcome.UNKNOWN
 
 
-def _reject_outcome(rej: Reject, group: QueueGroup, path: tuple[GroupRef, ...]) -> RecipientOutcome:
-    outcome = Outcome.DISCARDED if rej.action == "discard" else Outcome.REJECTED
-    status = "rejected" if rej.action != "discard" else "unknown"
+@dataclass(frozen=True, slots=True)
+class _Visit:
+    """A group the walk of a trace has still to visit, and how it got there."""
+
+    node: int
+    edge: _Edge | None  # the edge into it (None for a root)
+    parent_hop: int | None  # the index of the parent's hop in this trace
+    path: tuple[GroupRef, ...]  # the refs from the root to the parent
+    arriving: frozenset[str]  # recipients the parent handed on to it
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a group sits in the trace being built."""
+
+    node: int
+    hop: int  # its index in the trace's hops
+    path: tuple[GroupRef, ...]  # the refs from the root to it
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What the walk of one trace has collected so far."""
+
+    hops: list[Hop] = field(default_factory=list)
+    outcomes: list[RecipientOutcome] = field(default_factory=list)
+    notifications: list[Trace] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _trace(first: QueueGroup, walk: _Walk, anchor: int | None) -> Trace:
+    hops = walk.hops
+    return Trace(
+        message_id=next((h.group.message_id for h in hops if h.group.message_id), None),
+        sender=first.sender,
+        first_seen=min(h.group.first_time for h in hops),
+        last_seen=max(h.group.last_time for h in hops),
+        size=next((h.group.size for h in hops if h.group.size is not None), None),
+        hops=tuple(hops),
+        recipients=tuple(walk.outcomes),
+        notifications=tuple(walk.notifications),
+        notes=tuple(dict.fromkeys(walk.notes)),
+        anchor=anchor,
+    )
+
+
+def _handoff_attempt(parent: QueueGroup, queue_id: str) -> Attempt | None:
+    """The parent's delivery attempt that names ``queue_id`` as the next queue file."""
+    for r in parent.recipients:
+        for a in r.attempts:
+            if a.next_queue_id == queue_id:
+                return a
+    return None
+
+
+def _unlogged_outcomes(
+    group: QueueGroup, place: _Place, arriving: frozenset[str], seen: set[str]
+) -> list[RecipientOutcome]:
+    """Addresses handed on to this group that it logged no delivery for (yet)."""
+    # orig_to keeps an alias as written before expansion, often unqualified (orig_to=<root>
+    # for root@host): an arriving address is accounted for by its local part then too.
+    bare = {a for a in seen if "@" not in a}
+    return [
+        RecipientOutcome(
+            address=addr,
+            orig_address=None,
+            status="unknown",
+            outcome=Outcome.UNKNOWN if group.removed else Outcome.QUEUED,
+            host=group.host,
+            queue_id=group.queue_id,
+            dsn=None,
+            response="",
+            time=None,
+            path=place.path,
+            hop_index=place.hop,
+        )
+        for addr in sorted(arriving - seen)
+        if addr.partition("@")[0] not in bare
+    ]
+
+
+def _reject_outcome(rej: Reject, group: QueueGroup, place: _Place) -> RecipientOutcome:
+    discarded = rej.action == "discard"
     return RecipientOutcome(
-        rej.recipient or "",
-        None,
-        status,
-        outcome,
-        group.host,
-        group.queue_id,
-        dsn_of(rej.response),
-        rej.response,
-        rej.time,
-        path,
+        address=rej.recipient or "",
+        orig_address=None,
+        status="unknown" if discarded else "rejected",
+        outcome=Outcome.DISCARDED if discarded else Outcome.REJECTED,
+        host=group.host,
+        queue_id=group.queue_id,
+        dsn=dsn_of(rej.response),
+        response=rej.response,
+        time=rej.time,
+        path=place.path,
+        hop_index=place.hop,
     )
 
 
