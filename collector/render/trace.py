@@ -2,10 +2,13 @@
 
 Each function writes to the stream it is given. Only ``models`` (and the shared helpers of
 ``render``) are imported: rendering takes values and never reaches back into the pipeline.
+Where each hop, outcome and notification sits in the tree was decided once by correlate
+(``Hop.parent_index``, ``RecipientOutcome.hop_index``, ``Trace.anchor``); nothing here looks a
+group up again. A value without a place (a hand-built one) is shown below the tree.
 
-A hop's ``delays`` is the ``delays=a/b/c/d`` of the delivery that handed the message to it (the
-parent's attempt whose ``queued as``/``forwarded as`` names the hop); entry, pickup and
-notification hops have none. A recipient's delays are those of its last attempt.
+A hop's ``delays`` is the ``delays=a/b/c/d`` of the delivery that handed the message to it
+(``Hop.handoff``); entry, pickup and notification hops have none. A recipient's delays are
+those of its last attempt (``RecipientOutcome.attempt``).
 """
 
 from __future__ import annotations

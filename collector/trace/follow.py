@@ -123,17 +123,34 @@ def trace_fleet(
         else:
             notes.append(f"stopped following after {depth} rounds (depth limit)")
     finally:
-        for state in states.values():
-            if state.searcher is not None:
-                with contextlib.suppress(Exception):  # closing must not hide the outcome
-                    state.searcher.session.close()
+        _close(states)
+    return _finish(states, inventory_hosts, query, max_skew, rounds, notes)
+
+
+def _close(states: dict[str, _HostState]) -> None:
+    for state in states.values():
+        if state.searcher is not None:
+            with contextlib.suppress(Exception):  # closing must not hide the outcome
+                state.searcher.session.close()
+
+
+def _finish(
+    states: dict[str, _HostState],
+    inventory_hosts: Sequence[Host],
+    query: Query,
+    max_skew: timedelta,
+    rounds: int,
+    notes: Sequence[str],
+) -> TraceRun:
+    """Correlate everything the rounds fetched and keep the traces the query asks for."""
+    order = [h.name for h in inventory_hosts]
     by_host = {n: s.result() for n in order if (s := states[n].searcher) is not None}
     logs = [r.log for r in by_host.values()]
     failed = {
         n: f"{s.error.stage}: {s.error.message}" for n, s in states.items() if s.error is not None
     }
-    traces = correlate(logs, build_host_index(list(inventory_hosts), logs), max_skew=max_skew,
-                       failed_hosts=failed)
+    index = build_host_index(list(inventory_hosts), logs)
+    traces = correlate(logs, index, max_skew=max_skew, failed_hosts=failed)
     chosen = select_traces(traces, trace_matches(query))
     results = tuple(
         HostResult(n, value=by_host.get(n), error=states[n].error)
