@@ -411,6 +411,45 @@ class HostLog:
 # --- correlate
 
 
+class HopVia(enum.StrEnum):
+    """How a queue group got the message: the ``via`` of a :class:`Hop` and of a :class:`Link`.
+
+    The first three are how a trace starts; the others name the hand-off from the parent.
+    """
+
+    ENTRY = "entry"  # came in by SMTP (or from nowhere known) with no parent in the fleet
+    PICKUP = "pickup"  # submitted on the host itself (sendmail/postdrop)
+    LOCAL = "local"  # made by the host itself (a bounce or notice without a known parent)
+    SMTP = "smtp"  # "queued as" by a delivery to another fleet host
+    REINJECTION = "reinjection"  # back into the same host (content filter, orig_queue_id=)
+    FORWARD = "forward"  # "forwarded as" by local(8) (.forward, alias to a remote address)
+    NOTIFICATION = "notification"  # a bounce/delay/success notice about the parent
+    REQUEUE = "requeue"  # postsuper -r (pickup orig_id=)
+    REFUSED = "refused"  # the reject a fleet host logged for the parent's attempt
+    MESSAGE_ID = "message-id"  # weak: same message-id, sender and recipient within the skew
+
+
+class LinkStrength(enum.StrEnum):
+    """How sure a link is."""
+
+    STRONG = "strong"  # a logged hand-off (queued as, orig_queue_id=, a refusal, ...)
+    WEAK = "weak"  # only the message-id fallback
+
+
+class Outcome(enum.StrEnum):
+    """Where a recipient ended, concluded from the evidence (Postfix's status is another word)."""
+
+    DELIVERED = "delivered"  # into a mailbox of the fleet (local, virtual, LMTP, pipe)
+    RELAYED_OUT = "relayed-out"  # accepted by a server outside the inventory
+    DISCARDED = "discarded"
+    BOUNCED = "bounced"
+    QUEUED = "queued"  # still in a queue when the logs end (deferred, or not yet tried)
+    EXPIRED = "expired"  # returned to the sender after the maximal queue lifetime
+    REJECTED = "rejected"  # refused by a fleet host's smtpd/cleanup
+    LOST = "lost"  # handed to a fleet host whose logs do not show it
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class GroupRef:
     """Names one queue group. A short queue ID is reused, so a ref alone can match two lives."""
@@ -423,15 +462,15 @@ class GroupRef:
 class Link:
     """Evidence that ``child`` carries on the message (or a notification) of ``parent``.
 
-    ``strength`` is ``strong`` (a logged hand-off) or ``weak`` (message-id fallback).
+    ``strength`` is strong (a logged hand-off) or weak (message-id fallback).
     ``parent_time``/``child_time`` are the groups' first times: they pick the life of a reused ID.
     """
 
     parent: GroupRef
     child: GroupRef
-    via: str
+    via: HopVia
     evidence: tuple[str, ...]
-    strength: str
+    strength: LinkStrength
     parent_time: datetime | None = None
     child_time: datetime | None = None
 
@@ -447,11 +486,22 @@ class BackwardHint:
 
 
 @dataclass(frozen=True, slots=True)
-class Hop:
-    """One queue group on the way of a message.
+class RefusalHint:
+    """A fleet host refused a recipient (its reply is quoted in a bounce/deferral): look there."""
 
-    ``via``: smtp | reinjection | forward | pickup | notification | requeue | local | entry |
-    message-id.
+    host: str  # the refusing host, named by the attempt's relay=
+    recipient: str
+    time: datetime  # of the attempt; the host logged its reject around then
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One queue group on the way of a message; ``via`` says how it got the message.
+
+    ``parent`` names the group it came from (for the first hop of a notification: the group
+    that bounced, in the enclosing trace); ``parent_index`` is that hop's index in the same
+    ``Trace.hops``, None for a trace's first hop. ``handoff`` is the parent's delivery whose
+    ``queued as``/``forwarded as`` names this hop (its ``delays`` are the hop's), if any.
     """
 
     host: str
@@ -459,9 +509,11 @@ class Hop:
     time: datetime  # the group's first_time
     client: str | None
     parent: GroupRef | None
-    via: str
+    via: HopVia
     evidence: tuple[str, ...]
     group: QueueGroup
+    parent_index: int | None = None
+    handoff: Attempt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,26 +521,33 @@ class RecipientOutcome:
     """Where one recipient ended.
 
     ``status`` is Postfix's word (sent, bounced, deferred, expired, rejected, unknown);
-    ``outcome`` is the conclusion from the evidence: delivered, relayed-out, discarded, bounced,
-    queued, expired, rejected, lost or unknown. ``path`` runs from the entry group to the group
-    that logged the outcome, re-injection hops included.
+    ``outcome`` is the conclusion from the evidence. ``path`` runs from the entry group to the
+    group that logged the outcome, re-injection hops included. ``hop_index`` is the index in
+    ``Trace.hops`` of the hop that logged it; ``attempt`` is the recipient's last delivery
+    attempt there (None for a reject and for an address the hop logged nothing for).
     """
 
     address: str
     orig_address: str | None
     status: str
-    outcome: str
+    outcome: Outcome
     host: str
     queue_id: str
     dsn: str | None
     response: str
     time: datetime | None
     path: tuple[GroupRef, ...]
+    hop_index: int | None = None
+    attempt: Attempt | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Trace:
-    """One message across the fleet; ``notes`` say where the trail was lost and why."""
+    """One message across the fleet; ``notes`` say where the trail was lost and why.
+
+    A notification (DSN) is a trace of its own, nested in the trace of the message it reports
+    on; its ``anchor`` is the index, in that enclosing trace's hops, of the hop that sent it.
+    """
 
     message_id: str | None
     sender: str | None
@@ -499,3 +558,4 @@ class Trace:
     recipients: tuple[RecipientOutcome, ...]
     notifications: tuple[Trace, ...]
     notes: tuple[str, ...]
+    anchor: int | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 from collector.models import (
@@ -16,16 +17,20 @@ from collector.models import (
     QueueGroup,
     Recipient,
     Record,
+    RefusalHint,
     Reject,
     Trace,
 )
 from collector.trace.correlate import (
     HostIndex,
+    Leads,
     backward_hints,
     build_host_index,
     correlate,
+    leads,
     link_groups,
     pending_refs,
+    refused_by,
     select_traces,
 )
 
@@ -46,25 +51,81 @@ def t(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+def attempt(
+    at: float,
+    *,
+    relay: str,
+    response: str,
+    status: str = "sent",
+    program: str = "smtp",
+    dsn: str = "2.0.0",
+    delays: str | None = None,
+    next_queue_id: str | None = None,
+) -> Attempt:
+    """One delivery-status line; a test says only what it is about."""
+    return Attempt(
+        time=t(at),
+        program=program,
+        status=status,
+        relay=relay,
+        delays=delays,
+        dsn=dsn,
+        response=response,
+        next_queue_id=next_queue_id,
+    )
+
+
+def reject(
+    at: float,
+    *,
+    host: str,
+    client: str,
+    recipient: str,
+    response: str,
+    queue_id: str | None = None,
+    program: str = "smtpd",
+    stage: str = "RCPT",
+    sender: str = SENDER,
+) -> Reject:
+    """A refusal by smtpd (NOQUEUE unless a queue ID is given) or by cleanup."""
+    return Reject(
+        time=t(at),
+        host=host,
+        program=program,
+        queue_id=queue_id,
+        stage=stage,
+        client=client,
+        sender=sender,
+        recipient=recipient,
+        response=response,
+    )
+
+
 def sent_to(host: str, next_id: str | None, at: float, port: int = 2525) -> Attempt:
     addr = {"mx1": "127.0.0.21", "mx2": "127.0.0.22", "mx3": "127.0.0.23"}[host]
-    reply = f"250 2.0.0 Ok: queued as {next_id}" if next_id else "250 2.0.0 Ok"
-    return Attempt(
-        t(at),
-        "smtp",
-        "sent",
-        f"{host}.example.test[{addr}]:{port}",
-        0.2,
-        "0.05/0.01/0.06/0.08",
-        "2.0.0",
-        reply,
-        next_id,
+    return attempt(
+        at,
+        relay=f"{host}.example.test[{addr}]:{port}",
+        response=f"250 2.0.0 Ok: queued as {next_id}" if next_id else "250 2.0.0 Ok",
+        delays="0.05/0.01/0.06/0.08",
+        next_queue_id=next_id,
     )
 
 
 def mailbox(at: float) -> Attempt:
-    return Attempt(
-        t(at), "local", "sent", "local", 0.06, "0.01/0.04/0/0.01", "2.0.0", "delivered to mailbox"
+    return attempt(
+        at,
+        relay="local",
+        response="delivered to mailbox",
+        program="local",
+        delays="0.01/0.04/0/0.01",
+    )
+
+
+def spamassassin(at: float) -> Attempt:
+    """A pipe content filter that re-submits through sendmail: no ID links the copies."""
+    return attempt(
+        at, relay="spamassassin", response="delivered via spamassassin service", program="pipe"
     )
 
 
@@ -163,15 +224,15 @@ def test_host_index_resolves_names_addresses_aliases_and_learned_names() -> None
                     message_id="<4F2A81C0042@smtp1.corp.test>",
                     records=(
                         Record(
-                            t(0),
-                            "smtp1",
-                            "postfix",
-                            "",
-                            "cleanup",
-                            1,
-                            "4F2A81C0042",
-                            Kind.MESSAGE_ID,
-                            {},
+                            time=t(0),
+                            host="smtp1",  # the envelope's name, not the inventory's
+                            instance="postfix",
+                            service="",
+                            program="cleanup",
+                            pid=1,
+                            queue_id="4F2A81C0042",
+                            kind=Kind.MESSAGE_ID,
+                            fields={},
                         ),
                     ),
                 ),
@@ -224,6 +285,21 @@ def test_three_hosts_one_trace_with_confirmed_links() -> None:
     assert backward_hints(logs, INDEX) == []
 
 
+def test_each_hop_knows_its_parent_and_the_delivery_that_handed_it_on() -> None:
+    logs = three_hop()
+    mx1, mx2, mx3 = (log.groups[0] for log in logs)
+    (trace,) = correlate(logs, INDEX)
+    assert [h.parent_index for h in trace.hops] == [None, 0, 1]
+    assert [h.handoff for h in trace.hops] == [
+        None,
+        mx1.recipients[0].last,
+        mx2.recipients[0].last,
+    ]
+    (out,) = trace.recipients
+    assert (out.hop_index, out.attempt) == (2, mx3.recipients[0].last)
+    assert trace.anchor is None
+
+
 def test_long_queue_ids_link_like_short_ones() -> None:
     logs = logs_of(
         group(
@@ -246,16 +322,11 @@ def test_long_queue_ids_link_like_short_ones() -> None:
 
 
 def test_reinjection_by_loopback_queued_as_and_orig_queue_id() -> None:
-    filt = Attempt(
-        t(1),
-        "smtp",
-        "sent",
-        "127.0.0.1[127.0.0.1]:10024",
-        0.9,
-        "0.01/0/0.1/0.8",
-        "2.0.0",
-        "250 2.0.0 from MTA(smtp:[127.0.0.1]:10025): 250 2.0.0 Ok: queued as 5D7E61C0099",
-        "5D7E61C0099",
+    filt = attempt(
+        1,
+        relay="127.0.0.1[127.0.0.1]:10024",
+        response="250 2.0.0 from MTA(smtp:[127.0.0.1]:10025): 250 2.0.0 Ok: queued as 5D7E61C0099",
+        next_queue_id="5D7E61C0099",
     )
     logs = logs_of(
         group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", filt), client=CLIENT),
@@ -287,16 +358,7 @@ def test_reinjection_by_loopback_queued_as_and_orig_queue_id() -> None:
 
 def test_reinjection_by_orig_queue_id_alone() -> None:
     # The filter's reply carried no queue ID; XFORWARD's orig_queue_id= still links them.
-    filt = Attempt(
-        t(1),
-        "smtp",
-        "sent",
-        "127.0.0.1[127.0.0.1]:10024",
-        0.9,
-        None,
-        "2.0.0",
-        "250 2.0.0 Ok, id=12345-01",
-    )
+    filt = attempt(1, relay="127.0.0.1[127.0.0.1]:10024", response="250 2.0.0 Ok, id=12345-01")
     logs = logs_of(
         group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", filt), client=CLIENT),
         group(
@@ -316,16 +378,11 @@ def test_reinjection_by_orig_queue_id_alone() -> None:
 
 
 def test_loopback_queued_as_without_orig_queue_id() -> None:
-    filt = Attempt(
-        t(1),
-        "smtp",
-        "sent",
-        "localhost[127.0.0.1]:10024",
-        0.9,
-        None,
-        "2.0.0",
-        "250 2.0.0 Ok: queued as 5D7E61C0099",
-        "5D7E61C0099",
+    filt = attempt(
+        1,
+        relay="localhost[127.0.0.1]:10024",
+        response="250 2.0.0 Ok: queued as 5D7E61C0099",
+        next_queue_id="5D7E61C0099",
     )
     logs = logs_of(
         group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", filt), client=CLIENT),
@@ -377,27 +434,21 @@ def test_split_recipients_follow_their_own_next_hops() -> None:
 
 
 def test_bounce_carries_the_dsn_trace_back_through_the_chain() -> None:
-    bounced = Attempt(
-        t(2),
-        "smtp",
-        "bounced",
-        "mx3.example.test[127.0.0.23]:2525",
-        0.1,
-        None,
-        "5.1.1",
-        "host mx3.example.test[127.0.0.23] said: 550 5.1.1 <nobody@example.net>: Recipient "
-        "address rejected: User unknown in local recipient table (in reply to RCPT TO command)",
+    bounced = attempt(
+        2,
+        status="bounced",
+        relay="mx3.example.test[127.0.0.23]:2525",
+        dsn="5.1.1",
+        response="host mx3.example.test[127.0.0.23] said: 550 5.1.1 <nobody@example.net>: "
+        "Recipient address rejected: User unknown in local recipient table (in reply to RCPT TO "
+        "command)",
     )
-    rcpt_reject = Reject(
-        t(1.9),
-        "mx3",
-        "smtpd",
-        None,
-        "RCPT",
-        "mx2.example.test[127.0.0.22]",
-        SENDER,
-        "nobody@example.net",
-        "550 5.1.1 <nobody@example.net>: Recipient address rejected: "
+    rcpt_reject = reject(
+        1.9,
+        host="mx3",
+        client="mx2.example.test[127.0.0.22]",
+        recipient="nobody@example.net",
+        response="550 5.1.1 <nobody@example.net>: Recipient address rejected: "
         "User unknown in local recipient table",
     )
     logs = logs_of(
@@ -469,19 +520,28 @@ def test_bounce_carries_the_dsn_trace_back_through_the_chain() -> None:
     )
     assert refusal.evidence == ("refused", "client=mx2.example.test[127.0.0.22]", "time-0.1s")
     assert out.path == refs(("mx1", "4F2A81C0042"), ("mx2", "8B1C23D4E5"), ("mx3", "NOQUEUE"))
+    # The bounce is logged by mx2 (hop 1), which also sent the notification.
+    assert (out.hop_index, out.attempt) == (1, bounced)
+    assert dsn.anchor == 1
+    assert [(h.parent_index, h.handoff) for h in dsn.hops] == [
+        (None, None),  # its parent is in the enclosing trace
+        (0, sent_to("mx1", "D00D5EED42", 2.4)),
+    ]
+    assert leads(logs, INDEX).refusals == (RefusalHint("mx3", "nobody@example.net", t(2)),)
+    assert refused_by(INDEX, "mx2", bounced) == "mx3"
+    assert refused_by(INDEX, "mx2", replace(bounced, status="sent")) is None
+    assert refused_by(INDEX, "mx2", replace(bounced, response="5.1.1 no such user")) is None
 
 
 def test_expired_message_and_its_expiring_dsn() -> None:
     def dead(at: float, status: str) -> Attempt:
-        return Attempt(
-            t(at),
-            "qmgr" if status == "deferred" else "smtp",
-            status,
-            "none",
+        return attempt(
             at,
-            None,
-            "4.4.1",
-            "delivery temporarily suspended: connect to "
+            status=status,
+            program="qmgr" if status == "deferred" else "smtp",
+            relay="none",
+            dsn="4.4.1",
+            response="delivery temporarily suspended: connect to "
             "mx.dead.example[203.0.113.9]:25: Connection timed out",
         )
 
@@ -520,15 +580,12 @@ def test_expired_message_and_its_expiring_dsn() -> None:
 
 
 def test_still_deferred_is_queued() -> None:
-    deferred = Attempt(
-        t(30),
-        "smtp",
-        "deferred",
-        "mx.example.net[198.51.100.7]:25",
+    deferred = attempt(
         30,
-        None,
-        "4.7.1",
-        "host mx.example.net[198.51.100.7] said: 450 4.7.1 Try again "
+        status="deferred",
+        relay="mx.example.net[198.51.100.7]:25",
+        dsn="4.7.1",
+        response="host mx.example.net[198.51.100.7] said: 450 4.7.1 Try again "
         "later (in reply to RCPT TO command)",
     )
     logs = logs_of(
@@ -538,30 +595,22 @@ def test_still_deferred_is_queued() -> None:
     )
     (trace,) = correlate(logs, INDEX)
     assert (trace.recipients[0].status, trace.recipients[0].outcome) == ("deferred", "queued")
+    assert leads(logs, INDEX).refusals == ()  # refused by a server outside the inventory
 
 
 def test_forwarded_alias_and_relay_out() -> None:
-    fwd = Attempt(
-        t(1),
-        "local",
-        "sent",
-        "local",
-        0.06,
-        None,
-        "2.0.0",
-        "forwarded as 52C3D1C0061",
-        "52C3D1C0061",
+    fwd = attempt(
+        1,
+        program="local",
+        relay="local",
+        response="forwarded as 52C3D1C0061",
+        next_queue_id="52C3D1C0061",
     )
-    out = Attempt(
-        t(2),
-        "smtp",
-        "sent",
-        "mx.example.net[198.51.100.7]:25",
-        0.5,
-        None,
-        "2.0.0",
-        "250 2.0.0 Ok: queued as 4TBq3k1XYZz9sQ",
-        "4TBq3k1XYZz9sQ",
+    out = attempt(
+        2,
+        relay="mx.example.net[198.51.100.7]:25",
+        response="250 2.0.0 Ok: queued as 4TBq3k1XYZz9sQ",
+        next_queue_id="4TBq3k1XYZz9sQ",
     )
     logs = logs_of(
         group(
@@ -597,15 +646,12 @@ def test_forwarded_alias_and_relay_out() -> None:
 
 
 def test_requeue_links_pickup_orig_id() -> None:
-    deferred = Attempt(
-        t(10),
-        "smtp",
-        "deferred",
-        "mx.example.net[198.51.100.7]:25",
+    deferred = attempt(
         10,
-        None,
-        "4.4.1",
-        "connect to mx.example.net[198.51.100.7]:25: Connection refused",
+        status="deferred",
+        relay="mx.example.net[198.51.100.7]:25",
+        dsn="4.4.1",
+        response="connect to mx.example.net[198.51.100.7]:25: Connection refused",
     )
     logs = logs_of(
         group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", deferred), client=CLIENT),
@@ -629,16 +675,13 @@ def test_requeue_links_pickup_orig_id() -> None:
 
 
 def test_noqueue_reject_is_a_one_hop_trace() -> None:
-    rej = Reject(
-        t(0),
-        "mx1",
-        "smtpd",
-        None,
-        "RCPT",
-        "unknown[203.0.113.5]",
-        "spam@example.biz",
-        "x@example.com",
-        "554 5.7.1 <x@example.com>: Relay access denied",
+    rej = reject(
+        0,
+        host="mx1",
+        client="unknown[203.0.113.5]",
+        sender="spam@example.biz",
+        recipient="x@example.com",
+        response="554 5.7.1 <x@example.com>: Relay access denied",
     )
     logs = logs_of(rejects=(rej,))
     (trace,) = correlate(logs, INDEX)
@@ -655,16 +698,13 @@ def test_noqueue_reject_is_a_one_hop_trace() -> None:
 
 
 def test_rcpt_reject_with_queue_id_sits_next_to_the_accepted_recipient() -> None:
-    rej = Reject(
-        t(0.5),
-        "mx1",
-        "smtpd",
-        "4F2A81C0042",
-        "RCPT",
-        CLIENT,
-        SENDER,
-        "blocked@mx1.example.test",
-        "550 5.7.1 <blocked@mx1.example.test>: Recipient address rejected: Access denied",
+    rej = reject(
+        0.5,
+        host="mx1",
+        queue_id="4F2A81C0042",
+        client=CLIENT,
+        recipient="blocked@mx1.example.test",
+        response="550 5.7.1 <blocked@mx1.example.test>: Recipient address rejected: Access denied",
     )
     logs = logs_of(
         group(
@@ -681,19 +721,22 @@ def test_rcpt_reject_with_queue_id_sits_next_to_the_accepted_recipient() -> None
         ("bob@mx1.example.test", "delivered"),
         ("blocked@mx1.example.test", "rejected"),
     }
+    assert {(r.address, r.hop_index, r.attempt is None) for r in trace.recipients} == {
+        ("bob@mx1.example.test", 0, False),
+        ("blocked@mx1.example.test", 0, True),  # a reject has no delivery attempt
+    }
 
 
 def test_cleanup_reject() -> None:
-    rej = Reject(
-        t(0.4),
-        "mx1",
-        "cleanup",
-        "4F2A81C0042",
-        "header",
-        CLIENT,
-        SENDER,
-        "bob@example.net",
-        "5.7.1 forbidden subject",
+    rej = reject(
+        0.4,
+        host="mx1",
+        queue_id="4F2A81C0042",
+        program="cleanup",
+        stage="header",
+        client=CLIENT,
+        recipient="bob@example.net",
+        response="5.7.1 forbidden subject",
     )
     logs = logs_of(group("mx1", "4F2A81C0042", 0, client=CLIENT, message_id=None, rejects=(rej,)))
     (trace,) = correlate(logs, INDEX)
@@ -707,7 +750,7 @@ def test_cleanup_reject() -> None:
 
 
 def test_discard_transport() -> None:
-    gone = Attempt(t(1), "discard", "sent", "none", 0.01, None, "2.0.0", "silently")
+    gone = attempt(1, program="discard", relay="none", response="silently")
     logs = logs_of(group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", gone), client=CLIENT))
     assert correlate(logs, INDEX)[0].recipients[0].outcome == "discarded"
 
@@ -716,15 +759,8 @@ def test_discard_transport() -> None:
 
 
 def test_same_short_id_on_two_hosts_is_two_messages() -> None:
-    out = Attempt(
-        t(1),
-        "smtp",
-        "sent",
-        "mx.example.net[198.51.100.7]:25",
-        0.5,
-        None,
-        "2.0.0",
-        "250 2.0.0 Ok: queued as 1A2B3C4D5E",
+    out = attempt(
+        1, relay="mx.example.net[198.51.100.7]:25", response="250 2.0.0 Ok: queued as 1A2B3C4D5E"
     )
     logs = logs_of(
         group("mx1", "C3CD21F3E90", 0, rcpt("bob@example.net", out), client=CLIENT),
@@ -852,45 +888,34 @@ def test_chain_across_new_year_in_two_time_zones() -> None:
     )
     a_time = datetime(2023, 12, 31, 23, 59, 59, tzinfo=UTC)
     att = a.recipients[0].attempts[0]
-    a = _replace(
+    a = replace(
         a,
         first_time=a_time - timedelta(seconds=1),
         last_time=a_time,
-        recipients=(rcpt("bob@example.net", _replace(att, time=a_time)),),
+        recipients=(rcpt("bob@example.net", replace(att, time=a_time)),),
     )
     b_time = datetime(2024, 1, 1, 1, 0, 0, tzinfo=cet)  # 00:00:00 UTC: 1 s after the hand-off
     b = group(
         "mx2",
         "8B1C23D4E5",
         0,
-        rcpt("bob@example.net", _replace(mailbox(0), time=b_time)),
+        rcpt("bob@example.net", replace(mailbox(0), time=b_time)),
         client="mx1.example.test[127.0.0.21]",
     )
-    b = _replace(b, first_time=b_time, last_time=b_time)
+    b = replace(b, first_time=b_time, last_time=b_time)
     (trace,) = correlate(logs_of(a, b), INDEX)
     assert trace.hops[1].evidence[-1] == "time+1.0s"
     assert trace.recipients[0].outcome == "delivered"
-
-
-def _replace(obj: object, **changes: object) -> object:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
 # --------------------------------------------------------------------------- where trails end
 
 
 def test_fleet_reply_without_queue_id_stops_with_unknown() -> None:
-    gmail = Attempt(
-        t(1),
-        "smtp",
-        "sent",
-        "gmail-smtp-in.l.google.com[142.250.102.27]:25",
-        0.5,
-        None,
-        "2.0.0",
-        "250 2.0.0 OK  1705322098 a1b2c3d4e5f6-gsmtp",
+    gmail = attempt(
+        1,
+        relay="gmail-smtp-in.l.google.com[142.250.102.27]:25",
+        response="250 2.0.0 OK  1705322098 a1b2c3d4e5f6-gsmtp",
     )
     logs = logs_of(
         group(
@@ -938,24 +963,18 @@ def test_missing_middle_host_is_lost_with_the_failure_noted() -> None:
     assert backward_hints(logs, INDEX) == [
         BackwardHint("mx2", MSGID, t(1.3), GroupRef("mx3", "A9E8F7C6B5")),
     ]
+    assert leads(logs, INDEX) == Leads(
+        pending=frozenset({GroupRef("mx2", "8B1C23D4E5")}),
+        backward=(BackwardHint("mx2", MSGID, t(1.3), GroupRef("mx3", "A9E8F7C6B5")),),
+        refusals=(),
+    )
     plain = correlate(logs, INDEX)[0]
     assert plain.notes == ("lost at mx2: no logs from this host (queue ID 8B1C23D4E5)",)
 
 
 def test_message_id_fallback_is_weak() -> None:
-    # A pipe content filter re-submits through sendmail: no ID links the two queue files.
-    spam = Attempt(
-        t(1),
-        "pipe",
-        "sent",
-        "spamassassin",
-        0.8,
-        None,
-        "2.0.0",
-        "delivered via spamassassin service",
-    )
     logs = logs_of(
-        group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", spam), client=CLIENT),
+        group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", spamassassin(1)), client=CLIENT),
         group(
             "mx1",
             "5D7E61C0099",
@@ -978,18 +997,8 @@ def test_message_id_fallback_is_weak() -> None:
 
 
 def test_message_id_fallback_needs_the_sender_and_the_window() -> None:
-    spam = Attempt(
-        t(1),
-        "pipe",
-        "sent",
-        "spamassassin",
-        0.8,
-        None,
-        "2.0.0",
-        "delivered via spamassassin service",
-    )
     logs = logs_of(
-        group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", spam), client=CLIENT),
+        group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", spamassassin(1)), client=CLIENT),
         group(
             "mx1",
             "5D7E61C0099",
@@ -1067,27 +1076,23 @@ def test_index_without_inventory_aliases_learns_nothing_it_cannot_prove() -> Non
 
 
 def test_cleanup_reject_at_the_next_hop_joins_the_senders_bounce() -> None:
-    said = Attempt(
-        t(1),
-        "smtp",
-        "bounced",
-        "mx2.example.test[127.0.0.22]:2525",
-        0.3,
-        None,
-        "5.7.1",
-        "host mx2.example.test[127.0.0.22] said: 550 5.7.1 forbidden subject "
+    said = attempt(
+        1,
+        status="bounced",
+        relay="mx2.example.test[127.0.0.22]:2525",
+        dsn="5.7.1",
+        response="host mx2.example.test[127.0.0.22] said: 550 5.7.1 forbidden subject "
         "(in reply to end of DATA command)",
     )
-    rej = Reject(
-        t(0.9),
-        "mx2",
-        "cleanup",
-        "8B1C23D4E5",
-        "header",
-        "mx1.example.test[127.0.0.21]",
-        SENDER,
-        "bob@example.net",
-        "5.7.1 forbidden subject",
+    rej = reject(
+        0.9,
+        host="mx2",
+        queue_id="8B1C23D4E5",
+        program="cleanup",
+        stage="header",
+        client="mx1.example.test[127.0.0.21]",
+        recipient="bob@example.net",
+        response="5.7.1 forbidden subject",
     )
     logs = logs_of(
         group("mx1", "4F2A81C0042", 0, rcpt("bob@example.net", said), client=CLIENT),

@@ -13,7 +13,6 @@ from collector.models import Compression, HostError, LogSource, ParseStats, Row,
 from collector.render.rows import (
     ROW_FIELDS,
     HostReport,
-    fit_widths,
     host_dict,
     iso,
     render_hosts_table,
@@ -274,14 +273,6 @@ def test_table_fits_its_width(width: int) -> None:
     for rows in ([SENT], [SENT, MAILBOX, NOQUEUE], [SENT, MAILBOX, NOQUEUE, LONG]):
         lines = _table(rows, width)
         assert max(len(x) for x in lines) <= width, (width, len(rows))
-
-
-def test_fit_widths() -> None:
-    assert fit_widths([10, 10, 10], [5, 5, 5], (2, 0), 34) == [10, 10, 10]
-    assert fit_widths([10, 10, 10], [5, 5, 5], (2, 0), 30) == [10, 10, 6]
-    assert fit_widths([10, 10, 10], [5, 5, 5], (2, 0), 26) == [7, 10, 5]
-    # cannot shrink below the minimums
-    assert fit_widths([10, 10, 10], [5, 5, 5], (2, 0), 10) == [5, 10, 5]
 
 
 def test_summary_table() -> None:

@@ -14,7 +14,9 @@ from collector.models import (
     Attempt,
     GroupRef,
     Hop,
+    HopVia,
     HostError,
+    Outcome,
     QueueGroup,
     Recipient,
     RecipientOutcome,
@@ -55,47 +57,46 @@ def ref(host: str, qid: str) -> GroupRef:
     return GroupRef(host, qid)
 
 
+# --------------------------------------------------------------------------- builders
+
+
 def attempt(
     at: float,
-    status: str,
+    *,
     relay: str,
     delays: str,
-    dsn: str,
     reply: str,
-    *,
+    status: str = "sent",
+    dsn: str = "2.0.0",
     program: str = "smtp",
     next_queue_id: str | None = None,
 ) -> Attempt:
-    return Attempt(t(at), program, status, relay, 0.2, delays, dsn, reply, next_queue_id)
-
-
-def to_filter(at: float) -> Attempt:
-    return attempt(
-        at,
-        "sent",
-        "127.0.0.1[127.0.0.1]:10024",
-        "0.11/0/0.02/0.05",
-        "2.0.0",
-        "250 2.0.0 Ok: queued as B2C3D4E5F6",
-        next_queue_id="B2C3D4E5F6",
+    return Attempt(
+        time=t(at),
+        program=program,
+        status=status,
+        relay=relay,
+        delay=0.2,
+        delays=delays,
+        dsn=dsn,
+        response=reply,
+        next_queue_id=next_queue_id,
     )
 
 
 def to_host(at: float, host: str, addr: str, nxt: str) -> Attempt:
     return attempt(
         at,
-        "sent",
-        f"{host}.example.test[{addr}]:25",
-        "0.02/0.01/0.06/0.08",
-        "2.0.0",
-        f"250 2.0.0 Ok: queued as {nxt}",
+        relay=f"{host}.example.test[{addr}]:25",
+        delays="0.02/0.01/0.06/0.08",
+        reply=f"250 2.0.0 Ok: queued as {nxt}",
         next_queue_id=nxt,
     )
 
 
 def mailbox(at: float) -> Attempt:
     return attempt(
-        at, "sent", "local", "0.01/0.04/0/0.01", "2.0.0", "delivered to mailbox", program="local"
+        at, relay="local", delays="0.01/0.04/0/0.01", reply="delivered to mailbox", program="local"
     )
 
 
@@ -117,74 +118,148 @@ def group(host: str, qid: str, first: float, *rcpts: Recipient, **kw: object) ->
     return QueueGroup(**values)  # type: ignore[arg-type]
 
 
+def hop(
+    g: QueueGroup,
+    via: str,
+    *evidence: str,
+    parent: GroupRef | None = None,
+    parent_index: int | None = None,
+    handoff: Attempt | None = None,
+) -> Hop:
+    """A hop as correlate makes it: ``parent_index`` is the parent's place in the same trace,
+    ``handoff`` the parent's delivery that names this hop's queue ID."""
+    return Hop(
+        host=g.host,
+        queue_id=g.queue_id,
+        time=g.first_time,
+        client=g.client,
+        parent=parent,
+        via=HopVia(via),
+        evidence=evidence,
+        group=g,
+        parent_index=parent_index,
+        handoff=handoff,
+    )
+
+
+def outcome(
+    g: QueueGroup,
+    address: str,
+    outcome: str,
+    *path: GroupRef,
+    hop_index: int | None = None,
+    orig: str | None = None,
+) -> RecipientOutcome:
+    """A recipient's last attempt in ``g``, logged by hop ``hop_index`` (no hop: no attempt)."""
+    a = next(r for r in g.recipients if r.address == address).last
+    return RecipientOutcome(
+        address=address,
+        orig_address=orig,
+        status=a.status,
+        outcome=Outcome(outcome),
+        host=g.host,
+        queue_id=g.queue_id,
+        dsn=a.dsn,
+        response=a.response,
+        time=a.time,
+        path=path,
+        hop_index=hop_index,
+        attempt=a if hop_index is not None else None,
+    )
+
+
+def trace(
+    *hops: Hop,
+    recipients: tuple[RecipientOutcome, ...] = (),
+    notifications: tuple[Trace, ...] = (),
+    notes: tuple[str, ...] = (),
+    message_id: str | None = MSGID,
+    sender: str | None = SENDER,
+    first_seen: datetime = T0,
+    last_seen: datetime | None = None,
+    size: int | None = None,
+    anchor: int | None = None,
+) -> Trace:
+    return Trace(
+        message_id=message_id,
+        sender=sender,
+        first_seen=first_seen,
+        last_seen=last_seen or first_seen,
+        size=size,
+        hops=hops,
+        recipients=recipients,
+        notifications=notifications,
+        notes=notes,
+        anchor=anchor,
+    )
+
+
+# --------------------------------------------------------------------------- the trace
+
+# mx1 A1 -> (content filter) mx1 B2 -> mx2 C3 -> mx3 D4; B2 also relays dave out and defers
+# erin; C3 bounces carol, and mx2's notification E5 reaches the sender on mx1 (F6).
+TO_FILTER = attempt(
+    0.4,
+    relay="127.0.0.1[127.0.0.1]:10024",
+    delays="0.11/0/0.02/0.05",
+    reply="250 2.0.0 Ok: queued as B2C3D4E5F6",
+    next_queue_id="B2C3D4E5F6",
+)
+TO_MX2 = to_host(0.6, "mx2", "127.0.0.22", "C3D4E5F6A7")
+TO_MX3 = to_host(1.0, "mx3", "127.0.0.23", "D4E5F6A7B8")
+TO_MX1 = to_host(8.2, "mx1", "127.0.0.21", "F6A7B8C9D0")
+
 A1 = group(
     "mx1",
     "A1B2C3D4E5",
     0,
     *(
-        Recipient(a, None, (to_filter(0.4),))
+        Recipient(a, None, (TO_FILTER,))
         for a in ("bob@example.org", CAROL, "dave@gmail.example", "erin@example.net")
     ),
     client="client.example.com[192.0.2.10]",
+)
+GMAIL = attempt(
+    1.2,
+    relay="gmail-smtp-in.l.google.com[142.250.102.26]:25",
+    delays="0.01/0/0.35/0.4",
+    reply=GOOGLE_REPLY,
+)
+TIMED_OUT = attempt(
+    30.5,
+    status="deferred",
+    relay="none",
+    delays="0.01/0/30/0",
+    dsn="4.4.1",
+    reply="connect to mx.example.net[203.0.113.5]:25: Connection timed out",
 )
 B2 = group(
     "mx1",
     "B2C3D4E5F6",
     0.4,
-    Recipient("bob@example.org", None, (to_host(0.6, "mx2", "127.0.0.22", "C3D4E5F6A7"),)),
-    Recipient(CAROL, None, (to_host(0.6, "mx2", "127.0.0.22", "C3D4E5F6A7"),)),
-    Recipient(
-        "dave@gmail.example",
-        "dave@example.org",
-        (
-            attempt(
-                1.2,
-                "sent",
-                "gmail-smtp-in.l.google.com[142.250.102.26]:25",
-                "0.01/0/0.35/0.4",
-                "2.0.0",
-                GOOGLE_REPLY,
-            ),
-        ),
-    ),
-    Recipient(
-        "erin@example.net",
-        None,
-        (
-            attempt(
-                30.5,
-                "deferred",
-                "none",
-                "0.01/0/30/0",
-                "4.4.1",
-                "connect to mx.example.net[203.0.113.5]:25: Connection timed out",
-            ),
-        ),
-    ),
+    Recipient("bob@example.org", None, (TO_MX2,)),
+    Recipient(CAROL, None, (TO_MX2,)),
+    Recipient("dave@gmail.example", "dave@example.org", (GMAIL,)),
+    Recipient("erin@example.net", None, (TIMED_OUT,)),
     client="localhost[127.0.0.1]",
     orig_queue_id="A1B2C3D4E5",
     removed=False,
+)
+NO_CAROL = attempt(
+    0.9,
+    status="bounced",
+    relay="local",
+    delays="0.01/0/0/0",
+    dsn="5.1.1",
+    reply='unknown user: "carol\\"o"',
+    program="local",
 )
 C3 = group(
     "mx2",
     "C3D4E5F6A7",
     0.7,
-    Recipient("bob@example.org", None, (to_host(1.0, "mx3", "127.0.0.23", "D4E5F6A7B8"),)),
-    Recipient(
-        CAROL,
-        None,
-        (
-            attempt(
-                0.9,
-                "bounced",
-                "local",
-                "0.01/0/0/0",
-                "5.1.1",
-                'unknown user: "carol\\"o"',
-                program="local",
-            ),
-        ),
-    ),
+    Recipient("bob@example.org", None, (TO_MX3,)),
+    Recipient(CAROL, None, (NO_CAROL,)),
     client="mx1.example.test[127.0.0.21]",
 )
 D4 = group(
@@ -199,7 +274,7 @@ E5 = group(
     "mx2",
     "E5F6A7B8C9",
     8,
-    Recipient("alice@example.org", None, (to_host(8.2, "mx1", "127.0.0.21", "F6A7B8C9D0"),)),
+    Recipient("alice@example.org", None, (TO_MX1,)),
     origin="local",
     sender="",
     size=3911,
@@ -216,64 +291,75 @@ F6 = group(
     message_id=DSN_MSGID,
 )
 
-
-def hop(g: QueueGroup, parent: GroupRef | None, via: str, *evidence: str) -> Hop:
-    return Hop(g.host, g.queue_id, g.first_time, g.client, parent, via, evidence, g)
-
-
-def outcome(
-    g: QueueGroup, address: str, outcome: str, *path: GroupRef, orig: str | None = None
-) -> RecipientOutcome:
-    r = next(r for r in g.recipients if r.address == address)
-    a = r.last
-    return RecipientOutcome(
-        address, orig, a.status, outcome, g.host, g.queue_id, a.dsn, a.response, a.time, path
-    )
-
-
 P1, P2, P3, P4 = (ref("mx1", A1.queue_id), ref("mx1", B2.queue_id), ref("mx2", C3.queue_id),
                   ref("mx3", D4.queue_id))  # fmt: skip
+P5, P6 = ref("mx2", E5.queue_id), ref("mx1", F6.queue_id)
 
-NOTIFICATION = Trace(
+NOTIFICATION = trace(
+    hop(E5, "notification", "sender non-delivery notification", parent=P3),
+    hop(
+        F6,
+        "smtp",
+        "queued-as",
+        "client=mx2.example.test",
+        parent=P5,
+        parent_index=0,
+        handoff=TO_MX1,
+    ),
+    recipients=(outcome(F6, "alice@example.org", "delivered", P5, P6, hop_index=1),),
     message_id=DSN_MSGID,
     sender="",
     first_seen=t(8),
     last_seen=t(9.3),
     size=3911,
-    hops=(
-        hop(E5, P3, "notification", "sender non-delivery notification"),
-        hop(F6, ref("mx2", E5.queue_id), "smtp", "queued-as", "client=mx2.example.test"),
+    anchor=2,  # sent by C3, the third hop of TRACE
+)
+LOST_NOTE = "lost at mx4: no logs from this host (queue ID 9Z8Y7X6W5V)"
+TRACE = trace(
+    hop(A1, "entry"),
+    hop(
+        B2,
+        "reinjection",
+        "queued-as",
+        "orig_queue_id",
+        parent=P1,
+        parent_index=0,
+        handoff=TO_FILTER,
+    ),
+    hop(
+        C3,
+        "smtp",
+        "queued-as",
+        "client=mx1.example.test[127.0.0.21]",
+        "+0.1s",
+        parent=P2,
+        parent_index=1,
+        handoff=TO_MX2,
+    ),
+    hop(
+        D4,
+        "smtp",
+        "queued-as",
+        "client=mx2.example.test[127.0.0.22]",
+        "+0.1s",
+        parent=P3,
+        parent_index=2,
+        handoff=TO_MX3,
     ),
     recipients=(
         outcome(
-            F6, "alice@example.org", "delivered", ref("mx2", E5.queue_id), ref("mx1", F6.queue_id)
+            B2, "dave@gmail.example", "relayed-out", P1, P2, hop_index=1, orig="dave@example.org"
         ),
-    ),
-    notifications=(),
-    notes=(),
-)
-LOST_NOTE = "lost at mx4: no logs from this host (queue ID 9Z8Y7X6W5V)"
-TRACE = Trace(
-    message_id=MSGID,
-    sender=SENDER,
-    first_seen=t(0),
-    last_seen=t(250),
-    size=1834,
-    hops=(
-        hop(A1, None, "entry"),
-        hop(B2, P1, "reinjection", "queued-as", "orig_queue_id"),
-        hop(C3, P2, "smtp", "queued-as", "client=mx1.example.test[127.0.0.21]", "+0.1s"),
-        hop(D4, P3, "smtp", "queued-as", "client=mx2.example.test[127.0.0.22]", "+0.1s"),
-    ),
-    recipients=(
-        outcome(B2, "dave@gmail.example", "relayed-out", P1, P2, orig="dave@example.org"),
-        outcome(B2, "erin@example.net", "queued", P1, P2),
-        outcome(C3, CAROL, "bounced", P1, P2, P3),
-        outcome(D4, "bob@example.org", "delivered", P1, P2, P3, P4),
+        outcome(B2, "erin@example.net", "queued", P1, P2, hop_index=1),
+        outcome(C3, CAROL, "bounced", P1, P2, P3, hop_index=2),
+        outcome(D4, "bob@example.org", "delivered", P1, P2, P3, P4, hop_index=3),
     ),
     notifications=(NOTIFICATION,),
     notes=(LOST_NOTE,),
+    last_seen=t(250),
+    size=1834,
 )
+
 REPORTS = (
     HostReport("mx1"),
     HostReport("mx4", error=HostError("mx4", Stage.CONNECT, "connection refused")),
@@ -382,7 +468,7 @@ def test_json_recipients_and_nested_notification() -> None:
 
 
 def test_ndjson_one_trace_per_line() -> None:
-    other = Trace(MSGID, None, t(1), t(1), None, (hop(A1, None, "entry"),), (), (), ())
+    other = trace(hop(A1, "entry"), sender=None, first_seen=t(1))
     lines = render(render_traces_ndjson, [TRACE, other]).splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
@@ -393,7 +479,7 @@ def test_ndjson_one_trace_per_line() -> None:
 
 def test_json_times_keep_the_offset() -> None:
     cet = timezone(timedelta(hours=1))
-    local = Trace(None, SENDER, T0.astimezone(cet), T0.astimezone(cet), None, (), (), (), ())
+    local = trace(message_id=None, first_seen=T0.astimezone(cet))
     (tr,) = json.loads(render(render_traces_json, [local], ()))["traces"]
     assert tr["first_seen"] == "2026-11-29T17:43:57+01:00"
 
@@ -527,7 +613,7 @@ def test_text_ascii_tree() -> None:
 
 
 def test_text_escape_sequences_in_logged_values_are_neutralised() -> None:
-    evil = Trace("<x\x1b[2J@y>", SENDER, T0, T0, None, (), (), (), ("lost\x1b]0;owned\x07",))
+    evil = trace(message_id="<x\x1b[2J@y>", notes=("lost\x1b]0;owned\x07",))
     text = render(render_traces_text, [evil])
     assert "\x1b" not in text and "\x07" not in text
     assert "message <x?[2J@y>" in text
@@ -639,19 +725,15 @@ def test_mermaid() -> None:
 
 def test_text_orphans_stay_visible() -> None:
     """A notification whose parent hop is not in the trace, and an outcome with no hop."""
-    orphan = Trace(
-        DSN_MSGID,
-        "",
-        t(8),
-        t(8),
-        None,
-        (hop(E5, ref("mx9", "0123456789"), "notification"),),
-        (),
-        (),
-        ("lost at mx9: host failed: connect: timed out (queue ID 0123456789)",),
+    orphan = trace(
+        hop(E5, "notification", parent=ref("mx9", "0123456789")),
+        notes=("lost at mx9: host failed: connect: timed out (queue ID 0123456789)",),
+        message_id=DSN_MSGID,
+        sender="",
+        first_seen=t(8),
     )
     stray = outcome(D4, "bob@example.org", "delivered")
-    parent = Trace(MSGID, SENDER, t(0), t(1), None, (), (stray,), (orphan,), ())
+    parent = trace(recipients=(stray,), notifications=(orphan,), last_seen=t(1))
     lines = render(render_traces_text, [parent]).splitlines()
     assert lines[2].startswith("→ bob@example.org  sent → delivered")
     assert lines[3] == f"notification {DSN_MSGID}  from <>"

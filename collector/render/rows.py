@@ -1,6 +1,7 @@
 """Output: tables (tabulate), JSON, NDJSON and CSV. Each function writes to the stream it is given.
 
-Only ``models`` is imported: rendering takes values and never reaches back into the pipeline.
+Only ``models`` and the pure field readers of ``logs.fields`` are imported: rendering takes
+values and never reaches back into the pipeline.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import IO, Any
 
 from tabulate import tabulate
 
+from collector.logs.fields import parse_endpoint
 from collector.models import HostError, LogSource, ParseStats, Row
+from collector.render.text import clip, fit_widths
 
 #: Columns of one search result, in order; also the CSV header and the JSON keys.
 ROW_FIELDS = (
@@ -142,12 +145,8 @@ def render_rows_csv(rows: Sequence[Row], out: IO[str]) -> None:
         writer.writerow(["" if d[k] is None else d[k] for k in ROW_FIELDS])
 
 
-def _clip(text: str | None, width: int) -> str:
-    if not text:
-        return "-" if text is None or text == "" else text
-    if len(text) <= width:
-        return text
-    return text[: max(1, width - 1)] + "…"
+def _cell(text: str | None, width: int) -> str:
+    return clip(text, width) if text else "-"
 
 
 def short_time(when: datetime) -> str:
@@ -162,28 +161,7 @@ def _fmt_delay(delay: float | None) -> str:
 
 def _relay_name(relay: str | None) -> str | None:
     """``mx.example.net[198.51.100.7]:25`` -> ``mx.example.net`` (the IP when unnamed)."""
-    if not relay or "[" not in relay:
-        return relay
-    name, _, rest = relay.partition("[")
-    if name and name != "unknown":
-        return name
-    return rest.split("]", 1)[0]
-
-
-def fit_widths(
-    natural: Sequence[int], minimum: Sequence[int], shrink_order: Sequence[int], width: int
-) -> list[int]:
-    """Column widths that fit ``width`` (2 spaces between columns): shrink the columns named
-    in ``shrink_order`` one after the other, each down to its minimum, until the row fits."""
-    widths = list(natural)
-    excess = sum(widths) + 2 * (len(widths) - 1) - width
-    for col in shrink_order:
-        if excess <= 0:
-            break
-        cut = min(excess, max(0, widths[col] - minimum[col]))
-        widths[col] -= cut
-        excess -= cut
-    return widths
+    return parse_endpoint(relay).label if relay else relay
 
 
 def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) -> None:
@@ -214,7 +192,7 @@ def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) ->
     # Shrink the reply first, then the relay, the sender and, last, the recipient; host and
     # queue ID are never clipped (they are what a reader looks up next).
     widths = fit_widths(natural, minimum, (7, 6, 3, 4), width)
-    table = [[_clip(c, widths[i]) for i, c in enumerate(row)] for row in cells]
+    table = [[_cell(c, widths[i]) for i, c in enumerate(row)] for row in cells]
     out.write(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
     out.write("\n")
 

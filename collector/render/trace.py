@@ -2,10 +2,13 @@
 
 Each function writes to the stream it is given. Only ``models`` (and the shared helpers of
 ``render``) are imported: rendering takes values and never reaches back into the pipeline.
+Where each hop, outcome and notification sits in the tree was decided once by correlate
+(``Hop.parent_index``, ``RecipientOutcome.hop_index``, ``Trace.anchor``); nothing here looks a
+group up again. A value without a place (a hand-built one) is shown below the tree.
 
-A hop's ``delays`` is the ``delays=a/b/c/d`` of the delivery that handed the message to it (the
-parent's attempt whose ``queued as``/``forwarded as`` names the hop); entry, pickup and
-notification hops have none. A recipient's delays are those of its last attempt.
+A hop's ``delays`` is the ``delays=a/b/c/d`` of the delivery that handed the message to it
+(``Hop.handoff``); entry, pickup and notification hops have none. A recipient's delays are
+those of its last attempt (``RecipientOutcome.attempt``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from collector.models import Attempt, GroupRef, Hop, RecipientOutcome, Trace
+from collector.models import Attempt, GroupRef, Hop, HopVia, Outcome, RecipientOutcome, Trace
 from collector.render.rows import HostReport, host_dict, iso, write_json
+from collector.render.text import clip, clip_parts, fit_widths
 
 #: Columns of one (message, recipient) row, in order; also the CSV header.
 TRACE_ROW_FIELDS = (
@@ -32,93 +36,21 @@ TRACE_ROW_FIELDS = (
     "total_delay",
 )
 
-_GREEN = frozenset({"sent", "delivered", "relayed-out"})
-_YELLOW = frozenset({"deferred", "queued"})
-_RED = frozenset({"bounced", "rejected", "expired", "lost"})
+# Colours of Postfix's status words (sent, deferred) and of the outcomes concluded from them;
+# the statuses bounced, rejected and expired are the same words as their outcomes.
+_GREEN: frozenset[str] = frozenset({"sent", Outcome.DELIVERED, Outcome.RELAYED_OUT})
+_YELLOW: frozenset[str] = frozenset({"deferred", Outcome.QUEUED})
+_RED: frozenset[str] = frozenset({Outcome.BOUNCED, Outcome.REJECTED, Outcome.EXPIRED, Outcome.LOST})
 _ANSI = {"green": "\x1b[32m", "yellow": "\x1b[33m", "red": "\x1b[31m", "bold": "\x1b[1m"}
 _RESET = "\x1b[0m"
+_LAST_FLOOR = 4  # a table column clipped to its floor that still does not fit goes down to this
 
 
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _ref(hop: Hop) -> GroupRef:
-    return GroupRef(hop.host, hop.queue_id)
-
-
-def _handoff_attempt(hop: Hop, parent: Hop | None) -> Attempt | None:
-    """The parent's delivery attempt that names this hop's queue ID as the next one."""
-    if parent is None:
-        return None
-    for r in parent.group.recipients:
-        for a in r.attempts:
-            if a.next_queue_id == hop.queue_id:
-                return a
-    return None
-
-
-def _parents(hops: Sequence[Hop]) -> list[int | None]:
-    """Index of each hop's parent hop within the trace.
-
-    Hops come in depth-first order, so the nearest earlier hop with the parent's ref is the
-    parent even when a short queue ID was reused within one trace.
-    """
-    out: list[int | None] = []
-    for i, hop in enumerate(hops):
-        found: int | None = None
-        if hop.parent is not None:
-            for j in range(i - 1, -1, -1):
-                if _ref(hops[j]) == hop.parent:
-                    found = j
-                    break
-        out.append(found)
-    return out
-
-
-def _hop_delays(trace: Trace) -> list[str | None]:
-    parents = _parents(trace.hops)
-    out: list[str | None] = []
-    for hop, p in zip(trace.hops, parents, strict=True):
-        a = _handoff_attempt(hop, trace.hops[p] if p is not None else None)
-        out.append(a.delays if a is not None else None)
-    return out
-
-
-def _fate_hop(trace: Trace, parents: Sequence[int | None], r: RecipientOutcome) -> int | None:
-    """The hop that logged this recipient's outcome, found by walking its path from the root."""
-    want = GroupRef(r.host, r.queue_id)
-    node: int | None = None
-    best: int | None = None
-    for ref in r.path:
-        nxt = next(
-            (i for i, h in enumerate(trace.hops) if _ref(h) == ref and parents[i] == node),
-            None,
-        )
-        if nxt is None:
-            break
-        node = nxt
-        if ref == want:
-            best = node
-    if best is not None:
-        return best
-    return next((i for i, h in enumerate(trace.hops) if _ref(h) == want), None)
-
-
-def _notification_anchor(trace: Trace, notification: Trace) -> int | None:
-    """The hop of ``trace`` whose bounce generated ``notification``."""
-    target = notification.hops[0].parent if notification.hops else None
-    return next(
-        (i for i in range(len(trace.hops) - 1, -1, -1) if _ref(trace.hops[i]) == target), None
-    )
-
-
-def _recipient_attempt(trace: Trace, hop_index: int | None, r: RecipientOutcome) -> Attempt | None:
-    if hop_index is None:
-        return None
-    for rec in trace.hops[hop_index].group.recipients:
-        if rec.address == r.address and rec.attempts:
-            return rec.last
-    return None
+def _delays(hop: Hop) -> str | None:
+    return hop.handoff.delays if hop.handoff is not None else None
 
 
 def _sender(sender: str | None) -> str:
@@ -177,7 +109,6 @@ def _ref_dict(ref: GroupRef | None) -> dict[str, str] | None:
 
 def trace_dict(trace: Trace) -> dict[str, Any]:
     """One trace as the documented JSON object (notifications nested the same way)."""
-    delays = _hop_delays(trace)
     return {
         "message_id": trace.message_id,
         "sender": trace.sender,
@@ -193,11 +124,11 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
                 "parent": _ref_dict(h.parent),
                 "via": h.via,
                 "evidence": list(h.evidence),
-                "delays": d,
+                "delays": _delays(h),
                 "sender": h.group.sender,
                 "message_id": h.group.message_id,
             }
-            for h, d in zip(trace.hops, delays, strict=True)
+            for h in trace.hops
         ],
         "recipients": [
             {
@@ -272,12 +203,6 @@ def render_traces_csv(traces: Sequence[Trace], out: IO[str]) -> None:
         )
 
 
-def _clip(text: str, width: int, marker: str = "…") -> str:
-    if len(text) <= width:
-        return text
-    return text[: max(0, width - len(marker))] + marker
-
-
 def _fit(
     table: list[list[str]], headers: list[str], shrink: Sequence[tuple[int, int]], width: int
 ) -> list[int]:
@@ -286,17 +211,15 @@ def _fit(
     ``shrink`` lists (column, floor) in the order columns give up room; if the floors are still
     too wide, every listed column goes down to a few characters.
     """
-    widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(headers)]
-    excess = sum(widths) + 2 * (len(headers) - 1) - width
-    for floors in (dict(shrink), dict.fromkeys(dict(shrink), 4)):
-        for i, floor in floors.items():
-            cut = min(max(excess, 0), max(0, widths[i] - floor))
-            widths[i] -= cut
-            excess -= cut
-    for i, _ in shrink:
-        headers[i] = _clip(headers[i], widths[i])
+    natural = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(headers)]
+    floors = dict(shrink)
+    order = list(floors)
+    widths = fit_widths(natural, [floors.get(i, 0) for i in range(len(natural))], order, width)
+    widths = fit_widths(widths, [_LAST_FLOOR] * len(widths), order, width)
+    for i in order:
+        headers[i] = clip(headers[i], widths[i])
         for row in table:
-            row[i] = _clip(row[i], widths[i])
+            row[i] = clip(row[i], widths[i])
     return widths
 
 
@@ -426,26 +349,24 @@ def _recipient_node(r: RecipientOutcome, attempt: Attempt | None, g: _Glyphs) ->
 
 def _trace_roots(trace: Trace, g: _Glyphs, depth: int = 0) -> tuple[list[_Node], list[_Node]]:
     """The hop tree of one trace (roots) and what could not be attached under a hop."""
-    parents = _parents(trace.hops)
-    delays = _hop_delays(trace)
-    nodes = [
-        _Node([_hop_line(h)] + ([(_Seg(fmt_delays(d, g.dot)),)] if d else []))
-        for h, d in zip(trace.hops, delays, strict=True)
-    ]
+    nodes = [_hop_node(h, g) for h in trace.hops]
     loose: list[_Node] = []
     for r in trace.recipients:
-        i = _fate_hop(trace, parents, r)
-        node = _recipient_node(r, _recipient_attempt(trace, i, r), g)
-        (nodes[i].children if i is not None else loose).append(node)
-    for i, p in enumerate(parents):
-        if p is not None:
-            nodes[p].children.append(nodes[i])
+        node = _recipient_node(r, r.attempt, g)
+        (nodes[r.hop_index].children if r.hop_index is not None else loose).append(node)
+    for h, node in zip(trace.hops, nodes, strict=True):
+        if h.parent_index is not None:
+            nodes[h.parent_index].children.append(node)
     for n in trace.notifications:
-        at = _notification_anchor(trace, n)
         node = _notification_node(n, g, depth + 1)
-        (nodes[at].children if at is not None else loose).append(node)
-    roots = [nodes[i] for i, p in enumerate(parents) if p is None]
+        (nodes[n.anchor].children if n.anchor is not None else loose).append(node)
+    roots = [node for h, node in zip(trace.hops, nodes, strict=True) if h.parent_index is None]
     return roots, loose
+
+
+def _hop_node(hop: Hop, g: _Glyphs) -> _Node:
+    delays = _delays(hop)
+    return _Node([_hop_line(hop)] + ([(_Seg(fmt_delays(delays, g.dot)),)] if delays else []))
 
 
 def _notification_node(trace: Trace, g: _Glyphs, depth: int) -> _Node:
@@ -468,17 +389,9 @@ def _tree_lines(node: _Node, first: str, rest: str, g: _Glyphs) -> Iterator[_Lin
 
 
 def _emit(line: _Line, out: IO[str], width: int, color: bool, ellipsis: str) -> None:
-    total = sum(len(s.text) for s in line)
-    if total > width:
-        room = max(0, width - len(ellipsis))
-        clipped: list[_Seg] = []
-        for s in line:
-            if room <= 0:
-                break
-            clipped.append(_Seg(s.text[:room], s.style))
-            room -= len(s.text[:room])
-        clipped.append(_Seg(ellipsis))
-        line = tuple(clipped)
+    kept, cut = clip_parts([s.text for s in line], width, ellipsis)
+    if cut:
+        line = (*(_Seg(text, s.style) for text, s in zip(kept, line)), _Seg(ellipsis))
     text = "".join(
         f"{_ANSI[s.style]}{s.text}{_RESET}" if color and s.style and s.text else s.text
         for s in line
@@ -555,21 +468,18 @@ def _graph(traces: Sequence[Trace]) -> tuple[list[_GraphNode], list[_GraphEdge]]
         return nodes[-1].id
 
     def add(trace: Trace, attach: str | None) -> None:
-        parents = _parents(trace.hops)
         ids = [new((h.host, h.queue_id), h.host) for h in trace.hops]
-        for i, p in enumerate(parents):
-            if p is not None:
-                edges.append(_GraphEdge(ids[p], ids[i], trace.hops[i].via, False))
+        for h, hop_id in zip(trace.hops, ids, strict=True):
+            if h.parent_index is not None:
+                edges.append(_GraphEdge(ids[h.parent_index], hop_id, h.via, False))
         if attach is not None and trace.hops:
-            edges.append(_GraphEdge(attach, ids[0], "notification", True))
+            edges.append(_GraphEdge(attach, ids[0], HopVia.NOTIFICATION, True))
         for r in trace.recipients:
-            fate = _fate_hop(trace, parents, r)
             leaf = new((r.address or "(no recipient)", r.outcome), None)
-            if fate is not None:
-                edges.append(_GraphEdge(ids[fate], leaf, r.status, False))
+            if r.hop_index is not None:
+                edges.append(_GraphEdge(ids[r.hop_index], leaf, r.status, False))
         for n in trace.notifications:
-            at = _notification_anchor(trace, n)
-            add(n, ids[at] if at is not None else None)
+            add(n, ids[n.anchor] if n.anchor is not None else None)
 
     for t in traces:
         add(t, None)

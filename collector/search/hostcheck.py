@@ -13,6 +13,7 @@ from collector.logs.discovery import DiscoveryResult
 from collector.logs.parse import TimeContext, parse_line
 from collector.models import Host, HostResult, LogSource, TransportKind
 from collector.render.rows import iso, source_dict
+from collector.render.text import short_bytes
 from collector.search.view import discover_host
 from collector.transport.base import Session
 
@@ -194,10 +195,4 @@ def _check_dict(name: str, c: HostCheck) -> dict[str, Any]:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return str(n)
+    return "-" if n is None else short_bytes(n)

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from collector.logs.fields import dsn_of, parse_endpoint
 from collector.models import (
     Attempt,
     BackwardHint,
     GroupRef,
     Hop,
+    HopVia,
     Host,
     HostLog,
     Link,
+    LinkStrength,
+    Outcome,
     QueueGroup,
     Recipient,
     RecipientOutcome,
+    RefusalHint,
     Reject,
     Trace,
 )
@@ -31,21 +36,17 @@ from collector.models import (
 DEFAULT_SKEW = timedelta(minutes=5)
 MAX_DEPTH = 64  # hops (and nested notifications) per trace; a mail loop must not recurse forever
 
-# Postfix relay= forms: name[addr]:port (TCP), name[private/socket] (LMTP on a UNIX socket),
-# or a bare service name (local, virtual, dovecot, none).
-_RELAY_RE = re.compile(r"^(?P<name>[^\[\]]*)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$")
-# client= is name[addr] or, with smtpd_client_port_logging, name[addr]:port.
-_CLIENT_RE = _RELAY_RE
 # A Message-ID that cleanup added: <YYYYMMDDHHMMSS.QUEUEID@myhostname> (short IDs) or
 # <QUEUEID@myhostname> (long IDs). It names the origin host's myhostname.
 _ADDED_MSGID_RE = re.compile(r"^<(?:\d{14}\.)?(?P<qid>[0-9A-Za-z]+)@(?P<host>[^>@\s]+)>$")
-_DSN_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "localhost6"})
 # Only the canonical loopback addresses mean "this host": a lab may put each host on its own
 # 127.0.0.x, and those must resolve through the inventory like any other address.
 _LOOPBACK_ADDRS = frozenset({"127.0.0.1", "::1"})
 _FINAL_PROGRAMS = frozenset({"local", "virtual", "lmtp", "pipe"})
 _FINAL_RELAYS = frozenset({"local", "virtual", "dovecot", "maildrop", "cyrus"})
+# How a trace's first group got the message, by the group's origin (anything else: entry).
+_ROOT_VIA = {"pickup": HopVia.PICKUP, "local": HopVia.LOCAL}
 
 
 # --------------------------------------------------------------------------- host index
@@ -108,19 +109,18 @@ def build_host_index(hosts: Sequence[Host], logs: Sequence[HostLog] = ()) -> Hos
                 add(m.group("host"), log.host)
             for rcpt in group.recipients:
                 for attempt in rcpt.attempts:
-                    rm = _RELAY_RE.match(attempt.relay or "")
-                    if rm and rm.group("addr").startswith(("private/", "public/")):
-                        add(rm.group("name"), log.host)
+                    peer = parse_endpoint(attempt.relay or "")
+                    if peer.address and peer.address.startswith(("private/", "public/")):
+                        add(peer.name, log.host)
         for reject in log.rejects:
             add(reject.host, log.host)
     return HostIndex({k: tuple(v) for k, v in keys.items()}, tuple(names))
 
 
 def _split_namaddr(text: str | None) -> tuple[str, str]:
-    m = _RELAY_RE.match(text or "")
-    if not m:
-        return (text or "", "")
-    return (m.group("name"), m.group("addr"))
+    """The name and the address (``""`` when none) of a relay= or client= value."""
+    peer = parse_endpoint(text or "")
+    return (peer.name, peer.address or "")
 
 
 def _is_loopback(name: str, addr: str) -> bool:
@@ -144,6 +144,18 @@ def _resolve_peer(index: HostIndex, namaddr: str | None, here: str) -> str | Non
     return None
 
 
+def refused_by(index: HostIndex, host: str, attempt: Attempt) -> str | None:
+    """The fleet host whose reply refused ``attempt`` (made on ``host``), or None.
+
+    Postfix logs a refusal by the next hop as a bounce or deferral that quotes the reply
+    (``host X[addr] said: 550 ...``); X logged the same refusal as a reject. Both the links and
+    the trace loop, which fetches that reject, ask this one question.
+    """
+    if attempt.status not in ("bounced", "deferred") or " said: " not in attempt.response:
+        return None
+    return _resolve_peer(index, attempt.relay, host)
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -159,9 +171,9 @@ def _is_ip(text: str) -> bool:
 class _Edge:
     parent: int
     child: int
-    via: str
+    via: HopVia
     evidence: list[str]
-    strength: str
+    strength: LinkStrength
     recipients: set[str]  # parent recipient addresses that continue in the child
     refused: set[str] = field(default_factory=set)  # parent recipients the child refused
 
@@ -276,9 +288,9 @@ class _Linker:
             candidates.extend(self._refusals(i, g))
         for i, g in enumerate(self.graph.groups):
             if g.orig_queue_id:
-                candidates.extend(self._backward(i, g, g.orig_queue_id, "reinjection"))
+                candidates.extend(self._backward(i, g, g.orig_queue_id, HopVia.REINJECTION))
             if g.requeued_from:
-                candidates.extend(self._backward(i, g, g.requeued_from, "requeue"))
+                candidates.extend(self._backward(i, g, g.requeued_from, HopVia.REQUEUE))
         for edge in candidates:
             self._merge(edge)
         self._choose_parents()
@@ -293,12 +305,12 @@ class _Linker:
             target = _resolve_peer(self.index, h.relay, g.host)
             if target is None:
                 return None  # a server outside the inventory: the recipient left the fleet
-            via = "reinjection" if target == g.host else "smtp"
+            via = HopVia.REINJECTION if target == g.host else HopVia.SMTP
             evidence = ["queued-as"]
         elif h.kind == "forwarded-as":
-            target, via, evidence = g.host, "forward", ["forwarded-as"]
+            target, via, evidence = g.host, HopVia.FORWARD, ["forwarded-as"]
         else:
-            target, via = g.host, "notification"
+            target, via = g.host, HopVia.NOTIFICATION
             evidence = [h.detail or "notification"]
         chosen: int | None = None
         outside: timedelta | None = None
@@ -329,7 +341,7 @@ class _Linker:
                 note = f"lost at {target}: no log of queue ID {h.queue_id}"
             self.graph.missing.append(_Missing(i, ref, h.time, frozenset(recipients), note))
             return None
-        return _Edge(i, chosen, via, evidence, "strong", recipients)
+        return _Edge(i, chosen, via, evidence, LinkStrength.STRONG, recipients)
 
     def _refusals(self, i: int, g: QueueGroup) -> list[_Edge]:
         """Link a bounced/deferred attempt to the reject the next fleet host logged for it."""
@@ -337,9 +349,7 @@ class _Linker:
         for r in g.recipients:
             addr = r.address.lower()
             for a in r.attempts:
-                if a.status not in ("bounced", "deferred") or " said: " not in a.response:
-                    continue
-                target = _resolve_peer(self.index, a.relay, g.host)
+                target = refused_by(self.index, g.host, a)
                 if target is None:
                     continue
                 best: tuple[timedelta, int, Reject] | None = None
@@ -363,23 +373,24 @@ class _Linker:
                 if best is not None:
                     _, j, rej = best
                     evidence = ["refused", f"client={rej.client}", _delta(rej.time, a.time)]
-                    edges.append(_Edge(i, j, "refused", evidence, "strong", set(), {addr}))
+                    edge = _Edge(i, j, HopVia.REFUSED, evidence, LinkStrength.STRONG, set(), {addr})
+                    edges.append(edge)
         return edges
 
     def _by_time(self, host: str, qid: str, t: datetime) -> list[int]:
         lives = self.lives.get((host, qid), [])
         return sorted(lives, key=lambda j: (abs(self.graph.groups[j].first_time - t), j))
 
-    def _confirm(self, parent: QueueGroup, child: QueueGroup, via: str) -> list[str] | None:
+    def _confirm(self, parent: QueueGroup, child: QueueGroup, via: HopVia) -> list[str] | None:
         """Extra evidence for a hand-off, or None when the child contradicts it."""
         extra: list[str] = []
-        if via in ("smtp", "reinjection") and child.client:
+        if via in (HopVia.SMTP, HopVia.REINJECTION) and child.client:
             came_from = _resolve_peer(self.index, child.client, child.host)
             if came_from == parent.host:
                 extra.append(f"client={child.client}")
             elif came_from is not None and came_from != child.host:
                 return None  # the child came from another fleet host: another message
-        if via == "notification":
+        if via is HopVia.NOTIFICATION:
             # Notifications come from the null sender; a postmaster notice about a failed
             # notification (a double bounce) comes from double_bounce_sender (double-bounce@).
             sender = child.sender or ""
@@ -393,7 +404,7 @@ class _Linker:
 
     # ---- backward links: orig_queue_id= (XFORWARD), orig_id= (postsuper -r)
 
-    def _backward(self, i: int, g: QueueGroup, qid: str, via: str) -> list[_Edge]:
+    def _backward(self, i: int, g: QueueGroup, qid: str, via: HopVia) -> list[_Edge]:
         lives = [
             j
             for j in self.lives.get((g.host, qid), [])
@@ -413,7 +424,7 @@ class _Linker:
         # The newest life that began before this one is the one that handed it on.
         j = max(lives, key=lambda k: (self.graph.groups[k].first_time, k))
         parent = self.graph.groups[j]
-        if via == "requeue":
+        if via is HopVia.REQUEUE:
             evidence = ["orig_id"]
             final = {"sent", "bounced"}
             recipients = {r.address.lower() for r in parent.recipients if r.status not in final}
@@ -429,7 +440,7 @@ class _Linker:
                 for r in parent.recipients
                 if r.status == "sent" and r.address.lower() in wanted
             }
-        return [_Edge(j, i, via, evidence, "strong", recipients)]
+        return [_Edge(j, i, via, evidence, LinkStrength.STRONG, recipients)]
 
     def _merge(self, edge: _Edge) -> None:
         key = (edge.parent, edge.child)
@@ -440,10 +451,10 @@ class _Linker:
         old.evidence += [e for e in edge.evidence if e not in old.evidence]
         old.recipients |= edge.recipients
         old.refused |= edge.refused
-        if old.via == "reinjection" or edge.via == "notification":
+        if old.via is HopVia.REINJECTION or edge.via is HopVia.NOTIFICATION:
             return
-        if edge.via == "reinjection":
-            old.via = "reinjection"
+        if edge.via is HopVia.REINJECTION:
+            old.via = HopVia.REINJECTION
 
     def _choose_parents(self) -> None:
         by_child: dict[int, list[_Edge]] = {}
@@ -515,9 +526,9 @@ class _Linker:
             edge = _Edge(
                 p,
                 c,
-                "message-id",
+                HopVia.MESSAGE_ID,
                 ["message-id-match", _delta(child.first_time, a.time)],
-                "weak",
+                LinkStrength.WEAK,
                 recipients,
             )
             self.graph.edges[(p, c)] = edge
@@ -550,28 +561,59 @@ def link_groups(
     return links
 
 
+@dataclass(frozen=True, slots=True)
+class Leads:
+    """What the logs read so far say to fetch next; one build of the link graph per round."""
+
+    pending: frozenset[GroupRef]  # groups links point at that the logs do not hold yet
+    backward: tuple[BackwardHint, ...]  # parentless groups handed over by a fleet host
+    refusals: tuple[RefusalHint, ...]  # attempts a fleet host refused: it logged a reject
+
+
+def leads(
+    logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
+) -> Leads:
+    """Forward, backward and refusal leads of one round of the trace loop."""
+    graph = _Linker(logs, index, max_skew).run()
+    return Leads(
+        frozenset(m.target for m in graph.missing),
+        tuple(_backward_hints(graph, index)),
+        tuple(_refusal_hints(logs, index)),
+    )
+
+
 def pending_refs(
     logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
 ) -> set[GroupRef]:
     """Groups that links point at but that the logs do not hold yet: fetch these next."""
-    graph = _Linker(logs, index, max_skew).run()
-    return {m.target for m in graph.missing}
+    return set(leads(logs, index, max_skew).pending)
 
 
 def backward_hints(
     logs: Sequence[HostLog], index: HostIndex, max_skew: timedelta = DEFAULT_SKEW
 ) -> list[BackwardHint]:
     """Parentless groups whose ``client=`` is a fleet host: the previous hop to fetch."""
-    graph = _Linker(logs, index, max_skew).run()
-    hints: list[BackwardHint] = []
+    return list(leads(logs, index, max_skew).backward)
+
+
+def _backward_hints(graph: _Graph, index: HostIndex) -> Iterator[BackwardHint]:
     for i, g in enumerate(graph.groups):
         if i in graph.parent_of or not g.client or g.queue_id == "NOQUEUE":
             continue
         prev = _resolve_peer(index, g.client, g.host)
-        if prev is None:
-            continue
-        hints.append(BackwardHint(prev, g.message_id, g.first_time, _ref(g)))
-    return hints
+        if prev is not None:
+            yield BackwardHint(prev, g.message_id, g.first_time, _ref(g))
+
+
+def _refusal_hints(logs: Sequence[HostLog], index: HostIndex) -> Iterator[RefusalHint]:
+    """Every attempt a fleet host refused, linked to its reject or not (yet)."""
+    for log in logs:
+        for group in log.groups:
+            for rcpt in group.recipients:
+                for a in rcpt.attempts:
+                    host = refused_by(index, group.host, a)
+                    if host is not None:
+                        yield RefusalHint(host, rcpt.address, a.time)
 
 
 # --------------------------------------------------------------------------- traces
@@ -594,56 +636,51 @@ class _TraceBuilder:
         for m in self.graph.missing:
             self.missing_by_parent.setdefault(m.parent, []).append(m)
 
-    def build(self, root: int, entry: _Edge | None, depth: int = 0) -> Trace:
-        g = self.graph.groups
-        hops: list[Hop] = []
-        outcomes: list[RecipientOutcome] = []
-        notifications: list[Trace] = []
-        notes: list[str] = []
-        # (node, edge into it, path before it, recipients arriving from the parent)
-        stack: list[tuple[int, _Edge | None, tuple[GroupRef, ...], set[str]]] = [
-            (root, entry, (), set())
-        ]
+    def build(
+        self, root: int, entry: _Edge | None, depth: int = 0, anchor: int | None = None
+    ) -> Trace:
+        """The trace rooted at group ``root``; ``entry`` is the edge into it (a notification's).
+
+        The tree is walked depth first, so a hop's parent always comes before it in ``hops``.
+        """
+        walk = _Walk()
+        stack: list[_Visit] = [_Visit(root, entry, None, (), frozenset())]
         while stack:
-            node, edge, path, arriving = stack.pop()
-            group = g[node]
-            path = path + (_ref(group),)
-            hops.append(self._hop(group, edge))
-            if len(path) > MAX_DEPTH:
-                notes.append(f"depth limit {MAX_DEPTH} reached at {group.host}/{group.queue_id}")
-                continue
-            onward: list[_Edge] = []
-            for kid in self.children.get(node, []):
-                if kid.via == "notification":
-                    if depth + 1 > MAX_DEPTH:
-                        notes.append(
-                            f"depth limit {MAX_DEPTH} reached at notification of "
-                            f"{group.host}/{group.queue_id}"
-                        )
-                        continue
-                    notifications.append(self.build(kid.child, kid, depth + 1))
-                else:
-                    onward.append(kid)
-            routed = {r for kid in onward for r in kid.recipients}
-            for m in self.missing_by_parent.get(node, []):
-                if not m.recipients:
-                    notes.append(self._lost_note(m))
-            refused_here = edge.refused if edge is not None else set()
-            outcomes += self._outcomes(node, path, routed, arriving, refused_here, onward, notes)
+            visit = stack.pop()
+            here = len(walk.hops)
+            path = visit.path + (_ref(self.graph.groups[visit.node]),)
+            onward = self._visit(walk, visit, path, depth)
             for kid in reversed(onward):
-                stack.append((kid.child, kid, path, set(kid.recipients)))
-        first = g[root]
-        return Trace(
-            message_id=next((h.group.message_id for h in hops if h.group.message_id), None),
-            sender=first.sender,
-            first_seen=min(h.group.first_time for h in hops),
-            last_seen=max(h.group.last_time for h in hops),
-            size=next((h.group.size for h in hops if h.group.size is not None), None),
-            hops=tuple(hops),
-            recipients=tuple(outcomes),
-            notifications=tuple(notifications),
-            notes=tuple(dict.fromkeys(notes)),
-        )
+                stack.append(_Visit(kid.child, kid, here, path, frozenset(kid.recipients)))
+        return _trace(self.graph.groups[root], walk, anchor)
+
+    def _visit(
+        self, walk: _Walk, visit: _Visit, path: tuple[GroupRef, ...], depth: int
+    ) -> list[_Edge]:
+        """Add one group's hop, notifications and outcomes to ``walk``; the edges onward."""
+        group = self.graph.groups[visit.node]
+        here = len(walk.hops)
+        walk.hops.append(self._hop(group, visit))
+        if len(path) > MAX_DEPTH:
+            walk.notes.append(f"depth limit {MAX_DEPTH} reached at {group.host}/{group.queue_id}")
+            return []
+        onward: list[_Edge] = []
+        for kid in self.children.get(visit.node, []):
+            if kid.via is not HopVia.NOTIFICATION:
+                onward.append(kid)
+            elif depth + 1 > MAX_DEPTH:
+                walk.notes.append(
+                    f"depth limit {MAX_DEPTH} reached at notification of "
+                    f"{group.host}/{group.queue_id}"
+                )
+            else:
+                walk.notifications.append(self.build(kid.child, kid, depth + 1, here))
+        for m in self.missing_by_parent.get(visit.node, []):
+            if not m.recipients:
+                walk.notes.append(self._lost_note(m))
+        place = _Place(visit.node, here, path)
+        walk.outcomes += self._outcomes(place, visit, onward, walk.notes)
+        return onward
 
     def _lost_note(self, m: _Missing) -> str:
         host = m.target.host
@@ -654,54 +691,44 @@ class _TraceBuilder:
             return f"lost at {host}: no logs from this host (queue ID {m.target.queue_id})"
         return m.note
 
-    def _hop(self, group: QueueGroup, edge: _Edge | None) -> Hop:
+    def _hop(self, group: QueueGroup, visit: _Visit) -> Hop:
+        edge = visit.edge
         if edge is None:
-            via = {"pickup": "pickup", "local": "local"}.get(group.origin, "entry")
-            parent = None
-            evidence: tuple[str, ...] = ()
-        else:
-            via = edge.via
-            parent = _ref(self.graph.groups[edge.parent])
-            evidence = tuple(edge.evidence)
+            return Hop(
+                host=group.host,
+                queue_id=group.queue_id,
+                time=group.first_time,
+                client=group.client,
+                parent=None,
+                via=_ROOT_VIA.get(group.origin, HopVia.ENTRY),
+                evidence=(),
+                group=group,
+            )
+        parent = self.graph.groups[edge.parent]
+        # A notification's first hop has its parent in the enclosing trace: no index, and no
+        # delivery of the parent hands the message to it.
+        up = visit.parent_hop
         return Hop(
-            group.host,
-            group.queue_id,
-            group.first_time,
-            group.client,
-            parent,
-            via,
-            evidence,
-            group,
+            host=group.host,
+            queue_id=group.queue_id,
+            time=group.first_time,
+            client=group.client,
+            parent=_ref(parent),
+            via=edge.via,
+            evidence=tuple(edge.evidence),
+            group=group,
+            parent_index=up,
+            handoff=_handoff_attempt(parent, group.queue_id) if up is not None else None,
         )
 
     def _outcomes(
-        self,
-        node: int,
-        path: tuple[GroupRef, ...],
-        routed: set[str],
-        arriving: set[str],
-        refused_here: set[str],
-        onward: list[_Edge],
-        notes: list[str],
+        self, place: _Place, visit: _Visit, onward: list[_Edge], notes: list[str]
     ) -> list[RecipientOutcome]:
-        group = self.graph.groups[node]
-        # The path of a refused recipient ends at the group that logged the refusal.
-        refused_by: dict[str, GroupRef] = {}
-        for kid in sorted(onward, key=lambda e: self.graph.groups[e.child].first_time):
-            for addr in kid.refused:
-                refused_by[addr] = _ref(self.graph.groups[kid.child])
-        missing = {addr: m for m in self.missing_by_parent.get(node, []) for addr in m.recipients}
-        out: list[RecipientOutcome] = []
-        seen: set[str] = set()
-        for r in group.recipients:
-            seen.add(r.address.lower())
-            if r.orig_address:
-                seen.add(r.orig_address.lower())
-            if r.address.lower() in routed:
-                continue
-            here = refused_by.get(r.address.lower())
-            r_path = path + (here,) if here else path
-            out.append(self._recipient(group, r, r_path, missing.get(r.address.lower()), notes))
+        """Where each recipient of the group at ``place`` ended, unless it went ``onward``."""
+        group = self.graph.groups[place.node]
+        seen: set[str] = set()  # addresses the group accounts for; grows below
+        out = self._recipient_outcomes(place, group, onward, seen, notes)
+        refused_here = visit.edge.refused if visit.edge is not None else set()
         for rej in group.rejects:
             if rej.recipient and rej.recipient.lower() in seen:
                 continue
@@ -709,47 +736,58 @@ class _TraceBuilder:
                 refused_here and not rej.recipient
             ):
                 continue  # the sending host logged this refusal as its own bounce or deferral
-            out.append(_reject_outcome(rej, group, path))
+            out.append(_reject_outcome(rej, group, place))
             if rej.recipient:
                 seen.add(rej.recipient.lower())
-        # orig_to keeps an alias as written before expansion, often unqualified (orig_to=<root>
-        # for root@host): an arriving address is accounted for by its local part then too.
-        bare = {a for a in seen if "@" not in a}
-        for addr in sorted(arriving - seen):
-            if addr.partition("@")[0] in bare:
+        out += _unlogged_outcomes(group, place, visit.arriving, seen)
+        return out
+
+    def _recipient_outcomes(
+        self,
+        place: _Place,
+        group: QueueGroup,
+        onward: list[_Edge],
+        seen: set[str],
+        notes: list[str],
+    ) -> list[RecipientOutcome]:
+        """The outcomes of the group's own recipients; adds their addresses to ``seen``."""
+        routed = {r for kid in onward for r in kid.recipients}
+        # The path of a refused recipient ends at the group that logged the refusal.
+        refusers: dict[str, GroupRef] = {}
+        for kid in sorted(onward, key=lambda e: self.graph.groups[e.child].first_time):
+            for addr in kid.refused:
+                refusers[addr] = _ref(self.graph.groups[kid.child])
+        missing = {
+            addr: m for m in self.missing_by_parent.get(place.node, []) for addr in m.recipients
+        }
+        out: list[RecipientOutcome] = []
+        for r in group.recipients:
+            addr = r.address.lower()
+            seen.add(addr)
+            if r.orig_address:
+                seen.add(r.orig_address.lower())
+            if addr in routed:
                 continue
-            # Handed on to this group, but it logged no delivery for the address (yet).
-            status = "unknown"
-            outcome = "unknown" if group.removed else "queued"
+            refuser = refusers.get(addr)
+            path = place.path + (refuser,) if refuser else place.path
+            a = r.last
             out.append(
                 RecipientOutcome(
-                    addr, None, status, outcome, group.host, group.queue_id, None, "", None, path
+                    address=r.address,
+                    orig_address=r.orig_address,
+                    status=a.status,
+                    outcome=self._classify(group, r, a, missing.get(addr), notes),
+                    host=group.host,
+                    queue_id=group.queue_id,
+                    dsn=a.dsn,
+                    response=a.response,
+                    time=a.time,
+                    path=path,
+                    hop_index=place.hop,
+                    attempt=a,
                 )
             )
         return out
-
-    def _recipient(
-        self,
-        group: QueueGroup,
-        r: Recipient,
-        path: tuple[GroupRef, ...],
-        missing: _Missing | None,
-        notes: list[str],
-    ) -> RecipientOutcome:
-        a = r.last
-        outcome = self._classify(group, r, a, missing, notes)
-        return RecipientOutcome(
-            r.address,
-            r.orig_address,
-            a.status,
-            outcome,
-            group.host,
-            group.queue_id,
-            a.dsn,
-            a.response,
-            a.time,
-            path,
-        )
 
     def _classify(
         self,
@@ -758,55 +796,137 @@ class _TraceBuilder:
         a: Attempt,
         missing: _Missing | None,
         notes: list[str],
-    ) -> str:
+    ) -> Outcome:
         if a.status == "bounced":
-            return "expired" if group.expired else "bounced"
+            return Outcome.EXPIRED if group.expired else Outcome.BOUNCED
         if a.status in ("expired", "force-expired"):
-            return "expired"  # qmgr's "status=expired, returned to sender"
+            return Outcome.EXPIRED  # qmgr's "status=expired, returned to sender"
         if a.status == "deferred":
-            return "expired" if group.expired else ("unknown" if group.removed else "queued")
+            if group.expired:
+                return Outcome.EXPIRED
+            return Outcome.UNKNOWN if group.removed else Outcome.QUEUED
         if a.status != "sent":
-            return "unknown"
+            return Outcome.UNKNOWN
         relay = (a.relay or "").lower()
         if a.program == "discard" or (a.program == "local" and a.response == "discarded"):
-            return "discarded"
+            return Outcome.DISCARDED
         if missing is not None:
             notes.append(self._lost_note(missing))
-            return "lost"
+            return Outcome.LOST
         if a.program in _FINAL_PROGRAMS - {"lmtp"} or relay in _FINAL_RELAYS:
-            return "delivered"
+            return Outcome.DELIVERED
         name, addr = _split_namaddr(a.relay)
         if a.program == "lmtp" and (not addr or not _is_ip(addr)):
-            return "delivered"  # LMTP over a UNIX socket: the mailbox server is this host
+            return Outcome.DELIVERED  # LMTP over a UNIX socket: the mailbox server is this host
         target = _resolve_peer(self.index, a.relay, group.host)
         if target is None:
             if a.program == "lmtp" and _is_loopback(name, addr):
-                return "delivered"
-            return "relayed-out"
+                return Outcome.DELIVERED
+            return Outcome.RELAYED_OUT
         if a.program == "lmtp":
-            return "delivered"
+            return Outcome.DELIVERED
         notes.append(
             f"unknown at {target}: the reply to {group.host}/{group.queue_id} carries no "
             f"queue ID ({a.response})"
         )
-        return "unknown"
+        return Outcome.UNKNOWN
 
 
-def _reject_outcome(rej: Reject, group: QueueGroup, path: tuple[GroupRef, ...]) -> RecipientOutcome:
-    m = _DSN_RE.search(rej.response)
-    outcome = "discarded" if rej.action == "discard" else "rejected"
-    status = "rejected" if rej.action != "discard" else "unknown"
+@dataclass(frozen=True, slots=True)
+class _Visit:
+    """A group the walk of a trace has still to visit, and how it got there."""
+
+    node: int
+    edge: _Edge | None  # the edge into it (None for a root)
+    parent_hop: int | None  # the index of the parent's hop in this trace
+    path: tuple[GroupRef, ...]  # the refs from the root to the parent
+    arriving: frozenset[str]  # recipients the parent handed on to it
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a group sits in the trace being built."""
+
+    node: int
+    hop: int  # its index in the trace's hops
+    path: tuple[GroupRef, ...]  # the refs from the root to it
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What the walk of one trace has collected so far."""
+
+    hops: list[Hop] = field(default_factory=list)
+    outcomes: list[RecipientOutcome] = field(default_factory=list)
+    notifications: list[Trace] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _trace(first: QueueGroup, walk: _Walk, anchor: int | None) -> Trace:
+    hops = walk.hops
+    return Trace(
+        message_id=next((h.group.message_id for h in hops if h.group.message_id), None),
+        sender=first.sender,
+        first_seen=min(h.group.first_time for h in hops),
+        last_seen=max(h.group.last_time for h in hops),
+        size=next((h.group.size for h in hops if h.group.size is not None), None),
+        hops=tuple(hops),
+        recipients=tuple(walk.outcomes),
+        notifications=tuple(walk.notifications),
+        notes=tuple(dict.fromkeys(walk.notes)),
+        anchor=anchor,
+    )
+
+
+def _handoff_attempt(parent: QueueGroup, queue_id: str) -> Attempt | None:
+    """The parent's delivery attempt that names ``queue_id`` as the next queue file."""
+    for r in parent.recipients:
+        for a in r.attempts:
+            if a.next_queue_id == queue_id:
+                return a
+    return None
+
+
+def _unlogged_outcomes(
+    group: QueueGroup, place: _Place, arriving: frozenset[str], seen: set[str]
+) -> list[RecipientOutcome]:
+    """Addresses handed on to this group that it logged no delivery for (yet)."""
+    # orig_to keeps an alias as written before expansion, often unqualified (orig_to=<root>
+    # for root@host): an arriving address is accounted for by its local part then too.
+    bare = {a for a in seen if "@" not in a}
+    return [
+        RecipientOutcome(
+            address=addr,
+            orig_address=None,
+            status="unknown",
+            outcome=Outcome.UNKNOWN if group.removed else Outcome.QUEUED,
+            host=group.host,
+            queue_id=group.queue_id,
+            dsn=None,
+            response="",
+            time=None,
+            path=place.path,
+            hop_index=place.hop,
+        )
+        for addr in sorted(arriving - seen)
+        if addr.partition("@")[0] not in bare
+    ]
+
+
+def _reject_outcome(rej: Reject, group: QueueGroup, place: _Place) -> RecipientOutcome:
+    discarded = rej.action == "discard"
     return RecipientOutcome(
-        rej.recipient or "",
-        None,
-        status,
-        outcome,
-        group.host,
-        group.queue_id,
-        m.group(1) if m else None,
-        rej.response,
-        rej.time,
-        path,
+        address=rej.recipient or "",
+        orig_address=None,
+        status="unknown" if discarded else "rejected",
+        outcome=Outcome.DISCARDED if discarded else Outcome.REJECTED,
+        host=group.host,
+        queue_id=group.queue_id,
+        dsn=dsn_of(rej.response),
+        response=rej.response,
+        time=rej.time,
+        path=place.path,
+        hop_index=place.hop,
     )
 
 
@@ -840,7 +960,6 @@ def correlate(
 
 def _noqueue_group(host: str, rej: Reject) -> QueueGroup:
     """A reject without a queue file, as a group on the inventory host that logged it."""
-    _, addr = _split_namaddr(rej.client)
     return QueueGroup(
         host=host,
         instance="",
@@ -848,7 +967,7 @@ def _noqueue_group(host: str, rej: Reject) -> QueueGroup:
         first_time=rej.time,
         last_time=rej.time,
         client=rej.client,
-        client_ip=addr or None,
+        client_ip=parse_endpoint(rej.client or "").address or None,
         origin="smtp",
         sender=rej.sender,
         rejects=(rej,),

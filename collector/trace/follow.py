@@ -21,11 +21,10 @@ from collector.search.fleet import run_on_hosts
 from collector.search.host import HostSearch, HostSearcher, SearchContext
 from collector.trace.correlate import (
     DEFAULT_SKEW,
-    HostIndex,
-    backward_hints,
+    Leads,
     build_host_index,
     correlate,
-    pending_refs,
+    leads,
     select_traces,
 )
 from collector.transport.base import Session
@@ -114,8 +113,7 @@ def trace_fleet(
         _run_round(states, list(start_hosts), first_round, workers)
         rounds = 1
         while rounds <= depth:
-            logs = _logs(states, order)
-            work = _plan_next(states, logs, index, max_skew)
+            work = _plan_next(states, leads(_logs(states, order), index, max_skew), max_skew)
             if not work:
                 break
             if on_round is not None:
@@ -125,17 +123,34 @@ def trace_fleet(
         else:
             notes.append(f"stopped following after {depth} rounds (depth limit)")
     finally:
-        for state in states.values():
-            if state.searcher is not None:
-                with contextlib.suppress(Exception):  # closing must not hide the outcome
-                    state.searcher.session.close()
+        _close(states)
+    return _finish(states, inventory_hosts, query, max_skew, rounds, notes)
+
+
+def _close(states: dict[str, _HostState]) -> None:
+    for state in states.values():
+        if state.searcher is not None:
+            with contextlib.suppress(Exception):  # closing must not hide the outcome
+                state.searcher.session.close()
+
+
+def _finish(
+    states: dict[str, _HostState],
+    inventory_hosts: Sequence[Host],
+    query: Query,
+    max_skew: timedelta,
+    rounds: int,
+    notes: Sequence[str],
+) -> TraceRun:
+    """Correlate everything the rounds fetched and keep the traces the query asks for."""
+    order = [h.name for h in inventory_hosts]
     by_host = {n: s.result() for n in order if (s := states[n].searcher) is not None}
     logs = [r.log for r in by_host.values()]
     failed = {
         n: f"{s.error.stage}: {s.error.message}" for n, s in states.items() if s.error is not None
     }
-    traces = correlate(logs, build_host_index(list(inventory_hosts), logs), max_skew=max_skew,
-                       failed_hosts=failed)
+    index = build_host_index(list(inventory_hosts), logs)
+    traces = correlate(logs, index, max_skew=max_skew, failed_hosts=failed)
     chosen = select_traces(traces, trace_matches(query))
     results = tuple(
         HostResult(n, value=by_host.get(n), error=states[n].error)
@@ -150,15 +165,10 @@ def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[HostLog]:
     return [s.log() for n in order if (s := states[n].searcher) is not None]
 
 
-def _plan_next(
-    states: dict[str, _HostState],
-    logs: Sequence[HostLog],
-    index: HostIndex,
-    max_skew: timedelta,
-) -> set[str]:
+def _plan_next(states: dict[str, _HostState], found: Leads, max_skew: timedelta) -> set[str]:
     """Decide what each host must fetch next; returns the hosts with work."""
     work: set[str] = set()
-    for ref in pending_refs(logs, index, max_skew):
+    for ref in found.pending:
         state = states.get(ref.host)
         if state is None or state.error is not None:
             continue
@@ -166,17 +176,17 @@ def _plan_next(
             continue
         state.wanted_ids.add(ref.queue_id)
         work.add(ref.host)
-    for hint in backward_hints(logs, index, max_skew):
+    for hint in found.backward:
         # The parent's delivery line names the child: "... queued as CHILDID)".
         span = (hint.time - max_skew, hint.time + max_skew)
         if _ask(states, hint.host, Query(terms=(f"queued as {hint.child.queue_id}",)), span):
             work.add(hint.host)
-    for host, rcpt, when in _refusals(logs, index):
+    for refusal in found.refusals:
         # "host X said: 550 ... (in reply to RCPT TO command)": X logged the refusal, as a
         # NOQUEUE reject (or a cleanup reject) naming the recipient.
-        span = (when - max_skew, when + max_skew)
-        if _ask(states, host, Query(recipients=(rcpt,)), span):
-            work.add(host)
+        span = (refusal.time - max_skew, refusal.time + max_skew)
+        if _ask(states, refusal.host, Query(recipients=(refusal.recipient,)), span):
+            work.add(refusal.host)
     return work
 
 
@@ -193,23 +203,6 @@ def _ask(
     state.asked.add(key)
     state.wanted_searches.append((search, span))
     return True
-
-
-def _refusals(logs: Sequence[HostLog], index: HostIndex) -> list[tuple[str, str, datetime]]:
-    """(fleet host that refused, recipient, when) for every attempt a fleet host refused."""
-    out: list[tuple[str, str, datetime]] = []
-    for log in logs:
-        for group in log.groups:
-            for rcpt in group.recipients:
-                for a in rcpt.attempts:
-                    if a.status not in ("bounced", "deferred") or " said: " not in a.response:
-                        continue
-                    name, _, rest = (a.relay or "").partition("[")
-                    addr = rest.split("]", 1)[0]
-                    target = index.resolve(addr) or index.resolve(name) if (addr or name) else None
-                    if target is not None:
-                        out.append((target, rcpt.address, a.time))
-    return out
 
 
 def _run_round(
