@@ -12,6 +12,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from typing import TypeVar
 
 from collector.models import Host, HostResult, Inventory
+from collector.render.text import human_bytes
 from collector.search.fleet import run_on_hosts
 from collector.search.host import ByteCounter
 from collector.transport import open_session
@@ -111,12 +112,3 @@ class _Progress:
 
     def host_done(self) -> None:
         self._progress.advance(self._bar)
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-import signal
 import shlex
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
