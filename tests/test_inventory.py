@@ -13,6 +13,7 @@ import pytest
 
 from collector.errors import CollectorError, InventoryError, TransportError, UsageError
 from collector.inventory.load import (
+    HOST_NAME_RULE,
     JumpHop,
     find_inventory,
     host_zone,
@@ -400,9 +401,15 @@ VALIDATION_CASES = [
      "INV:3: host mx1: 'logs' must be an array of absolute paths or globs, got an array"),
     # names
     ("[[hosts]]\nname = 5\n",
-     "INV:2: host #1: 'name' must be a non-empty string without spaces, got 5"),
+     "INV:2: host #1: 'name' must be " + HOST_NAME_RULE + ", got 5"),
     ('[[hosts]]\nname = "mx 1"\n',
-     "INV:2: host #1: 'name' must be a non-empty string without spaces, got \"mx 1\""),
+     "INV:2: host #1: 'name' must be " + HOST_NAME_RULE + ", got \"mx 1\""),
+    ('[[hosts]]\nname = "../x"\n',
+     "INV:2: host #1: 'name' must be " + HOST_NAME_RULE + ", got \"../x\""),
+    ('[[hosts]]\nname = "/abs"\n',
+     "INV:2: host #1: 'name' must be " + HOST_NAME_RULE + ", got \"/abs\""),
+    ('[[hosts]]\nname = "mx1\\u001b[31m"\n',
+     "INV:2: host #1: 'name' must be " + HOST_NAME_RULE + ", got \"mx1\\u001b[31m\""),
     (H + '[[hosts]]\nport = 1\n', "INV:3: host #2: missing required key 'name'"),
     (H + '\n[[hosts]]\nname = "MX1"\n',
      "INV:5: host MX1: name 'MX1' is already the name of host mx1"),

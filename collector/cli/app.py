@@ -111,6 +111,25 @@ def _inventory(path: Path | None, offline: Path | None = None) -> Inventory:
     return load_inventory(found)
 
 
+def _fetch_failures(offline: Path | None) -> list[HostResult[Any]]:
+    """With --offline: the hosts the fetch could not copy (their lines are not in the case)."""
+    if offline is None:
+        return []
+    from collector.inventory.offline import failed_at_fetch
+
+    return [HostResult(e.host, error=e) for e in failed_at_fetch(offline)]
+
+
+def _destination(dest: Path) -> None:
+    """fetch --dest: a directory, created if need be; anything else is a usage error."""
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a directory", option="--dest")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {dest}: {exc.strerror}", option="--dest") from None
+
+
 def _search_reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
     return [
         HostReport(r.host, error=r.error)
@@ -194,7 +213,7 @@ def search(
             progress=term.progress and fmt is Format.TABLE,
             processes=pass1_needles(query) is None,  # no fixed string: every line is parsed
             exceptions=caught,
-        )
+        ) + _fetch_failures(offline)
         rows = select_rows([r.value.log for r in results if r.value is not None], query)
         reports = _search_reports(results)
         _render_rows(fmt, rows, reports, term)
@@ -249,7 +268,7 @@ def summary(
             progress=term.progress and fmt is Format.TABLE,
             processes=True,
             exceptions=caught,
-        )
+        ) + _fetch_failures(offline)
         reports = _summary_reports(results)
         render = {
             Format.TABLE: render_summary_table,
@@ -349,6 +368,7 @@ def fetch(
         if not all_ and query.empty and query.since is None and query.until is None:
             raise UsageError("give a selector (--to, --from, ...), a time window, or --all")
         inv = _inventory(inventory)
+        _destination(dest)
         now, caught = datetime.now().astimezone(), _caught(debug)
         results = run_fleet(
             inv,
@@ -458,7 +478,7 @@ def trace(
             err(note)
         if verbose:
             err(f"{run.rounds} rounds, {run.round_trips} commands over SSH/local sessions")
-        finish(run.results, bool(run.traces))
+        finish([*run.results, *_fetch_failures(offline)], bool(run.traces))
 
 
 def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:

@@ -374,6 +374,23 @@ def _name(value: object, base: Path) -> str:
     return value
 
 
+#: A host's name names a directory of a fetched case (``DEST/<name>/``) and a line of every
+#: report: letters, digits, ``.``, ``-``, ``_``, starting with a letter or digit (no ``/``, no
+#: ``..``, no control characters).
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+HOST_NAME_RULE = "a host name (letters, digits, '.', '-', '_'; starting with a letter or digit)"
+
+
+def valid_host_name(value: str) -> bool:
+    return _HOST_NAME.fullmatch(value) is not None
+
+
+def _host_name(value: object, base: Path) -> str:
+    if not isinstance(value, str) or not valid_host_name(value):
+        raise _Bad(HOST_NAME_RULE, value)
+    return value
+
+
 def _port(value: object, _: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise _Bad("an integer from 1 to 65535", value)
@@ -452,7 +469,7 @@ def _seconds(value: object, _: Path) -> float:
 
 
 _HOST_CHECKS: dict[str, _Check] = {
-    "name": _name,
+    "name": _host_name,
     "address": _text,
     "port": _port,
     "user": _text,
@@ -584,7 +601,7 @@ class _Loader:
             at: _Key = ("hosts", index)
             if "name" not in table:
                 raise self.fail("missing required key 'name'", at=at, section=f"host #{index + 1}")
-            name = str(self.checked(_name, table["name"], at, "name", f"host #{index + 1}", None))
+            name = str(self.checked(_host_name, table["name"], at, "name", f"host #{index + 1}", None))
             own = self.layer(table, at, f"host {name}", name)
             chain = [defaults]
             for group in cast(tuple[str, ...], own.values.get("groups", ())):

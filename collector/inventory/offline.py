@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from collector.errors import InventoryError
-from collector.models import Host, Inventory, TransportKind
+from collector.inventory.load import HOST_NAME_RULE, valid_host_name
+from collector.models import Host, HostError, Inventory, Stage, TransportKind
 
 #: Written by ``collector fetch`` at the top of its destination: the hosts and their zones.
 FLEET_MANIFEST = "collector-fleet.json"
@@ -45,6 +46,13 @@ def offline_inventory(directory: Path) -> Inventory:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InventoryError(str(manifest), f"unreadable manifest: {exc}") from None
     names = [p.name for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    for name in names:
+        entry = directory / name
+        if entry.is_symlink():
+            # A case folder holds copies; a link (to "/", say) would make this machine a host.
+            raise InventoryError(str(entry), "is a symbolic link, not a fetched host's copy")
+        if not valid_host_name(name):
+            raise InventoryError(str(entry), f"is not a host's directory: {HOST_NAME_RULE} expected")
     names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
     if not names:
         raise InventoryError(str(directory), "no host directories in it")
@@ -60,3 +68,24 @@ def offline_inventory(directory: Path) -> Inventory:
         for n in names
     )
     return Inventory(path=str(directory), hosts=hosts)
+
+
+def failed_at_fetch(directory: Path) -> tuple[HostError, ...]:
+    """The hosts the fetch that wrote ``directory`` could not copy, with the reason it gave.
+
+    Their lines are not in the case: an offline search must say so, as the fetch did.
+    """
+    try:
+        data = json.loads((directory / FLEET_MANIFEST).read_text(encoding="utf-8"))
+        hosts = [h for h in data.get("hosts", []) if not h.get("ok", True)]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return ()
+    out: list[HostError] = []
+    for h in hosts:
+        try:
+            stage = Stage(h.get("stage") or Stage.READ)
+        except ValueError:
+            stage = Stage.READ
+        message = str(h.get("message") or h.get("error") or "failed")
+        out.append(HostError(str(h.get("name")), stage, f"not in this copy: {message}"))
+    return tuple(out)

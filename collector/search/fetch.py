@@ -20,6 +20,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from collector.errors import CollectorError
+from collector.inventory.load import valid_host_name
 from collector.inventory.offline import FLEET_MANIFEST
 from collector.logs.commands import Needles, copy_file_command, pass1_needles
 from collector.models import (
@@ -29,6 +31,7 @@ from collector.models import (
     LogSource,
     Query,
     ReadProblem,
+    Stage,
     Unread,
 )
 from collector.search.host import ByteCounter, HostSearcher, SearchContext
@@ -49,11 +52,27 @@ class FetchedHost:
     unread: tuple[Unread, ...] = ()  # sources not copied completely: the copy is partial
 
 
+class UnsafeDestination(CollectorError):
+    """A path to write that would leave the fetch destination: refused, never written."""
+
+    stage = Stage.READ
+
+
 def _local_path(dest: Path, host: str, host_path: str) -> Path:
+    """``DEST/<host>/<host_path>``, proven to stay inside ``DEST/<host>``.
+
+    The host name is checked again (an inventory validates it, but this is where it becomes
+    a path), and the resolved target (symlinks already in DEST followed) must lie inside.
+    """
+    if not valid_host_name(host):
+        raise UnsafeDestination(f"refusing to write a copy for the host name {host!r}")
+    base = (dest / host).resolve()
+    if base.parent != dest.resolve():
+        raise UnsafeDestination(f"refusing to write outside {dest}: {host}")
     rel = posixpath.normpath("/" + host_path).lstrip("/")
-    target = (dest / host / rel).resolve()
-    if not str(target).startswith(str((dest / host).resolve()) + os.sep):
-        raise ValueError(f"refusing to write outside {dest / host}: {host_path}")
+    target = (base / rel).resolve()
+    if os.path.commonpath([base, target]) != str(base) or target == base:
+        raise UnsafeDestination(f"refusing to write outside {dest / host}: {host_path!r}")
     return target
 
 
@@ -83,8 +102,11 @@ def fetch_host(
     manifest: dict[str, Any] = {"host": host.name, "fetched_at": now.isoformat(), "files": {}}
     written: list[str] = []
     total_lines = total_bytes = 0
-    for src in searcher.plan(query):
-        target_path = _target_path(src, whole)
+    chosen = searcher.plan(query)
+    taken = {src.path for src in chosen} | {"/" + MANIFEST}
+    for src in chosen:
+        target_path = _unique(_target_path(src, whole), src, taken)
+        taken.add(target_path)
         target = _local_path(dest, host.name, target_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if whole and src.kind == "file":
@@ -115,6 +137,20 @@ def fetch_host(
     return FetchedHost(
         host.name, tuple(written), total_lines, total_bytes, searcher.notes(), unread
     )
+
+
+def _unique(target_path: str, src: LogSource, taken: set[str]) -> str:
+    """A name no other source of the host has: the text slice of ``mail.log.1.gz`` cannot be
+    ``mail.log.1`` when the host also has a ``mail.log.1`` (``delaycompress``, a second
+    rotation scheme)."""
+    if target_path == src.path or target_path not in taken:
+        return target_path
+    base = f"{target_path}.{src.compression.value or src.kind}-text"
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}{n}"
+    return candidate
 
 
 def _target_path(src: LogSource, whole: bool) -> str:
@@ -213,7 +249,11 @@ def write_fleet_manifest(
                 "address": h.address if h else None,
                 "ok": r.ok,
                 "error": str(r.error) if r.error else None,
+                "stage": r.error.stage.value if r.error else None,
+                "message": r.error.message if r.error else None,
                 "files": list(r.value.files) if r.value else [],
+                "unread": [{"path": u.path, "problem": u.problem.value}
+                           for u in (r.value.unread if r.value else ())],
             }
         )
     dest.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from collector.models import (
     Stage,
     Unread,
 )
-from collector.search.view import discover_host
+from collector.search.view import discover_host, recorded_unread
 from collector.transport.base import Session
 
 ByteCounter = Callable[[int], None]
@@ -121,6 +121,8 @@ class HostSearcher:
         since, until = (window.since, window.until) if window is not None else (None, None)
         self._notes.extend(self.session.notes)  # e.g. known_hosts lines that were skipped
         self._notes.extend(self.found.notes)
+        for unread in recorded_unread(self.session):  # a fetched copy that was partial
+            self.lose(unread)
         readable: list[LogSource] = []
         for src in self.found.sources:
             if src.readable or self.host.sudo:

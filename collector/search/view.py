@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Sequence
+from typing import Any
 
 from collector.logs.discovery import DiscoveryResult, FileInfo, discover
-from collector.models import CommandResult, Host, TransportKind
+from collector.models import CommandResult, Host, ReadProblem, TransportKind, Unread
 from collector.transport.base import Session
 
 #: A local host root may carry this file (written by ``collector fetch``): the original
@@ -77,19 +78,39 @@ class SessionView:
         return self.session.run(list(argv))
 
 
-def _load_manifest(session: Session) -> dict[str, dict[str, float]]:
-    host = session.host
-    if host.transport is not TransportKind.LOCAL:
+def _read_manifest(session: Session) -> dict[str, Any]:
+    """A fetched copy's ``collector-manifest.json`` (local hosts only), or an empty one."""
+    if session.host.transport is not TransportKind.LOCAL:
         return {}
     result = session.run(["cat", "--", session.path("/" + MANIFEST)])
     if result.exit_code != 0:
         return {}
     try:
         data = json.loads(result.stdout)
-        files = data.get("files", {})
-        return {str(k): dict(v) for k, v in files.items() if isinstance(v, dict)}
-    except (ValueError, AttributeError, TypeError):
+    except ValueError:
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _load_manifest(session: Session) -> dict[str, dict[str, float]]:
+    files = _read_manifest(session).get("files", {})
+    if not isinstance(files, dict):
+        return {}
+    return {str(k): dict(v) for k, v in files.items() if isinstance(v, dict)}
+
+
+def recorded_unread(session: Session) -> tuple[Unread, ...]:
+    """The sources a fetched copy says it could not read completely when it was fetched.
+
+    An offline search of that copy is partial for the same reason, and says so.
+    """
+    out: list[Unread] = []
+    for item in _read_manifest(session).get("unread", []) or []:
+        try:
+            out.append(Unread(str(item["path"]), ReadProblem(item["problem"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(out)
 
 
 def discover_host(session: Session, host: Host) -> DiscoveryResult:
