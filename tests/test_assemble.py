@@ -9,7 +9,15 @@ from pathlib import Path
 
 from collector.logs.assemble import CLOSE_GRACE, Assembler, assemble, client_ip
 from collector.logs.parse import LineParser, TimeContext, parse_line
-from collector.models import HostLog, ParseStats, QueueGroup, Record
+from collector.models import (
+    ChildVia,
+    HostLog,
+    ParseStats,
+    QueueGroup,
+    Record,
+    RejectAction,
+    Status,
+)
 
 CTX = TimeContext(UTC, datetime(2026, 1, 20, tzinfo=UTC))
 LINES = Path(__file__).parent / "fixtures" / "lines"
@@ -68,6 +76,8 @@ def test_one_message_with_every_fact() -> None:
     ]
     alice = g.recipients[1]
     assert [a.status for a in alice.attempts] == ["deferred", "sent"]
+    assert [a.status for a in alice.attempts] == [Status.DEFERRED, Status.SENT]
+    assert all(type(a.status) is Status for a in alice.attempts)
     assert alice.attempts[0].response.endswith("(in reply to RCPT TO command)")
     assert alice.attempts[0].dsn == "4.7.1"
     assert alice.last.relay == "filter1.example.com[10.0.0.11]:25"
@@ -77,6 +87,7 @@ def test_one_message_with_every_fact() -> None:
         ("7676A3100244", "queued-as", "dmartinez@example.com"),
         ("8876A3100299", "queued-as", "alice.smith@example.com"),
     ]
+    assert all(c.via is ChildVia.QUEUED_AS for c in g.children)
     # the group keeps its raw lines, and only its own (no connect/disconnect)
     assert len(g.records) == 8
     assert all("EBFE856324" in r.line for r in g.records)
@@ -111,6 +122,8 @@ def test_lines_after_removed_within_grace_stay_with_the_message() -> None:
     assert [(c.queue_id, c.via, c.detail) for c in parent.children] == [
         ("CEE771C464B8", "notification", "sender non-delivery notification"),
     ]
+    assert parent.children[0].via is ChildVia.NOTIFICATION
+    assert parent.recipients[0].status is Status.BOUNCED
     child = only(log, "CEE771C464B8")
     assert child.origin == "local" and child.sender == ""
     assert not child.removed
@@ -189,10 +202,12 @@ def test_forwarded_and_requeued_children() -> None:
     assert [(c.queue_id, c.via, c.recipient, c.relay) for c in fwd.children] == [
         ("52C3D1C0061", "forwarded-as", "alice@mx1.example.com", "local"),
     ]
+    assert fwd.children[0].via is ChildVia.FORWARDED_AS
     assert fwd.recipients[0].last.next_queue_id == "52C3D1C0061"
     assert only(log, "52C3D1C0061").origin == "local"
     old = only(log, "60AA21C0070")
     assert [(c.queue_id, c.via) for c in old.children] == [("61BB21C0071", "requeue")]
+    assert old.children[0].via is ChildVia.REQUEUE
     new = only(log, "61BB21C0071")
     assert (new.requeued_from, new.origin, new.uid, new.sender) == (
         "60AA21C0070", "pickup", 0, "a@example.com",
@@ -249,6 +264,7 @@ def test_cleanup_reject_completes_the_group() -> None:
     assert [(r.program, r.stage, r.action, r.response) for r in g.rejects] == [
         ("cleanup", "header", "reject", "5.7.1 spam not welcome"),
     ]
+    assert g.rejects[0].action is RejectAction.REJECT
     assert g.message_id is None and not g.removed
 
 
@@ -312,6 +328,27 @@ def test_client_ip() -> None:
     assert client_ip("mail.example.org[192.0.2.10]") == "192.0.2.10"
     assert client_ip("host[2001:db8::1]:2525") == "2001:db8::1"
     assert client_ip("localhost") is None
+    assert client_ip("unknown[127.0.0.66]") == "127.0.0.66"
+    assert client_ip("mbox1.example.com[private/dovecot-lmtp]") == "private/dovecot-lmtp"
+
+
+def test_status_words_outside_the_vocabulary_are_kept() -> None:
+    """soft_bounce = yes logs status=SOFTBOUNCE: kept as Postfix wrote it, not guessed."""
+    log = run("""
+        Jan 15 10:00:00 mx1 postfix/smtpd[1]: 4F2A81C0042: client=mail.example.org[192.0.2.10]
+        Jan 15 10:00:01 mx1 postfix/smtp[2]: 4F2A81C0042: to=<a@example.com>, relay=none, delay=1, delays=1/0/0/0, dsn=5.1.1, status=SOFTBOUNCE (unknown user)
+    """)
+    (rcpt,) = only(log, "4F2A81C0042").recipients
+    assert rcpt.status == "SOFTBOUNCE" and type(rcpt.status) is str
+
+
+def test_milter_reject_keeps_its_action() -> None:
+    log = run("""
+        Jan 15 10:00:00 mx1 postfix/smtpd[1]: 4F2A81C0042: client=mail.example.org[192.0.2.10]
+        Jan 15 10:00:01 mx1 postfix/cleanup[2]: 4F2A81C0042: milter-reject: END-OF-MESSAGE from mail.example.org[192.0.2.10]: 5.7.1 Spam; from=<a@x.example> to=<b@y.example> proto=ESMTP helo=<mail.example.org>
+    """)
+    (rej,) = only(log, "4F2A81C0042").rejects
+    assert rej.action is RejectAction.MILTER_REJECT and rej.stage == "END-OF-MESSAGE"
 
 
 def test_generated_fleet_sample() -> None:

@@ -31,7 +31,15 @@ from collector.logs.discovery import (
     rotation_candidates,
     strftime_regex,
 )
-from collector.models import CommandResult, Compression, Host, LogSource, SourceMode
+from collector.models import (
+    CommandResult,
+    Compression,
+    Host,
+    LogSource,
+    Origin,
+    SourceKind,
+    SourceMode,
+)
 
 DAY = 86400.0
 T0 = 1705276800.0  # 2024-01-15 00:00:00 UTC
@@ -444,6 +452,7 @@ def test_plan_syslog_instance_uses_distro_default_with_rotations() -> None:
     result = plan_sources([PRIMARY], listing, HOST)
     assert paths(result) == ["/var/log/mail.log.2.gz", "/var/log/mail.log.1", "/var/log/mail.log"]
     assert {s.origin for s in result.sources} == {"default"}
+    assert all(s.origin is Origin.DEFAULT and s.kind is SourceKind.FILE for s in result.sources)
     assert {s.instance for s in result.sources} == {"postfix"}
     assert "syslog (postfix): /var/log/mail.log + 2 rotated" in result.notes
 
@@ -462,6 +471,7 @@ def test_plan_stale_default_file_is_not_read() -> None:
     result = plan_sources([config], listing, HOST)
     assert paths(result) == ["/var/log/postfix.log.20240108-000000.gz", "/var/log/postfix.log"]
     assert {s.origin for s in result.sources} == {"maillog_file"}
+    assert all(s.origin is Origin.MAILLOG_FILE for s in result.sources)
     assert (
         "ignored (stale): /var/log/mail.log + 1 rotated: main.cf names maillog_file, not this file"
         in result.notes
@@ -532,6 +542,8 @@ def test_plan_journal_fallback_when_nothing_found() -> None:
     result = plan_sources([PRIMARY], listing, HOST)
     assert paths(result) == ["journal:SYSLOG_FACILITY=2"]
     assert result.sources[0].kind == "journal"
+    assert result.sources[0].kind is SourceKind.JOURNAL
+    assert result.sources[0].origin is Origin.JOURNAL
     assert "journal fallback: journal:SYSLOG_FACILITY=2" in result.notes
     assert "/var/log/syslog exists and may hold mail lines: name it in logs to read it" in (
         result.notes
@@ -594,6 +606,7 @@ def test_plan_explicit_logs_override_discovery() -> None:
         ("/srv/logs/mx1/mail.log", "inventory"),
         ("/var/log/custom.log", "inventory"),
     ]
+    assert all(s.origin is Origin.INVENTORY for s in result.sources)
     assert "logs: /nope/x: directory /nope not found" in result.notes
 
 

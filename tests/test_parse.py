@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from collector.logs.parse import LineParser, TimeContext, parse_line
-from collector.models import Kind
+from collector.models import NO_FIELDS, Kind, RejectAction
 
 LINES = Path(__file__).parent / "fixtures" / "lines"
 CTX = TimeContext(UTC, datetime(2024, 1, 20, tzinfo=UTC))
@@ -460,6 +460,23 @@ def test_message_repeated_is_unwrapped() -> None:
         "[ warning: hostname x.example does not resolve to address 192.0.2.8]"
     )
     assert (w.kind, w.severity) == (Kind.DIAGNOSTIC, "warning")
+    # `message repeated` around a line that is not Postfix-shaped stays as it was
+    other = _p("Jan 15 12:34:56 mx1 postfix/smtpd[11557]: message repeated 2 times")
+    assert (other.kind, other.queue_id, other.text) == (Kind.OTHER, None, "message repeated 2 times")
+
+
+@pytest.mark.parametrize("action", list(RejectAction))
+def test_every_reject_action_is_a_reject(action: RejectAction) -> None:
+    r = _p(
+        f"Jan 15 12:34:56 mx1 postfix/cleanup[9]: 4F2A81C0042: {action}: END-OF-MESSAGE from "
+        "mail.example.org[192.0.2.10]: 5.7.1 no; from=<a@x.example> to=<b@y.example>"
+    )
+    assert r.kind is Kind.REJECT and r.fields["action"] == action.value
+
+
+def test_lines_without_fields_share_the_read_only_empty_mapping() -> None:
+    r = _p("Jan 15 12:34:56 mx1 postfix/qmgr[9]: 4F2A81C0042: removed")
+    assert r.fields is NO_FIELDS
 
 
 # --------------------------------------------------------------------------- time

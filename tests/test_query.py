@@ -18,7 +18,16 @@ from collector.logs.select import (
     select_rows,
     tally,
 )
-from collector.models import Attempt, HostLog, Query, QueueGroup, Recipient, Reject, Row
+from collector.models import (
+    Attempt,
+    HostLog,
+    Query,
+    QueueGroup,
+    Recipient,
+    Reject,
+    Row,
+    Status,
+)
 
 # A fixed "now" in a zone that is not UTC, so a value without an offset shows which zone it got.
 PLUS2 = timezone(timedelta(hours=2))
@@ -218,6 +227,20 @@ def test_group_matches(query: Query, group: QueueGroup, expected: bool) -> None:
     assert group_matches(group, query) is expected
 
 
+@pytest.mark.parametrize(
+    ("client", "wanted", "expected"),
+    [
+        ("mx.example.net[2001:db8::7]:25", "2001:db8::7", True),  # port and IPv6 address
+        ("mx.example.net[2001:db8::7]:25", "mx.example.net", True),
+        ("mx.example.net[2001:db8::7]:25", "2001:db8::", False),
+        ("unknown[192.0.2.9]", "192.0.2.9", True),
+        ("local", "local", True),  # a bare service name
+    ],
+)
+def test_client_selector_reads_the_peer(client: str, wanted: str, expected: bool) -> None:
+    assert group_matches(_group(client=client), Query(clients=(wanted,))) is expected
+
+
 FWD = "fwd@mbox1.example.test"
 
 
@@ -300,7 +323,7 @@ def test_rows_of_group_reject_with_queue_id_is_a_rejected_row() -> None:
 )
 def test_rows_of_group_without_recipients(group: QueueGroup, status: str) -> None:
     (row,) = rows_of_group(group)
-    assert row.status == status
+    assert row.status == status and type(row.status) is Status
     assert row.recipient is None
     assert row.time == group.first_time
 
@@ -308,7 +331,7 @@ def test_rows_of_group_without_recipients(group: QueueGroup, status: str) -> Non
 def test_noqueue_reject_is_a_row_with_status_rejected() -> None:
     log = HostLog("mx1", (), (NOQUEUE,))
     (row,) = select_rows([log], Query(recipients=("alice@example.test",)))
-    assert row.status == "rejected"
+    assert row.status == "rejected" and row.status is Status.REJECTED
     assert row.queue_id is None
     assert row.sender == "spam@example.org"
     assert row.client == "unknown[127.0.0.66]"

@@ -9,14 +9,15 @@ child's lines may come before its parent's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import MISSING, fields, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TypeVar
 
+from collector.logs.fields import parse_endpoint
 from collector.models import (
     Attempt,
     Child,
+    ChildVia,
     HostLog,
     Kind,
     ParseStats,
@@ -24,117 +25,42 @@ from collector.models import (
     Recipient,
     Record,
     Reject,
+    RejectAction,
+    Status,
+    fast_constructor,
 )
-
-# Enum attribute lookup goes through the metaclass (about 0.2 us in 3.11); the hot paths
-# compare against these module constants instead.
-_ACTION = Kind.ACTION
-_CLIENT = Kind.CLIENT
-_DELIVERY = Kind.DELIVERY
-_EXPIRED = Kind.EXPIRED
-_MESSAGE_ID = Kind.MESSAGE_ID
-_NOTIFICATION = Kind.NOTIFICATION
-_PICKUP = Kind.PICKUP
-_POSTSUPER = Kind.POSTSUPER
-_QUEUED = Kind.QUEUED
-_REJECT = Kind.REJECT
-_REMOVED = Kind.REMOVED
-_RESENT_MESSAGE_ID = Kind.RESENT_MESSAGE_ID
 
 __all__ = ["CLOSE_GRACE", "Assembler", "assemble", "client_ip"]
 
-T = TypeVar("T")
+# Enum attribute lookup goes through the metaclass (about 0.2 us in 3.11); the hot paths
+# compare against these module constants instead.
+_CLIENT = Kind.CLIENT
+_PICKUP = Kind.PICKUP
+_POSTSUPER = Kind.POSTSUPER
+_REJECT = Kind.REJECT
+_REMOVED = Kind.REMOVED
+_DEFERRED = Status.DEFERRED
+_EXPIRED_STATUS = Status.EXPIRED
+_QUEUED_AS = ChildVia.QUEUED_AS
+_FORWARDED_AS = ChildVia.FORWARDED_AS
+_NOTIFICATION_VIA = ChildVia.NOTIFICATION
 
+# Postfix's status word -> its Status; a word outside the vocabulary (SOFTBOUNCE) stays a str.
+_STATUS_OF: Mapping[str, Status] = {s.value: s for s in Status}
+_REJECT_ACTION_OF: Mapping[str, RejectAction] = {a.value: a for a in RejectAction}
 
-def _constant(value: object) -> Callable[[], object]:
-    return lambda: value
-
-
-def _factory(cls: type[T]) -> Callable[..., T]:
-    """A positional constructor for a frozen slotted dataclass without __post_init__.
-
-    The generated frozen __init__ calls object.__setattr__ once per field (4.4 us for a
-    QueueGroup); setting the slot descriptors directly takes half of that. Values are given
-    in declaration order; fields added later to the model get their defaults.
-    """
-    fs = fields(cls)  # type: ignore[arg-type]
-    setters = tuple(getattr(cls, f.name).__set__ for f in fs)
-    defaults = tuple(
-        _constant(f.default) if f.default_factory is MISSING else f.default_factory for f in fs
-    )
-    count = len(setters)
-    new = object.__new__
-
-    def make(*values: object) -> T:
-        obj: T = new(cls)
-        for set_, value in zip(setters, values):
-            set_(obj, value)
-        for i in range(len(values), count):
-            setters[i](obj, defaults[i]())
-        return obj
-
-    return make
-
-
-def _attempt_factory() -> Callable[..., Attempt]:
-    # One Attempt per delivery line: unrolled, unlike the generic _factory.
-    if len(fields(Attempt)) != 9:
-        return _factory(Attempt)
-    new = object.__new__
-    s0, s1, s2, s3, s4, s5, s6, s7, s8 = (
-        getattr(Attempt, f.name).__set__ for f in fields(Attempt)
-    )
-
-    def make(
-        time: datetime, program: str, status: str, relay: str | None, delay: float | None,
-        delays: str | None, dsn: str | None, response: str, next_queue_id: str | None,
-    ) -> Attempt:
-        a: Attempt = new(Attempt)
-        s0(a, time)
-        s1(a, program)
-        s2(a, status)
-        s3(a, relay)
-        s4(a, delay)
-        s5(a, delays)
-        s6(a, dsn)
-        s7(a, response)
-        s8(a, next_queue_id)
-        return a
-
-    return make
-
-
-_new_attempt = _attempt_factory()
-_new_child = _factory(Child)
-
-
-def _recipient_factory() -> Callable[..., Recipient]:
-    if len(fields(Recipient)) != 3:  # the model grew: the generic constructor fills defaults
-        return _factory(Recipient)
-    new = object.__new__
-    s0, s1, s2 = (getattr(Recipient, f.name).__set__ for f in fields(Recipient))
-
-    def make(address: str, orig: str | None, attempts: tuple[Attempt, ...]) -> Recipient:
-        r: Recipient = new(Recipient)
-        s0(r, address)
-        s1(r, orig)
-        s2(r, attempts)
-        return r
-
-    return make
-
-
-_new_recipient = _recipient_factory()
-_new_group = _factory(QueueGroup)
+# One Attempt per delivery line and one group per queue file: built without the frozen
+# __init__ (see fast_constructor).
+_new_attempt = fast_constructor(Attempt)
+_new_child = fast_constructor(Child)
+_new_recipient = fast_constructor(Recipient)
+_new_group = fast_constructor(QueueGroup)
+_new_reject = fast_constructor(Reject)
 
 
 def client_ip(client: str) -> str | None:
-    """``name[addr]`` or ``name[addr]:port`` -> ``addr``."""
-    i = client.rfind("[")
-    j = client.find("]", i + 1)
-    if i < 0 or j < 0:
-        return None
-    return client[i + 1 : j]
+    """``name[addr]`` or ``name[addr]:port`` -> ``addr`` (see :func:`parse_endpoint`)."""
+    return parse_endpoint(client).address
 
 
 def _float(value: str | None) -> float | None:
@@ -157,7 +83,7 @@ def _int(value: str | None) -> int | None:
 
 def _reject(host: str, record: Record) -> Reject:
     f = record.fields
-    return Reject(
+    return _new_reject(
         time=record.time,
         host=host,
         program=record.program,
@@ -167,7 +93,8 @@ def _reject(host: str, record: Record) -> Reject:
         sender=f.get("from"),
         recipient=f.get("to"),
         response=record.text,
-        action=f.get("action", "reject"),
+        # parse makes a Kind.REJECT only of these words; anything else is still a refusal
+        action=_REJECT_ACTION_OF.get(f.get("action", ""), RejectAction.REJECT),
     )
 
 
@@ -183,135 +110,208 @@ class _Open:
         self.started: Record | None = None  # the client=/uid= line that opened this life
 
 
+class _Fold:
+    """What the lines of one life have said so far, while :func:`_build` folds them."""
+
+    __slots__ = (
+        "children", "client", "client_ip", "discarded", "expired", "expired_by", "held", "host",
+        "message_id", "nrcpt", "orig_client", "orig_queue_id", "origin", "rcpts", "rejects",
+        "removed", "requeued_from", "resent", "sender", "size", "uid",
+    )  # fmt: skip
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.client: str | None = None
+        self.client_ip: str | None = None
+        self.origin = ""
+        self.sender: str | None = None
+        self.size: int | None = None
+        self.nrcpt: int | None = None
+        self.uid: int | None = None
+        self.message_id: str | None = None
+        self.resent: str | None = None
+        self.orig_queue_id: str | None = None
+        self.orig_client: str | None = None
+        self.requeued_from: str | None = None
+        self.removed = self.expired = self.held = self.discarded = False
+        self.expired_by: Record | None = None
+        # (orig_to, to) -> attempts, in first-seen order: the same address can be reached
+        # through several aliases, and each one gets its own delivery lines.
+        self.rcpts: dict[tuple[str | None, str], list[Attempt]] = {}
+        self.children: dict[tuple[str, ChildVia], Child] = {}
+        self.rejects: list[Reject] = []
+
+
+# One function per Kind that says something about the group: each folds one record in.
+
+
+def _fold_delivery(a: _Fold, r: Record) -> None:
+    f = r.fields
+    to = f.get("to", "")
+    relay = f.get("relay")
+    word = f.get("status", "")
+    attempt = _new_attempt(
+        r.time, r.program, _STATUS_OF.get(word, word), relay, _float(f.get("delay")),
+        f.get("delays"), f.get("dsn"), r.text, r.child,
+    )
+    key = (f.get("orig_to"), to)
+    attempts = a.rcpts.get(key)
+    if attempts is None:
+        a.rcpts[key] = [attempt]
+    else:
+        attempts.append(attempt)
+    if r.child is not None:
+        via = _FORWARDED_AS if r.text.startswith("forwarded as ") else _QUEUED_AS
+        if (r.child, via) not in a.children:
+            a.children[r.child, via] = _new_child(r.child, via, to, relay, r.time, "")
+
+
+def _fold_queued(a: _Fold, r: Record) -> None:
+    f = r.fields
+    a.sender = f.get("from", a.sender)
+    a.size = _int(f.get("size"))
+    a.nrcpt = _int(f.get("nrcpt"))
+
+
+def _fold_client(a: _Fold, r: Record) -> None:
+    f = r.fields
+    a.client = client = f.get("client")
+    if client is not None:
+        a.client_ip = client_ip(client)
+    a.origin = "smtp"
+    a.orig_queue_id = f.get("orig_queue_id", a.orig_queue_id)
+    a.orig_client = f.get("orig_client", a.orig_client)
+
+
+def _fold_message_id(a: _Fold, r: Record) -> None:
+    a.message_id = r.fields.get("message-id")
+
+
+def _fold_resent_message_id(a: _Fold, r: Record) -> None:
+    a.resent = r.fields.get("resent-message-id")
+
+
+def _fold_removed(a: _Fold, r: Record) -> None:
+    a.removed = True
+    if r.fields.get("reason") == "discarded":
+        a.discarded = True
+
+
+def _fold_pickup(a: _Fold, r: Record) -> None:
+    f = r.fields
+    a.origin = "pickup"
+    if a.sender is None:
+        a.sender = f.get("from")
+    a.uid = _int(f.get("uid"))
+    a.requeued_from = f.get("orig_id", a.requeued_from)
+
+
+def _fold_notification(a: _Fold, r: Record) -> None:
+    if r.child is not None and (r.child, _NOTIFICATION_VIA) not in a.children:
+        a.children[r.child, _NOTIFICATION_VIA] = _new_child(
+            r.child, _NOTIFICATION_VIA, None, None, r.time, r.text
+        )
+
+
+def _fold_expired(a: _Fold, r: Record) -> None:
+    a.expired = True
+    a.expired_by = r
+    if a.sender is None:
+        a.sender = r.fields.get("from")
+
+
+def _fold_reject(a: _Fold, r: Record) -> None:
+    a.rejects.append(_reject(a.host, r))
+    if r.program == "cleanup" and a.sender is None:
+        a.sender = r.fields.get("from")  # no qmgr line follows a cleanup reject
+
+
+def _fold_action(a: _Fold, r: Record) -> None:
+    action = r.fields.get("action", "")
+    if action in ("hold", "milter-hold"):
+        a.held = True
+    elif action in ("discard", "milter-discard"):
+        a.discarded = True
+
+
+def _fold_postsuper(a: _Fold, r: Record) -> None:
+    action = r.fields.get("action", "")
+    if action == "removed":
+        a.removed = True
+    elif action == "placed on hold":
+        a.held = True
+    elif action == "released from hold":
+        a.held = False
+    elif action == "expired":
+        a.expired = True
+
+
+_FOLD: Mapping[Kind, Callable[[_Fold, Record], None]] = {
+    Kind.DELIVERY: _fold_delivery,
+    Kind.QUEUED: _fold_queued,
+    Kind.CLIENT: _fold_client,
+    Kind.MESSAGE_ID: _fold_message_id,
+    Kind.RESENT_MESSAGE_ID: _fold_resent_message_id,
+    Kind.REMOVED: _fold_removed,
+    Kind.PICKUP: _fold_pickup,
+    Kind.NOTIFICATION: _fold_notification,
+    Kind.EXPIRED: _fold_expired,
+    Kind.REJECT: _fold_reject,
+    Kind.ACTION: _fold_action,
+    Kind.POSTSUPER: _fold_postsuper,
+}
+
+
+def _expire_deferred(rcpts: Iterable[list[Attempt]], expired_by: Record) -> None:
+    """Postfix logs no per-recipient line when a message expires (3.7: the last one says
+    ``deferred``), only qmgr's ``status=expired, returned to sender``: recipients still
+    deferred then get an ``expired`` attempt from that line."""
+    for attempts in rcpts:
+        last = attempts[-1]
+        if last.status == _DEFERRED and last.time <= expired_by.time:
+            attempts.append(
+                _new_attempt(
+                    expired_by.time, expired_by.program, _EXPIRED_STATUS, None, None, None,
+                    last.dsn, expired_by.text, None,
+                )
+            )
+
+
 def _build(host: str, g: _Open) -> QueueGroup:
     """Fold the records of one life into a QueueGroup."""
     records = g.records
     first = last = records[0].time
-    client = client_ip_ = None
-    origin = ""
-    sender: str | None = None
-    size = nrcpt = uid = None
-    message_id = resent = orig_queue_id = orig_client = requeued_from = None
-    removed = expired = held = discarded = False
     saw_cleanup = False
-    expired_by: Record | None = None
-    # (orig_to, to) -> attempts, in first-seen order: the same address can be reached through
-    # several aliases, and each one gets its own delivery lines.
-    rcpts: dict[tuple[str | None, str], list[Attempt]] = {}
-    children: dict[tuple[str, str], Child] = {}
-    rejects: list[Reject] = []
-
-    for r in records:
+    a = _Fold(host)
+    fold = _FOLD.get
+    for r in records:  # once per record of the host
         t = r.time
         if t < first:
             first = t
         elif t > last:
             last = t
-        kind = r.kind
-        f = r.fields
         if r.program == "cleanup":
             saw_cleanup = True
-        if kind is _DELIVERY:
-            to = f.get("to", "")
-            key = (f.get("orig_to"), to)
-            relay = f.get("relay")
-            attempt = _new_attempt(
-                t, r.program, f.get("status", ""), relay, _float(f.get("delay")),
-                f.get("delays"), f.get("dsn"), r.text, r.child,
-            )
-            attempts = rcpts.get(key)
-            if attempts is None:
-                rcpts[key] = [attempt]
-            else:
-                attempts.append(attempt)
-            if r.child is not None:
-                via = "forwarded-as" if r.text.startswith("forwarded as ") else "queued-as"
-                if (r.child, via) not in children:
-                    children[r.child, via] = _new_child(r.child, via, to, relay, t, "")
-        elif kind is _QUEUED:
-            sender = f.get("from", sender)
-            size = _int(f.get("size"))
-            nrcpt = _int(f.get("nrcpt"))
-        elif kind is _CLIENT:
-            client = f.get("client")
-            if client is not None:
-                client_ip_ = client_ip(client)
-            origin = "smtp"
-            orig_queue_id = f.get("orig_queue_id", orig_queue_id)
-            orig_client = f.get("orig_client", orig_client)
-        elif kind is _MESSAGE_ID:
-            message_id = f.get("message-id")
-        elif kind is _RESENT_MESSAGE_ID:
-            resent = f.get("resent-message-id")
-        elif kind is _REMOVED:
-            removed = True
-            if f.get("reason") == "discarded":
-                discarded = True
-        elif kind is _PICKUP:
-            origin = "pickup"
-            if sender is None:
-                sender = f.get("from")
-            uid = _int(f.get("uid"))
-            requeued_from = f.get("orig_id", requeued_from)
-        elif kind is _NOTIFICATION and r.child is not None:
-            if (r.child, "notification") not in children:
-                children[r.child, "notification"] = _new_child(
-                    r.child, "notification", None, None, t, r.text
-                )
-        elif kind is _EXPIRED:
-            expired = True
-            expired_by = r
-            if sender is None:
-                sender = f.get("from")
-        elif kind is _REJECT:
-            rejects.append(_reject(host, r))
-            if r.program == "cleanup" and sender is None:
-                sender = f.get("from")  # no qmgr line follows a cleanup reject
-        elif kind is _ACTION:
-            action = f.get("action", "")
-            if action in ("hold", "milter-hold"):
-                held = True
-            elif action in ("discard", "milter-discard"):
-                discarded = True
-        elif kind is _POSTSUPER:
-            action = f.get("action", "")
-            if action == "removed":
-                removed = True
-            elif action == "placed on hold":
-                held = True
-            elif action == "released from hold":
-                held = False
-            elif action == "expired":
-                expired = True
-
-    if expired_by is not None:
-        # Postfix logs no per-recipient line when a message expires (3.7: the last one says
-        # `deferred`), only qmgr's `status=expired, returned to sender`: recipients still
-        # deferred then get an `expired` attempt from that line.
-        for attempts in rcpts.values():
-            last_attempt = attempts[-1]
-            if last_attempt.status == "deferred" and last_attempt.time <= expired_by.time:
-                attempts.append(
-                    _new_attempt(
-                        expired_by.time, expired_by.program, "expired", None, None, None,
-                        last_attempt.dsn, expired_by.text, None,
-                    )
-                )
-
-    if not origin and (saw_cleanup or sender == ""):
+        step = fold(r.kind)
+        if step is not None:
+            step(a, r)
+    if a.expired_by is not None:
+        _expire_deferred(a.rcpts.values(), a.expired_by)
+    origin = a.origin
+    if not origin and (saw_cleanup or a.sender == ""):
         # Created on this host without smtpd or pickup: a bounce/delay notice, a local(8)
         # forward, or another internal resubmission (cleanup logs the message-id at creation).
         origin = "local"
-
-    # Positional, in QueueGroup's field order.
+    # Positional, in QueueGroup's field order: 25 keywords would cost 1 us more per group.
     return _new_group(
-        host, g.instance, g.queue_id, first, last, client, client_ip_, origin, sender, size,
-        nrcpt, message_id, resent, orig_queue_id, orig_client, requeued_from, uid,
+        host, g.instance, g.queue_id, first, last, a.client, a.client_ip, origin, a.sender,
+        a.size, a.nrcpt, a.message_id, a.resent, a.orig_queue_id, a.orig_client,
+        a.requeued_from, a.uid,
         tuple(
-            _new_recipient(to, orig, tuple(attempts)) for (orig, to), attempts in rcpts.items()
+            _new_recipient(to, orig, tuple(attempts)) for (orig, to), attempts in a.rcpts.items()
         ),
-        tuple(children.values()), tuple(rejects), removed, expired, held, discarded,
-        tuple(records),
+        tuple(a.children.values()), tuple(a.rejects), a.removed, a.expired, a.held,
+        a.discarded, tuple(records),
     )
 
 
@@ -358,19 +358,11 @@ class Assembler:
 
     def add(self, record: Record) -> list[QueueGroup]:
         """Take one record; return the groups that are now complete (usually none)."""
-        done: list[QueueGroup] = []
+        # Once per record: the common path stays inline, the rare ones are helpers.
         closing = self._closing
         t = record.time
         nd = self._next_deadline
-        if nd is not None and t > nd:
-            while closing:
-                old_key = next(iter(closing))
-                old, deadline = closing[old_key]
-                if deadline >= t:
-                    break
-                del closing[old_key]
-                done.append(self._emit(old_key, old))
-            self._next_deadline = next(iter(closing.values()))[1] if closing else None
+        done = self._past_grace(t) if nd is not None and t > nd else []
         qid = record.queue_id
         if qid is None:
             if record.kind is _REJECT:
@@ -419,10 +411,25 @@ class Assembler:
                 self._next_deadline = deadline
         return done
 
+    def _past_grace(self, t: datetime) -> list[QueueGroup]:
+        """Hand back the finished groups whose grace period ended before log time ``t``."""
+        done: list[QueueGroup] = []
+        closing = self._closing
+        while closing:
+            key = next(iter(closing))
+            g, deadline = closing[key]
+            if deadline >= t:
+                break
+            del closing[key]
+            done.append(self._emit(key, g))
+        self._next_deadline = next(iter(closing.values()))[1] if closing else None
+        return done
+
     def _link_requeue(self, instance: str, old: str, new: str, when: datetime) -> None:
         key = (instance, old)
         if key in self._open or key in self._closing:
-            self._requeue_children.setdefault(key, []).append(Child(new, "requeue", time=when))
+            child = _new_child(new, ChildVia.REQUEUE, time=when)
+            self._requeue_children.setdefault(key, []).append(child)
 
     def _emit(self, key: tuple[str, str], g: _Open) -> QueueGroup:
         group = _build(self.host, g)

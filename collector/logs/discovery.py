@@ -17,7 +17,15 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Protocol
 
-from collector.models import CommandResult, Compression, Host, LogSource, SourceMode
+from collector.models import (
+    CommandResult,
+    Compression,
+    Host,
+    LogSource,
+    Origin,
+    SourceKind,
+    SourceMode,
+)
 
 # --------------------------------------------------------------------------- values
 
@@ -464,7 +472,7 @@ def rotation_candidates(
 
 
 def order_sources(
-    files: Iterable[FileInfo], *, origin: str = "default", instance: str | None = None
+    files: Iterable[FileInfo], *, origin: Origin = Origin.DEFAULT, instance: str | None = None
 ) -> list[LogSource]:
     """File sources oldest to newest: by mtime, ties (and unknown mtimes) by rotation name."""
     entries = list(files)
@@ -476,7 +484,7 @@ def order_sources(
     return [
         LogSource(
             path=f.path,
-            kind="file",
+            kind=SourceKind.FILE,
             origin=origin,
             compression=compression_of(f.name),
             size=f.size,
@@ -560,8 +568,8 @@ def _journal_sources(configs: Sequence[PostfixConfig], notes: list[str]) -> list
     return [
         LogSource(
             path=f"journal:SYSLOG_FACILITY={code}",
-            kind="journal",
-            origin="journal",
+            kind=SourceKind.JOURNAL,
+            origin=Origin.JOURNAL,
             instance=names[0] if len(set(names)) == 1 else None,
         )
         for code, names in by_code.items()
@@ -599,7 +607,7 @@ def _plan_explicit(
         ]
         if not matched:
             notes.append(f"logs: {pattern}: no file matches")
-        sources += order_sources(matched, origin="inventory")
+        sources += order_sources(matched, origin=Origin.INVENTORY)
         if matched:
             notes.append(f"logs: {pattern}: {len(matched)} file(s)")
     return sources, notes
@@ -647,6 +655,33 @@ def _plan_files(
     host: Host,
     notes: list[str],
 ) -> list[LogSource]:
+    """Files first (maillog_file, then the syslog defaults), the journal when they lack some."""
+    sources, to_syslog, named = _maillog_sources(configs, listing, notes)
+    if not configs:
+        to_syslog.append(default_config("/etc/postfix"))
+    defaults = _default_sources(listing, to_syslog, named, notes)
+    sources += defaults
+    journal_for: list[PostfixConfig] = []
+    if to_syslog and not defaults:
+        names = ", ".join(sorted({c.instance for c in to_syslog}))
+        notes.append(f"{names}: logs to syslog but no {', '.join(DEFAULT_LOGS)} found")
+        journal_for = to_syslog
+    elif not sources:
+        journal_for = list(configs)
+    if not sources:
+        notes += _catch_all_hints(listing)
+    if journal_for:
+        sources += _journal_fallback(journal_for, listing, host, notes)
+    return sources
+
+
+def _maillog_sources(
+    configs: Sequence[PostfixConfig],
+    listing: Mapping[str, Sequence[FileInfo]],
+    notes: list[str],
+) -> tuple[list[LogSource], list[PostfixConfig], set[str]]:
+    """The families of each instance's ``maillog_file``; the instances that log to syslog
+    instead; and the paths that some ``maillog_file`` names (never read as syslog files)."""
     sources: list[LogSource] = []
     to_syslog: list[PostfixConfig] = []
     named: set[str] = set()
@@ -670,13 +705,20 @@ def _plan_files(
             owner = who if len(writers[path]) == 1 else None
             if family:
                 notes.append(f"{who}: maillog_file {_describe(path, family)}")
-                sources += order_sources(family, origin="maillog_file", instance=owner)
+                sources += order_sources(family, origin=Origin.MAILLOG_FILE, instance=owner)
             else:
                 notes.append(f"{who}: maillog_file {path} not found")
-    if not configs:
-        to_syslog.append(default_config("/etc/postfix"))
+    return sources, to_syslog, named
 
-    defaults: list[LogSource] = []
+
+def _default_sources(
+    listing: Mapping[str, Sequence[FileInfo]],
+    to_syslog: Sequence[PostfixConfig],
+    named: set[str],
+    notes: list[str],
+) -> list[LogSource]:
+    """The distribution's syslog files, read only when some instance logs to syslog."""
+    sources: list[LogSource] = []
     for path in DEFAULT_LOGS:
         entry = _entry(listing, path)
         if entry is not None and entry.is_dir:
@@ -697,28 +739,25 @@ def _plan_files(
             f"syslog ({', '.join(sorted({c.instance for c in to_syslog}))}): "
             f"{_describe(path, family)}"
         )
-        defaults += order_sources(family, origin="default", instance=owner)
-    sources += defaults
-
-    journal_for: list[PostfixConfig] = []
-    if to_syslog and not defaults:
-        names = ", ".join(sorted({c.instance for c in to_syslog}))
-        notes.append(f"{names}: logs to syslog but no {', '.join(DEFAULT_LOGS)} found")
-        journal_for = to_syslog
-    elif not sources:
-        journal_for = list(configs)
-    if not sources:
-        notes += _catch_all_hints(listing)
-    if journal_for:
-        if host.source is SourceMode.FILES:
-            notes.append("source = files: the journal is not used")
-        else:
-            if not _has_journal(listing):
-                notes.append("no journal directory seen (/var/log/journal, /run/log/journal)")
-            journal = _journal_sources(journal_for, notes)
-            notes.append("journal fallback: " + ", ".join(s.path for s in journal))
-            sources += journal
+        sources += order_sources(family, origin=Origin.DEFAULT, instance=owner)
     return sources
+
+
+def _journal_fallback(
+    configs: Sequence[PostfixConfig],
+    listing: Mapping[str, Sequence[FileInfo]],
+    host: Host,
+    notes: list[str],
+) -> list[LogSource]:
+    """The journal for the instances whose lines no file holds, unless ``source = files``."""
+    if host.source is SourceMode.FILES:
+        notes.append("source = files: the journal is not used")
+        return []
+    if not _has_journal(listing):
+        notes.append("no journal directory seen (/var/log/journal, /run/log/journal)")
+    journal = _journal_sources(configs, notes)
+    notes.append("journal fallback: " + ", ".join(s.path for s in journal))
+    return journal
 
 
 def _catch_all_hints(listing: Mapping[str, Sequence[FileInfo]]) -> list[str]:

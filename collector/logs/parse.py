@@ -13,14 +13,12 @@ Record for them unless asked (``keep_all``): on a busy MX that is half of the li
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from types import MappingProxyType
 
-from collector.models import Kind, ParseStats, Record
+from collector.models import NO_FIELDS, Kind, ParseStats, Record, RejectAction, fast_constructor
 
 # Enum attribute lookup goes through the metaclass (about 0.2 us in 3.11); the hot paths
 # compare against these module constants instead.
@@ -58,7 +56,7 @@ class TimeContext:
     reference: datetime
 
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+_EMPTY = NO_FIELDS
 
 _MONTHS = {
     m: i
@@ -120,7 +118,7 @@ _ACTION_KV_RE = re.compile(
 _NOTIFICATION_RE = re.compile(r"^((?:sender|postmaster) [a-z -]*notification): (\S+)$")
 
 # Actions that refuse the message (Kind.REJECT); other action words are Kind.ACTION.
-_REJECT_ACTIONS = frozenset({"reject", "milter-reject", "milter-header-reject"})
+_REJECT_ACTIONS = frozenset(a.value for a in RejectAction)
 _ACTIONS = _REJECT_ACTIONS | frozenset(
     {
         "hold", "discard", "filter", "redirect", "bcc", "delay", "warn", "warning", "info",
@@ -154,47 +152,8 @@ def _strip_angle(value: str) -> str:
     return value
 
 
-# The frozen dataclass __init__ sets each slot through object.__setattr__ (about 2.2 us per
-# Record, as much as the envelope regex); the slot descriptors do the same job in half the time.
-# Only used while Record's fields are exactly these, else the ordinary constructor is used.
-_RECORD_FIELDS = (
-    "time", "host", "instance", "service", "program", "pid", "queue_id", "kind", "fields",
-    "text", "child", "severity", "line",
-)
-
-
-def _record_factory() -> Callable[..., Record]:
-    if tuple(f.name for f in dataclasses.fields(Record)) != _RECORD_FIELDS:
-        return Record
-    new = object.__new__
-    (s_time, s_host, s_inst, s_svc, s_prog, s_pid, s_qid, s_kind, s_fields, s_text, s_child,
-     s_sev, s_line) = (getattr(Record, name).__set__ for name in _RECORD_FIELDS)
-
-    def make(
-        time: datetime, host: str, instance: str, service: str, program: str, pid: int | None,
-        queue_id: str | None, kind: Kind, fields: Mapping[str, str], text: str,
-        child: str | None, severity: str, line: str,
-    ) -> Record:
-        r: Record = new(Record)
-        s_time(r, time)
-        s_host(r, host)
-        s_inst(r, instance)
-        s_svc(r, service)
-        s_prog(r, program)
-        s_pid(r, pid)
-        s_qid(r, queue_id)
-        s_kind(r, kind)
-        s_fields(r, fields)
-        s_text(r, text)
-        s_child(r, child)
-        s_sev(r, severity)
-        s_line(r, line)
-        return r
-
-    return make
-
-
-_make_record = _record_factory()
+# One Record per kept line: the frozen __init__ would cost as much as the envelope regex.
+_make_record = fast_constructor(Record)
 
 # (kind, fields, text, child): what a body says, before it becomes a Record.
 _Body = tuple[Kind, Mapping[str, str], str, "str | None"]
@@ -236,6 +195,9 @@ class _Core:
     def parse(self, line: str, keep_all: bool = True) -> Record | None:
         """One line -> Record; None if not understood; ``_SKIPPED`` (with ``keep_all`` off)
         for a Postfix line that carries nothing for tracing: no queue ID, not NOQUEUE."""
+        # The hot loop of a search (once per log line): kept in one piece on purpose, since a
+        # helper call per line costs more than the envelope regex saves; only rare shapes
+        # (rsyslog's `message repeated`) and the bodies go to helpers.
         if self._iso_first:
             m = _ISO_RE.match(line)
             iso = m is not None
@@ -283,12 +245,7 @@ class _Core:
         instance, service, program = names
         rest = line[m.end() :]
         if queue_id is None and severity is None and rest[:9] == "message r":
-            r = _REPEATED_RE.match(rest)
-            if r is not None:
-                h = _HEAD_RE.match(r.group(1))
-                assert h is not None  # every part of _HEAD is optional
-                severity, queue_id = h.groups()
-                rest = r.group(1)[h.end() :]
+            severity, queue_id, rest = _unwrap_repeated(rest)
         if severity is not None:
             body: _Body = (_DIAGNOSTIC, _EMPTY, rest, None)
         elif queue_id is None:
@@ -310,6 +267,17 @@ _UNSEEN: tuple[str, str, str] = ("", "", "")
 _SKIPPED = Record(
     datetime(1970, 1, 1, tzinfo=UTC), "", "", "", "", None, None, _OTHER, _EMPTY
 )
+
+
+def _unwrap_repeated(rest: str) -> tuple[str | None, str | None, str]:
+    """rsyslog's ``message repeated N times: [ ID: text]`` -> (severity, queue ID, text)."""
+    r = _REPEATED_RE.match(rest)
+    if r is None:
+        return None, None, rest
+    h = _HEAD_RE.match(r.group(1))
+    assert h is not None  # every part of _HEAD is optional
+    severity, queue_id = h.groups()
+    return severity, queue_id, r.group(1)[h.end() :]
 
 
 def _split_tag(tag: str) -> tuple[str, str, str] | None:

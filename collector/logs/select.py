@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
-from collector.models import HostLog, Query, QueueGroup, Reject, Row
+from collector.logs.fields import dsn_of, parse_endpoint
+from collector.models import HostLog, Query, QueueGroup, Reject, Row, Status
 
 
 def normalize_message_id(value: str) -> str:
@@ -24,12 +24,11 @@ def _addr_in(address: str | None, wanted: Sequence[str]) -> bool:
 
 
 def _client_matches(client: str | None, wanted: Sequence[str]) -> bool:
-    """A client selector matches the name or the IP of ``name[ip]``."""
+    """A client selector matches the name or the IP of ``name[ip]``, or all of it."""
     if not client:
         return False
-    name, _, rest = client.partition("[")
-    ip = rest.rstrip("]").split("]:")[0] if rest else ""
-    folded = {name.casefold(), ip.casefold(), client.casefold()}
+    peer = parse_endpoint(client)
+    folded = {peer.name.casefold(), (peer.address or "").casefold(), client.casefold()}
     return any(w.casefold() in folded for w in wanted)
 
 
@@ -96,7 +95,6 @@ def rows_of_group(group: QueueGroup) -> list[Row]:
     for rej in group.rejects:
         rows.append(_reject_row(rej, group))
     if not rows:
-        status = "discarded" if group.discarded else ("expired" if group.expired else "unknown")
         rows.append(
             Row(
                 time=group.first_time,
@@ -105,7 +103,7 @@ def rows_of_group(group: QueueGroup) -> list[Row]:
                 sender=group.sender,
                 recipient=None,
                 orig_recipient=None,
-                status=status,
+                status=_status_without_recipients(group),
                 dsn=None,
                 relay=None,
                 delay=None,
@@ -117,6 +115,13 @@ def rows_of_group(group: QueueGroup) -> list[Row]:
     return rows
 
 
+def _status_without_recipients(group: QueueGroup) -> Status:
+    """The one row of a group that logged no recipient and no reject says what became of it."""
+    if group.discarded:
+        return Status.DISCARDED
+    return Status.EXPIRED if group.expired else Status.UNKNOWN
+
+
 def _reject_row(rej: Reject, group: QueueGroup | None) -> Row:
     return Row(
         time=rej.time,
@@ -125,22 +130,14 @@ def _reject_row(rej: Reject, group: QueueGroup | None) -> Row:
         sender=rej.sender if rej.sender is not None else (group.sender if group else None),
         recipient=rej.recipient,
         orig_recipient=None,
-        status="rejected" if rej.action.endswith("reject") else rej.action,
-        dsn=_dsn_of(rej.response),
+        status=Status.REJECTED if rej.action.endswith("reject") else rej.action,
+        dsn=dsn_of(rej.response),
         relay=None,
         delay=None,
         message_id=group.message_id if group else None,
         response=rej.response,
         client=rej.client if rej.client is not None else (group.client if group else None),
     )
-
-
-_DSN = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-
-
-def _dsn_of(text: str) -> str | None:
-    m = _DSN.search(text)
-    return m.group(1) if m else None
 
 
 def row_matches(row: Row, query: Query) -> bool:
@@ -210,9 +207,9 @@ def tally(group: QueueGroup, counts: dict[str, int], query: Query) -> None:
     for r in group.recipients:
         counts[r.status] = counts.get(r.status, 0) + 1
     if group.rejects:
-        counts["rejected"] = counts.get("rejected", 0) + len(group.rejects)
+        counts[Status.REJECTED] = counts.get(Status.REJECTED, 0) + len(group.rejects)
     if group.discarded:
-        counts["discarded"] = counts.get("discarded", 0) + 1
+        counts[Status.DISCARDED] = counts.get(Status.DISCARDED, 0) + 1
 
 
 def reject_selected(rej: Reject, query: Query) -> bool:
