@@ -583,7 +583,7 @@ def _has_journal(listing: Mapping[str, Sequence[FileInfo]]) -> bool:
 def _plan_explicit(
     listing: Mapping[str, Sequence[FileInfo]], host: Host
 ) -> tuple[list[LogSource], list[str]]:
-    sources: list[LogSource] = []
+    chosen: dict[str, FileInfo] = {}
     notes: list[str] = []
     if host.source is not SourceMode.AUTO:
         notes.append(f"logs are given in the inventory: source = {host.source} is not used")
@@ -607,10 +607,12 @@ def _plan_explicit(
         ]
         if not matched:
             notes.append(f"logs: {pattern}: no file matches")
-        sources += order_sources(matched, origin=Origin.INVENTORY)
+        chosen.update((e.path, e) for e in matched)
         if matched:
             notes.append(f"logs: {pattern}: {len(matched)} file(s)")
-    return sources, notes
+    # One stream, oldest first, whatever the order of the patterns: a message whose lines
+    # span two files (a rotation, a fetched case's copies) is assembled from both in order.
+    return order_sources(chosen.values(), origin=Origin.INVENTORY), notes
 
 
 def plan_sources(
