@@ -192,7 +192,7 @@ def test_window_ids_command() -> None:
     assert shape(window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"])) == (
         CommandKind.WINDOW_IDS,
         ("/var/log/maillog", "1:100:h 5000:4001:m 20000:-:t",
-         "-F", "-a", "-e", " A1: ", "-e", " B1: "),
+         "-F", "-a", "-e", " A1: ", "-e", " B1: ", "-e", retrieval.WINDOW_MARK),
     )
     assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[1] == "1:-:a"
 
@@ -337,6 +337,22 @@ def run_shell(command: Command | Sequence[str], cwd: Path) -> subprocess.Complet
 
 
 RUNNERS = [pytest.param(run_exec, id="exec"), pytest.param(run_shell, id="ssh-shell")]
+
+
+def by_window(stdout: bytes) -> list[list[bytes]]:
+    """Pass 2's output cut at its window marks: the lines of each window, in order."""
+    out: list[list[bytes]] = [[]]
+    for line in stdout.splitlines():
+        if line == retrieval.WINDOW_MARK.encode():
+            out.append([])
+        else:
+            out[-1].append(line)
+    assert out[-1] == [], "the output ends with the last window's mark"
+    return out[:-1]
+
+
+def window_lines(stdout: bytes) -> list[bytes]:
+    return [line for lines in by_window(stdout) for line in lines]
 
 
 def write_log(path: Path, data: bytes) -> Path:
@@ -626,7 +642,9 @@ def test_window_ids_command_gives_whole_lines_of_the_ids(
     assert len(wins) > 2 and any(w.start > 0 for w in wins)
     done = run(window_ids_command(str(log), wins, sorted(ids)), tmp_path)
     assert done.returncode == 0, done.stderr
-    got = done.stdout.splitlines()
+    got = window_lines(done.stdout)
+    # each window's lines come before its mark
+    assert by_window(done.stdout) == [expected_in_windows(data, [w], ids) for w in wins]
     assert set(got) <= set(lines)  # whole lines only
     # No edge falls on a line boundary here (see the xfail below for that case), so the
     # lines of the IDs wholly inside the windows are exactly what comes back.
@@ -636,7 +654,7 @@ def test_window_ids_command_gives_whole_lines_of_the_ids(
     # one ID only: nothing of the others
     one = sorted(ids)[3]
     done = run(window_ids_command(str(log), wins, [one]), tmp_path)
-    assert all(one.encode() + b": " in x for x in done.stdout.splitlines())
+    assert all(one.encode() + b": " in x for x in window_lines(done.stdout))
 
 
 def test_window_to_the_end_reads_the_last_line_without_newline(tmp_path: Path) -> None:
@@ -648,7 +666,7 @@ def test_window_to_the_end_reads_the_last_line_without_newline(tmp_path: Path) -
     ids = set(all_ids(lines[-5:]))
     wins = [Window(len(data) - 2000, None)]
     done = run_exec(window_ids_command(str(log), wins, sorted(ids)), tmp_path)
-    got = done.stdout.splitlines()
+    got = window_lines(done.stdout)
     assert got[-1] == lines[-1]
     assert got == expected_in_windows(data + b"\n", wins, ids)
 
@@ -676,7 +694,7 @@ def test_window_edge_on_a_line_boundary_keeps_the_whole_line(tmp_path: Path, bou
     )
     assert expected_in_windows(data, wins, ids)
     done = run_exec(window_ids_command(str(log), wins, sorted(ids)), tmp_path)
-    assert done.stdout.splitlines() == expected_in_windows(data, wins, ids)
+    assert window_lines(done.stdout) == expected_in_windows(data, wins, ids)
 
 
 @pytest.mark.parametrize("run", RUNNERS)
@@ -695,7 +713,7 @@ def test_offsets_then_windows_find_every_line_of_a_message(
     wins = windows_around(offsets, len(data))
     qid = QID.match(pairs[0][1]).group(1).decode()  # type: ignore[union-attr]
     done = run(window_ids_command(str(log), wins, [qid]), tmp_path)
-    assert done.stdout.splitlines() == lines_of_ids(data.splitlines(), {qid})
+    assert window_lines(done.stdout) == lines_of_ids(data.splitlines(), {qid})
 
 
 # --------------------------------------------------------------------------- journal

@@ -362,6 +362,12 @@ WINDOW_MAX_SHARE = 0.15
 # h: the end only (file start), t: the start only (to the end of the file), a: none). The
 # newline added after a cut window turns "ended exactly at a line end" into an empty last line,
 # so only ever a partial line or an empty one is dropped.
+#: Printed after each window of pass 2 (grep passes it as one more fixed pattern), so that
+#: each record is known by the window it came from. No log line is this line: every one
+#: starts with its time. An empty line goes first: it ends a last line written without its
+#: newline (grep drops the empty line itself).
+WINDOW_MARK = "@@collector-window-end@@"
+
 _WINDOWS = (
     'f=$1; wins=$2; shift 2; ' + _EXISTS
     + 'for w in $wins; do s=${w%%:*}; r=${w#*:}; l=${r%%:*}; m=${r#*:}; '
@@ -369,7 +375,7 @@ _WINDOWS = (
     'm) { tail -c +"$s" -- "$f" | head -c "$l"; echo; } | sed \'1d;$d\';; '
     'h) { head -c "$l" -- "$f"; echo; } | sed \'$d\';; '
     't) tail -c +"$s" -- "$f" | sed 1d;; '
-    '*) cat -- "$f";; esac; '
+    '*) cat -- "$f";; esac; echo; echo ' + WINDOW_MARK + '; '
     'done | LC_ALL=C grep "$@"'
 )
 
@@ -421,7 +427,8 @@ def window_ids_command(
             (w.start == 0, w.end is None), "m"
         )
         words.append(f"{first}:{'-' if length is None else length}:{mode}")
-    needles = Needles(tuple(f" {q}: " for q in sorted(set(queue_ids))), False)
+    patterns = tuple(f" {q}: " for q in sorted(set(queue_ids)))
+    needles = Needles((*patterns, WINDOW_MARK), False)
     return _script(
         CommandKind.WINDOW_IDS, _WINDOWS, path, (" ".join(words), *_grep_words(needles)), shown
     )

@@ -18,6 +18,7 @@ from collector.logs.assemble import Assembler, assemble
 from collector.logs.commands import (
     EXIT_DAMAGED,
     EXIT_VANISHED,
+    WINDOW_MARK,
     Command,
     Needles,
     filter_offsets_command,
@@ -97,6 +98,7 @@ class HostSearcher:
         self._chosen: list[LogSource] | None = None
         self._notes: list[str] = []
         self._unread: dict[str, Unread] = {}
+        self._loose: set[tuple[str, str, int]] = set()  # ID-less lines read (_Occurrences)
         self._parsers: list[LineParser] = []
         self._records: list[Record] = []
         self._fetched: set[str] = set()
@@ -236,8 +238,7 @@ class HostSearcher:
         chosen = self.plan(query)
         needles = pass1_needles(query)
         if needles is None:
-            for src in chosen:
-                self._records.extend(self.records(src, self.match_command(src, None, query)))
+            self._read_whole(chosen, query)
             return set()
         ids: set[str] = set()
         windowed: list[tuple[LogSource, dict[str, list[int]]]] = []
@@ -245,6 +246,8 @@ class HostSearcher:
             if _windowable(src):
                 hits = self._pass1_offsets(src, needles, around)
                 ids.update(hits)
+                # An ID read before (an earlier search of a trace) is not read again.
+                hits = {q: offs for q, offs in hits.items() if q not in self._fetched}
                 if hits:
                     windowed.append((src, hits))
             else:
@@ -256,6 +259,22 @@ class HostSearcher:
         self.fetch_ids(ids - complete, query)
         return ids
 
+    def _read_whole(self, chosen: Sequence[LogSource], query: Query) -> None:
+        """Every line of the chosen sources, once: an ID read before keeps its earlier lines,
+        and every ID read here counts as read whole."""
+        before = set(self._fetched)
+        seen: set[str] = set()
+        for src in chosen:
+            occurrences = _Occurrences(src.path)
+            for rec in self.records(src, self.match_command(src, None, query)):
+                if rec.queue_id is None:
+                    if occurrences.first_time(rec, self._loose):
+                        self._records.append(rec)
+                elif rec.queue_id not in before:
+                    seen.add(rec.queue_id)
+                    self._records.append(rec)
+        self._fetched |= seen
+
     def _pass1(
         self,
         src: LogSource,
@@ -264,12 +283,13 @@ class HostSearcher:
         around: tuple[datetime, datetime] | None,
     ) -> set[str]:
         ids: set[str] = set()
+        occurrences = _Occurrences(src.path)
         for rec in self.records(src, self.match_command(src, needles, query)):
             if around is not None and not around[0] <= rec.time <= around[1]:
                 continue
             if rec.queue_id is not None:
                 ids.add(rec.queue_id)
-            else:
+            elif occurrences.first_time(rec, self._loose):
                 self._records.append(rec)
         return ids
 
@@ -278,11 +298,13 @@ class HostSearcher:
     ) -> dict[str, list[int]]:
         hits: dict[str, list[int]] = {}
         command = filter_offsets_command(self.command_path(src), needles, shown=src.path)
+        occurrences = _Occurrences(src.path)
         for offset, rec in self.records_with_offsets(src, command):
             if around is not None and not around[0] <= rec.time <= around[1]:
                 continue
             if rec.queue_id is None:
-                self._records.append(rec)
+                if occurrences.first_time(rec, self._loose):
+                    self._records.append(rec)
             elif offset is not None:
                 hits.setdefault(rec.queue_id, []).append(offset)
         return hits
@@ -292,16 +314,34 @@ class HostSearcher:
         wins = windows_around([o for offs in hits.values() for o in offs], src.size)
         if not windows_worth_it(wins, src.size):
             return set()  # hits all over the file: one whole-file pass 2 is cheaper
-        found: list[Record] = []
+        found: list[tuple[int, Record]] = []
         for command in window_ids_commands(
             self.command_path(src), wins, sorted(hits), shown=src.path
         ):
-            found.extend(self.records(src, command))
-        done = complete_lives(found, reaches_end=wins[-1].end is None)
+            found.extend(self._window_records(src, command))
+        done = complete_in_windows(found, windows=len(wins), reaches_end=wins[-1].end is None)
         # An ID not complete here is fetched whole: keep none of its window lines, so each
         # ID's lines come from one pass, in file order (a BSD second holds many lines).
-        self._records.extend(r for r in found if r.queue_id in done)
+        self._records.extend(r for _, r in found if r.queue_id in done)
         return done
+
+    def _window_records(self, src: LogSource, command: Command) -> Iterator[tuple[int, Record]]:
+        """Pass 2's records, each with the index of the window it was read in."""
+        parser = self.parser(src)
+        lines = self._stream(command, chunks=False)
+        mark = WINDOW_MARK.encode()
+
+        def numbered() -> Iterator[tuple[int, Record]]:
+            index = 0
+            for line in lines:
+                if line == mark:
+                    index += 1
+                    continue
+                rec = parser.feed(line)
+                if rec is not None:
+                    yield index, rec
+
+        yield from self._guarded(src, numbered())
 
     def fetch_ids(self, queue_ids: Iterable[str], query: Query | None = None) -> None:
         """Every line of these queue IDs in every chosen source (a message can straddle a
@@ -359,8 +399,8 @@ class HostSearcher:
         return sum_stats(p.stats for p in self._parsers)
 
     def log(self) -> HostLog:
-        """The records read so far, assembled."""
-        ordered = sorted(_dedupe(self._records), key=lambda r: r.time)
+        """The records read so far, assembled (each logged line once: see ``_Occurrences``)."""
+        ordered = sorted(self._records, key=lambda r: r.time)
         return assemble(self.host.name, ordered, self.stats())
 
     def result(self) -> HostSearch:
@@ -406,17 +446,50 @@ def sum_stats(all_stats: Iterable[ParseStats]) -> ParseStats:
     return ParseStats(lines, parsed, unknown, bad, blank, tuple(samples))
 
 
-def _dedupe(records: Iterable[Record]) -> list[Record]:
-    """The same line fetched twice (by two passes or two rounds) counts once."""
-    seen: set[tuple[datetime, str]] = set()
-    out: list[Record] = []
-    for r in records:
-        key = (r.time, r.line)
+class _Occurrences:
+    """Tells the n-th occurrence of a line in one command's output from a line read before.
+
+    A line without a queue ID (a NOQUEUE reject) can be printed by several pass-1 commands
+    of one host (two searches of a trace). Each logged line counts once, and every logged
+    line counts: a client that repeats the same refused RCPT in one second logs identical
+    lines, which are as many events. A line is known by its source, its text and how many
+    identical lines came before it in the same output: identical lines pass the same filter
+    together, so the n-th of them is the same line in every command that prints it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.counts: dict[str, int] = {}
+
+    def first_time(self, rec: Record, seen: set[tuple[str, str, int]]) -> bool:
+        n = self.counts.get(rec.line, 0)
+        self.counts[rec.line] = n + 1
+        key = (self.path, rec.line, n)
         if key in seen:
-            continue
+            return False
         seen.add(key)
-        out.append(r)
-    return out
+        return True
+
+
+def complete_in_windows(
+    found: Sequence[tuple[int, Record]], *, windows: int, reaches_end: bool
+) -> set[str]:
+    """Queue IDs whose whole life was read in pass 2's windows: proven, not assumed.
+
+    A window is one contiguous stretch of the file, so a life whose first line and
+    ``removed`` are in the *same* window has every line in it. A life seen in two windows
+    may have lines in the gap between them (a slow delivery, a retry, a second recipient):
+    it is read whole instead.
+    """
+    where: dict[str, set[int]] = {}
+    for index, r in found:
+        if r.queue_id is not None:
+            where.setdefault(r.queue_id, set()).add(index)
+    one = {q for q, ws in where.items() if len(ws) == 1}
+    at_end = {q for q in one if where[q] == {windows - 1}}
+    inside = [r for _, r in found if r.queue_id in one - at_end]
+    last = [r for _, r in found if r.queue_id in at_end]
+    return complete_lives(inside) | complete_lives(last, reaches_end=reaches_end)
 
 
 def _windowable(src: LogSource) -> bool:

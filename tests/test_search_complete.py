@@ -1,0 +1,125 @@
+"""A host's search reads every line that belongs to the answer, and each line once.
+
+Real-format Postfix lines on a local-transport host: the two passes must never take a
+message's life as read when part of it lies outside the windows pass 2 read, and identical
+lines are as many events.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from collector.logs import commands
+from collector.logs.select import select_rows
+from collector.models import Host, Query, TransportKind
+from collector.search.host import HostSearcher, SearchContext, search_host
+from collector.transport.local import LocalSession
+
+NOW = datetime(2026, 1, 16, tzinfo=UTC)
+
+
+def message(qid: str, t: str, sender: str, rcpt: str, *, removed: bool = True) -> list[str]:
+    lines = [
+        f"Jan 15 {t} mx1 postfix/smtpd[100]: {qid}: client=c.example[192.0.2.1]",
+        f"Jan 15 {t} mx1 postfix/cleanup[101]: {qid}: message-id=<{qid}@c.example>",
+        f"Jan 15 {t} mx1 postfix/qmgr[102]: {qid}: from=<{sender}>, size=900, nrcpt=1 "
+        "(queue active)",
+        f"Jan 15 {t} mx1 postfix/smtp[103]: {qid}: to=<{rcpt}>, relay=mx.example.net"
+        f"[198.51.100.1]:25, delay=0.2, delays=0.1/0/0/0.1, dsn=2.0.0, status=sent (250 ok)",
+    ]
+    if removed:
+        lines.append(f"Jan 15 {t} mx1 postfix/qmgr[102]: {qid}: removed")
+    return lines
+
+
+def filler(prefix: str, hour: int, count: int) -> list[str]:
+    out: list[str] = []
+    for n in range(count):
+        out += message(f"{prefix}{n:06X}", f"{hour:02d}:{n // 60 % 60:02d}:{n % 60:02d}",
+                       f"user{n}@example.com", f"dest{n}@example.net")
+    return out
+
+
+def host_with(tmp_path: Path, lines: list[str]) -> Host:
+    log = tmp_path / "mx1" / "var" / "log"
+    log.mkdir(parents=True)
+    (log / "maillog").write_text("\n".join(lines) + "\n")
+    return Host("mx1", transport=TransportKind.LOCAL, root=str(tmp_path / "mx1"),
+                logs=("/var/log/maillog",), timezone="UTC")
+
+
+def rows(host: Host, query: Query) -> list[tuple[str | None, str | None, str]]:
+    result = search_host(LocalSession(host), query, UTC, NOW)
+    return [(r.queue_id, r.recipient, str(r.status)) for r in select_rows([result.log], query)]
+
+
+def test_a_life_split_over_two_windows_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # AAA111 from a rare sender is deferred for a@ at 10:00, delivered to a@ at 10:30 (far
+    # from any hit), and delivered to b@ and removed at 11:00, right next to the sender's
+    # next message BBB222. Its first line and its `removed` both lie in windows: but in two
+    # windows, with a@'s delivery in the gap between them.
+    monkeypatch.setattr(commands, "WINDOW_BEFORE", 600)
+    monkeypatch.setattr(commands, "WINDOW_AFTER", 1200)
+    rare = "rare@example.org"
+    start = message("AAA111", "10:00:00", rare, "a@example.net", removed=False)[:3]
+    deferred = ("Jan 15 10:00:01 mx1 postfix/smtp[103]: AAA111: to=<a@example.net>, relay=mx."
+                "example.net[198.51.100.1]:25, delay=1, delays=0/0/0/1, dsn=4.0.0, "
+                "status=deferred (host mx.example.net said: 451 4.0.0 try later)")
+    sent_a = deferred.replace("10:00:01", "10:30:00").replace("dsn=4.0.0", "dsn=2.0.0").replace(
+        "status=deferred (host mx.example.net said: 451 4.0.0 try later)", "status=sent (250 ok)")
+    sent_b = sent_a.replace("10:30:00", "11:00:01").replace("a@example.net", "b@example.net")
+    lines = [
+        *filler("C", 9, 60), *start, deferred, *filler("D", 10, 60), sent_a,
+        *filler("E", 10, 60), *message("BBB222", "11:00:00", rare, "c@example.net"),
+        sent_b, "Jan 15 11:00:01 mx1 postfix/qmgr[102]: AAA111: removed", *filler("F", 11, 60),
+    ]
+    host = host_with(tmp_path, lines)
+    query = Query(senders=(rare,))
+    searcher = HostSearcher(LocalSession(host), SearchContext(UTC, NOW))
+    searcher.search(query)
+    kinds = [c.kind for c in searcher.ran]
+    assert commands.CommandKind.WINDOW_IDS in kinds  # the windows were read...
+    assert commands.CommandKind.IDS in kinds  # ...and AAA111 was then read whole
+    # one row per recipient, with its final status: a@ was delivered in the end
+    assert sorted(rows(host, query)) == [
+        ("AAA111", "a@example.net", "sent"),
+        ("AAA111", "b@example.net", "sent"),
+        ("BBB222", "c@example.net", "sent"),
+    ]
+
+
+REJECT = ("Jan 15 10:00:{s} mx1 postfix/smtpd[200]: NOQUEUE: reject: RCPT from c.example"
+          "[192.0.2.1]: 554 5.7.1 <x@example.net>: Relay access denied; from=<spam@example.org> "
+          "to=<x@example.net> proto=ESMTP helo=<c.example>")
+
+
+def test_identical_lines_are_as_many_events(tmp_path: Path) -> None:
+    # A client repeats the same refused RCPT three times in one second: three events.
+    lines = [*filler("C", 9, 5), REJECT.format(s="05"), REJECT.format(s="05"),
+             REJECT.format(s="05"), REJECT.format(s="06"), *filler("D", 10, 5)]
+    host = host_with(tmp_path, lines)
+    assert len(rows(host, Query(senders=("spam@example.org",)))) == 4
+    assert len(rows(host, Query(recipients=("x@example.net",)))) == 4
+    # a time window alone reads every line in one pass: the same count
+    everything = Query(since=datetime(2026, 1, 15, tzinfo=UTC))
+    assert sum(1 for r in rows(host, everything) if r[2] == "rejected") == 4
+
+
+def test_two_searches_of_one_host_count_each_line_once(tmp_path: Path) -> None:
+    # A trace asks one host twice; both searches print the same reject lines.
+    lines = [*filler("C", 9, 5), REJECT.format(s="05"), REJECT.format(s="05"),
+             *message("AAA111", "10:00:07", "spam@example.org", "x@example.net")]
+    host = host_with(tmp_path, lines)
+    searcher = HostSearcher(LocalSession(host), SearchContext(UTC, NOW))
+    searcher.search(Query(senders=("spam@example.org",)))
+    searcher.search(Query(recipients=("x@example.net",)))
+    log = searcher.log()
+    assert len(log.rejects) == 2
+    (group,) = [g for g in log.groups if g.queue_id == "AAA111"]
+    assert [r.address for r in group.recipients] == ["x@example.net"]
+    assert len(group.recipients[0].attempts) == 1
