@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from collector.logs.select import group_matches, row_matches, rows_of_group
-from collector.models import Host, HostError, HostLog, HostResult, Query, QueueGroup, Trace
+from collector.models import (
+    Host,
+    HostError,
+    HostLog,
+    HostResult,
+    Query,
+    QueueGroup,
+    RefusalHint,
+    Trace,
+)
 from collector.search.fleet import run_on_hosts
 from collector.search.host import HostSearch, HostSearcher, SearchContext
 from collector.trace.correlate import (
@@ -181,13 +190,33 @@ def _plan_next(states: dict[str, _HostState], found: Leads, max_skew: timedelta)
         span = (hint.time - max_skew, hint.time + max_skew)
         if _ask(states, hint.host, Query(terms=(f"queued as {hint.child.queue_id}",)), span):
             work.add(hint.host)
-    for refusal in found.refusals:
-        # "host X said: 550 ... (in reply to RCPT TO command)": X logged the refusal, as a
-        # NOQUEUE reject (or a cleanup reject) naming the recipient.
-        span = (refusal.time - max_skew, refusal.time + max_skew)
-        if _ask(states, refusal.host, Query(recipients=(refusal.recipient,)), span):
-            work.add(refusal.host)
+    work |= _ask_refusals(states, found.refusals, max_skew)
     return work
+
+
+def _ask_refusals(
+    states: dict[str, _HostState], refusals: Sequence[RefusalHint], max_skew: timedelta
+) -> set[str]:
+    """One search per refusing host for all the recipients it refused (not one each).
+
+    "host X said: 550 ... (in reply to RCPT TO command)": X logged each refusal as a NOQUEUE
+    reject (or a cleanup reject) naming the recipient. A message with hundreds of refused
+    recipients costs one pass over X's logs, whose window spans all the refusals.
+    """
+    new: dict[str, list[RefusalHint]] = {}
+    for refusal in refusals:
+        state = states.get(refusal.host)
+        if state is None or state.error is not None:
+            continue
+        key = repr(("refused", refusal.recipient, refusal.time))
+        if key not in state.asked:
+            state.asked.add(key)
+            new.setdefault(refusal.host, []).append(refusal)
+    for host, items in new.items():
+        recipients = tuple(sorted({r.recipient for r in items}))
+        span = (min(r.time for r in items) - max_skew, max(r.time for r in items) + max_skew)
+        states[host].wanted_searches.append((Query(recipients=recipients), span))
+    return set(new)
 
 
 def _ask(
