@@ -8,7 +8,6 @@ deliveries fall in the gaps between them: the case where a row once vanished.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from traffic import HOST, generate, grep_rows, write_rotated
