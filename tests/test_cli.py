@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline import EXPECTED, HOSTS, SCENARIOS, build_lab_fleet
-from typer.testing import CliRunner, Result
+from lab_fleet import EXPECTED, HOSTS, SCENARIOS, build_lab_fleet
+from support import run
+from typer.testing import Result
 
-from collector.cli.app import ExitCode, app
+from collector.cli.app import ExitCode
 from collector.render.rows import ROW_FIELDS
 
 HOST_FIELDS = ["name", "ok", "error", "sources", "notes", "stats"]
@@ -27,11 +28,6 @@ DEMO = Path(__file__).resolve().parent.parent / "collector" / "demo" / "inventor
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_lab_fleet(tmp_path_factory.mktemp("fleet"))
-
-
-def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    runner = CliRunner(env={"COLUMNS": "100", "COLLECTOR_INVENTORY": "", **(env or {})})
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def assert_one_error_line(result: Result, *parts: str) -> str:

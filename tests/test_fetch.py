@@ -7,13 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from test_cli import run
-from test_pipeline import EXPECTED, HOSTS, MTIMES, SCENARIOS, build_lab_fleet
+from lab_fleet import EXPECTED, HOSTS, LAB, MTIMES, SCENARIOS, build_lab_fleet
+from support import run
 
 from collector.cli.app import ExitCode
 from collector.inventory.offline import FLEET_MANIFEST, HOST_MANIFEST, offline_inventory
-
-LAB = Path(__file__).parent / "fixtures" / "lab"
 
 
 @pytest.fixture(scope="module")

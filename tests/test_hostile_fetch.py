@@ -9,28 +9,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
-from importlib.resources import files
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from support import run
 
-from collector.cli.app import ExitCode, app
+from collector.cli.app import ExitCode
 from collector.search.fetch import UnsafeDestination, _local_path
-
-DEMO = Path(str(files("collector") / "demo"))
-
-
-def run(*args: str | Path) -> Result:
-    runner = CliRunner(env={"COLUMNS": "100", "COLLECTOR_INVENTORY": ""})
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Path:
-    shutil.copytree(DEMO, tmp_path / "demo")
-    return tmp_path / "demo" / "inventory.toml"
 
 
 def rotate_in_two_schemes(inventory: Path) -> None:
@@ -52,14 +37,14 @@ def rotate_in_two_schemes(inventory: Path) -> None:
 
 
 def test_a_compressed_and_a_plain_rotation_of_one_name_both_arrive(
-    fleet: Path, tmp_path: Path
+    demo_fleet: Path, tmp_path: Path
 ) -> None:
-    rotate_in_two_schemes(fleet)
+    rotate_in_two_schemes(demo_fleet)
     args = ("--host", "filter1", "--since", "2000-01-01")
-    online = run("search", "-i", fleet, *args, "-f", "json")
+    online = run("search", "-i", demo_fleet, *args, "-f", "json")
     assert online.exit_code == ExitCode.FOUND, online.stderr
     dest = tmp_path / "case"
-    fetched = run("fetch", "-i", fleet, *args, "--dest", dest)
+    fetched = run("fetch", "-i", demo_fleet, *args, "--dest", dest)
     assert fetched.exit_code == ExitCode.FOUND, fetched.stderr
     copies = sorted(p.name for p in (dest / "filter1" / "var" / "log").iterdir())
     assert copies == ["maillog", "maillog.1", "maillog.1.gz-text"]
@@ -81,14 +66,14 @@ def test_a_path_that_climbs_out_of_the_host_copy_is_refused(tmp_path: Path) -> N
         assert target.is_relative_to(tmp_path / "case" / "mx1")
 
 
-def test_a_symlink_planted_in_dest_is_not_followed_out(fleet: Path, tmp_path: Path) -> None:
+def test_a_symlink_planted_in_dest_is_not_followed_out(demo_fleet: Path, tmp_path: Path) -> None:
     dest = tmp_path / "case"
     outside = tmp_path / "outside"
     (dest / "mx1").mkdir(parents=True)
     outside.mkdir()
     (dest / "mx1" / "var").symlink_to(outside)
     (dest / "filter1").symlink_to(outside)
-    result = run("fetch", "-i", fleet, "--all", "--dest", dest)
+    result = run("fetch", "-i", demo_fleet, "--all", "--dest", dest)
     assert result.exit_code == ExitCode.PARTIAL, result.stderr
     assert list(outside.iterdir()) == []
     errors = sorted(line for line in result.stderr.splitlines())
@@ -97,17 +82,17 @@ def test_a_symlink_planted_in_dest_is_not_followed_out(fleet: Path, tmp_path: Pa
     assert (dest / "mbox1" / "var" / "log" / "mail.log").is_file()
 
 
-def test_dest_that_is_a_file_is_a_usage_error(fleet: Path, tmp_path: Path) -> None:
+def test_dest_that_is_a_file_is_a_usage_error(demo_fleet: Path, tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
-    result = run("fetch", "-i", fleet, "--all", "--dest", afile)
+    result = run("fetch", "-i", demo_fleet, "--all", "--dest", afile)
     assert result.exit_code == ExitCode.ERROR
     assert result.stderr == f"collector: --dest: {afile} exists and is not a directory\n"
 
 
-def test_a_case_folder_entry_that_is_a_symlink_is_refused(fleet: Path, tmp_path: Path) -> None:
+def test_a_case_folder_entry_that_is_a_symlink_is_refused(demo_fleet: Path, tmp_path: Path) -> None:
     dest = tmp_path / "case"
-    assert run("fetch", "-i", fleet, "--all", "--dest", dest).exit_code == ExitCode.FOUND
+    assert run("fetch", "-i", demo_fleet, "--all", "--dest", dest).exit_code == ExitCode.FOUND
     (dest / "root1").symlink_to("/")
     result = run("search", "--offline", dest, "--from", "alice@example.test")
     assert result.exit_code == ExitCode.ERROR
@@ -116,14 +101,14 @@ def test_a_case_folder_entry_that_is_a_symlink_is_refused(fleet: Path, tmp_path:
     )
 
 
-def test_a_case_remembers_what_it_lacks(fleet: Path, tmp_path: Path) -> None:
+def test_a_case_remembers_what_it_lacks(demo_fleet: Path, tmp_path: Path) -> None:
     # filter1 has a damaged rotation; out1 cannot be reached at all.
-    log = fleet.parent / "fleet" / "filter1" / "var" / "log"
+    log = demo_fleet.parent / "fleet" / "filter1" / "var" / "log"
     packed = gzip.compress((log / "maillog").read_bytes())
     (log / "maillog.1.gz").write_bytes(packed[: len(packed) // 2])
-    fleet.write_text(fleet.read_text().replace('root = "fleet/out1"', 'root = "fleet/gone"'))
+    demo_fleet.write_text(demo_fleet.read_text().replace('root = "fleet/out1"', 'root = "fleet/gone"'))
     dest = tmp_path / "case"
-    fetched = run("fetch", "-i", fleet, "--all", "--dest", dest)
+    fetched = run("fetch", "-i", demo_fleet, "--all", "--dest", dest)
     assert fetched.exit_code == ExitCode.PARTIAL
     for command in (["search", "--from", "alice@example.test"], ["summary"],
                     ["trace", "--from", "alice@example.test"]):
@@ -133,5 +118,5 @@ def test_a_case_remembers_what_it_lacks(fleet: Path, tmp_path: Path) -> None:
             "collector: filter1: read: /var/log/maillog.1.gz is damaged: lines after the "
             "damage are missing",
             f"collector: out1: connect: not in this copy: no such directory: "
-            f"{fleet.parent / 'fleet' / 'gone'}",
+            f"{demo_fleet.parent / 'fleet' / 'gone'}",
         ], command

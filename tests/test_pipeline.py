@@ -2,14 +2,12 @@
 
 Each lab host's directory is copied to a temporary root with a ``collector-manifest.json`` of
 the logs' original mtimes (what scripts/build_demo.py does), so the year of a syslog stamp
-comes out right. The helpers here also build the fleet for test_cli and test_fetch.
+comes out right. The lab fleet itself is built by tests/lab_fleet.py.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,6 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_fleet import (
+    EXPECTED,
+    HOSTS,
+    LAB,
+    MTIMES,
+    SCENARIOS,
+    copy_lab_host,
+    lab_host,
+    log_path,
+    write_manifest,
+)
 
 from collector.logs import commands as retrieval
 from collector.logs.commands import CommandKind
@@ -30,7 +39,6 @@ from collector.models import (
     Query,
     ReadProblem,
     Record,
-    TransportKind,
     Unread,
 )
 from collector.search.host import (
@@ -41,71 +49,10 @@ from collector.search.host import (
     search_host,
 )
 from collector.search.summary import summarize_host
-from collector.search.view import MANIFEST, discover_host
+from collector.search.view import discover_host
 from collector.transport.local import LocalSession
 
-LAB = Path(__file__).parent / "fixtures" / "lab"
-EXPECTED: dict[str, Any] = json.loads((LAB / "expected.json").read_text(encoding="utf-8"))
-MTIMES: dict[str, float] = json.loads((LAB / "mtimes.json").read_text(encoding="utf-8"))
-HOSTS = tuple(EXPECTED["hosts"])
-SCENARIOS: dict[str, dict[str, Any]] = {s["name"]: s for s in EXPECTED["scenarios"]}
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def log_path(name: str) -> str:
-    """The host path of a lab host's log (``/var/log/...``)."""
-    return str(EXPECTED["hosts"][name]["log"]["path"])
-
-
-def copy_lab_host(dest: Path, name: str) -> Path:
-    """``dest/name``: the lab host's etc/ and var/, with a manifest of the original mtimes."""
-    root = dest / name
-    files: dict[str, dict[str, float | int]] = {}
-    for path in sorted((LAB / name).rglob("*")):
-        rel = path.relative_to(LAB / name)
-        if not path.is_file() or rel.parts[0] not in ("etc", "var"):
-            continue
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        key = f"{name}/{rel.as_posix()}"
-        if key in MTIMES:
-            files["/" + rel.as_posix()] = {"mtime": MTIMES[key], "size": path.stat().st_size}
-    write_manifest(root, name, files)
-    return root
-
-
-def write_manifest(root: Path, name: str, files: dict[str, dict[str, float | int]]) -> None:
-    (root / MANIFEST).write_text(json.dumps({"host": name, "files": files}), encoding="utf-8")
-
-
-def lab_host(root: Path, name: str) -> Host:
-    info = EXPECTED["hosts"][name]
-    return Host(
-        name=name,
-        transport=TransportKind.LOCAL,
-        root=str(root),
-        timezone="UTC",
-        aliases=(info["fqdn"], info["ip"]),
-    )
-
-
-def build_lab_fleet(dest: Path, extra: str = "") -> Path:
-    """The four lab hosts under ``dest`` and ``dest/inventory.toml`` naming them (local)."""
-    lines = ["[defaults]", 'transport = "local"', 'timezone = "UTC"', ""]
-    for name in HOSTS:
-        copy_lab_host(dest, name)
-        info = EXPECTED["hosts"][name]
-        lines += [
-            "[[hosts]]",
-            f'name = "{name}"',
-            f'root = "{name}"',
-            f'aliases = ["{info["fqdn"]}", "{info["ip"]}"]',
-            "",
-        ]
-    inventory = dest / "inventory.toml"
-    inventory.write_text("\n".join(lines) + extra, encoding="utf-8")
-    return inventory
 
 
 def search(host: Host, query: Query) -> HostSearch:

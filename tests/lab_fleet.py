@@ -1,0 +1,79 @@
+"""The Postfix lab's real logs as a fleet of local hosts: what several test modules share.
+
+The lab (tests/lab/) ran a real Postfix relay chain; its logs and ground truth are
+tests/fixtures/lab/. Each host's directory is copied to a temporary root with a
+``collector-manifest.json`` of the logs' original mtimes (what scripts/build_demo.py does), so
+the year of a syslog stamp comes out right.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from collector.models import Host, TransportKind
+from collector.search.view import MANIFEST
+
+LAB = Path(__file__).parent / "fixtures" / "lab"
+EXPECTED: dict[str, Any] = json.loads((LAB / "expected.json").read_text(encoding="utf-8"))
+MTIMES: dict[str, float] = json.loads((LAB / "mtimes.json").read_text(encoding="utf-8"))
+HOSTS = tuple(EXPECTED["hosts"])
+SCENARIOS: dict[str, dict[str, Any]] = {s["name"]: s for s in EXPECTED["scenarios"]}
+
+
+def log_path(name: str) -> str:
+    """The host path of a lab host's log (``/var/log/...``)."""
+    return str(EXPECTED["hosts"][name]["log"]["path"])
+
+
+def copy_lab_host(dest: Path, name: str) -> Path:
+    """``dest/name``: the lab host's etc/ and var/, with a manifest of the original mtimes."""
+    root = dest / name
+    files: dict[str, dict[str, float | int]] = {}
+    for path in sorted((LAB / name).rglob("*")):
+        rel = path.relative_to(LAB / name)
+        if not path.is_file() or rel.parts[0] not in ("etc", "var"):
+            continue
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        key = f"{name}/{rel.as_posix()}"
+        if key in MTIMES:
+            files["/" + rel.as_posix()] = {"mtime": MTIMES[key], "size": path.stat().st_size}
+    write_manifest(root, name, files)
+    return root
+
+
+def write_manifest(root: Path, name: str, files: dict[str, dict[str, float | int]]) -> None:
+    (root / MANIFEST).write_text(json.dumps({"host": name, "files": files}), encoding="utf-8")
+
+
+def lab_host(root: Path, name: str) -> Host:
+    info = EXPECTED["hosts"][name]
+    return Host(
+        name=name,
+        transport=TransportKind.LOCAL,
+        root=str(root),
+        timezone="UTC",
+        aliases=(info["fqdn"], info["ip"]),
+    )
+
+
+def build_lab_fleet(dest: Path, extra: str = "") -> Path:
+    """The four lab hosts under ``dest`` and ``dest/inventory.toml`` naming them (local)."""
+    lines = ["[defaults]", 'transport = "local"', 'timezone = "UTC"', ""]
+    for name in HOSTS:
+        copy_lab_host(dest, name)
+        info = EXPECTED["hosts"][name]
+        lines += [
+            "[[hosts]]",
+            f'name = "{name}"',
+            f'root = "{name}"',
+            f'aliases = ["{info["fqdn"]}", "{info["ip"]}"]',
+            "",
+        ]
+    inventory = dest / "inventory.toml"
+    inventory.write_text("\n".join(lines) + extra, encoding="utf-8")
+    return inventory
