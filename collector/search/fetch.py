@@ -31,6 +31,7 @@ from collector.models import (
     LogSource,
     Query,
     ReadProblem,
+    SourceKind,
     Stage,
     Unread,
 )
@@ -109,7 +110,7 @@ def fetch_host(
         taken.add(target_path)
         target = _local_path(dest, host.name, target_path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if whole and src.kind == "file":
+        if whole and src.kind is SourceKind.FILE:
             n, size = _copy_raw(searcher, src, target)
             if not _intact(target, src.compression):
                 searcher.lose(Unread(src.path, ReadProblem.DAMAGED))
@@ -123,7 +124,7 @@ def fetch_host(
             "size": size,
             "source": src.path,
             "kind": src.kind,
-            "slice": not whole or src.kind == "journal",
+            "slice": not whole or src.kind is SourceKind.JOURNAL,
         }
         written.append(target_path)
         total_lines += n
@@ -155,7 +156,7 @@ def _unique(target_path: str, src: LogSource, taken: set[str]) -> str:
 
 def _target_path(src: LogSource, whole: bool) -> str:
     """Where a source's copy goes, as a host path (a slice of a rotation is plain text)."""
-    if src.kind == "journal":
+    if src.kind is SourceKind.JOURNAL:
         return JOURNAL_COPY
     if whole:
         return src.path

@@ -45,6 +45,7 @@ from collector.models import (
     ReadProblem,
     Record,
     Reject,
+    SourceKind,
     Stage,
     Unread,
 )
@@ -133,7 +134,7 @@ class HostSearcher:
                 self.lose(Unread(src.path, ReadProblem.PERMISSION))
         chosen: list[LogSource] = []
         for i, src in enumerate(readable):
-            older = readable[i - 1] if i > 0 and readable[i - 1].kind == "file" else None
+            older = readable[i - 1] if i > 0 and readable[i - 1].kind is SourceKind.FILE else None
             if source_in_window(src, older, since, until):
                 chosen.append(src)
             else:
@@ -143,7 +144,7 @@ class HostSearcher:
 
     def command_path(self, source: LogSource) -> str:
         """The path a command on this host uses for a source."""
-        return self.session.path(source.path) if source.kind == "file" else source.path
+        return self.session.path(source.path) if source.kind is SourceKind.FILE else source.path
 
     def match_command(self, source: LogSource, needles: Needles | None, query: Query) -> Command:
         """Pass 1 (or every line, without needles) for one source."""
@@ -493,7 +494,7 @@ def complete_in_windows(
 
 
 def _windowable(src: LogSource) -> bool:
-    return src.kind == "file" and src.compression is Compression.NONE and bool(src.size)
+    return src.kind is SourceKind.FILE and src.compression is Compression.NONE and bool(src.size)
 
 
 def complete_lives(records: Sequence[Record], *, reaches_end: bool = False) -> set[str]:
