@@ -113,8 +113,11 @@ def test_the_readme_has_examples() -> None:
 def test_readme_example_is_the_real_output(line: str, shown: str) -> None:
     import shlex
 
-    words = shlex.split(line)[1:]
-    result = run(*[str(DEMO / "inventory.toml") if w == INV else w for w in words])
+    root = README.parent
+    words = [str(DEMO / "inventory.toml") if w == INV else w for w in shlex.split(line)[1:]]
+    # paths in the examples are relative to the repository
+    words = [str(root / w) if "/" in w and (root / w).exists() else w for w in words]
+    result = run(*words)
     assert result.exit_code in (0, 1), result.stderr
     assert result.stdout == shown, diff(shown, result.stdout, "README.md")
 

@@ -417,6 +417,44 @@ def _trace_query(
     return dataclasses.replace(selectors, terms=(value,)), None
 
 
+def _message_start(
+    path: Path, selectors: Query, inv: Inventory, skew: timedelta
+) -> tuple[Query, str, str]:
+    """trace --from-message: the query and the host to start on, and what said so.
+
+    The oldest hop the message names on a host of the inventory is where it entered the
+    fleet; the trace follows it from there.
+    """
+    from collector.trace.correlate import build_host_index
+    from collector.trace.message import MAX_BYTES, read_message
+
+    try:
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_BYTES)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_BYTES)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", option="--from-message") from None
+    clues = read_message(data)
+    index = build_host_index(list(inv.hosts))
+    for clue in clues.clues:
+        host = index.resolve(clue.host) or index.resolve(clue.host.split(".", 1)[0])
+        if host is None:
+            continue
+        since = selectors.since
+        if since is None and clue.time is not None:
+            since = clue.time - skew
+        query = dataclasses.replace(selectors, terms=(clue.queue_id,), since=since)
+        said = f"{clue.source} header" if clue.source == "received" else "delivery report"
+        return query, host, f"starting at {host} {clue.queue_id} (from the message's {said})"
+    named = ", ".join(sorted({c.host for c in clues.clues})) or "none"
+    raise UsageError(
+        f"{path} names no Postfix host of the inventory (hosts it names: {named})",
+        option="--from-message",
+    )
+
+
 @app.command()
 def trace(
     query_text: Annotated[
@@ -448,6 +486,12 @@ def trace(
         float, typer.Option("--max-skew", help="Clock skew tolerated between hosts, seconds.")
     ] = 300.0,
     depth: Annotated[int, typer.Option("--depth", help="Most hops followed.", min=1)] = 12,
+    from_message: Annotated[
+        Path | None,
+        typer.Option("--from-message", metavar="FILE|-", show_default=False,
+                     help="Start where this message (a forwarded mail or a bounce) says it was: "
+                     "its Postfix Received headers or its delivery report."),
+    ] = None,
     workers: WorkersOpt = None,
     verbose: VerboseOpt = False,
     debug: DebugOpt = False,
@@ -458,7 +502,17 @@ def trace(
     with errors(debug):
         inv = _inventory(inventory, offline)
         selectors = build_query(from_, to, message_id, queue_id, status, client, since, until)
-        query, only_host = _trace_query(query_text, selectors, inv)
+        if from_message is not None:
+            if query_text is not None:
+                raise UsageError("give a QUERY or --from-message, not both")
+            query, start_at, said = _message_start(
+                from_message, selectors, inv, timedelta(seconds=max_skew)
+            )
+            only_host: str | None = start_at
+            if verbose:
+                err(said)
+        else:
+            query, only_host = _trace_query(query_text, selectors, inv)
         if query.empty and query.since is None:
             raise UsageError("give a QUERY or a selector (--to, --from, --message-id, ...)")
         start = select_hosts(inv, (host or []) + ([only_host] if only_host else []), group or [])
