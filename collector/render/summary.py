@@ -1,17 +1,20 @@
 """``summary`` and ``hosts`` as JSON, NDJSON and CSV: one object (or row) per host.
 
 NDJSON lines are exactly the elements of the JSON ``hosts`` list; CSV flattens them into the
-columns a spreadsheet wants (lists joined with ``,``, nested sources one row each).
+columns a spreadsheet wants (lists joined with ``,``, nested sources one row each). Both are
+data, written as ``safe.write_json``/``write_ndjson`` and ``csv`` write them; the tables are in
+``rows`` (shown through ``safe.printable``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from collector.render.rows import HostReport, host_dict, stats_dict, write_json
+from collector.render.rows import HostReport, host_dict, stats_dict
+from collector.render.safe import write_json
+from collector.render.safe import write_ndjson as write_ndjson  # the CLI's NDJSON writer
 
 #: The summary CSV columns: the host, whether it answered, then the counts.
 SUMMARY_FIELDS = (
@@ -43,12 +46,6 @@ def render_summary_csv(hosts: Sequence[HostReport], out: IO[str]) -> None:
             [h.name, "yes" if h.ok else "no", error, stats.get("lines", ""),
              stats.get("unknown", ""), *counts]
         )
-
-
-def write_ndjson(items: Sequence[Mapping[str, Any]], out: IO[str]) -> None:
-    for item in items:
-        out.write(json.dumps(item, ensure_ascii=False))
-        out.write("\n")
 
 
 def render_hosts_csv(payload: Sequence[Mapping[str, Any]], out: IO[str]) -> None:
