@@ -23,6 +23,7 @@ separators, DEL, C1 controls), which leaves every parsed value unchanged.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable
@@ -89,6 +90,8 @@ def _json_safe(text: str) -> str:
     They only ever occur inside string literals (JSON's syntax is ASCII), never after an
     unfinished backslash (json writes a raw character for them), so the escape is exact.
     """
+    if text.isascii():  # O(1) for a str: the rule
+        return text
     return _JSON_RAW.sub(_json_escape, text)
 
 
@@ -98,8 +101,11 @@ def write_json(payload: Any, out: IO[str]) -> None:
     The one JSON writer of the CLI (with :func:`write_ndjson`): non-ASCII text stays UTF-8,
     except the characters of ``_JSON_RAW``.
     """
-    for chunk in json.JSONEncoder(ensure_ascii=False, indent=2).iterencode(payload):
-        out.write(_json_safe(chunk))
+    chunks = json.JSONEncoder(ensure_ascii=False, indent=2).iterencode(payload)
+    # In batches: the encoder yields a piece per token, and a write (and a check) per token
+    # would double the time json.dump takes.
+    while batch := list(itertools.islice(chunks, 4096)):
+        out.write(_json_safe("".join(batch)))
     out.write("\n")
 
 
