@@ -11,7 +11,6 @@ is not meant for a terminal.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +20,7 @@ from tabulate import tabulate
 
 from collector.logs.fields import parse_endpoint
 from collector.models import HostError, LogSource, ParseStats, Row
-from collector.render.safe import printable, write_ndjson
+from collector.render.safe import CsvWriter, printable, write_ndjson
 from collector.render.safe import write_json as write_json  # the CLI's JSON writer, said once
 from collector.render.text import clip, fit_widths
 
@@ -138,7 +137,7 @@ def render_rows_ndjson(rows: Sequence[Row], out: IO[str]) -> None:
 
 def render_rows_csv(rows: Sequence[Row], out: IO[str]) -> None:
     """The values exactly as logged (CSV is data for a program, not text for a terminal)."""
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(ROW_FIELDS)
     for row in rows:
         d = row_dict(row)

@@ -16,17 +16,20 @@ ASCII, and at the end of the text, so that joining two shown texts cannot make o
 other backslash is shown as it is, so that ``"a\\"b"@example.org`` reads as logged. The escaped
 form is unambiguous: it decodes back to the logged text.
 
-JSON, NDJSON and CSV carry the data exactly; only :func:`json_text` escapes, as ``\\uXXXX``, the
+JSON, NDJSON and CSV carry the data exactly. The JSON writers escape, as ``\\uXXXX``, the
 characters a terminal or a viewer acts on inside a string (bidi controls, line and paragraph
-separators, DEL, C1 controls), which leaves every parsed value unchanged.
+separators, DEL, C1 controls), which leaves every parsed value unchanged. CSV is data for a
+program, not text for a terminal: :class:`CsvWriter` only makes sure that a field holding a
+``\\r`` is quoted, so that no logged value can end a row early (or forge one).
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 # A backslash that would start an escape, or any character outside printable ASCII (whether
@@ -114,3 +117,26 @@ def write_ndjson(items: Iterable[Any], out: IO[str]) -> None:
     for item in items:
         out.write(_json_safe(json.dumps(item, ensure_ascii=False)))
         out.write("\n")
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+class CsvWriter:
+    """``csv.writer`` with ``\\n`` line ends, and a row with a ``\\r`` in a field quoted whole.
+
+    ``csv`` quotes a field holding the delimiter, a quote or a character of the line
+    terminator: with ``\\n`` ends, a raw ``\\r`` (a hostile RCPT TO) would stay bare and a
+    reader would end the row there, the rest of the field read as a row of its own. Rows
+    without one (the rule) are written as ``csv`` writes them.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self._minimal = csv.writer(out, lineterminator="\n")
+        self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row: Sequence[Any]) -> None:
+        if any(isinstance(v, str) and "\r" in v for v in row):
+            self._quoted.writerow(row)
+        else:
+            self._minimal.writerow(row)

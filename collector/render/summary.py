@@ -2,18 +2,17 @@
 
 NDJSON lines are exactly the elements of the JSON ``hosts`` list; CSV flattens them into the
 columns a spreadsheet wants (lists joined with ``,``, nested sources one row each). Both are
-data, written as ``safe.write_json``/``write_ndjson`` and ``csv`` write them; the tables are in
-``rows`` (shown through ``safe.printable``).
+data, written by ``safe.write_json``/``write_ndjson`` and ``safe.CsvWriter`` exactly as logged;
+the tables are in ``rows`` (shown through ``safe.printable``).
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from collector.render.rows import HostReport, host_dict, stats_dict
-from collector.render.safe import write_json
+from collector.render.safe import CsvWriter, write_json
 from collector.render.safe import write_ndjson as write_ndjson  # the CLI's NDJSON writer
 
 #: The summary CSV columns: the host, whether it answered, then the counts.
@@ -36,7 +35,7 @@ def render_summary_ndjson(hosts: Sequence[HostReport], out: IO[str]) -> None:
 
 
 def render_summary_csv(hosts: Sequence[HostReport], out: IO[str]) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(SUMMARY_FIELDS)
     for h in hosts:
         stats = stats_dict(h.stats) or {}
@@ -61,9 +60,10 @@ def render_hosts_csv(payload: Sequence[Mapping[str, Any]], out: IO[str]) -> None
     fields: list[str] = []
     for row in rows:
         fields.extend(k for k in row if k not in fields)
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = CsvWriter(out)
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow([row.get(k, "") for k in fields])
 
 
 def _flat(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,14 +13,13 @@ those of its last attempt (``RecipientOutcome.attempt``).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from collector.models import Attempt, GroupRef, Hop, HopVia, Outcome, RecipientOutcome, Trace
 from collector.render.rows import HostReport, host_dict, iso
-from collector.render.safe import printable, write_json, write_ndjson
+from collector.render.safe import CsvWriter, printable, write_json, write_ndjson
 from collector.render.text import clip, clip_parts, fit_widths
 
 #: Columns of one (message, recipient) row, in order; also the CSV header.
@@ -182,7 +181,7 @@ def render_traces_csv(traces: Sequence[Trace], out: IO[str]) -> None:
     The null sender is an empty field (as in the search CSV); ``total_delay`` is seconds from the
     message's first sighting to the recipient's last status, empty when no status was logged.
     """
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(TRACE_ROW_FIELDS)
     for t, _, r in _trace_rows(traces):
         delay = _total_delay(t, r)
