@@ -136,7 +136,8 @@ class CsvWriter:
         self._quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
     def writerow(self, row: Sequence[Any]) -> None:
-        if any(isinstance(v, str) and "\r" in v for v in row):
-            self._quoted.writerow(row)
-        else:
-            self._minimal.writerow(row)
+        for value in row:  # a loop, not any(): this runs once per row of a big search
+            if isinstance(value, str) and "\r" in value:
+                self._quoted.writerow(row)
+                return
+        self._minimal.writerow(row)
