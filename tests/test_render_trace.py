@@ -616,7 +616,8 @@ def test_text_escape_sequences_in_logged_values_are_neutralised() -> None:
     evil = trace(message_id="<x\x1b[2J@y>", notes=("lost\x1b]0;owned\x07",))
     text = render(render_traces_text, [evil])
     assert "\x1b" not in text and "\x07" not in text
-    assert "message <x?[2J@y>" in text
+    assert "message <x\\x1b[2J@y>" in text  # shown escaped (render.safe.printable)
+    assert "note: lost\\x1b]0;owned\\x07" in text
 
 
 def test_text_blocks_are_separated_by_a_blank_line() -> None:

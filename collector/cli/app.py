@@ -56,6 +56,7 @@ from collector.render.rows import (
     render_summary_table,
     write_json,
 )
+from collector.render.safe import Escaped, printable
 from collector.search.host import HostSearch, search_host
 from collector.search.summary import HostSummary, summarize_host
 from collector.transport import open_session
@@ -151,6 +152,11 @@ def _summary_reports(results: Sequence[HostResult[HostSummary]]) -> list[HostRep
 
 
 def _verbose_report(reports: Sequence[HostReport]) -> None:
+    """``-v``: each host's sources, notes, line counts and samples of lines not understood.
+
+    Paths, notes and samples are a server's text: ``err`` shows them escaped; a sample is cut
+    to 150 characters of what is shown (so a cut never opens an escape).
+    """
     for h in reports:
         if h.error is not None:
             continue
@@ -165,7 +171,8 @@ def _verbose_report(reports: Sequence[HostReport]) -> None:
                 f"{h.stats.unknown} not understood, {h.stats.bad} bad"
             )
             for sample in h.stats.unknown_samples:
-                err(f"{h.name}:   not understood: {sample[:150]}")
+                shown = printable(f"{h.name}:   not understood: ") + printable(sample)[:150]
+                err(Escaped(shown))
 
 
 def _caught(debug: bool) -> dict[str, BaseException] | None:

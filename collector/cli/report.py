@@ -3,7 +3,10 @@ summary, trace, fetch and hosts report the same problem the same way.
 
 stderr gets one line per problem: ``collector: HOST: STAGE: message`` for a host that failed,
 ``collector: HOST: read: <source>`` for a log a host could not read to its end. Either makes
-the run partial (exit 3) unless no host answered at all (exit 2).
+the run partial (exit 3) unless no host answered at all (exit 2). Those lines carry what a
+server said (its stderr, its SSH banner, its file names): each is shown through
+``render.safe.printable``, so no control or bidi character reaches the terminal raw and a
+line is always one line.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import typer
 
 from collector.errors import CollectorError, TransportError
 from collector.models import HostResult, Unread
+from collector.render.safe import printable
 from collector.search.fleet import InternalError
 
 
@@ -32,7 +36,12 @@ class ExitCode(enum.IntEnum):
 
 
 def err(message: str) -> None:
-    typer.echo(f"collector: {message}", err=True)
+    """One diagnostic line on stderr, ``message`` shown escaped (``render.safe.printable``).
+
+    Every stderr line collector writes goes through here. A caller that cut an escaped text
+    to a length passes it as ``render.safe.Escaped`` (it is not escaped twice).
+    """
+    typer.echo(f"collector: {printable(message)}", err=True)
 
 
 @contextmanager
@@ -88,6 +97,7 @@ def report_problems(
     """One stderr line per failed host and per unread source, in inventory order.
 
     ``exceptions`` (under ``--debug``) adds the command that failed, where there was one.
+    Messages, paths and commands carry a server's text: ``err`` shows them escaped.
     """
     for r in results:
         if r.error is not None:

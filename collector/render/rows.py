@@ -2,12 +2,15 @@
 
 Only ``models`` and the pure field readers of ``logs.fields`` are imported: rendering takes
 values and never reaches back into the pipeline.
+
+Tables are for a person: every cell is shown through ``safe.printable`` (control and bidi
+characters escaped) before it is fitted. JSON, NDJSON and CSV are data: they carry the values
+exactly as logged (JSON writes a few invisible characters as ``\\uXXXX``, see ``safe``); CSV
+is not meant for a terminal.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +20,8 @@ from tabulate import tabulate
 
 from collector.logs.fields import parse_endpoint
 from collector.models import HostError, LogSource, ParseStats, Row
+from collector.render.safe import CsvWriter, printable, write_ndjson
+from collector.render.safe import write_json as write_json  # the CLI's JSON writer, said once
 from collector.render.text import clip, fit_widths
 
 #: Columns of one search result, in order; also the CSV header and the JSON keys.
@@ -120,11 +125,6 @@ def host_dict(report: HostReport) -> dict[str, Any]:
     return out
 
 
-def write_json(payload: Mapping[str, Any], out: IO[str]) -> None:
-    json.dump(payload, out, indent=2, ensure_ascii=False)
-    out.write("\n")
-
-
 def render_rows_json(rows: Sequence[Row], hosts: Sequence[HostReport], out: IO[str]) -> None:
     write_json(
         {"results": [row_dict(r) for r in rows], "hosts": [host_dict(h) for h in hosts]}, out
@@ -132,13 +132,12 @@ def render_rows_json(rows: Sequence[Row], hosts: Sequence[HostReport], out: IO[s
 
 
 def render_rows_ndjson(rows: Sequence[Row], out: IO[str]) -> None:
-    for row in rows:
-        out.write(json.dumps(row_dict(row), ensure_ascii=False))
-        out.write("\n")
+    write_ndjson((row_dict(row) for row in rows), out)
 
 
 def render_rows_csv(rows: Sequence[Row], out: IO[str]) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+    """The values exactly as logged (CSV is data for a program, not text for a terminal)."""
+    writer = CsvWriter(out)
     writer.writerow(ROW_FIELDS)
     for row in rows:
         d = row_dict(row)
@@ -167,7 +166,8 @@ def _relay_name(relay: str | None) -> str | None:
 def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) -> None:
     """A table that fits ``width`` columns: the widest texts are clipped with '…' first.
 
-    The relay shows its name only; full values are in ``--format json|csv``.
+    The relay shows its name only; full values are in ``--format json|csv``. Cells are
+    escaped (``safe.printable``) before widths are measured and cells clipped.
     """
     if not rows:
         return
@@ -176,13 +176,13 @@ def render_rows_table(rows: Sequence[Row], out: IO[str], *, width: int = 100) ->
     cells = [
         [
             r.time.strftime("%H:%M:%S") if same_day else short_time(r.time),
-            r.host,
-            r.queue_id or "-",
-            (r.sender if r.sender != "" else "<>") or "-",
-            r.recipient or "-",
-            r.status,
-            _relay_name(r.relay) or "-",
-            r.response or "-",
+            printable(r.host),
+            printable(r.queue_id or "-"),
+            printable((r.sender if r.sender != "" else "<>") or "-"),
+            printable(r.recipient or "-"),
+            printable(r.status),
+            printable(_relay_name(r.relay) or "-"),
+            printable(r.response or "-"),
         ]
         for r in rows
     ]
@@ -208,12 +208,12 @@ def render_summary_table(hosts: Sequence[HostReport], out: IO[str]) -> None:
     for h in hosts:
         if h.error is not None:
             # Below the table, so that a long reason does not widen a column.
-            failed.append(f"{h.name}  error: {h.error.stage}: {h.error.message}")
+            failed.append(printable(f"{h.name}  error: {h.error.stage}: {h.error.message}"))
             continue
         s = h.summary
         table.append(
             [
-                h.name,
+                printable(h.name),
                 h.stats.lines if h.stats else 0,
                 s.get("messages", 0),
                 *[s.get(k, 0) for k in statuses],
@@ -228,5 +228,9 @@ def render_summary_table(hosts: Sequence[HostReport], out: IO[str]) -> None:
 
 
 def render_hosts_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], out: IO[str]) -> None:
-    out.write(tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True))
+    """``hosts`` and ``hosts --check``: every cell shown through ``printable`` (a cell its
+    producer escaped and cut is an ``Escaped`` and stays as it is)."""
+    # (str() of an Escaped would be a plain str again: only non-text cells are converted)
+    table = [[printable(c if isinstance(c, str) else str(c)) for c in row] for row in rows]
+    out.write(tabulate(table, headers=list(headers), tablefmt="simple", disable_numparse=True))
     out.write("\n")

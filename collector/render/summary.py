@@ -1,17 +1,19 @@
 """``summary`` and ``hosts`` as JSON, NDJSON and CSV: one object (or row) per host.
 
 NDJSON lines are exactly the elements of the JSON ``hosts`` list; CSV flattens them into the
-columns a spreadsheet wants (lists joined with ``,``, nested sources one row each).
+columns a spreadsheet wants (lists joined with ``,``, nested sources one row each). Both are
+data, written by ``safe.write_json``/``write_ndjson`` and ``safe.CsvWriter`` exactly as logged;
+the tables are in ``rows`` (shown through ``safe.printable``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from collector.render.rows import HostReport, host_dict, stats_dict, write_json
+from collector.render.rows import HostReport, host_dict, stats_dict
+from collector.render.safe import CsvWriter, write_json
+from collector.render.safe import write_ndjson as write_ndjson  # the CLI's NDJSON writer
 
 #: The summary CSV columns: the host, whether it answered, then the counts.
 SUMMARY_FIELDS = (
@@ -33,7 +35,7 @@ def render_summary_ndjson(hosts: Sequence[HostReport], out: IO[str]) -> None:
 
 
 def render_summary_csv(hosts: Sequence[HostReport], out: IO[str]) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(SUMMARY_FIELDS)
     for h in hosts:
         stats = stats_dict(h.stats) or {}
@@ -43,12 +45,6 @@ def render_summary_csv(hosts: Sequence[HostReport], out: IO[str]) -> None:
             [h.name, "yes" if h.ok else "no", error, stats.get("lines", ""),
              stats.get("unknown", ""), *counts]
         )
-
-
-def write_ndjson(items: Sequence[Mapping[str, Any]], out: IO[str]) -> None:
-    for item in items:
-        out.write(json.dumps(item, ensure_ascii=False))
-        out.write("\n")
 
 
 def render_hosts_csv(payload: Sequence[Mapping[str, Any]], out: IO[str]) -> None:
@@ -64,9 +60,10 @@ def render_hosts_csv(payload: Sequence[Mapping[str, Any]], out: IO[str]) -> None
     fields: list[str] = []
     for row in rows:
         fields.extend(k for k in row if k not in fields)
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = CsvWriter(out)
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow([row.get(k, "") for k in fields])
 
 
 def _flat(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,14 +13,13 @@ those of its last attempt (``RecipientOutcome.attempt``).
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from collector.models import Attempt, GroupRef, Hop, HopVia, Outcome, RecipientOutcome, Trace
-from collector.render.rows import HostReport, host_dict, iso, write_json
+from collector.render.rows import HostReport, host_dict, iso
+from collector.render.safe import CsvWriter, printable, write_json, write_ndjson
 from collector.render.text import clip, clip_parts, fit_widths
 
 #: Columns of one (message, recipient) row, in order; also the CSV header.
@@ -159,9 +158,7 @@ def render_traces_json(traces: Sequence[Trace], hosts: Sequence[HostReport], out
 
 def render_traces_ndjson(traces: Sequence[Trace], out: IO[str]) -> None:
     """One top-level trace object per line (notifications stay nested in their parent)."""
-    for t in traces:
-        out.write(json.dumps(trace_dict(t), ensure_ascii=False))
-        out.write("\n")
+    write_ndjson((trace_dict(t) for t in traces), out)
 
 
 # --------------------------------------------------------------------------- CSV and table
@@ -184,7 +181,7 @@ def render_traces_csv(traces: Sequence[Trace], out: IO[str]) -> None:
     The null sender is an empty field (as in the search CSV); ``total_delay`` is seconds from the
     message's first sighting to the recipient's last status, empty when no status was logged.
     """
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(TRACE_ROW_FIELDS)
     for t, _, r in _trace_rows(traces):
         delay = _total_delay(t, r)
@@ -227,7 +224,8 @@ def render_traces_table(traces: Sequence[Trace], out: IO[str], *, width: int = 1
     """The CSV's rows as a table that fits ``width``; a notification's rows start with ``↳``.
 
     Long values are clipped with ``…``, the message ID first (it repeats on every row of a
-    message), the recipient last. Full values are in ``--format csv|json``.
+    message), the recipient last; logged values are escaped (``safe.printable``) before they
+    are measured. Full values are in ``--format csv|json``.
     """
     headers = ["message_id", "sender", "recipient", "status", "outcome", "hops", "first", "last"]
     headers.append("delay")
@@ -236,14 +234,14 @@ def render_traces_table(traces: Sequence[Trace], out: IO[str], *, width: int = 1
         delay = _total_delay(t, r)
         table.append(
             [
-                ("↳ " if nested else "") + _safe(t.message_id or "-"),
-                _safe(_sender(t.sender)),
-                _safe(r.address or "-"),
-                r.status,
-                r.outcome,
+                ("↳ " if nested else "") + printable(t.message_id or "-"),
+                printable(_sender(t.sender)),
+                printable(r.address or "-"),
+                printable(r.status),
+                printable(r.outcome),
                 str(len(r.path)),
-                r.path[0].host if r.path else "-",
-                r.path[-1].host if r.path else "-",
+                printable(r.path[0].host) if r.path else "-",
+                printable(r.path[-1].host) if r.path else "-",
                 "-" if delay is None else fmt_duration(delay),
             ]
         )
@@ -258,11 +256,6 @@ def render_traces_table(traces: Sequence[Trace], out: IO[str], *, width: int = 1
 
 
 # --------------------------------------------------------------------------- text (tree)
-
-
-def _safe(text: str) -> str:
-    """Control characters (an escape sequence in a logged reply) never reach the terminal."""
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,38 +305,40 @@ def _header(trace: Trace, word: str) -> list[_Line]:
     return [
         (
             _Seg(f"{word} ", "bold"),
-            _Seg(_safe(trace.message_id or "(no message-id)"), "bold"),
-            _Seg(f"  from {_safe(_sender(trace.sender))}{size}"),
+            _Seg(printable(trace.message_id or "(no message-id)"), "bold"),
+            _Seg(f"  from {printable(_sender(trace.sender))}{size}"),
         ),
         (_Seg(f"first seen {first}  end-to-end {elapsed}"),),
     ]
 
 
 def _hop_line(hop: Hop) -> _Line:
-    client = f"  from {_safe(hop.client)}" if hop.client else ""
+    client = f"  from {printable(hop.client)}" if hop.client else ""
     return (
-        _Seg(f"{_safe(hop.host)} {_safe(hop.queue_id)}", "bold"),
-        _Seg(f"  {hop.time.strftime('%H:%M:%S')}  via {_safe(hop.via)}{client}"),
+        _Seg(f"{printable(hop.host)} {printable(hop.queue_id)}", "bold"),
+        _Seg(f"  {hop.time.strftime('%H:%M:%S')}  via {printable(hop.via)}{client}"),
     )
 
 
 def _recipient_node(r: RecipientOutcome, attempt: Attempt | None, g: _Glyphs) -> _Node:
-    addr = _safe(r.address or "(no recipient)")
+    addr = printable(r.address or "(no recipient)")
     if r.orig_address and r.orig_address != r.address:
-        addr += f" (orig {_safe(r.orig_address)})"
-    words: list[_Seg] = [_Seg(r.status, _status_style(r.status))]
+        addr += f" (orig {printable(r.orig_address)})"
+    # The words are escaped before they are coloured: the colour is collector's, the word is
+    # the log's (an unknown status is shown as it was logged).
+    words: list[_Seg] = [_Seg(printable(r.status), _status_style(r.status))]
     if r.outcome != r.status:
-        words += [_Seg(f" {g.arrow} "), _Seg(r.outcome, _status_style(r.outcome))]
+        words += [_Seg(f" {g.arrow} "), _Seg(printable(r.outcome), _status_style(r.outcome))]
     tail = ""
     if r.dsn:
-        tail += f"  {r.dsn}"
+        tail += f"  {printable(r.dsn)}"
     if r.time is not None:
         tail += f"  {r.time.strftime('%H:%M:%S')}"
     if r.response:
-        tail += f"  {_safe(r.response)}"
+        tail += f"  {printable(r.response)}"
     lines: list[_Line] = [(_Seg(f"{g.arrow} {addr}  "), *words, _Seg(tail))]
     if attempt is not None and attempt.delays:
-        lines.append((_Seg(fmt_delays(attempt.delays, g.dot)),))
+        lines.append((_Seg(printable(fmt_delays(attempt.delays, g.dot))),))
     return _Node(lines)
 
 
@@ -366,12 +361,13 @@ def _trace_roots(trace: Trace, g: _Glyphs, depth: int = 0) -> tuple[list[_Node],
 
 def _hop_node(hop: Hop, g: _Glyphs) -> _Node:
     delays = _delays(hop)
-    return _Node([_hop_line(hop)] + ([(_Seg(fmt_delays(delays, g.dot)),)] if delays else []))
+    shown = [(_Seg(printable(fmt_delays(delays, g.dot))),)] if delays else []
+    return _Node([_hop_line(hop), *shown])
 
 
 def _notification_node(trace: Trace, g: _Glyphs, depth: int) -> _Node:
     roots, loose = _trace_roots(trace, g, depth)
-    notes = [_Node([(_Seg(f"note: {_safe(note)}", "yellow"),)]) for note in trace.notes]
+    notes = [_Node([(_Seg(f"note: {printable(note)}", "yellow"),)]) for note in trace.notes]
     return _Node(_header(trace, "notification"), roots + loose + notes)
 
 
@@ -410,8 +406,10 @@ def render_traces_text(
     """One block per message: a header, the hop tree with recipients and notifications, notes.
 
     No line is longer than ``width`` characters (code points; long values are clipped with
-    ``…``). ANSI colours only with ``color=True``; ``ascii=True`` draws the tree with ``|-``
-    and `` `- `` and uses ASCII punctuation (logged values are printed as they are).
+    ``…``). Logged values are escaped (``safe.printable``) as the lines are built, before they
+    are clipped and before collector's own ANSI colours (only with ``color=True``) are added.
+    ``ascii=True`` draws the tree with ``|-`` and `` `- `` and uses ASCII punctuation (logged
+    values are printed as they are, escaped).
     """
     g = _ASCII if ascii else _UNICODE
     for n, trace in enumerate(traces):
@@ -423,7 +421,7 @@ def render_traces_text(
             lines += _tree_lines(root, "", "", g)
         for node in loose:
             lines += _tree_lines(node, "", "", g)
-        lines += [(_Seg(f"note: {_safe(note)}", "yellow"),) for note in trace.notes]
+        lines += [(_Seg(f"note: {printable(note)}", "yellow"),) for note in trace.notes]
         for line in lines:
             _emit(line, out, width, color, g.ellipsis)
 
@@ -431,16 +429,19 @@ def render_traces_text(
 # --------------------------------------------------------------------------- Graphviz and Mermaid
 
 
+def _dot_escape(text: str) -> str:
+    """Shown (``printable``), then backslashes doubled so a label never sees ``\\l``/``\\N``."""
+    return printable(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _dot_quote(text: str) -> str:
-    """A DOT string literal; backslashes doubled so a label never sees ``\\l``/``\\N`` escapes."""
-    text = text.replace("\\", "\\\\").replace('"', '\\"')
-    text = text.replace("\r", " ").replace("\n", " ")
-    return f'"{text}"'
+    """A DOT string literal of one text."""
+    return f'"{_dot_escape(text)}"'
 
 
 def _dot_label(*parts: str) -> str:
     """Parts joined by DOT's ``\\n`` line break, each part escaped on its own."""
-    return _dot_quote("\x00".join(parts)).replace("\x00", "\\n")
+    return '"' + "\\n".join(_dot_escape(p) for p in parts) + '"'
 
 
 @dataclass
@@ -516,10 +517,10 @@ def render_traces_dot(traces: Sequence[Trace], out: IO[str]) -> None:
 
 
 def _mermaid_text(text: str) -> str:
-    """Mermaid entity codes for what would end a label or be read as HTML."""
-    text = text.replace("\r", " ").replace("\n", " ")
+    """Shown (``printable``), with Mermaid entity codes for what would end a label or be read
+    as HTML."""
     out = []
-    for c in text:
+    for c in printable(text):
         if c == "#":
             out.append("#35;")
         elif c == '"':

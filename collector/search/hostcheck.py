@@ -1,4 +1,8 @@
-"""``collector hosts``: the inventory as a table, and ``--check``: what each host offers."""
+"""``collector hosts``: the inventory as a table, and ``--check``: what each host offers.
+
+The table rows are shown through ``render.safe.printable`` by ``render_hosts_table`` (a
+server's file names and error text are its own choice); the JSON payloads are exact.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from collector.logs.discovery import DiscoveryResult
 from collector.logs.parse import TimeContext, parse_line
 from collector.models import Host, HostResult, LogSource, TransportKind
 from collector.render.rows import iso, source_dict
+from collector.render.safe import Escaped, printable
 from collector.render.text import short_bytes
 from collector.search.view import discover_host
 from collector.transport.base import Session
@@ -136,7 +141,9 @@ def check_rows(
     for r in results:
         if r.value is None:
             assert r.error is not None
-            rows.append([r.host, f"{r.error.stage}: {r.error.message}"[:70], "", "", "", "", "", ""])
+            # Cut to 70 shown characters: escaped first, so that the cut measures what is shown.
+            shown = Escaped(printable(f"{r.error.stage}: {r.error.message}")[:70])
+            rows.append([r.host, shown, "", "", "", "", "", ""])
             payload.append(
                 {
                     "name": r.host,
