@@ -67,7 +67,8 @@ def errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(ExitCode.FOUND) from None
     except InternalError as exc:
         if debug:
-            sys.stderr.write(exc.details)
+            # a traceback may quote a server's text: each of its lines shown escaped
+            sys.stderr.writelines(printable(line) + "\n" for line in exc.details.splitlines())
         err(f"internal error on {exc.host}: {exc.summary}" + _DEBUG_HINT * (not debug))
         raise typer.Exit(ExitCode.ERROR) from None
     except OSError as exc:  # this machine's side: an unwritable --dest, a full disk
