@@ -1,0 +1,245 @@
+"""Hostile log content: what an SMTP client (HELO, MAIL FROM, RCPT TO, headers) or a
+compromised server (main.cf, file names) chooses must never become another message's fields,
+drop a logged line, or stall the collector.
+
+The lines are shaped the way Postfix writes them (smtpd_check.c log_whatsup(),
+cleanup_message.c cleanup_act_log(), cleanup_milter.c, postscreen_smtpd.c, log_adhoc.c,
+opened.c; addresses in the external form of quote_822_local.c).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from collector.logs.parse import TimeContext, parse_line
+from collector.models import Kind, Record
+
+CTX = TimeContext(tz=UTC, reference=datetime(2026, 12, 1, tzinfo=UTC))
+STAMP = "Nov 29 17:32:45 mx1"
+
+
+def parse(text: str) -> Record:
+    record = parse_line(f"{STAMP} {text}", CTX)
+    assert record is not None
+    return record
+
+
+# --------------------------------------------------------------------------- forged trailers
+
+# RCPT TO:<"x; from=<ceo@corp.example> to=<cfo@corp.example>"@evil.example>: Postfix quotes
+# the local part in the trailer and echoes the client's form in the reply.
+FORGED_RCPT = '"x; from=<ceo@corp.example> to=<cfo@corp.example>"@evil.example'
+FORGED_SENDER = '"a; from=<ceo@corp.example> to=<cfo@corp.example> proto=ESMTP helo=<x>"@evil.example'
+
+
+def test_forged_recipient_in_an_smtpd_reject_stays_the_recipient() -> None:
+    r = parse(
+        "postfix/smtpd[23778]: NOQUEUE: reject: RCPT from unknown[192.0.2.66]: 550 5.1.1 "
+        f"<{FORGED_RCPT}>: Recipient address rejected: User unknown in local recipient table; "
+        f"from=<mallory@evil.example> to=<{FORGED_RCPT}> proto=ESMTP helo=<evil.example>"
+    )
+    assert r.kind is Kind.REJECT
+    assert r.fields["from"] == "mallory@evil.example"
+    assert r.fields["to"] == FORGED_RCPT
+    assert r.fields["helo"] == "evil.example"
+    assert r.fields["client"] == "unknown[192.0.2.66]"
+    assert r.text == (
+        f"550 5.1.1 <{FORGED_RCPT}>: Recipient address rejected: User unknown in local "
+        "recipient table"
+    )
+
+
+def test_forged_sender_in_an_smtpd_reject_stays_the_sender() -> None:
+    r = parse(
+        "postfix/smtpd[23778]: NOQUEUE: reject: RCPT from unknown[192.0.2.66]: 554 5.7.1 "
+        "<victim@example.test>: Relay access denied; "
+        f"from=<{FORGED_SENDER}> to=<victim@example.test> proto=ESMTP helo=<h>"
+    )
+    assert r.fields["from"] == FORGED_SENDER
+    assert r.fields["to"] == "victim@example.test"
+    assert r.fields["proto"] == "ESMTP"
+    assert r.fields["helo"] == "h"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        '"a> to=<cfo@corp.example>"@evil.example',
+        '"a;b"@evil.example',
+        '"a\\" to=<cfo@corp.example> \\\\"@evil.example',
+        '"; from=<ceo@corp.example> to=<cfo@corp.example> proto=ESMTP helo=<h> sasl_method=PLAIN'
+        ' sasl_username=ceo sasl_sender=x"@evil.example',
+    ],
+)
+def test_quoted_local_parts_keep_their_specials(address: str) -> None:
+    r = parse(
+        "postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.66]: 550 5.1.1 "
+        f"<{address}>: Recipient address rejected: User unknown; "
+        f"from=<{address}> to=<{address}> proto=ESMTP helo=<h>"
+    )
+    assert (r.fields["from"], r.fields["to"], r.fields["helo"]) == (address, address, "h")
+    assert "sasl_username" not in r.fields
+
+
+def test_3_10_sasl_fields_after_a_forged_recipient() -> None:
+    r = parse(
+        "postfix/submission/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.66]: 554 5.7.1 "
+        f"<{FORGED_RCPT}>: Recipient address rejected: Access denied; "
+        f"from=<alice@example.test> to=<{FORGED_RCPT}> proto=ESMTP helo=<h> "
+        "sasl_method=PLAIN sasl_username=alice sasl_sender=alice+40example.test"
+    )
+    assert r.fields["from"] == "alice@example.test"
+    assert r.fields["to"] == FORGED_RCPT
+    assert r.fields["sasl_username"] == "alice"
+    assert r.fields["sasl_sender"] == "alice+40example.test"
+
+
+def test_forged_sender_in_a_cleanup_milter_reject() -> None:
+    r = parse(
+        "postfix/cleanup[23782]: D4721168242: milter-reject: END-OF-MESSAGE from "
+        "unknown[192.0.2.66]: 5.7.1 Spam detected; "
+        f"from=<{FORGED_SENDER}> to=<victim@example.test> proto=ESMTP helo=<h>"
+    )
+    assert r.kind is Kind.REJECT
+    assert r.fields["from"] == FORGED_SENDER
+    assert r.fields["to"] == "victim@example.test"
+    assert r.text == "5.7.1 Spam detected"
+
+
+# A `: ` inside the quoted sender would let a look-alike's "text" swallow the real trailer.
+FORGED_SENDER_TEXT = '"x; from=<ceo@corp.example> to=<cfo@corp.example>: y"@evil.example'
+
+
+def test_forged_sender_in_a_cleanup_header_reject_with_text() -> None:
+    r = parse(
+        "postfix/cleanup[23782]: 116F21681F0: reject: header Subject: hello from "
+        f"unknown[192.0.2.66]; from=<{FORGED_SENDER_TEXT}> to=<victim@example.test> "
+        "proto=ESMTP helo=<h>: 5.7.1 Message content rejected"
+    )
+    assert r.fields["from"] == FORGED_SENDER_TEXT
+    assert r.fields["to"] == "victim@example.test"
+    assert r.fields["client"] == "unknown[192.0.2.66]"
+    assert r.fields["what"] == "Subject: hello"
+    assert r.text == "5.7.1 Message content rejected"
+
+
+def test_forged_trailer_in_a_header_and_in_the_sender() -> None:
+    # The Subject (chosen by the sender) opens a quote that the real sender's quote closes.
+    r = parse(
+        "postfix/cleanup[23782]: 116F21681F0: reject: header Subject: a from x[192.0.2.1]; "
+        'from=<"q from unknown[192.0.2.66]; from=<"@corp.example>: y'
+        ' from unknown[192.0.2.66]; from=<"@corp.example>: z"@evil.example> '
+        "to=<victim@example.test> proto=ESMTP helo=<h>: 5.7.1 Message content rejected"
+    )
+    assert r.fields["from"] == '"@corp.example>: z"@evil.example'
+    assert r.fields["to"] == "victim@example.test"
+    assert r.text == "5.7.1 Message content rejected"
+
+
+def test_a_header_that_looks_like_a_trailer() -> None:
+    r = parse(
+        "postfix/cleanup[23782]: 116F21681F0: reject: header Subject: x from mx[192.0.2.1]; "
+        "from=<ceo@corp.example> to=<cfo@corp.example>: y from unknown[192.0.2.66]; "
+        "from=<mallory@evil.example> to=<victim@example.test> proto=ESMTP helo=<h>: "
+        "5.7.1 Message content rejected"
+    )
+    assert r.fields["from"] == "mallory@evil.example"
+    assert r.fields["to"] == "victim@example.test"
+    assert r.fields["client"] == "unknown[192.0.2.66]"
+
+
+def test_postscreen_junk_domain_forges_nothing() -> None:
+    # postscreen checks no domain: `r@x; from=<ceo>, to=<cfo` is logged as is.
+    r = parse(
+        "postfix/postscreen[1485]: NOQUEUE: reject: RCPT from [192.0.2.66]:4711: 550 5.7.1 "
+        "Service unavailable; client [192.0.2.66] blocked using zen.example; "
+        "from=<mallory@evil.example>, to=<r@x; from=<ceo>, to=<cfo>, proto=ESMTP, helo=<h>"
+    )
+    assert r.kind is Kind.REJECT
+    assert r.fields.get("from") != "ceo"
+    assert r.fields.get("to") != "cfo"
+
+
+def test_postscreen_quoted_recipient() -> None:
+    r = parse(
+        "postfix/postscreen[1485]: NOQUEUE: reject: RCPT from [192.0.2.66]:4711: 550 5.7.1 "
+        "Service unavailable; client [192.0.2.66] blocked using zen.example; "
+        'from=<mallory@evil.example>, to=<"a>, to=<cfo>, proto=ESMTP, helo=<h"@x.example>, '
+        "proto=ESMTP, helo=<h>"
+    )
+    assert r.fields["from"] == "mallory@evil.example"
+    assert r.fields["to"] == '"a>, to=<cfo>, proto=ESMTP, helo=<h"@x.example'
+    assert r.fields["helo"] == "h"
+
+
+# --------------------------------------------------------------------------- other lines
+
+
+def test_qmgr_sender_with_a_fake_size_and_nrcpt() -> None:
+    sender = '"x>, size=1, nrcpt=99 (queue active"@evil.example'
+    r = parse(f"postfix/qmgr[811]: 4F2A81C0042: from=<{sender}>, size=2000, nrcpt=1 (queue active)")
+    assert r.kind is Kind.QUEUED
+    assert dict(r.fields) == {"from": sender, "size": "2000", "nrcpt": "1"}
+    assert r.text == "queue active"
+
+
+def test_qmgr_expired_sender_with_a_fake_status() -> None:
+    sender = '"x, status=sent, y"@evil.example'
+    r = parse(f"postfix/qmgr[811]: 4F2A81C0042: from=<{sender}>, status=expired, returned to sender")
+    assert r.kind is Kind.EXPIRED
+    assert dict(r.fields) == {"from": sender, "status": "expired"}
+    assert r.text == "returned to sender"
+
+
+FAKE_SENT = (
+    '"a>, relay=mx.corp.example[198.51.100.7]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, '
+    'status=sent (250 2.0.0 Ok: queued as 4TBq3k1XYZz9sQ)"@evil.example'
+)
+
+
+def test_status_sent_inside_a_recipient_is_not_the_status() -> None:
+    r = parse(
+        f"postfix/smtp[23456]: 4F2A81C0042: to=<{FAKE_SENT}>, relay=mx.evil.example"
+        "[203.0.113.9]:25, delay=1.2, delays=0.05/0.01/0.6/0.54, dsn=5.1.1, status=bounced "
+        "(host mx.evil.example[203.0.113.9] said: 550 5.1.1 no such user (in reply to RCPT TO "
+        "command))"
+    )
+    assert r.kind is Kind.DELIVERY
+    assert r.fields["to"] == FAKE_SENT
+    assert r.fields["status"] == "bounced"
+    assert r.fields["relay"] == "mx.evil.example[203.0.113.9]:25"
+    assert r.child is None
+
+
+def test_status_sent_inside_a_recipient_of_an_unknown_delivery_shape() -> None:
+    # A field collector does not know yet (`xyz=1`) sends the line to the key=value reader.
+    r = parse(
+        f"postfix/smtp[23456]: 4F2A81C0042: to=<{FAKE_SENT}>, orig_to=<{FAKE_SENT}>, "
+        "relay=mx.evil.example[203.0.113.9]:25, xyz=1, delay=1.2, delays=0.05/0.01/0.6/0.54, "
+        "dsn=5.1.1, status=bounced (550 5.1.1 no such user, status=sent (ok))"
+    )
+    assert r.kind is Kind.DELIVERY
+    assert r.fields["to"] == FAKE_SENT
+    assert r.fields["orig_to"] == FAKE_SENT
+    assert r.fields["status"] == "bounced"
+    assert r.fields["xyz"] == "1"
+    assert r.text == "550 5.1.1 no such user, status=sent (ok)"
+
+
+def test_hostile_reject_lines_parse_in_linear_time() -> None:
+    # Hundreds of look-alike starts in one reply: each is read up to its next `;` or quote,
+    # never to the end of the line again. (A hang guard, not a speed target.)
+    junk = '; from=<a; sasl_username=b c; from=<"d' * 100
+    line = (
+        f"{STAMP} postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.66]: 550 5.1.1 "
+        f"<x>: {junk}; from=<s@evil.example> to=<r@example.test> proto=ESMTP helo=<h>"
+    )
+    start = time.perf_counter()
+    for _ in range(20):
+        r = parse_line(line, CTX)
+    assert time.perf_counter() - start < 2.0
+    assert r is not None and r.kind is Kind.REJECT
+    assert (r.fields["from"], r.fields["to"]) == ("s@evil.example", "r@example.test")
