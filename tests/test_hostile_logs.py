@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from collector.logs.parse import TimeContext, parse_line
-from collector.models import Kind, Record
+from collector.logs.assemble import assemble, distinct_lines
+from collector.logs.parse import LineParser, TimeContext, parse_line
+from collector.logs.select import select_rows
+from collector.models import Host, Kind, Query, Record, TransportKind
+from collector.search.host import search_host
+from collector.transport.local import LocalSession
 
 CTX = TimeContext(tz=UTC, reference=datetime(2026, 12, 1, tzinfo=UTC))
 STAMP = "Nov 29 17:32:45 mx1"
@@ -243,3 +248,81 @@ def test_hostile_reject_lines_parse_in_linear_time() -> None:
     assert time.perf_counter() - start < 2.0
     assert r is not None and r.kind is Kind.REJECT
     assert (r.fields["from"], r.fields["to"]) == ("s@evil.example", "r@example.test")
+
+
+# --------------------------------------------------------------------------- every line counts
+
+REFUSED = (
+    "2026-11-29T17:32:45.012468+00:00 mx1 postfix/smtpd[23799]: NOQUEUE: reject: RCPT from "
+    "unknown[192.0.2.66]: 550 5.1.1 <ghost@example.test>: Recipient address rejected: User "
+    "unknown in virtual mailbox table; from=<spammer@evil.example> to=<ghost@example.test> "
+    "proto=ESMTP helo=<evil.example>"
+)
+OTHER_LINE = (
+    "2026-11-29T17:32:45.100000+00:00 mx1 postfix/smtpd[23799]: connect from "
+    "unknown[192.0.2.67]"
+)
+
+
+def read(lines: list[str]) -> list[Record]:
+    parser = LineParser(CTX)
+    return list(parser.parse_blocks([("\n".join(lines) + "\n").encode()]))
+
+
+def test_identical_lines_of_one_read_are_distinct_lines() -> None:
+    # A BSD stamp has no fraction: a client repeating a refused RCPT within a second writes
+    # the same line twice.
+    line = REFUSED.replace("2026-11-29T17:32:45.012468+00:00", "Nov 29 17:32:45")
+    first, second = read([line, line])
+    assert first == second  # equal as values...
+    assert first.read == second.read
+    assert len(distinct_lines([first, second])) == 2  # ...and both logged lines count
+
+
+def test_the_same_line_read_twice_counts_once() -> None:
+    pass1 = read([REFUSED, OTHER_LINE, REFUSED])
+    pass2 = read([REFUSED, REFUSED])
+    again = read([REFUSED])
+    assert pass1[0].read != pass2[0].read
+    kept = distinct_lines(pass1 + pass2 + again)
+    assert [r.line for r in kept].count(REFUSED) == 2
+    assert len(distinct_lines(read([REFUSED]) + read([REFUSED]))) == 1
+
+
+def test_rsyslog_repeated_message_stands_for_every_line() -> None:
+    head, _, body = REFUSED.partition("NOQUEUE: ")
+    wrapped = f"{head}message repeated 3 times: [ NOQUEUE: {body}]"
+    records = read([REFUSED, wrapped])
+    assert [r.kind for r in records] == [Kind.REJECT] * 4
+    assert len(distinct_lines(records)) == 4
+    parser = LineParser(CTX)
+    assert len(parser.feed_all(wrapped.encode())) == 3
+    assert parser.feed(wrapped.encode()) is not None and parser.stats.lines == 2
+
+
+def test_identical_refusals_are_as_many_rows() -> None:
+    records = distinct_lines(read([REFUSED, REFUSED]) + read([REFUSED, REFUSED]))
+    log = assemble("mx1", records)
+    rows = select_rows([log], Query(senders=("spammer@evil.example",)))
+    assert len(rows) == 2
+
+
+def host_root(tmp_path: Path, name: str, log: str) -> Host:
+    root = tmp_path / name
+    (root / "etc/postfix").mkdir(parents=True)
+    (root / "etc/postfix/main.cf").write_text("", encoding="utf-8")
+    (root / "var/log").mkdir(parents=True)
+    (root / "var/log/mail.log").write_text(log, encoding="utf-8")
+    return Host(name=name, transport=TransportKind.LOCAL, root=str(root), timezone="UTC")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="search/host.py drops identical lines (_dedupe keys on time and line); "
+    "it must keep them with collector.logs.assemble.distinct_lines",
+)
+def test_search_keeps_identical_refusals(tmp_path: Path) -> None:
+    host = host_root(tmp_path, "mx1", f"{REFUSED}\n{OTHER_LINE}\n{REFUSED}\n")
+    query = Query(senders=("spammer@evil.example",))
+    result = search_host(LocalSession(host), query, UTC, datetime(2026, 12, 1, tzinfo=UTC))
+    assert len(select_rows([result.log], query)) == 2

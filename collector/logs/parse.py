@@ -13,6 +13,7 @@ Record for them unless asked (``keep_all``): on a busy MX that is half of the li
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ _ISO_RE = re.compile(
 )
 _HEAD_RE = re.compile(_HEAD)
 # rsyslog's RepeatedMsgReduction wraps a line: `message repeated 2 times: [ ID: client=...]`.
-_REPEATED_RE = re.compile(r"message repeated \d+ times: \[ ?(.*?) ?\]$")
+_REPEATED_RE = re.compile(r"message repeated (\d{1,6}) times: \[ ?(.*?) ?\]$")
 
 # An address between `<` and `>` as any Postfix line logs it: since 3.5
 # (info_log_address_format = external) a local part with a space or one of `<>()[],;:@\"` is a
@@ -187,6 +188,8 @@ _PROGRAMS = frozenset(
 
 _MAX_LINE = 100_000
 _CACHE_MAX = 4096
+#: Numbers the reads: every LineParser is one (see Record.read).
+_READS = itertools.count(1)
 
 
 def _strip_angle(value: str) -> str:
@@ -203,11 +206,17 @@ _Body = tuple[Kind, Mapping[str, str], str, "str | None"]
 
 
 class _Core:
-    """The per-source parsing state: stamp and tag caches (lines repeat both)."""
+    """The per-source parsing state: stamp and tag caches (lines repeat both).
 
-    __slots__ = ("_iso_first", "_slack", "_stamps", "_tags", "_tz")
+    ``read`` goes into every Record (see :attr:`Record.read`). ``extra`` is set after a line
+    that stands for more (rsyslog's ``message repeated N times``): that many more copies.
+    """
 
-    def __init__(self, ctx: TimeContext) -> None:
+    __slots__ = ("_iso_first", "_read", "_slack", "_stamps", "_tags", "_tz", "extra")
+
+    def __init__(self, ctx: TimeContext, read: int = 0) -> None:
+        self._read = read
+        self.extra = 0
         self._tz = ctx.tz
         self._stamps: dict[str, datetime] = {}
         self._tags: dict[str, tuple[str, str, str] | None] = {}
@@ -288,7 +297,7 @@ class _Core:
         instance, service, program = names
         rest = line[m.end() :]
         if queue_id is None and severity is None and rest[:9] == "message r":
-            severity, queue_id, rest = _unwrap_repeated(rest)
+            severity, queue_id, rest, self.extra = _unwrap_repeated(rest)
         if severity is not None:
             body: _Body = (_DIAGNOSTIC, _EMPTY, rest, None)
         elif queue_id is None:
@@ -301,7 +310,7 @@ class _Core:
         kind, fields, text, child = body
         return _make_record(
             dt, host, instance, service, program, int(pid) if pid else None, queue_id, kind,
-            fields, text, child, severity or "", line,
+            fields, text, child, severity or "", line, self._read,
         )
 
 
@@ -312,15 +321,20 @@ _SKIPPED = Record(
 )
 
 
-def _unwrap_repeated(rest: str) -> tuple[str | None, str | None, str]:
-    """rsyslog's ``message repeated N times: [ ID: text]`` -> (severity, queue ID, text)."""
+def _unwrap_repeated(rest: str) -> tuple[str | None, str | None, str, int]:
+    """rsyslog's ``message repeated N times: [ ID: text]`` -> (severity, queue ID, text, N).
+
+    rsyslog logs the first of identical messages, then this one for the N it held back: it
+    stands for N logged lines, and every one counts.
+    """
     r = _REPEATED_RE.match(rest)
     if r is None:
-        return None, None, rest
-    h = _HEAD_RE.match(r.group(1))
+        return None, None, rest, 0
+    inner = r.group(2)
+    h = _HEAD_RE.match(inner)
     assert h is not None  # every part of _HEAD is optional
     severity, queue_id = h.groups()
-    return severity, queue_id, r.group(1)[h.end() :]
+    return severity, queue_id, inner[h.end() :], max(0, int(r.group(1)) - 1)
 
 
 def _split_tag(tag: str) -> tuple[str, str, str] | None:
@@ -587,7 +601,7 @@ class LineParser:
     """
 
     def __init__(self, ctx: TimeContext, samples: int = 5, *, keep_all: bool = False) -> None:
-        self._core = _Core(ctx)
+        self._core = _Core(ctx, next(_READS))
         self._keep_all = keep_all
         self._samples_max = samples
         self._samples: list[str] = []
@@ -598,7 +612,28 @@ class LineParser:
         self._blank = 0
 
     def feed(self, raw: bytes) -> Record | None:
-        """Parse one raw line (its line ending, if any, is stripped)."""
+        """Parse one raw line (its line ending, if any, is stripped).
+
+        A line that stands for several (rsyslog's ``message repeated N times``) gives its
+        first Record only: :meth:`feed_all` gives all of them.
+        """
+        records = self.feed_all(raw)
+        return records[0] if records else None
+
+    def feed_all(self, raw: bytes) -> list[Record]:
+        """Parse one raw line: its Records (none, one, or the N of a repeated message)."""
+        record = self._feed_one(raw)
+        if record is None:
+            self._core.extra = 0
+            return []
+        return self._with_copies(record)
+
+    def _with_copies(self, record: Record) -> list[Record]:
+        """``record`` and the copies a repeated message stands for (see ``_Core.extra``)."""
+        n, self._core.extra = self._core.extra, 0
+        return [record] * (n + 1)
+
+    def _feed_one(self, raw: bytes) -> Record | None:
         self._lines += 1
         raw = raw.rstrip(b"\r\n")
         if len(raw) <= _MAX_LINE and b"\x00" not in raw:
@@ -636,6 +671,7 @@ class LineParser:
             self._bad += 1
             record = self._core.parse(line, self._keep_all)
             if record is None:
+                self._core.extra = 0
                 return None
             self._parsed += 1
             return None if record is _SKIPPED else record
@@ -650,7 +686,8 @@ class LineParser:
     def parse(self, lines: Iterable[bytes]) -> Iterator[Record]:
         """Yield a Record for every understood line of ``lines``."""
         # feed() inlined: this loop runs once per log line.
-        core = self._core.parse
+        state = self._core
+        core = state.parse
         keep_all = self._keep_all
         slow = self._feed_slow
         n = parsed = 0
@@ -669,10 +706,14 @@ class LineParser:
                             parsed += 1
                             if record is not _SKIPPED:
                                 yield record
+                                if state.extra:
+                                    yield from self._with_copies(record)[1:]
                             continue
                 record = slow(raw)
                 if record is not None:
                     yield record
+                    if state.extra:
+                        yield from self._with_copies(record)[1:]
         finally:
             self._lines += n
             self._parsed += parsed
@@ -725,7 +766,8 @@ class LineParser:
         if max(map(len, lines), default=0) > _MAX_LINE:
             yield from self.parse(data.splitlines(keepends=True))
             return
-        core = self._core.parse
+        state = self._core
+        core = state.parse
         keep_all = self._keep_all
         parsed = 0
         try:
@@ -735,10 +777,14 @@ class LineParser:
                     parsed += 1
                     if record is not _SKIPPED:
                         yield record
+                        if state.extra:
+                            yield from self._with_copies(record)[1:]
                     continue
                 record = self._feed_slow(line.encode())
                 if record is not None:
                     yield record
+                    if state.extra:
+                        yield from self._with_copies(record)[1:]
         finally:
             self._lines += len(lines)
             self._parsed += parsed
