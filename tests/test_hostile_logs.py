@@ -10,14 +10,17 @@ opened.c; addresses in the external form of quote_822_local.c).
 from __future__ import annotations
 
 import time
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from collector.logs import select
 from collector.logs.assemble import assemble, distinct_lines
+from collector.logs.commands import filter_file_command, pass1_needles
 from collector.logs.parse import LineParser, TimeContext, parse_line
-from collector.logs.select import select_rows
+from collector.logs.select import fixed_part, fold, select_rows
 from collector.models import Host, Kind, Query, Record, TransportKind
 from collector.search.host import search_host
 from collector.transport.local import LocalSession
@@ -326,3 +329,99 @@ def test_search_keeps_identical_refusals(tmp_path: Path) -> None:
     query = Query(senders=("spammer@evil.example",))
     result = search_host(LocalSession(host), query, UTC, datetime(2026, 12, 1, tzinfo=UTC))
     assert len(select_rows([result.log], query)) == 2
+
+
+# --------------------------------------------------------------------------- SMTPUTF8 addresses
+
+
+def utf8_line(sender: str, recipient: str, qid: str = "4F2A81C0042") -> str:
+    return (
+        f"2026-11-29T17:32:45.012468+00:00 mx1 postfix/qmgr[811]: {qid}: from=<{sender}>, "
+        f"size=1200, nrcpt=1 (queue active)\n"
+        f"2026-11-29T17:32:45.112468+00:00 mx1 postfix/local[812]: {qid}: to=<{recipient}>, "
+        "relay=local, delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (delivered to "
+        "mailbox)\n"
+        f"2026-11-29T17:32:45.212468+00:00 mx1 postfix/qmgr[811]: {qid}: removed\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("logged", "wanted"),
+    [
+        ("jÖRG@bÜCHER.example", "Jörg@Bücher.example"),
+        ("Jörg@Bücher.example", "JÖRG@BÜCHER.EXAMPLE"),
+        ("ΣΊΣΥΦΟΣ@παράδειγμα.gr", "σίσυφος@ΠΑΡΆΔΕΙΓΜΑ.GR"),
+        ("用户@例子.广告", "用户@例子.广告"),
+    ],
+)
+def test_search_finds_a_non_ascii_sender_in_any_case(
+    tmp_path: Path, logged: str, wanted: str
+) -> None:
+    host = host_root(tmp_path, "mx1", utf8_line(logged, "bob@example.test"))
+    for query in (Query(senders=(wanted,)), Query(terms=(wanted,))):
+        result = search_host(LocalSession(host), query, UTC, datetime(2026, 12, 1, tzinfo=UTC))
+        rows = select_rows([result.log], query)
+        assert [r.sender for r in rows] == [logged], query
+
+
+def test_search_finds_a_non_ascii_recipient_in_any_case(tmp_path: Path) -> None:
+    host = host_root(tmp_path, "mx1", utf8_line("bob@example.test", "ÉLODIE@ÉCOLE.EXAMPLE"))
+    query = Query(recipients=("élodie@école.example",))
+    result = search_host(LocalSession(host), query, UTC, datetime(2026, 12, 1, tzinfo=UTC))
+    assert [r.recipient for r in select_rows([result.log], query)] == ["ÉLODIE@ÉCOLE.EXAMPLE"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("straße@x.example", "STRASSE@X.EXAMPLE"),  # ß -> ss would turn non-ASCII into ASCII
+        ("\u212aate@x.example", "kate@x.example"),  # the Kelvin sign is not k
+        ("\ufb01le@x.example", "file@x.example"),  # the fi ligature is not fi
+        ("jo\u0308rg@x.example", "jörg@x.example"),  # no normalization: decomposed differs
+    ],
+)
+def test_folds_that_would_reach_ascii_do_not_apply(a: str, b: str) -> None:
+    # Decided: grep -i under LC_ALL=C cannot see these, so the comparison does not make them.
+    assert fold(a) != fold(b)
+
+
+def test_capital_sharp_s_and_final_sigma_fold() -> None:
+    assert fold("STRAẞE@x.example") == fold("straße@X.example")
+    assert fold("ΟΔΟΣ@x.gr") == fold("οδος@x.gr") == fold("οδοσ@x.gr")
+
+
+def test_fixed_part_is_found_in_every_line_that_folds_equal() -> None:
+    needle = "from=<Jörg@Bücher.example>"
+    part = fixed_part(needle)
+    assert part and part.isascii()
+    for logged in ("jÖRG@bÜCHER.example", "JÖRG@BÜCHER.EXAMPLE", "jörg@bücher.example"):
+        line = f"from=<{logged}>"
+        assert fold(line) == fold(needle)
+        assert part.lower() in line.lower()  # what grep -F -i does under LC_ALL=C
+    assert fixed_part("to=<bob@example.test>") == "to=<bob@example.test>"
+    assert fixed_part("to=<用户@例子.广告>") == "to=<用户@例子.广告>"
+
+
+def test_the_grep_needle_of_a_non_ascii_address() -> None:
+    needles = pass1_needles(Query(senders=("Jörg@Bücher.example",)))
+    assert needles is not None
+    argv = filter_file_command("/var/log/mail.log", needles).argv
+    assert argv[argv.index("-e") + 1] == "cher.example>"
+    assert "-i" in argv
+
+
+def _assigned() -> list[str]:
+    return [
+        chr(cp)
+        for cp in range(0x80, 0x110000)
+        if unicodedata.category(chr(cp)) not in ("Cn", "Co", "Cs")
+    ]
+
+
+def test_fold_keeps_ascii_and_non_ascii_apart_over_all_of_unicode() -> None:
+    exact = {c for c in _assigned() if select._exact(c)}
+    for c in _assigned():
+        folded = select._fold_char.__wrapped__(c)
+        assert folded and not any(x.isascii() for x in folded), c
+        # A character that stands for itself is never what another one folds into.
+        assert not (set(folded) & exact) or folded == c, c
