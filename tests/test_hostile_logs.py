@@ -19,6 +19,12 @@ import pytest
 from collector.logs import select
 from collector.logs.assemble import assemble, distinct_lines
 from collector.logs.commands import filter_file_command, pass1_needles
+from collector.logs.discovery import (
+    MAX_ROTATION_NAMES,
+    config_from_main_cf,
+    rotation_candidates,
+    strftime_regex,
+)
 from collector.logs.parse import LineParser, TimeContext, parse_line
 from collector.logs.select import fixed_part, fold, select_rows
 from collector.models import Host, Kind, Query, Record, TransportKind
@@ -425,3 +431,58 @@ def test_fold_keeps_ascii_and_non_ascii_apart_over_all_of_unicode() -> None:
         assert folded and not any(x.isascii() for x in folded), c
         # A character that stands for itself is never what another one folds into.
         assert not (set(folded) & exact) or folded == c, c
+
+
+# --------------------------------------------------------------------------- hostile main.cf
+
+
+def _unbounded(regex: str) -> int:
+    """Quantifiers without an upper bound in a regex (escaped characters skipped)."""
+    count, i = 0, 0
+    while i < len(regex):
+        if regex[i] == "\\":
+            i += 2
+            continue
+        count += regex[i] in "+*"
+        i += 1
+    return count
+
+
+@pytest.mark.parametrize(
+    "suffix", ["%Y%m%d-%H%M%S", "%Y-%m-%d_%Hh", "%s", "%F.%T", "%B-%Y", "x%Q%%y", "%%s%%s"]
+)
+def test_rotate_suffix_regex_is_linear_by_construction(suffix: str) -> None:
+    assert _unbounded(strftime_regex(suffix)) <= 1
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    ["%Y" * 5000, "%s" * 30, "%s%Q", "%Q%Q", "%A%B", "%%" * 40, "%" + "s%" * 20],
+)
+def test_hostile_rotate_suffix_is_a_note_never_a_hang(suffix: str) -> None:
+    names = ["postfix.log", "postfix.log.1", "postfix.log." + "1" * 200 + "x"]
+    names += [f"postfix.log.{'9' * (i % 200)}-{i}z" for i in range(2000)]
+    notes: list[str] = []
+    start = time.perf_counter()
+    found = rotation_candidates("/var/log/postfix.log", names, suffix, notes)
+    assert time.perf_counter() - start < 2.0
+    assert "postfix.log.1" in found
+    assert any("maillog_file_rotate_suffix" in n for n in notes)
+
+
+def test_a_directory_of_look_alike_names_is_capped() -> None:
+    names = [f"mail.log.{i}x" for i in range(MAX_ROTATION_NAMES + 5)] + ["mail.log.1"]
+    notes: list[str] = []
+    start = time.perf_counter()
+    rotation_candidates("/var/log/mail.log", names, None, notes)
+    assert time.perf_counter() - start < 2.0
+    assert any("names alike" in n for n in notes)
+
+
+def test_main_cf_that_doubles_at_every_level_expands_in_bounded_time() -> None:
+    lines = [f"p{i} = $p{i + 1}$p{i + 1}" for i in range(60)] + ["p60 = x"]
+    text = "\n".join(lines) + "\nmaillog_file = /var/log/$p0\n"
+    start = time.perf_counter()
+    config = config_from_main_cf(text, "/etc/postfix")
+    assert time.perf_counter() - start < 2.0
+    assert config.maillog_file.startswith("/var/log/x")
