@@ -9,6 +9,8 @@ opened.c; addresses in the external form of quote_822_local.c).
 
 from __future__ import annotations
 
+import os
+import posixpath
 import time
 import unicodedata
 from datetime import UTC, datetime
@@ -28,7 +30,8 @@ from collector.logs.discovery import (
 from collector.logs.parse import LineParser, TimeContext, parse_line
 from collector.logs.select import fixed_part, fold, select_rows
 from collector.models import Host, Kind, Query, Record, TransportKind
-from collector.search.host import search_host
+from collector.search.host import HostSearch, search_host
+from collector.search.view import SessionView, discover_host
 from collector.transport.local import LocalSession
 
 CTX = TimeContext(tz=UTC, reference=datetime(2026, 12, 1, tzinfo=UTC))
@@ -486,3 +489,73 @@ def test_main_cf_that_doubles_at_every_level_expands_in_bounded_time() -> None:
     config = config_from_main_cf(text, "/etc/postfix")
     assert time.perf_counter() - start < 2.0
     assert config.maillog_file.startswith("/var/log/x")
+
+
+# --------------------------------------------------------------------------- hostile file names
+
+LOG = utf8_line("alice@example.test", "bob@example.test")
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def searched(host: Host) -> tuple[list[str], HostSearch]:
+    query = Query(senders=("alice@example.test",))
+    result = search_host(LocalSession(host), query, UTC, NOW)
+    return [r.recipient or "" for r in select_rows([result.log], query)], result
+
+
+def test_a_file_name_with_a_newline_does_not_break_the_listing(tmp_path: Path) -> None:
+    host = host_root(tmp_path, "mx1", LOG)
+    log_dir = tmp_path / "mx1/var/log"
+    (log_dir / "mail.log.1\nmail.log.2").write_text("junk\n", encoding="utf-8")
+    (log_dir / "new\nline.log").write_text("junk\n", encoding="utf-8")
+    found = discover_host(LocalSession(host), host)
+    names = {posixpath.basename(s.path) for s in found.sources}
+    assert names == {"mail.log"}
+    listing = SessionView(LocalSession(host)).list_dir("/var/log")
+    assert listing is not None
+    assert {"mail.log.1\nmail.log.2", "new\nline.log"} <= {f.name for f in listing}
+    rows, result = searched(host)
+    assert rows == ["bob@example.test"] and result.unread == ()
+
+
+def linked_host(tmp_path: Path, link: str) -> Host:
+    host = host_root(tmp_path, "mx1", "")
+    root = tmp_path / "mx1"
+    (root / "var/log/mail.log").unlink()
+    (root / "data/log").mkdir(parents=True)
+    (root / "data/log/mail.log").write_text(LOG, encoding="utf-8")
+    os.symlink(link.replace("ROOT", str(root)), root / "var/log/mail.log")
+    return host
+
+
+@pytest.mark.parametrize(
+    "link", ["../../data/log/mail.log", "ROOT/data/log/mail.log", "../../data/../data/log/mail.log"]
+)
+def test_a_symlinked_log_is_read_through_its_name(tmp_path: Path, link: str) -> None:
+    host = linked_host(tmp_path, link)
+    found = discover_host(LocalSession(host), host)
+    assert [s.path for s in found.sources] == ["/var/log/mail.log"]
+    assert found.sources[0].size == len(LOG.encode())
+    rows, result = searched(host)
+    assert rows == ["bob@example.test"] and result.unread == ()
+
+
+def test_a_directory_hosts_absolute_symlink_is_read_inside_its_root(tmp_path: Path) -> None:
+    # The link names a place on the host (/data/log/mail.log): inside the root, never this
+    # machine's /data.
+    host = linked_host(tmp_path, "/data/log/mail.log")
+    found = discover_host(LocalSession(host), host)
+    assert [s.path for s in found.sources] == ["/data/log/mail.log"]
+    assert any("/var/log/mail.log -> /data/log/mail.log" in n for n in found.notes)
+    rows, result = searched(host)
+    assert rows == ["bob@example.test"] and result.unread == ()
+
+
+@pytest.mark.parametrize(
+    "link", ["/nowhere/mail.log", "../../../../../../../../etc/passwd", "mail.log.missing"]
+)
+def test_a_symlink_out_of_the_root_or_to_nothing_is_a_note(tmp_path: Path, link: str) -> None:
+    host = linked_host(tmp_path, link)
+    found = discover_host(LocalSession(host), host)
+    assert "/var/log/mail.log" not in [s.path for s in found.sources]
+    assert any("/var/log/mail.log -> " in n for n in found.notes)

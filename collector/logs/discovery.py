@@ -32,13 +32,18 @@ from collector.models import (
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """One directory entry as a view reports it; ``mtime`` is seconds since the epoch."""
+    """One directory entry as a view reports it; ``mtime`` is seconds since the epoch.
+
+    ``target`` is the host path to read instead of ``path``: a directory host's symlink
+    whose target the system would look for outside the root (see ``SessionView``).
+    """
 
     path: str
     size: int | None = None
     mtime: float | None = None
     readable: bool = True
     is_dir: bool = False
+    target: str | None = None
 
     @property
     def name(self) -> str:
@@ -538,7 +543,7 @@ def order_sources(
 
     return [
         LogSource(
-            path=f.path,
+            path=f.target or f.path,
             kind=SourceKind.FILE,
             origin=origin,
             compression=compression_of(f.name),
@@ -926,4 +931,6 @@ def discover(view: FileSystemView, host: Host) -> DiscoveryResult:
         if entries is not None:
             listing[directory] = entries
     result = plan_sources(configs, listing, host)
-    return replace(result, notes=notes + result.notes)
+    # What the view skipped while listing (a symlink to nothing, ...), if it says.
+    skipped = tuple(getattr(view, "notes", ()))
+    return replace(result, notes=notes + skipped + result.notes)
