@@ -345,6 +345,10 @@ class Record:
     (``smtpd``). ``queue_id`` is None for NOQUEUE and for lines without an ID.
     ``child`` is the queue ID this line hands the message to (``queued as``,
     ``forwarded as``, a notification's new ID, a requeue's new ID).
+    ``read`` numbers the read (one parser over one command's output) the line came from:
+    identical lines of one read are as many logged lines, while the same line met again by
+    another read (a second pass, a later round) is the same line. It takes no part in
+    equality.
     """
 
     time: datetime
@@ -360,6 +364,7 @@ class Record:
     child: str | None = None
     severity: str = ""
     line: str = ""
+    read: int = field(default=0, compare=False)
 
     def __reduce__(self) -> tuple[Callable[..., Record], tuple[object, ...]]:
         """Pickle ``fields`` as a dict: a read-only MappingProxyType (:data:`NO_FIELDS`) does

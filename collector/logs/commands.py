@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from collector.logs.select import normalize_message_id
+from collector.logs.select import fixed_part, normalize_message_id
 from collector.models import Compression, LogSource, Query
 
 #: Above this many queue IDs, a field lookup in a hash (awk) beats grep's multi-literal
@@ -160,7 +160,13 @@ def journal_match(source: LogSource) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Needles:
-    """The fixed strings of pass 1 and whether they compare case-insensitively."""
+    """The fixed strings of pass 1 and whether they compare case-insensitively.
+
+    Case-insensitive strings are what ``select`` compares with :func:`~collector.logs.select.
+    fold`; grep gets the part of each that it can find under ``LC_ALL=C -i`` (all of an ASCII
+    string, see :func:`~collector.logs.select.fixed_part`), so it never misses a line that the
+    comparison accepts.
+    """
 
     strings: tuple[str, ...]
     ignore_case: bool
@@ -196,9 +202,11 @@ def pass1_needles(query: Query) -> Needles | None:
 
 def _grep_words(needles: Needles) -> list[str]:
     words = ["-F", "-a"]
+    strings = needles.strings
     if needles.ignore_case:
         words.append("-i")
-    for s in needles.strings:
+        strings = tuple(dict.fromkeys(fixed_part(s) for s in strings))
+    for s in strings:
         words += ["-e", s]
     return words
 

@@ -32,13 +32,18 @@ from collector.models import (
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """One directory entry as a view reports it; ``mtime`` is seconds since the epoch."""
+    """One directory entry as a view reports it; ``mtime`` is seconds since the epoch.
+
+    ``target`` is the host path to read instead of ``path``: a directory host's symlink
+    whose target the system would look for outside the root (see ``SessionView``).
+    """
 
     path: str
     size: int | None = None
     mtime: float | None = None
     readable: bool = True
     is_dir: bool = False
+    target: str | None = None
 
     @property
     def name(self) -> str:
@@ -142,6 +147,9 @@ _NAME = re.compile(r"[A-Za-z0-9_]+")
 # Postfix gives up at 100 nested expansions ("unreasonable macro call nesting"); a loop
 # like ``a = $b``, ``b = $a`` expands to empty here instead of failing discovery.
 _MAX_DEPTH = 100
+# A main.cf is host text: ``a = $b$b``, ``b = $c$c``, ... doubles at every level. One
+# expansion looks up at most this many names; past that, names expand to empty.
+_MAX_LOOKUPS = 10_000
 
 
 def parse_main_cf(text: str) -> dict[str, str]:
@@ -183,14 +191,17 @@ def expand(params: Mapping[str, str], value: str) -> str:
     Names missing from ``params`` take :data:`POSTFIX_DEFAULTS`, else the empty string.
     Postfix 3.x comparison forms (``${{$a} == {b}?...}``) are left as written.
     """
-    return _expand(params, value, 0)
+    return _expand(params, value, 0, [_MAX_LOOKUPS])
 
 
-def _lookup(params: Mapping[str, str], name: str, depth: int) -> str:
+def _lookup(params: Mapping[str, str], name: str, depth: int, budget: list[int]) -> str:
+    budget[0] -= 1
+    if budget[0] < 0:
+        return ""
     raw = params.get(name)
     if raw is None:
         raw = POSTFIX_DEFAULTS.get(name, "")
-    return _expand(params, raw, depth + 1)
+    return _expand(params, raw, depth + 1, budget)
 
 
 def _matching(text: str, start: int, open_: str, close: str) -> int:
@@ -216,8 +227,10 @@ def _braced(text: str) -> tuple[str, str] | None:
     return text[1:end], text[end + 1 :]
 
 
-def _conditional(params: Mapping[str, str], name: str, op: str, arg: str, depth: int) -> str:
-    value = _lookup(params, name, depth)
+def _conditional(
+    params: Mapping[str, str], name: str, op: str, arg: str, depth: int, budget: list[int]
+) -> str:
+    value = _lookup(params, name, depth, budget)
     if op == "?":
         yes, no = arg, ""
         braced = _braced(arg)
@@ -231,10 +244,10 @@ def _conditional(params: Mapping[str, str], name: str, op: str, arg: str, depth:
     else:
         braced = _braced(arg)
         chosen = (braced[0] if braced is not None else arg) if not value else ""
-    return _expand(params, chosen, depth + 1)
+    return _expand(params, chosen, depth + 1, budget)
 
 
-def _expand(params: Mapping[str, str], text: str, depth: int) -> str:
+def _expand(params: Mapping[str, str], text: str, depth: int, budget: list[int]) -> str:
     if depth > _MAX_DEPTH or "$" not in text:
         return "" if depth > _MAX_DEPTH else text
     out: list[str] = []
@@ -259,9 +272,9 @@ def _expand(params: Mapping[str, str], text: str, depth: int) -> str:
                 continue
             rest = inner[m.end() :]
             if not rest:
-                out.append(_lookup(params, m.group(), depth))
+                out.append(_lookup(params, m.group(), depth, budget))
             elif rest[0] in "?:" and nxt == "{":
-                out.append(_conditional(params, m.group(), rest[0], rest[1:], depth))
+                out.append(_conditional(params, m.group(), rest[0], rest[1:], depth, budget))
             else:
                 out.append(text[i : end + 1])
             i = end + 1
@@ -271,7 +284,7 @@ def _expand(params: Mapping[str, str], text: str, depth: int) -> str:
                 out.append("$")
                 i += 1
             else:
-                out.append(_lookup(params, m.group(), depth))
+                out.append(_lookup(params, m.group(), depth, budget))
                 i = m.end()
     return "".join(out)
 
@@ -398,31 +411,59 @@ _NUMBERED = r"\.\d{1,4}"
 # logrotate dateext: -YYYYMMDD (RHEL, SUSE), -YYYYMMDDHH (hourly), -YYYYMMDD-<epoch>
 # (dateformat -%Y%m%d-%s); also .YYYYMMDD-HHMMSS, postfix logrotate's default suffix.
 _DATED = r"[.-]\d{8}(?:\d{2})?(?:-\d+)?"
+# What each strftime directive can print, as a regex of fixed width (a suffix is host text:
+# the regex built from it must not backtrack). %% is a literal %.
 _STRFTIME: Mapping[str, str] = MappingProxyType(
     {
-        "Y": r"\d{4}",
-        "y": r"\d{2}",
-        "m": r"\d{2}",
-        "d": r"\d{2}",
-        "e": r"[ \d]\d",
-        "H": r"\d{2}",
-        "M": r"\d{2}",
-        "S": r"\d{2}",
-        "j": r"\d{3}",
-        "s": r"\d+",
-        "b": r"[A-Za-z]{3}",
-        "%": "%",
+        "Y": r"\d{4}", "G": r"\d{4}", "y": r"\d{2}", "g": r"\d{2}", "C": r"\d{2}",
+        "m": r"\d{2}", "d": r"\d{2}", "e": r"[ \d]\d", "j": r"\d{3}",
+        "H": r"\d{2}", "I": r"\d{2}", "k": r"[ \d]\d", "l": r"[ \d]\d", "M": r"\d{2}",
+        "S": r"\d{2}", "u": r"\d", "w": r"\d", "U": r"\d{2}", "V": r"\d{2}", "W": r"\d{2}",
+        "b": r"[A-Za-z]{3}", "h": r"[A-Za-z]{3}", "a": r"[A-Za-z]{3}", "p": r"[AP]M",
+        "z": r"[+-]\d{4}", "F": r"\d{4}-\d{2}-\d{2}", "T": r"\d{2}:\d{2}:\d{2}",
+        "R": r"\d{2}:\d{2}", "%": "%",
     }
+)  # fmt: skip
+# Directives of variable width (seconds since the epoch, names); anything else strftime may
+# print as is or not at all.
+_STRFTIME_VARIABLE: Mapping[str, str] = MappingProxyType(
+    {"s": r"\d+", "A": "[A-Za-z]+", "B": "[A-Za-z]+", "Z": "[A-Za-z]+"}
 )
+#: The longest ``maillog_file_rotate_suffix`` looked at (Postfix's default has 14 characters).
+MAX_ROTATE_SUFFIX = 64
+#: Names in one directory that share a log's name and are checked as its rotations; a file
+#: name is at most 255 bytes (NAME_MAX), a longer one is no rotation.
+MAX_ROTATION_NAMES = 10_000
+_NAME_MAX = 255
+
+
+class SuffixError(ValueError):
+    """A ``maillog_file_rotate_suffix`` that cannot be matched in linear time."""
 
 
 def strftime_regex(pattern: str) -> str:
-    """A regex for what ``strftime(pattern)`` can produce (unknown directives: ``.+?``)."""
+    """A regex for what ``strftime(pattern)`` can produce, linear by construction.
+
+    Every directive has a fixed width but at most one (``%s``, a name, or a directive not
+    known here, which may print anything): with one unbounded quantifier and fixed text
+    around it a match costs at most (name length) x (pattern length). Raises
+    :class:`SuffixError` for a longer pattern, or one with two directives of variable width.
+    """
+    if len(pattern) > MAX_ROTATE_SUFFIX:
+        raise SuffixError(f"longer than {MAX_ROTATE_SUFFIX} characters")
     out: list[str] = []
+    variable = ""
     i = 0
     while i < len(pattern):
         if pattern[i] == "%" and i + 1 < len(pattern):
-            out.append(_STRFTIME.get(pattern[i + 1], ".+?"))
+            d = pattern[i + 1]
+            fixed = _STRFTIME.get(d)
+            if fixed is None:
+                if variable:
+                    raise SuffixError(f"%{variable} and %{d} both vary in width")
+                variable = d
+                fixed = _STRFTIME_VARIABLE.get(d, "[^/]+")
+            out.append(fixed if d != "%" else re.escape("%"))
             i += 2
         else:
             out.append(re.escape(pattern[i]))
@@ -455,20 +496,39 @@ def _rotation_key(name: str) -> tuple[int, int, int]:
 
 
 def rotation_candidates(
-    base: str, names_in_dir: Iterable[str], rotate_suffix: str | None
+    base: str,
+    names_in_dir: Iterable[str],
+    rotate_suffix: str | None,
+    notes: list[str] | None = None,
 ) -> list[str]:
     """The names among ``names_in_dir`` that are rotations of ``base``, oldest first by name.
 
     ``rotate_suffix`` is ``maillog_file_rotate_suffix`` (``postfix logrotate`` renames to
-    ``base.SUFFIX`` and then compresses), or None for syslog files.
+    ``base.SUFFIX`` and then compresses), or None for syslog files. The suffix, the names
+    and their number come from the host: a suffix that cannot be matched in linear time is
+    not used, and only :data:`MAX_ROTATION_NAMES` names are checked; ``notes`` says so.
     """
     name = posixpath.basename(base)
     forms = [_NUMBERED, _DATED]
     if rotate_suffix:
-        forms.append(r"\." + strftime_regex(rotate_suffix))
+        try:
+            forms.append(r"\." + strftime_regex(rotate_suffix))
+        except SuffixError as exc:
+            _note(notes, f"maillog_file_rotate_suffix {rotate_suffix[:40]!r}: {exc}; "
+                  "its rotations are looked for by the usual names only")
     rx = re.compile(re.escape(name) + "(?:" + "|".join(forms) + ")" + _COMPRESSED)
-    found = {n for n in names_in_dir if rx.fullmatch(n)}
+    alike = [n for n in names_in_dir if n.startswith(name) and len(n) <= _NAME_MAX]
+    if len(alike) > MAX_ROTATION_NAMES:
+        _note(notes, f"{base}: {len(alike)} names alike, only the first "
+              f"{MAX_ROTATION_NAMES} looked at as rotations")
+        alike = alike[:MAX_ROTATION_NAMES]
+    found = {n for n in alike if rx.fullmatch(n)}
     return sorted(found, key=lambda n: (_rotation_key(n), n))
+
+
+def _note(notes: list[str] | None, text: str) -> None:
+    if notes is not None and text not in notes:
+        notes.append(text)
 
 
 def order_sources(
@@ -483,7 +543,7 @@ def order_sources(
 
     return [
         LogSource(
-            path=f.path,
+            path=f.target or f.path,
             kind=SourceKind.FILE,
             origin=origin,
             compression=compression_of(f.name),
@@ -536,12 +596,15 @@ def _entry(listing: Mapping[str, Sequence[FileInfo]], path: str) -> FileInfo | N
 
 
 def _family(
-    listing: Mapping[str, Sequence[FileInfo]], base: str, rotate_suffix: str | None
+    listing: Mapping[str, Sequence[FileInfo]],
+    base: str,
+    rotate_suffix: str | None,
+    notes: list[str] | None = None,
 ) -> list[FileInfo]:
     """The base file and its rotations, files only."""
     directory, name = posixpath.split(base)
     entries = {e.name: e for e in listing.get(directory, ()) if not e.is_dir}
-    names = rotation_candidates(name, entries, rotate_suffix)
+    names = rotation_candidates(base, entries, rotate_suffix, notes)
     if name in entries:
         names.append(name)
     return [entries[n] for n in names]
@@ -703,7 +766,7 @@ def _maillog_sources(
             notes.append(f"{who}: maillog_file = {path}: not an absolute path, skipped")
         elif path not in named:
             named.add(path)
-            family = _family(listing, path, config.maillog_file_rotate_suffix)
+            family = _family(listing, path, config.maillog_file_rotate_suffix, notes)
             owner = who if len(writers[path]) == 1 else None
             if family:
                 notes.append(f"{who}: maillog_file {_describe(path, family)}")
@@ -726,7 +789,7 @@ def _default_sources(
         if entry is not None and entry.is_dir:
             notes.append(f"{path} is a directory, skipped")
             continue
-        family = _family(listing, path, None)
+        family = _family(listing, path, None, notes)
         if not family or path in named:
             continue
         if not to_syslog:
@@ -868,4 +931,6 @@ def discover(view: FileSystemView, host: Host) -> DiscoveryResult:
         if entries is not None:
             listing[directory] = entries
     result = plan_sources(configs, listing, host)
-    return replace(result, notes=notes + result.notes)
+    # What the view skipped while listing (a symlink to nothing, ...), if it says.
+    skipped = tuple(getattr(view, "notes", ()))
+    return replace(result, notes=notes + skipped + result.notes)

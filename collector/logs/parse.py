@@ -13,6 +13,7 @@ Record for them unless asked (``keep_all``): on a busy MX that is half of the li
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -90,17 +91,34 @@ _ISO_RE = re.compile(
 )
 _HEAD_RE = re.compile(_HEAD)
 # rsyslog's RepeatedMsgReduction wraps a line: `message repeated 2 times: [ ID: client=...]`.
-_REPEATED_RE = re.compile(r"message repeated \d+ times: \[ ?(.*?) ?\]$")
+_REPEATED_RE = re.compile(r"message repeated (\d{1,6}) times: \[ ?(.*?) ?\]$")
+
+# An address between `<` and `>` as any Postfix line logs it: since 3.5
+# (info_log_address_format = external) a local part with a space or one of `<>()[],;:@\"` is a
+# quoted string, `"` and `\` escaped inside (quote_822_local.c), so a `>`, `, status=` or
+# `; from=<` inside it is part of the address. The alternatives start with different
+# characters (unrolled: runs of plain characters, then a quoted string): the match is unique
+# and cannot backtrack.
+_QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_ADDR = rf'[^">]*(?:{_QUOTED}[^">]*)*'
+ADDRESS_RE = re.compile(_ADDR)
 
 # The delivery line as Postfix 2.9-3.12 write it (log_adhoc.c); anything else falls back to
 # the key=value scanner. `(.*)\)` is greedy: the status text ends at the LAST `)`.
 _DELIVERY_RE = re.compile(
-    r"to=<([^>]*)>(?:, orig_to=<([^>]*)>)?, relay=([^,]*)(?:, conn_use=(\d+))?, "
+    rf"to=<({_ADDR})>(?:, orig_to=<({_ADDR})>)?, relay=([^,]*)(?:, conn_use=(\d+))?, "
     r"delay=([^,]*), delays=([^,]*)(?:, tls=([^,]*))?, dsn=([^,]*), status=(\S+)(?: \((.*)\))?$"
 )
-# key=value lists separated by `, ` (delivery, qmgr, client=). Values in <...> lose the
-# brackets and may hold commas (quoted local parts); other values end at the next comma.
-_KV_RE = re.compile(r"([a-z_-]+)=<?((?<=<)[^>]*|[^,]*)>?")
+_DELIVERY_PLAIN_RE = re.compile(_DELIVERY_RE.pattern.replace(_ADDR, "[^>]*"))
+# One `key=value` of a list separated by `, ` (delivery, qmgr, client=), read in order from
+# the left: a value in <...> is an address (above) and loses the brackets; any other value
+# ends at the next comma.
+_KV_RE = re.compile(rf"([a-z_-]+)=(?:<({_ADDR})>|([^,]*))(?:, |$)")
+# client= lists (smtpd.c): the client, then SASL and XFORWARD attributes, none an address.
+_CLIENT_KV_RE = re.compile(r"([a-z_-]+)=([^,]*)")
+# qmgr (opened.c): `from=<s>, size=N, nrcpt=N (queue active)`; and qmgr's expiry line.
+_QUEUED_RE = re.compile(rf"from=<({_ADDR})>, size=(\d+), nrcpt=(\d+)(?: \((.*)\))?$")
+_EXPIRED_RE = re.compile(rf"from=<({_ADDR})>, status=([^,]*)(?:, (.*))?$")
 
 # The remote reply is free text; only a Postfix-shaped ID at its very end is taken (amavis
 # wraps Postfix's reply as `from MTA(smtp:[...]:10025): 250 2.0.0 Ok: queued as ID`; BDAT
@@ -111,10 +129,36 @@ _QUEUED_AS_RE = re.compile(
 _FORWARDED_AS_RE = re.compile(r"^forwarded as ([0-9A-Za-z]{6,})")
 # pickup separates with spaces, not commas; a quoted sender may itself contain spaces.
 _PICKUP_RE = re.compile(r"uid=(\d+) from=<(.*)>(?: orig_id=(\S+))?$")
-# The trailer of smtpd/postscreen/cleanup actions; postscreen puts commas between fields.
-_ACTION_KV_RE = re.compile(
-    r"(from|to|proto|helo|sasl_method|sasl_username|sasl_sender)=<?((?<=<)[^>]*|[^\s,;]*)"
+# The trailer Postfix appends to an smtpd, postscreen or cleanup action (log_whatsup() in
+# smtpd_check.c, cleanup_act_log(), cleanup_milter.c): `;` then each field it knows, in this
+# order. An SMTP client chooses the sender, the recipients and the HELO name, and the reply
+# before the trailer may quote them, so the trailer is found by its grammar, never by
+# searching for `; from=`: an address is a dot-string or a quoted string, then @domain (smtpd
+# has checked the domain); HELO is one word smtpd neutered of ` <>()\";@`; no value but a
+# quoted local part holds a space or a `;`, so every alternative is bounded by the next `;`,
+# space or quote and a line is read in linear time.
+_T_ADDR = rf'(?:{_QUOTED}|[^\s"\\<>()\[\],;:@]+)?(?:@[^\s"\\<>(),;@]+)?'
+_T_FIELDS = (
+    rf"(?: from=<({_T_ADDR})>)?(?: to=<({_T_ADDR})>)?(?: proto=([^\s\"<>;]+))?"
+    r'(?: helo=<([^\s"<>;]*)>)?'
 )
+_T_SASL = (
+    r'(?: sasl_method=([^\s"<>;]*))?(?: sasl_username=([^"<>;]*?))?'
+    r'(?: sasl_sender=([^\s"<>;]*))?'
+)
+# smtpd and cleanup's milter-reject: the trailer ends the line (3.10+ smtpd adds sasl_*).
+_TRAILER_RE = re.compile(";" + _T_FIELDS + r"\Z")
+_TRAILER_SASL_RE = re.compile(";" + _T_FIELDS + _T_SASL + r"\Z")
+# cleanup's header/body checks: the action's optional text follows as `: text`.
+_TRAILER_TEXT_RE = re.compile(";" + _T_FIELDS + r"(?=: |\Z)")
+# postscreen: commas between the fields, all four always there, HELO not neutered.
+_TRAILER_PSC_RE = re.compile(
+    rf"; from=<({_T_ADDR})>, to=<({_T_ADDR})>, proto=([^\s\"<>,;]+), helo=<(\S*)>\Z"
+)
+_SASL_KEYS = ("sasl_method", "sasl_username", "sasl_sender")
+# A Postfix message is at most 2000 bytes (msg_syslog.c); a longer body was not written by
+# Postfix, and its trailer is not looked for.
+_MAX_TRAILER_BODY = 4096
 _NOTIFICATION_RE = re.compile(r"^((?:sender|postmaster) [a-z -]*notification): (\S+)$")
 
 # Actions that refuse the message (Kind.REJECT); other action words are Kind.ACTION.
@@ -144,6 +188,8 @@ _PROGRAMS = frozenset(
 
 _MAX_LINE = 100_000
 _CACHE_MAX = 4096
+#: Numbers the reads: every LineParser is one (see Record.read).
+_READS = itertools.count(1)
 
 
 def _strip_angle(value: str) -> str:
@@ -160,11 +206,17 @@ _Body = tuple[Kind, Mapping[str, str], str, "str | None"]
 
 
 class _Core:
-    """The per-source parsing state: stamp and tag caches (lines repeat both)."""
+    """The per-source parsing state: stamp and tag caches (lines repeat both).
 
-    __slots__ = ("_iso_first", "_slack", "_stamps", "_tags", "_tz")
+    ``read`` goes into every Record (see :attr:`Record.read`). ``extra`` is set after a line
+    that stands for more (rsyslog's ``message repeated N times``): that many more copies.
+    """
 
-    def __init__(self, ctx: TimeContext) -> None:
+    __slots__ = ("_iso_first", "_read", "_slack", "_stamps", "_tags", "_tz", "extra")
+
+    def __init__(self, ctx: TimeContext, read: int = 0) -> None:
+        self._read = read
+        self.extra = 0
         self._tz = ctx.tz
         self._stamps: dict[str, datetime] = {}
         self._tags: dict[str, tuple[str, str, str] | None] = {}
@@ -245,20 +297,20 @@ class _Core:
         instance, service, program = names
         rest = line[m.end() :]
         if queue_id is None and severity is None and rest[:9] == "message r":
-            severity, queue_id, rest = _unwrap_repeated(rest)
+            severity, queue_id, rest, self.extra = _unwrap_repeated(rest)
         if severity is not None:
             body: _Body = (_DIAGNOSTIC, _EMPTY, rest, None)
         elif queue_id is None:
             body = _parse_plain(rest)
         elif queue_id == "NOQUEUE":
             queue_id = None
-            body = _parse_action(rest) or (_OTHER, _EMPTY, rest, None)
+            body = _parse_action(rest, program) or (_OTHER, _EMPTY, rest, None)
         else:
             body = _parse_queue_line(rest, program)
         kind, fields, text, child = body
         return _make_record(
             dt, host, instance, service, program, int(pid) if pid else None, queue_id, kind,
-            fields, text, child, severity or "", line,
+            fields, text, child, severity or "", line, self._read,
         )
 
 
@@ -269,15 +321,20 @@ _SKIPPED = Record(
 )
 
 
-def _unwrap_repeated(rest: str) -> tuple[str | None, str | None, str]:
-    """rsyslog's ``message repeated N times: [ ID: text]`` -> (severity, queue ID, text)."""
+def _unwrap_repeated(rest: str) -> tuple[str | None, str | None, str, int]:
+    """rsyslog's ``message repeated N times: [ ID: text]`` -> (severity, queue ID, text, N).
+
+    rsyslog logs the first of identical messages, then this one for the N it held back: it
+    stands for N logged lines, and every one counts.
+    """
     r = _REPEATED_RE.match(rest)
     if r is None:
-        return None, None, rest
-    h = _HEAD_RE.match(r.group(1))
+        return None, None, rest, 0
+    inner = r.group(2)
+    h = _HEAD_RE.match(inner)
     assert h is not None  # every part of _HEAD is optional
     severity, queue_id = h.groups()
-    return severity, queue_id, r.group(1)[h.end() :]
+    return severity, queue_id, inner[h.end() :], max(0, int(r.group(1)) - 1)
 
 
 def _split_tag(tag: str) -> tuple[str, str, str] | None:
@@ -319,7 +376,7 @@ def _parse_queue_line(rest: str, program: str) -> _Body:
     if c == "f" and rest.startswith("from="):
         return _parse_qmgr_from(rest)
     if c == "c" and rest.startswith("client="):
-        return _CLIENT, dict(_KV_RE.findall(rest)), "", None
+        return _CLIENT, dict(_CLIENT_KV_RE.findall(rest)), "", None
     if c == "m" and rest.startswith("message-id="):
         return _MESSAGE_ID, {"message-id": rest[11:]}, "", None
     if c == "r":
@@ -344,11 +401,12 @@ def _parse_queue_line(rest: str, program: str) -> _Body:
         m = _NOTIFICATION_RE.match(rest)
         if m is not None:
             return _NOTIFICATION, {"notification": m.group(1)}, m.group(1), m.group(2)
-    return _parse_action(rest) or (_OTHER, _EMPTY, rest, None)
+    return _parse_action(rest, program) or (_OTHER, _EMPTY, rest, None)
 
 
 def _parse_delivery(rest: str) -> _Body:
-    d = _DELIVERY_RE.match(rest)
+    # Without a quote anywhere no address can hold a `>`: the simpler regex says the same.
+    d = (_DELIVERY_RE if '"' in rest else _DELIVERY_PLAIN_RE).match(rest)
     if d is not None:
         to, orig_to, relay, conn_use, delay, delays, tls, dsn, status, text = d.groups()
         fields = {
@@ -364,18 +422,10 @@ def _parse_delivery(rest: str) -> _Body:
         if text is None:
             text = ""
     else:
-        # Fields are added over time: scan key=value up to `status=`; the status text is free
-        # (remote replies) and may hold `)`, `=` and `,`, so it runs from `status=WORD (` to
-        # the last `)`.
-        i = rest.find(", status=")
-        if i < 0:
+        found = _delivery_fields(rest)
+        if found is None:
             return _OTHER, _EMPTY, rest, None
-        fields = dict(_KV_RE.findall(rest, 0, i))
-        status, _, text = rest[i + 9 :].partition(" ")
-        if text[:1] == "(":
-            j = text.rfind(")")
-            text = text[1:j] if j > 0 else text[1:]
-        fields["status"] = status
+        fields, text = found
     child = None
     k = text.rfind("queued as ")
     if k >= 0:
@@ -389,23 +439,95 @@ def _parse_delivery(rest: str) -> _Body:
     return _DELIVERY, fields, text, child
 
 
+def _key_values(rest: str, pos: int = 0, stop: str = "") -> tuple[dict[str, str], int] | None:
+    """``key=value, key=<address>, ...`` read in order from ``pos``, up to the key ``stop``
+    (its position is returned) or the end; None when the text is not such a list.
+
+    Read from the left, one pair after the other: an address may itself hold `, status=`.
+    """
+    fields: dict[str, str] = {}
+    n = len(rest)
+    while pos < n:
+        m = _KV_RE.match(rest, pos)
+        if m is None:
+            return None
+        key = m.group(1)
+        if key == stop:
+            return fields, pos
+        value = m.group(2)
+        fields[key] = value if value is not None else m.group(3)
+        pos = m.end()
+    return (fields, pos) if not stop else None
+
+
+def _delivery_fields(rest: str) -> tuple[dict[str, str], str] | None:
+    """A delivery line of a shape _DELIVERY_RE does not know (fields are added over time)."""
+    found = _key_values(rest, 0, "status")
+    if found is None:
+        return None
+    fields, i = found
+    # The status text is free (remote replies) and may hold `)`, `=` and `,`: it runs from
+    # `status=WORD (` to the last `)`.
+    status, _, text = rest[i + 7 :].partition(" ")
+    if text[:1] == "(":
+        j = text.rfind(")")
+        text = text[1:j] if j > 0 else text[1:]
+    fields["status"] = status
+    return fields, text
+
+
 def _parse_qmgr_from(rest: str) -> _Body:
-    i = rest.find(", status=")
-    if i >= 0:
+    m = _QUEUED_RE.match(rest)
+    if m is not None:
+        # `from=<s>, size=N, nrcpt=N (queue active)`
+        sender, size, nrcpt, text = m.groups()
+        return _QUEUED, {"from": sender, "size": size, "nrcpt": nrcpt}, text or "", None
+    m = _EXPIRED_RE.match(rest)
+    if m is not None:
         # `from=<s>, status=expired, returned to sender` (also `force-expired`).
-        status, _, text = rest[i + 9 :].partition(", ")
-        return _EXPIRED, {"from": _strip_angle(rest[5:i]), "status": status}, text, None
-    # `from=<s>, size=N, nrcpt=N (queue active)`
-    j = rest.rfind(" (")
-    if j < 0:
-        j = len(rest)
-    fields = dict(_KV_RE.findall(rest, 0, j))
-    if "size" not in fields:
-        return _OTHER, _EMPTY, rest, None
-    return _QUEUED, fields, rest[j + 2 : -1], None
+        sender, status, text = m.groups()
+        return _EXPIRED, {"from": sender, "status": status}, text or "", None
+    return _OTHER, _EMPTY, rest, None
 
 
-def _parse_action(rest: str) -> _Body | None:
+def _trailer(body: str, start: int, rx: re.Pattern[str]) -> re.Match[str] | None:
+    """The trailer Postfix appended to ``body``: of the places where ``rx`` matches at a
+    `;`, the one whose fields end last, and of those the rightmost.
+
+    A `;` inside an address, the reply or the content (all chosen by the client) may start a
+    look-alike. None ends its fields after the real trailer's: it would need an unescaped
+    quote there, and Postfix escapes every quote inside a quoted local part. A look-alike in
+    the reply ends at the end of the line only by taking in the real trailer, whose spaces
+    and quotes no value but a quoted string holds, so a look-alike that reaches that far sits
+    to the left of the real one; the rightmost wins.
+    """
+    best: re.Match[str] | None = None
+    i = body.find(";", start)
+    while i >= 0:
+        m = rx.match(body, i)
+        if m is not None and (best is None or m.end() >= best.end()):
+            best = m
+        i = body.find(";", i + 1)
+    return best
+
+
+def _trailer_fields(fields: dict[str, str], m: re.Match[str]) -> None:
+    g = m.groups()
+    if g[0] is not None:
+        fields["from"] = g[0]
+    if g[1] is not None:
+        fields["to"] = g[1]
+    if g[2] is not None:
+        fields["proto"] = g[2]
+    if g[3] is not None:
+        fields["helo"] = g[3]
+    if len(g) > 4:
+        for key, value in zip(_SASL_KEYS, g[4:]):
+            if value is not None:
+                fields[key] = value
+
+
+def _parse_action(rest: str, program: str = "") -> _Body | None:
     """smtpd/postscreen/cleanup ``ACTION: STAGE from CLIENT: REPLY; from=<> to=<> ...``."""
     i = rest.find(": ")
     if i < 0:
@@ -416,15 +538,27 @@ def _parse_action(rest: str) -> _Body | None:
     body = rest[i + 2 :]
     fields: dict[str, str] = {"action": action}
     kind = _REJECT if action in _REJECT_ACTIONS else _ACTION
-    # The reply may itself contain `; ` (postscreen: `Service unavailable; client [...]`),
-    # so the trailer starts at the last `; from=`.
-    k = body.rfind("; from=")
-    trailer = ""
-    if k >= 0:
-        head, trailer = body[:k], body[k + 2 :]
+    cleanup = body.startswith(_CLEANUP_CONTEXTS)
+    m: re.Match[str] | None = None
+    if len(body) <= _MAX_TRAILER_BODY:
+        if program == "postscreen":
+            # postscreen's reply is its own text (`Service unavailable; client [...] blocked
+            # using ...`): the trailer starts at the first `; from=<`.
+            k = body.find("; from=<")
+            m = _TRAILER_PSC_RE.match(body, k) if k >= 0 else None
+        else:
+            if cleanup:
+                rx = _TRAILER_TEXT_RE
+            else:
+                rx = _TRAILER_SASL_RE if " sasl_" in body else _TRAILER_RE
+            m = _trailer(body, 0, rx)
+    if m is not None:
+        head = body[: m.start()]
+        _trailer_fields(fields, m)
+        after = body[m.end() + 2 :]  # cleanup: `: text`
     else:
-        head = body
-    if head.startswith(_CLEANUP_CONTEXTS):
+        head, after = body, ""
+    if cleanup:
         # cleanup: `header Subject: x from client; from=<a> to=<b> proto=P helo=<h>: text`
         stage, _, what = head.partition(" ")
         what, _, client = what.rpartition(" from ")
@@ -432,11 +566,7 @@ def _parse_action(rest: str) -> _Body | None:
         fields["what"] = what
         if client:
             fields["client"] = client
-        text = ""
-        j = trailer.find(">: ")
-        if j >= 0:
-            text = trailer[j + 3 :]
-            trailer = trailer[: j + 1]
+        text = after
     else:
         # smtpd/postscreen: `RCPT from name[ip]: 550 5.1.1 <x>: text`
         j = head.find(" from ")
@@ -445,7 +575,6 @@ def _parse_action(rest: str) -> _Body | None:
         fields["stage"] = head[:j]
         client, _, text = head[j + 6 :].partition(": ")
         fields["client"] = client
-    fields.update(_ACTION_KV_RE.findall(trailer))
     return kind, fields, text, None
 
 
@@ -472,7 +601,7 @@ class LineParser:
     """
 
     def __init__(self, ctx: TimeContext, samples: int = 5, *, keep_all: bool = False) -> None:
-        self._core = _Core(ctx)
+        self._core = _Core(ctx, next(_READS))
         self._keep_all = keep_all
         self._samples_max = samples
         self._samples: list[str] = []
@@ -483,7 +612,28 @@ class LineParser:
         self._blank = 0
 
     def feed(self, raw: bytes) -> Record | None:
-        """Parse one raw line (its line ending, if any, is stripped)."""
+        """Parse one raw line (its line ending, if any, is stripped).
+
+        A line that stands for several (rsyslog's ``message repeated N times``) gives its
+        first Record only: :meth:`feed_all` gives all of them.
+        """
+        records = self.feed_all(raw)
+        return records[0] if records else None
+
+    def feed_all(self, raw: bytes) -> list[Record]:
+        """Parse one raw line: its Records (none, one, or the N of a repeated message)."""
+        record = self._feed_one(raw)
+        if record is None:
+            self._core.extra = 0
+            return []
+        return self._with_copies(record)
+
+    def _with_copies(self, record: Record) -> list[Record]:
+        """``record`` and the copies a repeated message stands for (see ``_Core.extra``)."""
+        n, self._core.extra = self._core.extra, 0
+        return [record] * (n + 1)
+
+    def _feed_one(self, raw: bytes) -> Record | None:
         self._lines += 1
         raw = raw.rstrip(b"\r\n")
         if len(raw) <= _MAX_LINE and b"\x00" not in raw:
@@ -521,6 +671,7 @@ class LineParser:
             self._bad += 1
             record = self._core.parse(line, self._keep_all)
             if record is None:
+                self._core.extra = 0
                 return None
             self._parsed += 1
             return None if record is _SKIPPED else record
@@ -535,7 +686,8 @@ class LineParser:
     def parse(self, lines: Iterable[bytes]) -> Iterator[Record]:
         """Yield a Record for every understood line of ``lines``."""
         # feed() inlined: this loop runs once per log line.
-        core = self._core.parse
+        state = self._core
+        core = state.parse
         keep_all = self._keep_all
         slow = self._feed_slow
         n = parsed = 0
@@ -554,10 +706,14 @@ class LineParser:
                             parsed += 1
                             if record is not _SKIPPED:
                                 yield record
+                                if state.extra:
+                                    yield from self._with_copies(record)[1:]
                             continue
                 record = slow(raw)
                 if record is not None:
                     yield record
+                    if state.extra:
+                        yield from self._with_copies(record)[1:]
         finally:
             self._lines += n
             self._parsed += parsed
@@ -610,7 +766,8 @@ class LineParser:
         if max(map(len, lines), default=0) > _MAX_LINE:
             yield from self.parse(data.splitlines(keepends=True))
             return
-        core = self._core.parse
+        state = self._core
+        core = state.parse
         keep_all = self._keep_all
         parsed = 0
         try:
@@ -620,10 +777,14 @@ class LineParser:
                     parsed += 1
                     if record is not _SKIPPED:
                         yield record
+                        if state.extra:
+                            yield from self._with_copies(record)[1:]
                     continue
                 record = self._feed_slow(line.encode())
                 if record is not None:
                     yield record
+                    if state.extra:
+                        yield from self._with_copies(record)[1:]
         finally:
             self._lines += len(lines)
             self._parsed += parsed

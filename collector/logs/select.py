@@ -2,10 +2,84 @@
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 from collector.logs.fields import dsn_of, parse_endpoint
 from collector.models import HostLog, Query, QueueGroup, Reject, Row, Status
+
+# --------------------------------------------------------------------------- case folding
+# Addresses, host names and message-ids compare case-insensitively, and the remote filter
+# (grep -F -i under LC_ALL=C, which folds ASCII letters only) must find every line that the
+# comparison here accepts. So the fold maps ASCII to ASCII and everything else to non-ASCII:
+# Unicode case folding (``Ö`` = ``ö``, ``Σ`` = ``ς`` = ``σ``, ``ẞ`` = ``ß``) except where it
+# would produce ASCII: ``ß`` is not ``ss``, the Kelvin sign is not ``k``, ``ﬁ`` is not
+# ``fi``, ``İ`` is not ``i``. No Unicode normalization either (Postfix compares code points
+# too): a composed and a decomposed ``ö`` are different addresses.
+
+
+def _plain(text: str) -> bool:
+    return not any(c.isascii() for c in text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(c: str) -> str:
+    if c.isascii():
+        return c.lower()
+    folded = c.casefold()
+    if _plain(folded):
+        return folded
+    lowered = c.lower()
+    return lowered if _plain(lowered) else c
+
+
+def fold(text: str) -> str:
+    """``text`` as it compares case-insensitively (see above)."""
+    if text.isascii():
+        return text.lower()
+    return "".join(map(_fold_char, text))
+
+
+# Characters without case that no other character folds into: a line that compares equal
+# holds exactly them. (tests/test_hostile_logs checks the claim against the whole of Unicode.)
+_CASELESS = frozenset({"Lo", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po",
+                       "Sm", "Sc", "Sk", "So", "Zs"})  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact(c: str) -> bool:
+    """Whether ``c`` stands for itself in any text that folds equal (ASCII: up to case)."""
+    if c.isascii():
+        return True
+    return (
+        unicodedata.category(c) in _CASELESS
+        and c.casefold() == c
+        and c.lower() == c
+        and c.upper() == c
+    )
+
+
+def fixed_part(needle: str) -> str:
+    """The longest piece of ``needle`` that every line holding a text that folds equal to
+    it holds too, up to the case of ASCII letters: ``needle`` itself when it is ASCII.
+
+    Folding keeps ASCII runs in place (ASCII folds to ASCII, anything else to non-ASCII),
+    and a caseless character can only come from itself, so a run of those is in the line;
+    ``grep -F -i`` under ``LC_ALL=C`` then finds it.
+    """
+    if needle.isascii():
+        return needle
+    runs: list[str] = []
+    run: list[str] = []
+    for c in needle:
+        if _exact(c):
+            run.append(c)
+        else:
+            runs.append("".join(run))
+            run = []
+    runs.append("".join(run))
+    return max(runs, key=lambda r: len(r.encode()))
 
 
 def normalize_message_id(value: str) -> str:
@@ -19,8 +93,8 @@ def normalize_message_id(value: str) -> str:
 def _addr_in(address: str | None, wanted: Sequence[str]) -> bool:
     if address is None:
         return False
-    folded = address.casefold()
-    return any(folded == w.casefold() for w in wanted)
+    folded = fold(address)
+    return any(folded == fold(w) for w in wanted)
 
 
 def _client_matches(client: str | None, wanted: Sequence[str]) -> bool:
@@ -28,24 +102,24 @@ def _client_matches(client: str | None, wanted: Sequence[str]) -> bool:
     if not client:
         return False
     peer = parse_endpoint(client)
-    folded = {peer.name.casefold(), (peer.address or "").casefold(), client.casefold()}
-    return any(w.casefold() in folded for w in wanted)
+    folded = {fold(peer.name), fold(peer.address or ""), fold(client)}
+    return any(fold(w) in folded for w in wanted)
 
 
 def _term_matches(group: QueueGroup, terms: Sequence[str]) -> bool:
     for term in terms:
-        folded = normalize_message_id(term).casefold()
+        folded = fold(normalize_message_id(term))
         if group.queue_id == term:
             return True
-        if group.message_id and normalize_message_id(group.message_id).casefold() == folded:
+        if group.message_id and fold(normalize_message_id(group.message_id)) == folded:
             return True
-        if group.sender is not None and group.sender.casefold() == folded:
+        if group.sender is not None and fold(group.sender) == folded:
             return True
         for r in group.recipients:
-            if r.address.casefold() == folded or (r.orig_address or "").casefold() == folded:
+            if fold(r.address) == folded or fold(r.orig_address or "") == folded:
                 return True
         for rej in group.rejects:
-            if (rej.recipient or "").casefold() == folded:
+            if fold(rej.recipient or "") == folded:
                 return True
     return False
 
@@ -160,7 +234,7 @@ def reject_matches(rej: Reject, query: Query) -> bool:
     if query.message_ids or query.queue_ids:
         return False
     if query.terms and not any(
-        t.casefold() in ((rej.sender or "").casefold(), (rej.recipient or "").casefold())
+        fold(t) in (fold(rej.sender or ""), fold(rej.recipient or ""))
         for t in query.terms
     ):
         return False

@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
+from collector.errors import TransportError
 from collector.logs.discovery import DiscoveryResult, FileInfo, discover
 from collector.models import CommandResult, Host, ReadProblem, TransportKind, Unread
 from collector.transport.base import Session
@@ -15,6 +16,29 @@ from collector.transport.base import Session
 #: mtimes and sizes of the files copied there, since a copy (or git) loses them.
 MANIFEST = "collector-manifest.json"
 
+#: Symlinks followed in one directory (each costs a command); more are skipped with a note.
+MAX_LINKS = 32
+
+# One record per entry, each field ended by NUL: a file name may hold any byte but NUL.
+_ENTRY = "%y\\0%s\\0%T@\\0%l\\0%f\\0"
+_FIND_ENTRIES = (
+    "-maxdepth", "1", "-mindepth", "1",
+    "(", "-readable", "-printf", "r\\0" + _ENTRY, "-o", "-printf", "u\\0" + _ENTRY, ")",
+)  # fmt: skip
+_ENTRY_FIELDS = 6
+# A symlink's target, followed (find -L): its type (N: nothing, L: a loop), size, mtime.
+_TARGET = "%y\\0%s\\0%T@\\0"
+_FIND_TARGET = (
+    "-maxdepth", "0",
+    "(", "-readable", "-printf", "r\\0" + _TARGET, "-o", "-printf", "u\\0" + _TARGET, ")",
+)  # fmt: skip
+
+
+def _records(data: bytes, fields: int) -> list[list[bytes]]:
+    """NUL-ended fields grouped into records of ``fields``; a cut last record is dropped."""
+    values = data.split(b"\0")[:-1]
+    return [values[i : i + fields] for i in range(0, len(values) - fields + 1, fields)]
+
 
 class SessionView:
     """Discovery's read-only view of a host, through its session's commands."""
@@ -22,6 +46,8 @@ class SessionView:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._manifest = _load_manifest(session)
+        #: What the listings skipped, and why (discovery adds them to its notes).
+        self.notes: list[str] = []
 
     def read_text(self, path: str) -> str | None:
         result = self.session.run(["cat", "--", self.session.path(path)])
@@ -30,46 +56,93 @@ class SessionView:
         return result.stdout.decode("utf-8", "replace")
 
     def list_dir(self, path: str) -> list[FileInfo] | None:
+        """The directory's files, FIFOs and subdirectories; a symlink stands for its target.
+
+        The listing is NUL-separated (a file name may hold a newline). A symlink to a regular
+        file is listed under its own name with its target's size and mtime, and read through
+        its name; on a directory host, a link whose target the system finds outside the root
+        is read at its target inside the root instead (``FileInfo.target``), and one that
+        leads nowhere is left out with a note.
+        """
         real = self.session.path(path)
-        result = self.session.run(
-            [
-                "find",
-                real,
-                "-maxdepth",
-                "1",
-                "-mindepth",
-                "1",
-                "(",
-                "-readable",
-                "-printf",
-                "r\\t%y\\t%s\\t%T@\\t%f\\n",
-                "-o",
-                "-printf",
-                "u\\t%y\\t%s\\t%T@\\t%f\\n",
-                ")",
-            ]
-        )
+        result = self.session.run(["find", real, *_FIND_ENTRIES])
         if result.exit_code != 0 and not result.stdout:
             return None
         infos: list[FileInfo] = []
-        for line in result.stdout.decode("utf-8", "surrogateescape").splitlines():
-            parts = line.split("\t", 4)
-            if len(parts) != 5:
-                continue
-            readable, ftype, size, mtime, name = parts
-            if ftype not in ("f", "p"):  # regular files (and FIFOs, which a reader may hit)
-                continue
-            full = posixpath.join(path, name)
-            meta = self._manifest.get(full, {})
-            infos.append(
-                FileInfo(
-                    path=full,
-                    size=int(meta.get("size", size)),
-                    mtime=float(meta.get("mtime", mtime)),
-                    readable=readable == "r" or bool(self.session.host.sudo),
-                )
+        links: list[tuple[str, str]] = []  # (host path, link text)
+        for entry in _records(result.stdout, _ENTRY_FIELDS):
+            readable, ftype, size, mtime, link, name = (
+                v.decode("utf-8", "surrogateescape") for v in entry
             )
+            full = posixpath.join(path, name)
+            if ftype == "l":
+                if len(links) < MAX_LINKS:
+                    links.append((full, link))
+                elif len(links) == MAX_LINKS:
+                    self.notes.append(f"{path}: more than {MAX_LINKS} symlinks, the rest skipped")
+                    links.append((full, link))
+                continue
+            info = self._info(full, ftype, size, mtime, readable == "r")
+            if info is not None:
+                infos.append(info)
+        for full, link in links[:MAX_LINKS]:
+            info = self._follow(full, link)
+            if info is not None:
+                infos.append(info)
         return infos
+
+    def _info(
+        self, full: str, ftype: str, size: str, mtime: str, readable: bool, target: str = ""
+    ) -> FileInfo | None:
+        # regular files (and FIFOs, which a reader may hit), and directories
+        if ftype not in ("f", "p", "d"):
+            return None
+        meta = self._manifest.get(full, {})
+        try:
+            return FileInfo(
+                path=full,
+                size=int(meta.get("size", size)),
+                mtime=float(meta.get("mtime", mtime)),
+                readable=readable or bool(self.session.host.sudo),
+                is_dir=ftype == "d",
+                target=target or None,
+            )
+        except ValueError:
+            return None
+
+    def _follow(self, full: str, link: str) -> FileInfo | None:
+        """A symlink: its target's type, size and mtime, the way it can be read."""
+        try:
+            real = self.session.path(full)  # the system's resolution, checked on a dir host
+        except TransportError:
+            real = None
+        target = ""
+        if real is None:
+            # A directory host's absolute link (or a relative one climbing out of the root)
+            # names a place on the host: inside the root.
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(full), link))
+            try:
+                real = self.session.path(target)
+            except TransportError:
+                self.notes.append(f"{full} -> {link}: leads out of the host root, not read")
+                return None
+        stat = self._stat(real)
+        if stat is None or stat[0] not in ("f", "p"):
+            what = "nothing" if stat is None or stat[0] in ("N", "L", "?") else "no file"
+            self.notes.append(f"{full} -> {link}: a symlink to {what}, not read")
+            return None
+        ftype, size, mtime, readable = stat
+        if target:
+            self.notes.append(f"{full} -> {link}: read as {target} inside the host root")
+        return self._info(full, ftype, size, mtime, readable, target)
+
+    def _stat(self, real: str) -> tuple[str, str, str, bool] | None:
+        result = self.session.run(["find", "-L", real, *_FIND_TARGET])
+        for readable, ftype, size, mtime in _records(result.stdout, 4):
+            return (
+                ftype.decode(), size.decode(), mtime.decode(), readable == b"r"
+            )
+        return None
 
     def run(self, argv: Sequence[str]) -> CommandResult | None:
         host = self.session.host
