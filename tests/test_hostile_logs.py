@@ -328,11 +328,6 @@ def host_root(tmp_path: Path, name: str, log: str) -> Host:
     return Host(name=name, transport=TransportKind.LOCAL, root=str(root), timezone="UTC")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="search/host.py drops identical lines (_dedupe keys on time and line); "
-    "it must keep them with collector.logs.assemble.distinct_lines",
-)
 def test_search_keeps_identical_refusals(tmp_path: Path) -> None:
     host = host_root(tmp_path, "mx1", f"{REFUSED}\n{OTHER_LINE}\n{REFUSED}\n")
     query = Query(senders=("spammer@evil.example",))

@@ -59,8 +59,10 @@ C1_CSI = "\x9b31m"  # CSI as one C1 character (some terminals act on it)
 RLO = "\u202e"  # right-to-left override: real Postfix logs it raw for an SMTPUTF8 sender
 SENDER = f"ceo{RLO}gro.live@evil.example.org"  # shows as ceo...@evil "live.org" reversed
 RCPT = f"bob{OSC}\r\x08@example.test"
+# Postfix quotes a local part with specials (";" here) in a reject's trailer (quote_822_local)
+RCPT_QUOTED = f'"bob{OSC}\r\x08"@example.test'
 MSGID = f"<id{CSI}{C1_CSI}@evil.example.org>"
-HELO = f"helo{CSI}\r{RLO}evil"
+HELO = f"helo{CSI}{RLO}evil"  # smtpd neuters spaces (and \\r) in HELO
 REPLY = f"host said: 550 5.1.1 {OSC}\x1b[1A\r{RLO}unknown user"
 QID = "5A1B2168401"
 SESSION = [
@@ -74,8 +76,8 @@ SESSION = [
     f" dsn=5.1.1, status=bounced ({REPLY})",
     f"Nov 29 17:40:01 mx1 postfix/qmgr[23688]: {QID}: removed",
     "Nov 29 17:40:02 mx1 postfix/smtpd[23778]: NOQUEUE: reject: RCPT from"
-    f" evil.example.org[127.0.0.66]: 554 5.7.1 <{RCPT}>: Relay access denied;"
-    f" from=<{SENDER}> to=<{RCPT}> proto=ESMTP helo=<{HELO}>",
+    f" evil.example.org[127.0.0.66]: 554 5.7.1 <{RCPT_QUOTED}>: Relay access denied;"
+    f" from=<{SENDER}> to=<{RCPT_QUOTED}> proto=ESMTP helo=<{HELO}>",
     "Nov 29 17:40:02 mx1 postfix/smtpd[23778]: disconnect from evil.example.org[127.0.0.66]"
     " ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
     # not a Postfix line (a tab keeps it a sample rather than binary junk): shown by -v
@@ -379,7 +381,7 @@ def test_search_json_ndjson_and_csv_carry_the_data_exactly(fleet: Path) -> None:
     assert not set(as_json.stdout) & (JSON_RAW | RAW)
     rows = json.loads(as_json.stdout)["results"]
     assert [(r["from"], r["to"], r["status"]) for r in rows] == [
-        (SENDER, RCPT, "bounced"), (SENDER, RCPT, "rejected")
+        (SENDER, RCPT, "bounced"), (SENDER, RCPT_QUOTED, "rejected")
     ]
     assert rows[0]["message_id"] == MSGID and rows[0]["response"] == REPLY
     ndjson = run("search", "-i", fleet, "--from", SENDER, "-f", "ndjson").stdout
@@ -389,7 +391,7 @@ def test_search_json_ndjson_and_csv_carry_the_data_exactly(fleet: Path) -> None:
     as_csv = run("search", "-i", fleet, "--from", SENDER, "-f", "csv").stdout
     table = list(csv.DictReader(io.StringIO(as_csv, newline="")))
     assert [(r["from"], r["to"], r["message_id"]) for r in table] == [
-        (SENDER, RCPT, MSGID), (SENDER, RCPT, "")
+        (SENDER, RCPT, MSGID), (SENDER, RCPT_QUOTED, "")
     ]
 
 

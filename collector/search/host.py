@@ -171,8 +171,7 @@ class HostSearcher:
         def pairs() -> Iterator[tuple[int | None, Record]]:
             for raw in lines:
                 offset, line = split_offset(raw)
-                rec = parser.feed(line)
-                if rec is not None:
+                for rec in parser.feed_all(line):  # "message repeated N times": N records
                     yield offset, rec
 
         yield from self._guarded(source, pairs())
@@ -338,8 +337,7 @@ class HostSearcher:
                 if line == mark:
                     index += 1
                     continue
-                rec = parser.feed(line)
-                if rec is not None:
+                for rec in parser.feed_all(line):
                     yield index, rec
 
         yield from self._guarded(src, numbered())
