@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from collector.logs.fields import dsn_of, parse_endpoint
+from collector.logs.select import fold
 from collector.models import (
     Attempt,
     BackwardHint,
@@ -253,9 +254,9 @@ def _fmt_delta(d: timedelta) -> str:
 def _addresses(group: QueueGroup) -> set[str]:
     out: set[str] = set()
     for r in group.recipients:
-        out.add(r.address.lower())
+        out.add(fold(r.address))
         if r.orig_address:
-            out.add(r.orig_address.lower())
+            out.add(fold(r.orig_address))
     return out
 
 
@@ -300,7 +301,7 @@ class _Linker:
     # ---- forward hand-offs: queued as / forwarded as / notification
 
     def _follow(self, i: int, g: QueueGroup, h: _Handoff) -> _Edge | None:
-        recipients = {h.recipient.lower()} if h.recipient else set()
+        recipients = {fold(h.recipient)} if h.recipient else set()
         if h.kind == "queued-as":
             target = _resolve_peer(self.index, h.relay, g.host)
             if target is None:
@@ -347,7 +348,7 @@ class _Linker:
         """Link a bounced/deferred attempt to the reject the next fleet host logged for it."""
         edges: list[_Edge] = []
         for r in g.recipients:
-            addr = r.address.lower()
+            addr = fold(r.address)
             for a in r.attempts:
                 target = refused_by(self.index, g.host, a)
                 if target is None:
@@ -358,7 +359,7 @@ class _Linker:
                         d = abs(rej.time - a.time)
                         if (
                             d > self.skew
-                            or (rej.recipient or addr).lower() != addr
+                            or fold(rej.recipient or addr) != addr
                             or (
                                 rej.sender is not None
                                 and g.sender is not None
@@ -427,7 +428,7 @@ class _Linker:
         if via is HopVia.REQUEUE:
             evidence = ["orig_id"]
             final = {"sent", "bounced"}
-            recipients = {r.address.lower() for r in parent.recipients if r.status not in final}
+            recipients = {fold(r.address) for r in parent.recipients if r.status not in final}
         else:
             evidence = ["orig_queue_id"]
             if parent.message_id and g.message_id:
@@ -436,9 +437,9 @@ class _Linker:
                 evidence.append("message-id")
             wanted = _addresses(g)
             recipients = {
-                r.address.lower()
+                fold(r.address)
                 for r in parent.recipients
-                if r.status == "sent" and r.address.lower() in wanted
+                if r.status == "sent" and fold(r.address) in wanted
             }
         return [_Edge(j, i, via, evidence, LinkStrength.STRONG, recipients)]
 
@@ -502,7 +503,7 @@ class _Linker:
                     continue
                 for r in parent.recipients:
                     a = r.last
-                    addr = r.address.lower()
+                    addr = fold(r.address)
                     if a.status != "sent" or addr not in wanted or (p, addr) in routed:
                         continue
                     if parent.host != child.host and (
@@ -517,11 +518,11 @@ class _Linker:
             _, p, addr, a = best
             parent = groups[p]
             recipients = {
-                r.address.lower()
+                fold(r.address)
                 for r in parent.recipients
                 if r.last.status == "sent"
-                and r.address.lower() in wanted
-                and (p, r.address.lower()) not in routed
+                and fold(r.address) in wanted
+                and (p, fold(r.address)) not in routed
             }
             edge = _Edge(
                 p,
@@ -730,15 +731,15 @@ class _TraceBuilder:
         out = self._recipient_outcomes(place, group, onward, seen, notes)
         refused_here = visit.edge.refused if visit.edge is not None else set()
         for rej in group.rejects:
-            if rej.recipient and rej.recipient.lower() in seen:
+            if rej.recipient and fold(rej.recipient) in seen:
                 continue
-            if (rej.recipient or "").lower() in refused_here or (
+            if fold((rej.recipient or "")) in refused_here or (
                 refused_here and not rej.recipient
             ):
                 continue  # the sending host logged this refusal as its own bounce or deferral
             out.append(_reject_outcome(rej, group, place))
             if rej.recipient:
-                seen.add(rej.recipient.lower())
+                seen.add(fold(rej.recipient))
         out += _unlogged_outcomes(group, place, visit.arriving, seen)
         return out
 
@@ -762,10 +763,10 @@ class _TraceBuilder:
         }
         out: list[RecipientOutcome] = []
         for r in group.recipients:
-            addr = r.address.lower()
+            addr = fold(r.address)
             seen.add(addr)
             if r.orig_address:
-                seen.add(r.orig_address.lower())
+                seen.add(fold(r.orig_address))
             if addr in routed:
                 continue
             refuser = refusers.get(addr)
@@ -807,7 +808,7 @@ class _TraceBuilder:
             return Outcome.UNKNOWN if group.removed else Outcome.QUEUED
         if a.status != "sent":
             return Outcome.UNKNOWN
-        relay = (a.relay or "").lower()
+        relay = fold((a.relay or ""))
         if a.program == "discard" or (a.program == "local" and a.response == "discarded"):
             return Outcome.DISCARDED
         if missing is not None:
