@@ -1,8 +1,9 @@
 """Sanity checks on the committed lab output (tests/fixtures/lab): every line shape is there.
 
 The fixtures are produced by ``tests/lab/postfix_lab.py run --out tests/fixtures/lab`` (full
-mode). These tests only guard that a regeneration still covers every case the parser and the
-correlator are tested against; they do not parse anything themselves.
+mode), the hostile set's by ``... run --out tests/fixtures/lab/hostile --set hostile``. These
+tests only guard that a regeneration still covers every case the parser and the correlator are
+tested against; they do not parse anything themselves.
 """
 
 from __future__ import annotations
@@ -14,27 +15,28 @@ from pathlib import Path
 import pytest
 
 LAB = Path(__file__).parent / "fixtures" / "lab"
+HOSTILE = LAB / "hostile"
 SHORT_ID = r"[0-9A-F]{6,}"
 # Long queue IDs: base-52 without vowels, the 'z' separates the time part from the inode part.
 LONG_ID = r"[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{6,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]+"
 
 
-def _expected() -> dict[str, object]:
-    data: dict[str, object] = json.loads((LAB / "expected.json").read_text())
+def _expected(lab: Path = LAB) -> dict[str, object]:
+    data: dict[str, object] = json.loads((lab / "expected.json").read_text(encoding="utf-8"))
     return data
 
 
-def _host(name: str) -> dict[str, object]:
-    hosts = _expected()["hosts"]
+def _host(name: str, lab: Path = LAB) -> dict[str, object]:
+    hosts = _expected(lab)["hosts"]
     assert isinstance(hosts, dict)
     host: dict[str, object] = hosts[name]
     return host
 
 
-def _log_text(name: str) -> str:
-    log = _host(name)["log"]
+def _log_text(name: str, lab: Path = LAB) -> str:
+    log = _host(name, lab)["log"]
     assert isinstance(log, dict)
-    return (LAB / name / str(log["path"]).lstrip("/")).read_text()
+    return (lab / name / str(log["path"]).lstrip("/")).read_text(encoding="utf-8")
 
 
 SHAPES = [
@@ -84,9 +86,10 @@ ENVELOPES = {
 }
 
 
+@pytest.mark.parametrize("lab", [LAB, HOSTILE], ids=["standard", "hostile"])
 @pytest.mark.parametrize("host", sorted(ENVELOPES))
-def test_every_line_has_the_hosts_envelope(host: str) -> None:
-    lines = _log_text(host).splitlines()
+def test_every_line_has_the_hosts_envelope(host: str, lab: Path) -> None:
+    lines = _log_text(host, lab).splitlines()
     assert lines
     bad = [line for line in lines if not re.match(ENVELOPES[host], line)]
     assert bad == []
@@ -120,9 +123,10 @@ def test_main_cf_says_where_the_log_is_or_leaves_it_to_syslog() -> None:
         assert (LAB / host / "etc" / "postfix" / "master.cf").is_file()
 
 
-def test_mtimes_cover_every_log() -> None:
-    mtimes = json.loads((LAB / "mtimes.json").read_text())
-    expected_paths = {f"{h}/{str(_host(h)['log']['path']).lstrip('/')}"  # type: ignore[index]
+@pytest.mark.parametrize("lab", [LAB, HOSTILE], ids=["standard", "hostile"])
+def test_mtimes_cover_every_log(lab: Path) -> None:
+    mtimes = json.loads((lab / "mtimes.json").read_text())
+    expected_paths = {f"{h}/{str(_host(h, lab)['log']['path']).lstrip('/')}"  # type: ignore[index]
                       for h in ("mx1", "filter1", "mbox1", "out1")}
     assert set(mtimes) == expected_paths
     assert all(isinstance(v, float) for v in mtimes.values())
@@ -138,3 +142,46 @@ def test_every_accepted_message_id_is_logged() -> None:
             assert f"message-id={scn['message_id']}" not in all_logs
         else:
             assert f"message-id={scn['message_id']}" in all_logs, scn["name"]
+
+
+# --------------------------------------------------------------------------- hostile set
+
+FORGED = r'"x; from=<ceo@corp\.example> to=<cfo@corp\.example>"@evil\.example'
+HOSTILE_SHAPES = [
+    # the forged group twice: unquoted in the reply text, quoted in the real trailer's to=<>
+    ("mx1", (r"postfix/smtpd\[\d+\]: NOQUEUE: reject: RCPT from ext-client\.example\.org"
+             r"\[127\.0\.0\.50\]: 454 4\.7\.1 <x; from=<ceo@corp\.example> "
+             r"to=<cfo@corp\.example>@evil\.example>: Relay access denied; "
+             rf"from=<mallory@evil\.example> to=<{FORGED}> proto=ESMTP helo=<")),
+    *((h, rf"postfix/qmgr\[\d+\]: \w+: from=<{FORGED}>, size=\d+, nrcpt=1 \(queue active\)$")
+      for h in ("mx1", "filter1", "mbox1")),
+    *((h, "postfix/qmgr\\[\\d+\\]: \\w+: from=<\u202egnp\\.exe@evil\\.example>, size=")
+      for h in ("mx1", "filter1", "mbox1")),
+    ("mx1", "postfix/smtp\\[\\d+\\]: \\w+: to=<bob\u202e@example\\.test>, relay=filter1"),
+    ("mbox1", "postfix/virtual\\[\\d+\\]: \\w+: to=<bob\u202e@example\\.test>, relay=virtual, "
+              ".*status=sent \\(delivered to maildir\\)$"),
+]
+
+
+@pytest.mark.parametrize(("host", "pattern"), HOSTILE_SHAPES)
+def test_hostile_log_has_line_shape(host: str, pattern: str) -> None:
+    assert re.search(pattern, _log_text(host, HOSTILE), re.MULTILINE), (host, pattern)
+
+
+def test_hostile_set_sent_what_its_lines_show() -> None:
+    lab = _expected(HOSTILE)["lab"]
+    assert isinstance(lab, dict) and lab["scenario_set"] == "hostile"
+    scenarios = _expected(HOSTILE)["scenarios"]
+    assert isinstance(scenarios, list)
+    assert [s["name"] for s in scenarios] == ["injected_reject", "forged_sender", "bidi_address"]
+    logs = "\n".join(_log_text(h, HOSTILE) for h in ("mx1", "filter1", "mbox1"))
+    for scn in scenarios:
+        delivered = {f["fate"] for f in scn["fates"]} == {"delivered"}
+        assert (f"message-id={scn['message_id']}" in logs) is delivered, scn["name"]
+        assert f"from=<{scn['sender']}>" in logs, scn["name"]
+    # Postfix logs U+202E as the raw UTF-8 bytes, through postlogd and rsyslog alike
+    for host in ("mx1", "filter1", "mbox1"):
+        log = _host(host, HOSTILE)["log"]
+        assert isinstance(log, dict)
+        raw = (HOSTILE / host / str(log["path"]).lstrip("/")).read_bytes()
+        assert b"\xe2\x80\xae" in raw and b"?gnp.exe" not in raw, host

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -132,6 +133,12 @@ CLIENTS = {
     "bad": ("127.0.0.66", None),
 }
 MAILBOX_USERS = ("alice", "bob", "carol", "postmaster", "devnull")
+# A mailbox whose SMTPUTF8 local part ends in U+202E RIGHT-TO-LEFT OVERRIDE (hostile set): the
+# maildir has an ASCII name, the address is what Postfix logs.
+RLO = "\u202e"
+BIDI_MAILBOX = (f"bob{RLO}", "bob-rlo")
+# Forged Postfix log fields inside a quoted local part (hostile set).
+FORGED_LOCALPART = '"x; from=<ceo@corp.example> to=<cfo@corp.example>"'
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -279,7 +286,8 @@ def _map_files(host: LabHost) -> dict[str, str]:
         }
     if host.name == "mbox1":
         return {
-            "vmailbox": "".join(f"{u}@{DOMAIN} {DOMAIN}/{u}/\n" for u in MAILBOX_USERS),
+            "vmailbox": "".join(f"{u}@{DOMAIN} {DOMAIN}/{u}/\n" for u in MAILBOX_USERS)
+            + f"{BIDI_MAILBOX[0]}@{DOMAIN} {DOMAIN}/{BIDI_MAILBOX[1]}/\n",
             "aliases": f"root: postmaster@{DOMAIN}\nfwd: bob@{DOMAIN}\n",
             "transport": f"devnull@{DOMAIN} discard:silently\n",
         }
@@ -493,7 +501,8 @@ class Scenario:
     description: str
     sender: str
     recipients: tuple[str, ...]
-    # ("smtp", server host, client key) or ("pickup", host, "")
+    # "smtp" (swaks), "dialogue" (the lab's own SMTP client, exact MAIL FROM and RCPT TO
+    # arguments, optionally with SMTPUTF8) or "pickup" (sendmail on entry_host)
     method: str
     entry_host: str
     client: str = ""
@@ -502,6 +511,7 @@ class Scenario:
     fates: tuple[Fate, ...] = ()
     notifications: tuple[dict[str, str], ...] = ()
     deferred_at_out1: int = 0
+    smtputf8: bool = False
 
 
 def _scenarios(quick: bool) -> tuple[Scenario, ...]:
@@ -617,13 +627,84 @@ def _scenarios(quick: bool) -> tuple[Scenario, ...]:
     )
 
 
+def _hostile_scenarios(quick: bool) -> tuple[Scenario, ...]:
+    """Sessions a hostile SMTP client can open: forged log fields and bidi controls.
+
+    Every address is sent exactly as written here (the lab's own SMTP client, no quoting or
+    parsing in between); what Postfix makes of it is what the logs show. Nothing leaves
+    example.test, so quick and full mode send the same.
+    """
+    del quick
+    t = DOMAIN
+    inbound = ("mx1", "filter1", "mbox1")
+    forged = f"{FORGED_LOCALPART}@evil.example"
+    # Unquoted: Postfix requotes a logged address only where RFC 5322 needs it, and UTF-8 text
+    # needs none, so '"\u202egnp.exe"@...' would be logged without its quotes and what was
+    # sent would differ from what the logs hold.
+    bidi_sender = f"{RLO}gnp.exe@evil.example"
+    bidi_rcpt = f"{BIDI_MAILBOX[0]}@{t}"
+    return (
+        Scenario("injected_reject", "outside client relays to a quoted local part that "
+                 "carries a forged '; from=<...> to=<...>' trailer: NOQUEUE relay reject",
+                 "mallory@evil.example", (forged,), "dialogue", "mx1", "ext",
+                 fates=(Fate(forged, "rejected", "mx1", ("mx1",),
+                             "NOQUEUE: 454 relay access denied; the forged fields are inside "
+                             "the quoted recipient"),)),
+        Scenario("forged_sender", "MAIL FROM is a quoted local part that carries forged "
+                 "from=<...> to=<...> fields; accepted and delivered", forged,
+                 (f"alice@{t}",), "dialogue", "mx1", "ext",
+                 fates=(Fate(f"alice@{t}", "delivered", "mbox1", inbound, "mailbox"),)),
+        Scenario("bidi_address", "SMTPUTF8 sender and recipient with U+202E (RIGHT-TO-LEFT "
+                 "OVERRIDE) in the local part; delivered", bidi_sender, (bidi_rcpt,),
+                 "dialogue", "mx1", "ext", smtputf8=True,
+                 fates=(Fate(bidi_rcpt, "delivered", "mbox1", inbound,
+                             f"virtual mailbox {BIDI_MAILBOX[1]}"),)),
+    )
+
+
+SCENARIO_SETS = {"standard": _scenarios, "hostile": _hostile_scenarios}
+
+
 def _message_id(scn: Scenario, token: str) -> str:
     return f"<{scn.name}.{token}@lab.{DOMAIN}>"
+
+
+# Exit codes of the lab's SMTP client, the numbers swaks uses for the same outcomes.
+DIALOGUE_EXIT = {"MAIL": 23, "RCPT": 24, "DATA": 25}
+
+
+def _dialogue(scn: Scenario, msgid: str, entry: LabHost, body: str) -> int:
+    """One SMTP session with the exact MAIL FROM and RCPT TO arguments; swaks-style exit code.
+
+    smtplib's sendmail() would parse and requote the addresses (and swaks has no SMTPUTF8),
+    so the commands are sent as written.
+    """
+    ip, name = CLIENTS[scn.client]
+    date = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    message = (f"From: <{scn.sender}>\r\nTo: {', '.join(f'<{r}>' for r in scn.recipients)}\r\n"
+               f"Subject: {scn.subject}\r\nDate: {date}\r\nMessage-Id: {msgid}\r\n\r\n"
+               + body.replace("\n", "\r\n"))
+    with smtplib.SMTP(entry.ip, SMTP_PORT, local_hostname=name or f"[{ip}]",
+                      source_address=(ip, 0), timeout=30) as smtp:
+        smtp.command_encoding = "utf-8"
+        smtp.ehlo()
+        utf8 = " SMTPUTF8" if scn.smtputf8 else ""
+        code, _ = smtp.docmd("MAIL", f"FROM:<{scn.sender}>{utf8}")
+        if code != 250:
+            return DIALOGUE_EXIT["MAIL"]
+        accepted = [r for r in scn.recipients
+                    if smtp.docmd("RCPT", f"TO:<{r}>")[0] in (250, 251)]
+        if not accepted:
+            return DIALOGUE_EXIT["RCPT"]
+        code, _ = smtp.data(message.encode())
+        return 0 if code == 250 else DIALOGUE_EXIT["DATA"]
 
 
 def _send(scn: Scenario, msgid: str, hosts: dict[str, LabHost]) -> int:
     entry = hosts[scn.entry_host]
     body = f"Scenario {scn.name}: {scn.description}\n"
+    if scn.method == "dialogue":
+        return _dialogue(scn, msgid, entry, body)
     if scn.method == "smtp":
         ip, name = CLIENTS[scn.client]
         args = ["swaks", "--server", f"{entry.ip}:{SMTP_PORT}", "--local-interface", ip,
@@ -715,11 +796,12 @@ def _copy_outputs(out: Path, hosts: Sequence[LabHost]) -> tuple[dict[str, Path],
 
 
 def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bool,
-              started: datetime, finished: datetime) -> dict[str, object]:
+              started: datetime, finished: datetime, scenario_set: str) -> dict[str, object]:
     version = _run(["postconf", "-c", str(hosts[0].config_dir), "-h", "mail_version"]).stdout
     return {
         "lab": {
             "mode": "quick" if quick else "full",
+            "scenario_set": scenario_set,
             "postfix_version": version.strip(),
             "local_timezone": time.strftime("%Z %z"),
             "started": started.isoformat(timespec="seconds"),
@@ -757,17 +839,22 @@ def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bo
     }
 
 
+SUBMISSION = {"smtp": "swaks (SMTP)", "pickup": "sendmail (pickup)",
+              "dialogue": "lab SMTP client (exact MAIL FROM/RCPT TO)"}
+
+
 def _scenario_record(scn: Scenario, msgid: str, exit_code: int, sent_at: datetime
                      ) -> dict[str, object]:
     return {
         "name": scn.name, "description": scn.description, "message_id": msgid,
         "sender": scn.sender, "recipients": list(scn.recipients), "subject": scn.subject,
-        "submitted": {"method": "swaks (SMTP)" if scn.method == "smtp" else "sendmail (pickup)",
+        "submitted": {"method": SUBMISSION[scn.method],
                       "host": scn.entry_host,
                       "client_ip": CLIENTS[scn.client][0] if scn.client else None,
                       "at": sent_at.isoformat(timespec="seconds"),
                       "submitter_exit_code": exit_code},
         "dsn_notify": "SUCCESS" if scn.dsn_success else None,
+        **({"smtputf8": True} if scn.smtputf8 else {}),
         "fates": [{"recipient": f.recipient, "fate": f.fate, "at": f.at, "path": list(f.path),
                    "detail": f.detail} for f in scn.fates],
         "notifications": [dict(n) for n in scn.notifications],
@@ -807,20 +894,36 @@ def _check_prerequisites() -> None:
 
 
 def run_lab(out: Path, quick: bool = True, keep_running: bool = False,
-            syslog: bool | None = None) -> LabResult:
+            syslog: bool | None = None, scenario_set: str = "standard") -> LabResult:
     """Build the chain, send every scenario, wait, and write the host roots and ground truth.
 
     syslog=None uses the private rsyslogd for filter1 and mbox1 when /dev/log is free. Runs on
     one machine are serialized by a lock file; with keep_running the lock is released on return,
-    so the next run (or ``stop``) removes the instances left running.
+    so the next run (or ``stop``) removes the instances left running. scenario_set names one of
+    SCENARIO_SETS: the chain is the same, only the mail sent differs.
     """
+    if scenario_set not in SCENARIO_SETS:
+        raise LabError(f"unknown scenario set {scenario_set!r} "
+                       f"(one of {', '.join(SCENARIO_SETS)})")
     _check_prerequisites()
     with _lab_lock():
-        return _run_lab_locked(Path(out), quick, keep_running, syslog)
+        return _run_lab_locked(Path(out), quick, keep_running, syslog, scenario_set)
 
 
-def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | None
-                    ) -> LabResult:
+def _clear_outputs(out: Path) -> None:
+    """Remove what a previous run wrote to out, and nothing else.
+
+    The hostile set's fixtures live in a subdirectory of the standard set's, so a standard
+    regeneration must not remove the whole directory.
+    """
+    for name in ALL_HOST_NAMES:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for fname in ("expected.json", "mtimes.json"):
+        (out / fname).unlink(missing_ok=True)
+
+
+def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | None,
+                    scenario_set: str) -> LabResult:
     phases: dict[str, float] = {}
     mark = time.monotonic()
 
@@ -841,7 +944,7 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
         by_name = {h.name: h for h in hosts}
         token = started.strftime("%Y%m%d%H%M%S")
         sent: list[dict[str, object]] = []
-        scenarios = _scenarios(quick)
+        scenarios = SCENARIO_SETS[scenario_set](quick)
         for scn in scenarios:
             msgid = _message_id(scn, token)
             sent_at = datetime.now().astimezone()
@@ -854,14 +957,15 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
             wait_until_settled(hosts, 0, timeout=600, flush_out1=True)
         time.sleep(1)  # let the last log lines reach the files
         phase("settle")
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        _clear_outputs(out)
+        out.mkdir(parents=True, exist_ok=True)
         roots, logs, mtimes = _copy_outputs(out, hosts)
         finished = datetime.now().astimezone()
         expected = out / "expected.json"
-        expected.write_text(json.dumps(_expected(hosts, sent, quick, started, finished),
-                                       indent=2) + "\n")
+        truth = _expected(hosts, sent, quick, started, finished, scenario_set)
+        # ensure_ascii=False: the hostile set's addresses stay as the UTF-8 Postfix logs.
+        expected.write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
         (out / "mtimes.json").write_text(json.dumps(mtimes, indent=2, sort_keys=True) + "\n")
         ok = True
         phase("collect")
@@ -883,6 +987,8 @@ def _iter_cli(argv: Sequence[str] | None) -> Iterator[str]:
                      help="leave the instances running (stop them with the stop command)")
     run.add_argument("--no-syslog", action="store_true",
                      help="every host logs with maillog_file, no private rsyslogd")
+    run.add_argument("--set", dest="scenario_set", choices=sorted(SCENARIO_SETS),
+                     default="standard", help="which scenarios to send (default: standard)")
     sub.add_parser("stop", help="stop and remove everything a run created")
     args = parser.parse_args(argv)
     if args.command == "stop":
@@ -892,7 +998,8 @@ def _iter_cli(argv: Sequence[str] | None) -> Iterator[str]:
         yield "lab stopped and removed"
         return
     result = run_lab(args.out, quick=args.quick, keep_running=args.keep_running,
-                     syslog=False if args.no_syslog else None)
+                     syslog=False if args.no_syslog else None,
+                     scenario_set=args.scenario_set)
     total = sum(result.phases.values())
     yield f"wrote {result.out} in {total:.1f}s {result.phases}"
     for name, path in result.logs.items():

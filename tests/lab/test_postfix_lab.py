@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from .postfix_lab import HOSTS_BEGIN, HOSTS_FILE, LabResult, run_lab
+from .postfix_lab import (
+    HOSTS_BEGIN,
+    HOSTS_FILE,
+    LabError,
+    LabResult,
+    _clear_outputs,
+    run_lab,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +59,44 @@ def test_quick_run_leaves_nothing_behind(quick_lab: LabResult) -> None:
     for name in quick_lab.host_roots:
         assert not Path(f"/etc/postfix-{name}").exists()
         assert not Path(f"/var/spool/postfix-{name}").exists()
+
+
+@pytest.fixture(scope="module")
+def hostile_lab(tmp_path_factory: pytest.TempPathFactory) -> LabResult:
+    return run_lab(tmp_path_factory.mktemp("lab") / "hostile", quick=True,
+                   scenario_set="hostile")
+
+
+@pytest.mark.lab
+def test_hostile_run_logs_forged_fields_and_raw_bidi(hostile_lab: LabResult) -> None:
+    expected = json.loads(hostile_lab.expected.read_text(encoding="utf-8"))
+    assert expected["lab"]["scenario_set"] == "hostile"
+    scn = {s["name"]: s for s in expected["scenarios"]}
+    mx1 = hostile_lab.logs["mx1"].read_text(encoding="utf-8")
+    (forged,) = scn["injected_reject"]["recipients"]
+    assert (f"Relay access denied; from=<{scn['injected_reject']['sender']}> to=<{forged}> "
+            "proto=ESMTP") in mx1
+    assert f"from=<{scn['forged_sender']['sender']}>, size=" in mx1
+    raw = hostile_lab.logs["mbox1"].read_bytes()
+    for address in (scn["bidi_address"]["sender"], *scn["bidi_address"]["recipients"]):
+        assert "\u202e" in address
+        assert address.encode() in raw
+    assert f"message-id={scn['bidi_address']['message_id']}".encode() in raw
+
+
+def test_a_run_clears_only_what_it_writes(tmp_path: Path) -> None:
+    """The hostile fixtures live inside the standard ones: a regeneration must keep them."""
+    out = tmp_path / "out"
+    (out / "hostile").mkdir(parents=True)
+    (out / "hostile" / "keep.txt").write_text("kept")
+    (out / "mx1" / "var").mkdir(parents=True)
+    (out / "expected.json").write_text("{}")
+    _clear_outputs(out)
+    assert sorted(p.name for p in out.iterdir()) == ["hostile"]
+    assert (out / "hostile" / "keep.txt").read_text() == "kept"
+
+
+def test_an_unknown_scenario_set_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="unknown scenario set 'nope'"):
+        run_lab(tmp_path / "out", scenario_set="nope")
+    assert not (tmp_path / "out").exists()
