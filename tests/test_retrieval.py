@@ -143,17 +143,20 @@ def test_journal_command() -> None:
     assert shape(cmd) == (
         CommandKind.MATCH,
         ("2026-11-29 17:24:06 UTC", "2026-11-29 17:30:00 UTC",
-         "SYSLOG_FACILITY=2", "-F", "-a", "-i", "-e", "to=<bob@example.test>"),
+         "SYSLOG_FACILITY=2", "", "-F", "-a", "-i", "-e", "to=<bob@example.test>"),
     )
     assert cmd.path == "journal:SYSLOG_FACILITY=2"
     every = journal_command(None, since=None, until=None, match="SYSLOG_IDENTIFIER=postfix")
-    assert shape(every) == (CommandKind.ALL, ("", "", "SYSLOG_IDENTIFIER=postfix"))
+    assert shape(every) == (CommandKind.ALL, ("", "", "SYSLOG_IDENTIFIER=postfix", ""))
+    # a directory host's own journal directory, never the system's
+    own = journal_command(None, since=None, until=None, directory="/r/var/log/journal")
+    assert own.words == ("", "", "SYSLOG_FACILITY=2", "/r/var/log/journal")
 
 
 def test_journal_ids_command() -> None:
     assert shape(journal_ids_command(["B1", "A1", "B1"], since=None, until=None)) == (
         CommandKind.IDS,
-        ("", "", "SYSLOG_FACILITY=2", "-F", "-a", "-e", " A1: ", "-e", " B1: "),
+        ("", "", "SYSLOG_FACILITY=2", "", "-F", "-a", "-e", " A1: ", "-e", " B1: "),
     )
 
 
@@ -163,8 +166,11 @@ def test_match_and_ids_commands_dispatch_on_the_source() -> None:
     q = Query()
     assert match_command(plain, "/r/var/log/mail.log", None, q).words == ("/r/var/log/mail.log",)
     assert match_command(plain, "/r/var/log/mail.log", None, q).path == "/var/log/mail.log"
-    assert match_command(journal, "ignored", None, q).words == ("", "", "SYSLOG_FACILITY=2")
-    (ids,) = ids_commands(journal, "ignored", ["A1"], q)
+    # for a journal the path is its directory ("": the system journal)
+    assert match_command(journal, "", None, q).words == ("", "", "SYSLOG_FACILITY=2", "")
+    assert match_command(journal, "/r/j", None, q).words == ("", "", "SYSLOG_FACILITY=2", "/r/j")
+    (ids,) = ids_commands(journal, "/r/j", ["A1"], q)
+    assert ids.words[3] == "/r/j"
     assert ids.kind is CommandKind.IDS and ids.words[-1] == " A1: "
     (ids,) = ids_commands(plain, "/r/var/log/mail.log", ["A1"], q)
     assert ids.words == ("/r/var/log/mail.log", "-F", "-a", "-e", " A1: ")

@@ -138,13 +138,15 @@ _AWK_FILE = (
 )
 
 # The journal's mail lines, optionally filtered by grep. $1/$2 = since/until (may be empty),
-# $3 = the journal match (e.g. SYSLOG_FACILITY=2), the rest = grep's words (none: no filter).
+# $3 = the journal match (e.g. SYSLOG_FACILITY=2), $4 = a journal directory to read instead of
+# the system's (a directory host's own var/log/journal; empty: the system journal), the rest =
+# grep's words (none: no filter).
 # journalctl's own --grep is a regex, so a fixed string goes through grep -F instead.
 _JOURNAL = (
-    'since=$1; until=$2; match=$3; shift 3; '
-    'if [ "$#" -eq 0 ]; then exec journalctl --no-pager -q -o short-iso-precise '
-    '${since:+"--since=$since"} ${until:+"--until=$until"} "$match"; fi; '
-    'journalctl --no-pager -q -o short-iso-precise '
+    'since=$1; until=$2; match=$3; dir=$4; shift 4; '
+    'if [ "$#" -eq 0 ]; then exec journalctl ${dir:+-D "$dir"} --no-pager -q '
+    '-o short-iso-precise ${since:+"--since=$since"} ${until:+"--until=$until"} "$match"; fi; '
+    'journalctl ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise '
     '${since:+"--since=$since"} ${until:+"--until=$until"} "$match" '
     '| LC_ALL=C grep "$@"'
 )
@@ -253,11 +255,16 @@ def journal_command(
     until: datetime | None,
     match: str = DEFAULT_JOURNAL_MATCH,
     kind: CommandKind | None = None,
+    directory: str = "",
 ) -> Command:
-    """The journal's mail lines as ``short-iso-precise`` text, time window pushed down."""
+    """The journal's mail lines as ``short-iso-precise`` text, time window pushed down.
+
+    ``directory``: read that journal directory (``journalctl -D``), not the system's.
+    """
     words = _grep_words(needles) if needles is not None else []
     chosen = kind or (CommandKind.ALL if needles is None else CommandKind.MATCH)
-    argv = ("sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), match, *words)
+    argv = ("sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), match,
+            directory, *words)
     return Command(chosen, argv, f"journal:{match}")
 
 
@@ -267,19 +274,23 @@ def journal_ids_command(
     since: datetime | None,
     until: datetime | None,
     match: str = DEFAULT_JOURNAL_MATCH,
+    directory: str = "",
 ) -> Command:
     """Pass 2 on the journal: every line of these queue IDs."""
     needles = Needles(tuple(f" {q}: " for q in sorted(set(queue_ids))), False)
-    return journal_command(needles, since=since, until=until, match=match, kind=CommandKind.IDS)
+    return journal_command(needles, since=since, until=until, match=match, kind=CommandKind.IDS,
+                           directory=directory)
 
 
 def match_command(
     source: LogSource, path: str, needles: Needles | None, query: Query
 ) -> Command:
-    """Pass 1 on any source (``path``: the path a command uses for a file source)."""
+    """Pass 1 on any source (``path``: the path a command uses for a file source; for a
+    journal, the journal directory to read, or empty for the system's)."""
     if source.kind == "journal":
         return journal_command(
-            needles, since=query.since, until=query.until, match=journal_match(source)
+            needles, since=query.since, until=query.until, match=journal_match(source),
+            directory=path,
         )
     return filter_file_command(path, needles, shown=source.path)
 
@@ -291,7 +302,8 @@ def ids_commands(
     if source.kind == "journal":
         return [
             journal_ids_command(
-                queue_ids, since=query.since, until=query.until, match=journal_match(source)
+                queue_ids, since=query.since, until=query.until, match=journal_match(source),
+                directory=path,
             )
         ]
     return ids_file_commands(path, queue_ids, shown=source.path)
@@ -337,15 +349,16 @@ _EDGES = (
 
 
 _JOURNAL_EDGES = (
-    'journalctl --no-pager -q -o short-iso-precise "$1" | head -n 1; '
-    'journalctl --no-pager -q -o short-iso-precise -n 1 "$1"'
+    'dir=$2; journalctl ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise "$1" | head -n 1; '
+    'journalctl ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise -n 1 "$1"'
 )
 
 
 def edge_lines_command(source: LogSource, path: str) -> Command:
     """The first and the last line of a source (for ``hosts --check``)."""
     if source.kind == "journal":
-        return _script(CommandKind.EDGES, _JOURNAL_EDGES, journal_match(source), (), source.path)
+        return _script(CommandKind.EDGES, _JOURNAL_EDGES, journal_match(source), (path,),
+                       source.path)
     return _script(CommandKind.EDGES, _EDGES, path, (), source.path)
 
 

@@ -25,6 +25,7 @@ from collector.models import (
     Origin,
     SourceKind,
     SourceMode,
+    TransportKind,
 )
 
 # --------------------------------------------------------------------------- values
@@ -639,6 +640,18 @@ def _journal_sources(configs: Sequence[PostfixConfig], notes: list[str]) -> list
     ]
 
 
+def _journal_readable(
+    listing: Mapping[str, Sequence[FileInfo]], host: Host, notes: list[str]
+) -> bool:
+    """A directory host (an offline case, a copy) has a journal only in its own root: never
+    the journal of the machine collector runs on."""
+    directory_host = host.transport is TransportKind.LOCAL and (host.root or "/") != "/"
+    if directory_host and not _has_journal(listing):
+        notes.append("no journal directory in this directory host: no journal is read")
+        return False
+    return True
+
+
 def _has_journal(listing: Mapping[str, Sequence[FileInfo]]) -> bool:
     return any((e := _entry(listing, d)) is not None and e.is_dir for d in _JOURNAL_DIRS)
 
@@ -695,7 +708,7 @@ def plan_sources(
         sources, notes = _plan_explicit(listing, host)
     elif host.source is SourceMode.JOURNAL:
         notes.append("source = journal: log files are not considered")
-        sources = _journal_sources(configs, notes)
+        sources = _journal_sources(configs, notes) if _journal_readable(listing, host, notes) else []
     else:
         sources = _plan_files(configs, listing, host, notes)
     first: dict[str, LogSource] = {}
@@ -817,6 +830,8 @@ def _journal_fallback(
     """The journal for the instances whose lines no file holds, unless ``source = files``."""
     if host.source is SourceMode.FILES:
         notes.append("source = files: the journal is not used")
+        return []
+    if not _journal_readable(listing, host, notes):
         return []
     if not _has_journal(listing):
         notes.append("no journal directory seen (/var/log/journal, /run/log/journal)")

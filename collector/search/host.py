@@ -49,7 +49,7 @@ from collector.models import (
     Stage,
     Unread,
 )
-from collector.search.view import discover_host, recorded_unread
+from collector.search.view import discover_host, recorded_unread, source_path
 from collector.transport.base import Session
 
 ByteCounter = Callable[[int], None]
@@ -143,8 +143,8 @@ class HostSearcher:
         return chosen
 
     def command_path(self, source: LogSource) -> str:
-        """The path a command on this host uses for a source."""
-        return self.session.path(source.path) if source.kind is SourceKind.FILE else source.path
+        """The path a command on this host uses for a source (see ``view.source_path``)."""
+        return source_path(self.session, source)
 
     def match_command(self, source: LogSource, needles: Needles | None, query: Query) -> Command:
         """Pass 1 (or every line, without needles) for one source."""

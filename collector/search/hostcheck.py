@@ -19,7 +19,7 @@ from collector.models import Host, HostResult, LogSource, TransportKind
 from collector.render.rows import iso, source_dict
 from collector.render.safe import Escaped, printable
 from collector.render.text import short_bytes
-from collector.search.view import discover_host
+from collector.search.view import discover_host, source_path
 from collector.transport.base import Session
 
 
@@ -117,7 +117,7 @@ def check_host(session: Session) -> HostCheck:
         first = last = None
         fmt = None
         if not needs_sudo:
-            command = edge_lines_command(src, session.path(src.path) if src.kind == "file" else src.path)
+            command = edge_lines_command(src, source_path(session, src))
             result = session.run(list(command.argv), sudo=host.sudo)
             lines = result.stdout.decode("utf-8", "replace").splitlines()
             ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now

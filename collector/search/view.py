@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from collections.abc import Sequence
 from typing import Any
 
 from collector.errors import TransportError
 from collector.logs.discovery import DiscoveryResult, FileInfo, discover
-from collector.models import CommandResult, Host, ReadProblem, TransportKind, Unread
+from collector.models import (
+    CommandResult,
+    Host,
+    LogSource,
+    ReadProblem,
+    SourceKind,
+    Stage,
+    TransportKind,
+    Unread,
+)
 from collector.transport.base import Session
 
 #: A local host root may carry this file (written by ``collector fetch``): the original
@@ -189,3 +199,32 @@ def recorded_unread(session: Session) -> tuple[Unread, ...]:
 def discover_host(session: Session, host: Host) -> DiscoveryResult:
     """Find the host's log sources from its own Postfix configuration."""
     return discover(SessionView(session), host)
+
+
+#: Where a directory host keeps its journal (read with ``journalctl -D``), in order.
+JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
+
+
+def is_directory_host(host: Host) -> bool:
+    """A local host whose root is a directory, not this machine: an offline case, a copy."""
+    return host.transport is TransportKind.LOCAL and (host.root or "/") != "/"
+
+
+def source_path(session: Session, source: LogSource) -> str:
+    """What a command on this host is given for a source: a file's path on the host; for a
+    journal, the journal directory to read, empty for the system's own journal.
+
+    A directory host reads only inside its root: its own var/log/journal, never the journal
+    of the machine collector runs on.
+    """
+    if source.kind is not SourceKind.JOURNAL:
+        return session.path(source.path)
+    if not is_directory_host(session.host):
+        return ""
+    for directory in JOURNAL_DIRS:
+        local = session.path(directory)
+        if os.path.isdir(local):
+            return local
+    raise TransportError(
+        session.host.name, Stage.READ, "no journal directory in this directory host"
+    )
