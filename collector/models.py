@@ -223,6 +223,7 @@ class ReadProblem(enum.StrEnum):
     PERMISSION = "permission"  # not readable by the login user and no sudo
     DAMAGED = "damaged"  # a compressed rotation that does not decompress to its end
     VANISHED = "vanished"  # gone between discovery and reading (rotated away)
+    ROTATED = "rotated"  # replaced or cut while being read (logrotate moved it meanwhile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,8 @@ class Unread:
             return f"cannot read {self.path} (permission denied; set sudo = true?)"
         if self.problem is ReadProblem.DAMAGED:
             return f"{self.path} is damaged: lines after the damage are missing"
+        if self.problem is ReadProblem.ROTATED:
+            return f"{self.path} was rotated while being read: its lines may be missing"
         return f"{self.path} vanished while being read (rotated?)"
 
 

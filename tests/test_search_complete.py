@@ -123,3 +123,49 @@ def test_two_searches_of_one_host_count_each_line_once(tmp_path: Path) -> None:
     (group,) = [g for g in log.groups if g.queue_id == "AAA111"]
     assert [r.address for r in group.recipients] == ["x@example.net"]
     assert len(group.recipients[0].attempts) == 1
+
+
+class RotatingSession(LocalSession):
+    """A real local host whose logrotate runs (dateext, create) right when a read starts:
+    the file discovery saw moves to maillog-20260115 and a new, short maillog takes its name."""
+
+    def __init__(self, host: Host, times: int) -> None:
+        super().__init__(host)
+        self.times = times
+        self.rotated = 0
+
+    def stream_chunks(self, argv, **kwargs):  # type: ignore[no-untyped-def, override]
+        log = Path(self.root) / "var" / "log"
+        if self.times and any("maillog" in str(a) for a in argv):
+            self.times -= 1
+            stamp = f"202601{15 + self.rotated:02d}"
+            (log / "maillog").rename(log / f"maillog-{stamp}")
+            self.rotated += 1  # each new log shorter than the one it replaces
+            (log / "maillog").write_text("\n".join(filler("N", 12, 20 - self.rotated)) + "\n")
+        return super().stream_chunks(argv, **kwargs)
+
+
+def rotation_host(tmp_path: Path) -> Host:
+    host = host_with(tmp_path, [*filler("C", 9, 20),
+                                *message("AAA111", "10:00:00", "rare@example.org", "a@x.net"),
+                                *filler("D", 10, 20)])
+    return Host(host.name, transport=TransportKind.LOCAL, root=host.root, timezone="UTC",
+                logs=("/var/log/maillog*",))
+
+
+def test_a_log_rotated_during_the_search_is_read_again(tmp_path: Path) -> None:
+    host = rotation_host(tmp_path)
+    query = Query(senders=("rare@example.org",))
+    result = search_host(RotatingSession(host, times=1), query, UTC, NOW)
+    assert [(r.queue_id, r.recipient) for r in select_rows([result.log], query)] == [
+        ("AAA111", "a@x.net")
+    ]
+    assert result.unread == ()
+
+
+def test_a_log_rotated_at_every_read_is_a_partial_answer(tmp_path: Path) -> None:
+    host = rotation_host(tmp_path)
+    query = Query(senders=("rare@example.org",))
+    result = search_host(RotatingSession(host, times=10), query, UTC, NOW)
+    assert [u.problem for u in result.unread] == ["rotated"]
+    assert "was rotated while being read: its lines may be missing" in str(result.unread[0])

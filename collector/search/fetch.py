@@ -129,6 +129,7 @@ def fetch_host(
         written.append(target_path)
         total_lines += n
         total_bytes += size
+    searcher.check_unchanged()  # a file logrotate moved meanwhile: the copy is partial
     unread = searcher.unread()
     if unread:
         manifest["unread"] = [{"path": u.path, "problem": u.problem.value} for u in unread]

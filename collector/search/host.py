@@ -8,6 +8,7 @@ what happens when a source cannot be read to its end are said once, here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -100,6 +101,7 @@ class HostSearcher:
         self._notes: list[str] = []
         self._unread: dict[str, Unread] = {}
         self._loose: set[tuple[str, str, int]] = set()  # ID-less lines read (_Occurrences)
+        self._before: dict[str, tuple[int, int]] | None = None  # (size, mtime) when planned
         self._parsers: list[LineParser] = []
         self._records: list[Record] = []
         self._fetched: set[str] = set()
@@ -140,6 +142,7 @@ class HostSearcher:
             else:
                 self._notes.append(f"skipped {src.path}: outside the time window")
         self._chosen = chosen
+        self._before = self._stat([s for s in chosen if s.kind is SourceKind.FILE])
         return chosen
 
     def command_path(self, source: LogSource) -> str:
@@ -354,6 +357,50 @@ class HostSearcher:
             for command in self.ids_commands(src, ids, window):
                 self._records.extend(self.records(src, command))
 
+    def _stat(self, files: Sequence[LogSource]) -> dict[str, tuple[int, int]] | None:
+        """``(size, mtime)`` of each file now (one ``stat``); a file gone is absent; None when
+        the host cannot say (no GNU ``stat``)."""
+        if not files:
+            return {}
+        result = self.session.run(["stat", "-L", "-c", "%s %Y %n", "--",
+                                   *(self.command_path(s) for s in files)])
+        if result.exit_code not in (0, 1):
+            return None
+        by_path = {self.command_path(s): s.path for s in files}
+        out: dict[str, tuple[int, int]] = {}
+        for line in result.stdout.decode("utf-8", "surrogateescape").split("\n"):
+            size, _, rest = line.partition(" ")
+            mtime, _, name = rest.partition(" ")
+            if size.isdigit() and mtime.isdigit() and name in by_path:
+                out[by_path[name]] = (int(size), int(mtime))
+        return out
+
+    def check_unchanged(self) -> tuple[str, ...]:
+        """After reading: the chosen files that were replaced or cut meanwhile (logrotate).
+
+        Compared with a ``stat`` taken when the sources were chosen: a file that is gone or
+        shrank, or any file but the live log of its directory whose size or mtime changed, is
+        no longer the file that was planned: its lines may have moved to another name, so the
+        answer is partial (recorded as unread, ``rotated``). A host without GNU ``stat`` is not
+        checked (a note says so).
+        """
+        before = self._before
+        files = [s for s in (self._chosen or []) if s.kind is SourceKind.FILE and s.path in (before or {})]
+        if before is None or not files:
+            return ()
+        now = self._stat(files)
+        if now is None:
+            self._notes.append("could not check whether the logs were rotated while read")
+            return ()
+        live = _newest_per_directory(files)
+        changed = [
+            s.path for s in files
+            if s.path not in now or _replaced(before[s.path], now[s.path], live=s.path in live)
+        ]
+        for path in changed:
+            self.lose(Unread(path, ReadProblem.ROTATED))
+        return tuple(changed)
+
     def fetched(self, queue_id: str) -> bool:
         """Whether every line of this queue ID has been read already."""
         return queue_id in self._fetched
@@ -418,6 +465,26 @@ class HostSearcher:
         return HostSearch(
             self.host.name, log, sources, self.notes(), self.unread(), len(self.ran)
         )
+
+
+def _newest_per_directory(files: Sequence[LogSource]) -> set[str]:
+    """The live log of each directory: its newest uncompressed file."""
+    best: dict[str, LogSource] = {}
+    for src in files:
+        if src.compression is not Compression.NONE:
+            continue
+        directory = src.path.rpartition("/")[0]
+        old = best.get(directory)
+        if old is None or (src.mtime or 0) > (old.mtime or 0):
+            best[directory] = src
+    return {s.path for s in best.values()}
+
+
+def _replaced(before: tuple[int, int], now: tuple[int, int], *, live: bool) -> bool:
+    """Whether a file is no longer the one planned (see ``check_unchanged``)."""
+    if now[0] < before[0]:
+        return True
+    return False if live else now != before  # the live log grows and is touched
 
 
 def read_problem(exc: TransportError) -> ReadProblem | None:
@@ -539,12 +606,22 @@ def search_host(
 ) -> HostSearch:
     """``collector search`` on one host: two passes (or, without a fixed string, one
     streaming scan of every line), then parse and assemble locally."""
-    searcher = HostSearcher(session, SearchContext(zone, now, on_bytes), found=found)
-    if pass1_needles(query) is None:
-        return searcher.scan(
-            query,
-            keep=lambda g: group_selected(g, query),
-            keep_reject=lambda r: reject_selected(r, query),
-        )
-    searcher.search(query)
-    return searcher.result()
+    for attempt in (1, 2):
+        searcher = HostSearcher(session, SearchContext(zone, now, on_bytes), found=found)
+        if pass1_needles(query) is None:
+            result = searcher.scan(
+                query,
+                keep=lambda g: group_selected(g, query),
+                keep_reject=lambda r: reject_selected(r, query),
+            )
+        else:
+            searcher.search(query)
+            result = None
+        rotated = searcher.check_unchanged()
+        if not rotated or attempt == 2 or found is not None:
+            if result is None:
+                return searcher.result()
+            return dataclasses.replace(result, notes=searcher.notes(), unread=searcher.unread())
+        # Rotated while read: discover again (the moved file has its new name now) and read
+        # once more; a second rotation in one search is reported as it is.
+    raise AssertionError("unreachable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
@@ -46,4 +47,6 @@ def summarize_host(
         keep_reject=count_reject,
         on_group=lambda g: tally(g, counts, query),
     )
+    if searcher.check_unchanged():  # counted from files logrotate moved meanwhile: partial
+        result = dataclasses.replace(result, notes=searcher.notes(), unread=searcher.unread())
     return HostSummary(result, counts)
