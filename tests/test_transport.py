@@ -248,9 +248,32 @@ def test_ssh_stream_drains_stderr_concurrently(mx1: Session) -> None:
     script = 'cat "$1" >&2 & cat "$1"; wait'
     lines = sum(1 for _ in mx1.stream(["sh", "-c", script, "sh", "/var/log/big"], timeout=60))
     assert lines == BIG_COUNT
-    result = mx1.run(["sh", "-c", script, "sh", "/var/log/big"], timeout=60)
+
+
+def test_ssh_run_drains_stderr_concurrently(fleet: Fleet) -> None:
+    script = 'cat "$1" >&2 & cat "$1"; wait'
+    roomy = settings_of(fleet, run_output_max=64 * 1024 * 1024)
+    with contextlib.closing(open_session(host_of(fleet, "mx1"), roomy)) as session:
+        result = session.run(["sh", "-c", script, "sh", "/var/log/big"], timeout=60)
     assert len(result.stdout) == BIG_SIZE
-    assert len(result.stderr) >= 65536  # the tail is kept
+    assert 65536 <= len(result.stderr) <= 2 * 65536  # only the tail is kept
+
+
+def test_ssh_run_stops_a_command_that_prints_too_much(mx1: Session) -> None:
+    # run() is for small outputs: a host that sends more is cut off, not held in memory.
+    started = time.monotonic()
+    with pytest.raises(TransportError) as caught:
+        mx1.run(["cat", "/var/log/big"], timeout=60)
+    assert caught.value.stage is Stage.READ
+    assert caught.value.message == (
+        "cat /var/log/big printed more than 4 MiB, the most collector reads from such a "
+        "command; it was stopped"
+    )
+    with pytest.raises(TransportError) as caught:
+        mx1.run(["yes"], timeout=60)  # never stops talking
+    assert "yes printed more than 4 MiB" in caught.value.message
+    assert time.monotonic() - started < 10
+    assert mx1.run(["hostname"]).stdout == b"mx1\n"  # the connection is still good
 
 
 def test_ssh_stream_grep_exit_codes(mx1: Session) -> None:

@@ -30,8 +30,10 @@ from collector.transport.base import (
     PASSPHRASE_ENV,
     LineStreams,
     PassphraseProvider,
+    Reader,
     check_stream_exit,
     check_sudo,
+    collect,
     keep_tail,
     sudo_argv,
 )
@@ -380,17 +382,11 @@ class SSHSession(LineStreams):
         """See :meth:`Session.run`."""
         limit = self._settings.command_timeout if timeout is None else timeout
         channel, command, use_sudo = self._open(argv, sudo, limit)
-        stdout, stderr = bytearray(), bytearray()
-        try:
-            for chunk in self._pump(channel, stderr, time.monotonic() + limit):
-                if chunk is None:
-                    raise self._timed_out(channel, command, limit)
-                stdout += chunk
-            exit_code = self._exit_code(channel, command)
-        finally:
-            channel.close()
-        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
-        return CommandResult(command, bytes(stdout), bytes(stderr), exit_code)
+        reader = self._read(channel, command, limit, None)
+        cap = self._settings.run_output_max
+        stdout, exit_code, stderr = collect(reader, cap, self.host.name, argv, command)
+        check_sudo(self.host.name, use_sudo, exit_code, stderr)
+        return CommandResult(command, stdout, stderr, exit_code)
 
     def stream_chunks(
         self,
@@ -402,8 +398,8 @@ class SSHSession(LineStreams):
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream_chunks`."""
         limit = self._settings.command_timeout if timeout is None else timeout
-        opened = self._open(argv, sudo, limit)
-        return self._stream(*opened, limit, on_bytes)
+        channel, command, use_sudo = self._open(argv, sudo, limit)
+        return self._stream(channel, command, use_sudo, limit, on_bytes)
 
     def _stream(
         self,
@@ -413,6 +409,21 @@ class SSHSession(LineStreams):
         limit: float,
         on_bytes: Callable[[int], None] | None,
     ) -> Iterator[bytes]:
+        exit_code, stderr = yield from self._read(channel, command, limit, on_bytes)
+        check_sudo(self.host.name, use_sudo, exit_code, stderr)
+        check_stream_exit(self.host.name, command, exit_code, stderr)
+
+    def _read(
+        self,
+        channel: paramiko.Channel,
+        command: str,
+        limit: float,
+        on_bytes: Callable[[int], None] | None,
+    ) -> Reader:
+        """stdout as it comes (stderr's tail kept), then the exit code and stderr.
+
+        Stopping early (the caller closes the reader) asks sshd to end the command.
+        """
         stderr = bytearray()
         try:
             for chunk in self._pump(channel, stderr, time.monotonic() + limit):
@@ -426,8 +437,7 @@ class SSHSession(LineStreams):
             if not channel.exit_status_ready():
                 _signal(channel, "TERM")  # the caller stopped early
             channel.close()
-        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
-        check_stream_exit(self.host.name, command, exit_code, bytes(stderr))
+        return exit_code, bytes(stderr)
 
     def close(self) -> None:
         """Close the connection and those to its bastions, last hop first."""
