@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -24,6 +26,14 @@ from collector.transport.base import (
     keep_tail,
     sudo_argv,
 )
+
+#: Heap cap of every command run for a local host (KiB, ``ulimit -d``). Postfix lines are
+#: short and grep, awk, sed and the decompressors need a few MiB (xz -9 and zstd at most
+#: ~130 MiB); a grep holding a hostile 1 GB line fails ("memory exhausted", exit 2) instead
+#: of taking this machine's memory.
+COMMAND_HEAP_KIB = 256 * 1024
+# $1 = the cap, the rest = the command. A constant: the command's words stay words.
+_LIMITED = 'n=$1; shift; ulimit -d "$n" 2>/dev/null; exec "$@"'
 
 
 class LocalSession(LineStreams):
@@ -83,9 +93,12 @@ class LocalSession(LineStreams):
         return CommandResult(command, stdout, stderr, exit_code)
 
     def _popen(self, full: Sequence[str]) -> subprocess.Popen[bytes]:
-        """The command in a process group of its own, so that a timeout ends all of it."""
+        """The command in a process group of its own, so that a timeout ends all of it, with
+        its heap capped (:data:`COMMAND_HEAP_KIB`). A missing program raises OSError."""
+        if shutil.which(full[0]) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), full[0])
         return subprocess.Popen(
-            full,
+            ["sh", "-c", _LIMITED, "sh", str(COMMAND_HEAP_KIB), *full],
             cwd=self.root,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
