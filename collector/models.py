@@ -118,6 +118,7 @@ class Host:
     root: str | None = None  # local transport: the directory that is this host's "/"
     logs: tuple[str, ...] = ()  # explicit paths/globs that override discovery
     source: SourceMode = SourceMode.AUTO
+    identities_only: bool = False  # OpenSSH's IdentitiesOnly: offer no agent keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,9 @@ class Settings:
     workers: int = 16
     connect_timeout: float = 10.0
     command_timeout: float = 300.0
+    # The most stdout a Session.run() keeps (a config file, a listing, postconf); a command
+    # printing more is stopped and fails. Streams (log reads) have no such cap.
+    run_output_max: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,6 +285,40 @@ def test_inventory_values_win_over_ssh_config(tmp_path: Path) -> None:
     )
 
 
+def test_identities_only_from_the_inventory_or_ssh_config(tmp_path: Path) -> None:
+    hosts = (
+        '[defaults]\nidentity_file = "/k"\n[[hosts]]\nname = "a"\n[[hosts]]\nname = "b"\n'
+        '[[hosts]]\nname = "c"\nidentities_only = false\n[[hosts]]\nname = "d"\n'
+        'identities_only = true\n[[hosts]]\nname = "e"\n'
+    )
+    config = (
+        "Host a c\n  IdentitiesOnly yes\nHost b\n  IdentitiesOnly no\n"
+        "Host d\n  IdentitiesOnly no\n"
+    )
+    inv = load(tmp_path, hosts, config)
+    assert {h.name: h.identities_only for h in inv.hosts} == {
+        "a": True,  # from ssh config
+        "b": False,
+        "c": False,  # the inventory wins
+        "d": True,
+        "e": False,  # the default
+    }
+    assert load(tmp_path, '[[hosts]]\nname = "a"\n').hosts == (Host(name="a", address="a"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[[hosts]]\nname = "mx1"\nidentities_only = "yes"\n',
+         "INV:3: host mx1: 'identities_only' must be true or false, got \"yes\""),
+        ('[[hosts]]\nname = "mx1"\ntransport = "local"\nroot = "."\nidentities_only = true\n',
+         "INV:5: host mx1: 'identities_only' is for ssh hosts; this host has transport \"local\""),
+    ],
+)  # fmt: skip
+def test_identities_only_errors(tmp_path: Path, text: str, expected: str) -> None:
+    assert error(tmp_path, text).startswith(expected)
+
+
 def test_jump_hosts_are_resolved_through_ssh_config(tmp_path: Path) -> None:
     inv = load(
         tmp_path,

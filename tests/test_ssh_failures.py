@@ -329,3 +329,46 @@ def test_subprocess_run_reports_failures_the_same_way(fleet_env: FleetEnv, inv: 
     assert [x for x in done.stderr.splitlines() if x.startswith("collector: quirk1: connect: ")]
     assert "Traceback" not in done.stderr
 
+
+
+@pytest.fixture
+def crowded_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real ssh-agent with 7 keys no host authorizes (sshd's MaxAuthTries is 6)."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for i in range(7):
+            key = tmp_path / f"agent{i}"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                           check=True, capture_output=True)
+            subprocess.run(["ssh-add", "-q", str(key)], env={"SSH_AUTH_SOCK": str(sock)},
+                           check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        yield sock
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_many_agent_keys_do_not_lock_out_the_identity_file(
+    fleet_env: FleetEnv, tmp_path: Path, crowded_agent: Path, baseline: list[tuple[object, ...]]
+) -> None:
+    # Before: the agent's 7 keys went first and sshd refused the host after 6 of them.
+    inv = write_inventory(tmp_path / "inv.toml", fleet_env.fleet,
+                          {"deb1": {"identities_only": True}})
+    run = search(inv, GOOD)
+    assert run.code == 0, run.stderr
+    assert good_rows(run) == baseline
+    # With identities_only and a key the host does not know, only that key is tried.
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+                   check=True, capture_output=True)
+    inv = write_inventory(tmp_path / "inv2.toml", fleet_env.fleet,
+                          {"deb1": {"identities_only": True, "identity_file": str(other)}})
+    run = search(inv, ["deb1", "rhel1"])
+    assert run.code == 3, run.stderr
+    message = failed(run, "deb1", "auth")
+    assert message.endswith(f"(tried {other})")  # no agent key

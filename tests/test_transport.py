@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -248,9 +249,32 @@ def test_ssh_stream_drains_stderr_concurrently(mx1: Session) -> None:
     script = 'cat "$1" >&2 & cat "$1"; wait'
     lines = sum(1 for _ in mx1.stream(["sh", "-c", script, "sh", "/var/log/big"], timeout=60))
     assert lines == BIG_COUNT
-    result = mx1.run(["sh", "-c", script, "sh", "/var/log/big"], timeout=60)
+
+
+def test_ssh_run_drains_stderr_concurrently(fleet: Fleet) -> None:
+    script = 'cat "$1" >&2 & cat "$1"; wait'
+    roomy = settings_of(fleet, run_output_max=64 * 1024 * 1024)
+    with contextlib.closing(open_session(host_of(fleet, "mx1"), roomy)) as session:
+        result = session.run(["sh", "-c", script, "sh", "/var/log/big"], timeout=60)
     assert len(result.stdout) == BIG_SIZE
-    assert len(result.stderr) >= 65536  # the tail is kept
+    assert 65536 <= len(result.stderr) <= 2 * 65536  # only the tail is kept
+
+
+def test_ssh_run_stops_a_command_that_prints_too_much(mx1: Session) -> None:
+    # run() is for small outputs: a host that sends more is cut off, not held in memory.
+    started = time.monotonic()
+    with pytest.raises(TransportError) as caught:
+        mx1.run(["cat", "/var/log/big"], timeout=60)
+    assert caught.value.stage is Stage.READ
+    assert caught.value.message == (
+        "cat /var/log/big printed more than 4 MiB, the most collector reads from such a "
+        "command; it was stopped"
+    )
+    with pytest.raises(TransportError) as caught:
+        mx1.run(["yes"], timeout=60)  # never stops talking
+    assert "yes printed more than 4 MiB" in caught.value.message
+    assert time.monotonic() - started < 10
+    assert mx1.run(["hostname"]).stdout == b"mx1\n"  # the connection is still good
 
 
 def test_ssh_stream_grep_exit_codes(mx1: Session) -> None:
@@ -388,6 +412,146 @@ def test_ssh_encrypted_key_passphrase_asked_once(
     error = connect_error(host, settings_of(fleet))
     assert "is encrypted and no passphrase was given" in error.message
     _KEYS.clear()
+
+
+# --------------------------------------------------------------------------- keys and the agent
+
+AGENT_KEYS = 7  # more than sshd's MaxAuthTries (6 by default; the test hosts keep it)
+
+
+def _keygen(path: Path, passphrase: str = "") -> Path:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)],
+        check=True,
+    )
+    return path
+
+
+@pytest.fixture
+def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real ssh-agent holding AGENT_KEYS throwaway keys that no host authorizes."""
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        for i in range(AGENT_KEYS):
+            key = _keygen(tmp_path / f"agent{i}")
+            subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        yield sock
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sshd_keeps_the_default_max_auth_tries(fleet: Fleet) -> None:
+    config = fleet._hosts["mx1"].config  # noqa: SLF001 (the test fleet's own sshd_config)
+    effective = subprocess.run(
+        ["/usr/sbin/sshd", "-T", "-f", str(config)], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert "maxauthtries 6" in effective and AGENT_KEYS > 6
+
+
+def test_identity_file_is_offered_before_many_agent_keys(fleet: Fleet, agent: Path) -> None:
+    # Agent keys first would use up MaxAuthTries before the authorized identity_file.
+    session = open_session(host_of(fleet, "mx1"), settings_of(fleet))
+    assert session.run(["hostname"]).stdout == b"mx1\n"
+    session.close()
+
+
+def test_without_identity_file_agent_keys_then_default_files(
+    fleet: Fleet, agent: Path, tmp_path: Path
+) -> None:
+    # The agent's keys are offered (here the 8th, authorized, key is the agent's).
+    key = _keygen(tmp_path / "wanted")
+    authorized = fleet.host_path("mx1", "/root/.ssh/authorized_keys")
+    before = authorized.read_text()
+    env = {**os.environ, "SSH_AUTH_SOCK": str(agent)}
+    subprocess.run(["ssh-add", "-q", "-D"], env=env, check=True, capture_output=True)
+    subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
+    authorized.write_text(before + key.with_name("wanted.pub").read_text())
+    try:
+        host = host_of(fleet, "mx1", identity_file=None)
+        open_session(host, settings_of(fleet)).close()
+        error = connect_error(replace(host, identities_only=True), settings_of(fleet))
+        assert error.stage is Stage.AUTH  # no agent, and no default ~/.ssh/id_* accepted
+        assert "agent" not in error.message
+    finally:
+        authorized.write_text(before)
+
+
+def test_identities_only_never_asks_the_agent(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An "agent" that only counts who connects to it.
+    sock_path = tmp_path / "fake-agent.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    server.listen(8)
+    server.settimeout(0.2)
+    asked: list[int] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            asked.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock_path))
+    try:
+        host = host_of(fleet, "mx1", identities_only=True)
+        with contextlib.closing(open_session(host, settings_of(fleet))) as session:
+            assert session.run(["hostname"]).stdout == b"mx1\n"
+        assert asked == []
+        # Without identities_only the agent is asked; one that hangs up is skipped.
+        open_session(host_of(fleet, "mx1"), settings_of(fleet)).close()
+        assert asked
+        error = connect_error(host_of(fleet, "mx1", identity_file=None), settings_of(fleet))
+        assert error.stage is Stage.AUTH
+        assert "ssh-agent at $SSH_AUTH_SOCK did not answer" in error.message
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+
+
+def test_the_agents_copy_of_an_encrypted_identity_file_needs_no_passphrase(
+    fleet: Fleet, agent: Path, tmp_path: Path
+) -> None:
+    key = _keygen(tmp_path / "locked", "s3cret")
+    authorized = fleet.host_path("mx1", "/root/.ssh/authorized_keys")
+    before = authorized.read_text()
+    authorized.write_text(before + key.with_name("locked.pub").read_text())
+    askpass = tmp_path / "askpass"
+    askpass.write_text("#!/bin/sh\necho s3cret\n")
+    askpass.chmod(0o755)
+    env = {**os.environ, "SSH_AUTH_SOCK": str(agent), "SSH_ASKPASS": str(askpass),
+           "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}  # fmt: skip
+    subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL)
+    asked: list[str] = []
+
+    def prompt(path: str) -> str | None:
+        asked.append(path)
+        return None
+
+    try:
+        _KEYS.clear()
+        host = host_of(fleet, "mx1", identity_file=str(key))
+        open_session(host, settings_of(fleet), passphrase_provider=prompt).close()
+        assert asked == []
+    finally:
+        _KEYS.clear()
+        authorized.write_text(before)
 
 
 def test_ssh_connection_refused(fleet: Fleet) -> None:

@@ -2,9 +2,9 @@
 
 Values cascade ``[defaults]`` -> each ``[groups.NAME]`` the host lists (in its order) ->
 the host's own ``[[hosts]]`` table -> ``~/.ssh/config`` for what the inventory leaves unset
-(``HostName``, ``User``, ``Port``, ``IdentityFile``, ``ProxyJump``, looked up by the host's
-``name`` as ``ssh NAME`` would). Every problem becomes one ``InventoryError`` naming the file,
-the line when it can be found, the table or host, and the key.
+(``HostName``, ``User``, ``Port``, ``IdentityFile``, ``IdentitiesOnly``, ``ProxyJump``, looked
+up by the host's ``name`` as ``ssh NAME`` would). Every problem becomes one ``InventoryError``
+naming the file, the line when it can be found, the table or host, and the key.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ DEFAULT_NAME = "inventory.toml"
 GLOBAL_KEYS = ("known_hosts", "host_key_policy", "workers", "connect_timeout", "command_timeout")
 HOST_KEYS = (
     "name", "address", "port", "user", "identity_file", "proxy_jump", "sudo", "timezone",
-    "groups", "aliases", "transport", "root", "logs", "source",
+    "groups", "aliases", "transport", "root", "logs", "source", "identities_only",
 )  # fmt: skip
 # Keys that describe one host only: in [defaults] or a group they would make every member
 # claim the same name/alias, and groups of groups would need an order nobody can guess.
 _HOST_ONLY = ("name", "groups", "aliases")
-_SSH_ONLY = ("address", "port", "user", "identity_file", "proxy_jump")
+_SSH_ONLY = ("address", "port", "user", "identity_file", "identities_only", "proxy_jump")
 _TABLES = ("defaults", "groups", "hosts")
 
 _Key = tuple[str | int, ...]
@@ -474,6 +474,7 @@ _HOST_CHECKS: dict[str, _Check] = {
     "port": _port,
     "user": _text,
     "identity_file": _path,
+    "identities_only": _flag,
     "proxy_jump": _jump,
     "sudo": _flag,
     "timezone": _zone,
@@ -676,6 +677,8 @@ class _Loader:
             files = [os.path.expanduser(f) for f in found["identityfile"]]
             # OpenSSH tries each IdentityFile in turn and skips missing ones.
             values["identity_file"] = next((f for f in files if os.path.isfile(f)), files[0])
+        if "identities_only" not in values and "identitiesonly" in found:
+            values["identities_only"] = str(found["identitiesonly"]).lower() == "yes"
         if "proxy_jump" not in values and found.get("proxyjump"):
             try:
                 hops = parse_proxy_jump(found["proxyjump"])

@@ -22,6 +22,23 @@ from collector.render.text import short_bytes
 from collector.search.view import discover_host, source_path
 from collector.transport.base import Session
 
+#: Bytes read at each end of a source for its first and last line. A Postfix line is a few
+#: KiB at most; a longer first or last line shows as "-", and costs no more than this even
+#: when the file is one line of 1 GB.
+EDGE_MAX = 64 * 1024
+
+# $1 = file, $2 = bytes, $3 = "first" or "last": that many bytes from that end of the file
+# (decompressed). A constant: inputs arrive only as words. `tail -c` seeks on a plain file
+# and keeps only its last $2 bytes of a pipe, so either end costs $2 bytes of memory.
+_FILE_END = (
+    'f=$1; n=$2; case "$f" in *.gz) d="gzip -dc";; *.bz2) d="bzip2 -dc";; *.xz) d="xz -dc";; '
+    '*.zst) d="zstd -dcq";; *) d="";; esac; '
+    'if [ "$3" = first ]; then e=head; else e=tail; fi; '
+    'if [ -z "$d" ]; then exec $e -c "$n" -- "$f"; fi; $d -- "$f" | $e -c "$n"'
+)
+# $1 = bytes, the rest = a command: its output, cut after $1 bytes.
+_BOUNDED = 'n=$1; shift; "$@" | head -c "$n"'
+
 
 @dataclass(frozen=True, slots=True)
 class SourceCheck:
@@ -117,18 +134,60 @@ def check_host(session: Session) -> HostCheck:
         first = last = None
         fmt = None
         if not needs_sudo:
-            command = edge_lines_command(src, source_path(session, src))
-            result = session.run(list(command.argv), sudo=host.sudo)
-            lines = result.stdout.decode("utf-8", "replace").splitlines()
+            head, tail = edge_lines(session, src)
             ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
             ctx = TimeContext(tz=zone, reference=ref)
-            parsed = [parse_line(x, ctx) for x in lines[:2]]
-            if lines:
-                fmt = _format_of(lines[0], src)
-            first = parsed[0].time if parsed and parsed[0] else None
-            last = parsed[-1].time if parsed and parsed[-1] else None
+            first_rec = parse_line(head, ctx) if head is not None else None
+            last_rec = parse_line(tail, ctx) if tail is not None else None
+            if head is not None:
+                fmt = _format_of(head, src)
+            first = first_rec.time if first_rec else None
+            last = last_rec.time if last_rec else None
         checks.append(SourceCheck(src, first, last, fmt, needs_sudo))
     return HostCheck(host, found, tuple(checks))
+
+
+def edge_lines(session: Session, src: LogSource) -> tuple[str | None, str | None]:
+    """A source's first and last line; None for one longer than :data:`EDGE_MAX` (or none).
+
+    Only ``EDGE_MAX`` bytes are read at each end, whatever the host sends.
+    """
+    sudo = session.host.sudo
+    if src.kind == "journal":
+        inner = edge_lines_command(src, source_path(session, src)).argv
+        argv = ["sh", "-c", _BOUNDED, "sh", str(2 * EDGE_MAX), *inner]
+        data = session.run(argv, sudo=sudo).stdout
+        lines = data.split(b"\n")
+        if len(data) >= 2 * EDGE_MAX or not lines[-1]:
+            lines.pop()  # cut by the bound, or the empty rest after the last newline
+        return (_text(lines[0]), _text(lines[-1])) if lines else (None, None)
+    path = session.path(src.path)
+    ends = []
+    for end in ("first", "last"):
+        argv = ["sh", "-c", _FILE_END, "sh", path, str(EDGE_MAX), end]
+        ends.append(session.run(argv, sudo=sudo).stdout)
+    return _first_line(ends[0]), _last_line(ends[1])
+
+
+def _first_line(data: bytes) -> str | None:
+    """The first line of a file's first ``EDGE_MAX`` bytes (None: longer, or no line)."""
+    end = data.find(b"\n")
+    if end >= 0:
+        return _text(data[:end])
+    return _text(data) if data and len(data) < EDGE_MAX else None
+
+
+def _last_line(data: bytes) -> str | None:
+    """The last line of a file's last ``EDGE_MAX`` bytes (None: longer, or no line)."""
+    body = data[:-1] if data.endswith(b"\n") else data
+    start = body.rfind(b"\n")
+    if start >= 0:
+        return _text(body[start + 1 :])
+    return _text(body) if body and len(data) < EDGE_MAX else None
+
+
+def _text(line: bytes) -> str:
+    return line.rstrip(b"\r").decode("utf-8", "replace")
 
 
 def check_rows(

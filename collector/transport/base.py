@@ -17,7 +17,8 @@ local-only run never pays for it).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
+import shlex
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Protocol
 
 from collector.errors import TransportError
@@ -30,6 +31,16 @@ PASSPHRASE_ENV = "COLLECTOR_KEY_PASSPHRASE"
 DEFAULT_SSH_PORT = 22
 CHUNK = 65536
 _STDERR_KEEP = 65536  # stderr kept per command (its tail); enough for any diagnostic
+
+#: Longest line :meth:`Session.stream` yields whole. Postfix writes lines of at most a few
+#: KiB; a longer one comes from something else (or from a hostile host: one 1 GB line).
+#: Such a line is yielded as its first ``LINE_MAX`` bytes followed by :data:`CUT_MARK`, and
+#: the rest of it is skipped, so one line never costs more than this much memory. The cap
+#: is above the parser's own limit for a line (100 000 bytes), so a cut line is always
+#: counted there as a bad (over-long) line and never parsed into a record.
+LINE_MAX = 128 * 1024
+#: What ends a cut line. It holds NULs, which Postfix never writes: no real line ends so.
+CUT_MARK = b"\0[collector: over-long line cut]\0"
 _TAIL = 2000  # stderr characters quoted in an error message
 _SUDO = ("sudo", "-n", "--")
 # What `sudo -n` prints when it would have to ask (sudo 1.9); "a terminal is required"
@@ -54,6 +65,9 @@ class Session(Protocol):
     ) -> CommandResult:
         """Run ``argv`` to completion and return its output and exit code (any code).
 
+        For small outputs only (a config file, a listing, ``postconf``): a command that
+        prints more than ``Settings.run_output_max`` bytes is stopped and raises
+        :class:`TransportError` (stage ``read``). Only the tail of stderr is kept.
         ``timeout`` defaults to the inventory's ``command_timeout``; ``sudo`` to
         ``host.sudo``. Raises :class:`TransportError` with stage ``sudo`` when
         ``sudo -n`` has no rule, stage ``read`` on a timeout or a lost connection.
@@ -70,7 +84,8 @@ class Session(Protocol):
     ) -> Iterator[bytes]:
         """Yield stdout lines as they arrive, without their trailing ``\\n``.
 
-        A last line without a newline is yielded too. stderr is drained at the same
+        A last line without a newline is yielded too. A line longer than :data:`LINE_MAX`
+        is yielded cut, ending in :data:`CUT_MARK` (see :func:`is_cut`). stderr is drained at the same
         time. After the output ends, an exit code other than 0 or 1 (grep's "no
         match") raises :class:`TransportError` (stage ``read``, with the stderr tail).
         ``on_bytes`` is called with the size of every chunk of stdout received.
@@ -135,29 +150,118 @@ def check_stream_exit(host: str, command: str, exit_code: int, stderr: bytes) ->
         )
 
 
-def _split_lines(buffer: bytearray, data: bytes) -> list[bytes]:
-    """Append ``data`` to ``buffer``; return the complete lines and keep the rest."""
-    buffer += data
-    end = buffer.rfind(b"\n")
-    if end < 0:
-        return []
-    lines = bytes(buffer[:end]).split(b"\n")
-    del buffer[: end + 1]
-    return lines
+def is_cut(line: bytes) -> bool:
+    """Whether :meth:`Session.stream` cut this line at :data:`LINE_MAX` (count it over-long)."""
+    return line.endswith(CUT_MARK)
 
 
-def lines_of(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Chunks cut anywhere -> lines without their newline (a last unterminated one too)."""
-    pending = bytearray()
+class LineSplitter:
+    """Chunks cut anywhere -> lines, holding at most ``limit`` bytes of an unfinished line.
+
+    A line longer than ``limit`` is handed out as soon as it passes the limit, as its first
+    ``limit`` bytes plus :data:`CUT_MARK`; its remaining bytes, up to its newline, are
+    dropped as they arrive. Memory stays at one chunk plus ``limit`` whatever is sent.
+    """
+
+    def __init__(self, limit: int = LINE_MAX) -> None:
+        self.limit = limit
+        self._pending = bytearray()
+        self._cut = False  # the unfinished line was cut and handed out already
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines that ``data`` completes (or cuts)."""
+        lines: list[bytes] = []
+        end = data.rfind(b"\n")
+        if end >= 0:
+            lines = data[:end].split(b"\n")
+            if self._cut:
+                del lines[0]  # the end of a line handed out cut
+            elif self._pending:
+                lines[0] = bytes(self._pending) + lines[0]
+            self._pending.clear()
+            self._cut = False
+            if lines and max(map(len, lines)) > self.limit:
+                lines = [self._capped(x) for x in lines]
+            data = data[end + 1 :]
+        if data and not self._cut:
+            self._pending += data
+            if len(self._pending) > self.limit:
+                lines.append(self._capped(bytes(self._pending)))
+                self._pending.clear()
+                self._cut = True
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """The last line, if it had no newline (and was not cut already)."""
+        last = [bytes(self._pending)] if self._pending else []
+        self._pending.clear()
+        return last
+
+    def _capped(self, line: bytes) -> bytes:
+        return line if len(line) <= self.limit else line[: self.limit] + CUT_MARK
+
+
+def lines_of(chunks: Iterator[bytes], limit: int = LINE_MAX) -> Iterator[bytes]:
+    """Chunks cut anywhere -> lines without their newline (a last unterminated one too);
+    a line over ``limit`` bytes is cut (see :class:`LineSplitter`)."""
+    splitter = LineSplitter(limit)
     for chunk in chunks:
-        yield from _split_lines(pending, chunk)
-    if pending:
-        yield bytes(pending)
+        yield from splitter.feed(chunk)
+    yield from splitter.finish()
 
 
 def keep_tail(buffer: bytearray) -> None:
     if len(buffer) > 2 * _STDERR_KEEP:
         del buffer[:-_STDERR_KEEP]
+
+
+Reader = Generator[bytes, None, tuple[int, bytes]]
+"""A running command's stdout chunks; when they end, its exit code and stderr tail.
+
+Closing it early (``close()``, or dropping it) ends the command."""
+
+
+def collect(
+    reader: Reader, limit: int, host: str, argv: Sequence[str], command: str
+) -> tuple[bytes, int, bytes]:
+    """Read a command's whole stdout, at most ``limit`` bytes: (stdout, exit code, stderr).
+
+    A command that prints more is stopped (the reader is closed, which ends it) and raises
+    :class:`TransportError`, stage ``read``: the callers of ``run()`` expect small outputs,
+    and a host that sends endless output must not grow collector's memory.
+    """
+    out = bytearray()
+    try:
+        while len(out) <= limit:
+            try:
+                out += next(reader)
+            except StopIteration as end:
+                exit_code, stderr = end.value
+                return bytes(out), exit_code, stderr
+    finally:
+        reader.close()
+    raise TransportError(
+        host,
+        Stage.READ,
+        f"{describe_argv(argv)} printed more than {human_size(limit)}, the most collector "
+        "reads from such a command; it was stopped",
+        command=command,
+    )
+
+
+def describe_argv(argv: Sequence[str], width: int = 120) -> str:
+    """A command in a person's words: its argv, a constant shell script shown as ``…``."""
+    words = list(argv)
+    text = "sh -c … " + shlex.join(words[4:]) if words[:2] == ["sh", "-c"] else shlex.join(words)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def human_size(n: int) -> str:
+    """``4194304`` -> ``4 MiB`` (whole KiB/MiB when exact, else bytes)."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
 
 
 # --------------------------------------------------------------------------- shared by both sessions

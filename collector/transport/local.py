@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -17,11 +19,21 @@ from collector.models import CommandResult, Host, Settings, Stage
 from collector.transport.base import (
     CHUNK,
     LineStreams,
+    Reader,
     check_stream_exit,
     check_sudo,
+    collect,
     keep_tail,
     sudo_argv,
 )
+
+#: Heap cap of every command run for a local host (KiB, ``ulimit -d``). Postfix lines are
+#: short and grep, awk, sed and the decompressors need a few MiB (xz -9 and zstd at most
+#: ~130 MiB); a grep holding a hostile 1 GB line fails ("memory exhausted", exit 2) instead
+#: of taking this machine's memory.
+COMMAND_HEAP_KIB = 256 * 1024
+# $1 = the cap, the rest = the command. A constant: the command's words stay words.
+_LIMITED = 'n=$1; shift; ulimit -d "$n" 2>/dev/null; exec "$@"'
 
 
 class LocalSession(LineStreams):
@@ -40,7 +52,9 @@ class LocalSession(LineStreams):
         self.host = host
         self.notes: tuple[str, ...] = ()
         self.root = root
-        self._timeout = (settings or Settings()).command_timeout
+        settings = settings or Settings()
+        self._timeout = settings.command_timeout
+        self._run_max = settings.run_output_max
 
     def path(self, p: str) -> str:
         """``root + p``; refuses a path that leaves the root (``..``, absolute symlinks)."""
@@ -73,21 +87,18 @@ class LocalSession(LineStreams):
         except OSError as exc:
             # Like a shell: "not found" is exit 127, not a transport failure.
             return CommandResult(command, b"", f"{full[0]}: {exc.strerror}\n".encode(), 127)
-        try:
-            stdout, stderr = proc.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
-            raise TransportError(
-                self.host.name, Stage.READ, f"command timed out after {limit:g} s", command=command
-            ) from None
-        finally:
-            _kill_group(proc)
-        check_sudo(self.host.name, use_sudo, proc.returncode, stderr)
-        return CommandResult(command, stdout, stderr, proc.returncode)
+        reader = self._read(proc, command, limit, None)
+        stdout, exit_code, stderr = collect(reader, self._run_max, self.host.name, argv, command)
+        check_sudo(self.host.name, use_sudo, exit_code, stderr)
+        return CommandResult(command, stdout, stderr, exit_code)
 
     def _popen(self, full: Sequence[str]) -> subprocess.Popen[bytes]:
-        """The command in a process group of its own, so that a timeout ends all of it."""
+        """The command in a process group of its own, so that a timeout ends all of it, with
+        its heap capped (:data:`COMMAND_HEAP_KIB`). A missing program raises OSError."""
+        if shutil.which(full[0]) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), full[0])
         return subprocess.Popen(
-            full,
+            ["sh", "-c", _LIMITED, "sh", str(COMMAND_HEAP_KIB), *full],
             cwd=self.root,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -123,6 +134,21 @@ class LocalSession(LineStreams):
         use_sudo: bool,
         on_bytes: Callable[[int], None] | None,
     ) -> Iterator[bytes]:
+        exit_code, stderr = yield from self._read(proc, command, limit, on_bytes)
+        check_sudo(self.host.name, use_sudo, exit_code, stderr)
+        check_stream_exit(self.host.name, command, exit_code, stderr)
+
+    def _read(
+        self,
+        proc: subprocess.Popen[bytes],
+        command: str,
+        limit: float,
+        on_bytes: Callable[[int], None] | None,
+    ) -> Reader:
+        """stdout as it comes (stderr drained meanwhile, its tail kept), then the exit code.
+
+        Stopping early, a timeout or an error ends the whole process group.
+        """
         assert proc.stdout is not None and proc.stderr is not None
         stderr = bytearray()
         timed_out = threading.Event()
@@ -159,8 +185,7 @@ class LocalSession(LineStreams):
             raise TransportError(
                 self.host.name, Stage.READ, f"command timed out after {limit:g} s", command=command
             )
-        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
-        check_stream_exit(self.host.name, command, exit_code, bytes(stderr))
+        return exit_code, bytes(stderr)
 
     def close(self) -> None:
         """Nothing to release."""

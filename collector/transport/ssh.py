@@ -7,6 +7,7 @@ asked for its passphrase once per process).
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import getpass
 import logging
@@ -30,8 +31,10 @@ from collector.transport.base import (
     PASSPHRASE_ENV,
     LineStreams,
     PassphraseProvider,
+    Reader,
     check_stream_exit,
     check_sudo,
+    collect,
     keep_tail,
     sudo_argv,
 )
@@ -109,11 +112,26 @@ def _default_identity_files() -> list[str]:
     return [p for p in found if os.path.isfile(p)]
 
 
-class _KeysStrategy(AuthStrategy):
-    """Agent keys first, then identity files (loaded lazily, from the cache).
+def _public_blob(path: str) -> bytes | None:
+    """The key in an OpenSSH ``.pub`` file (``TYPE BASE64 [comment]``), or None."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            words = f.read(16384).split()
+        return base64.b64decode(words[1], validate=True) if len(words) > 1 else None
+    except (OSError, ValueError):
+        return None
 
-    As OpenSSH does: an explicit identity file replaces the default ``~/.ssh/id_*``
-    keys; the agent is always asked.
+
+class _KeysStrategy(AuthStrategy):
+    """The keys to offer, in order: ``identity_file`` first, then the agent's other keys.
+
+    sshd counts every key offered against its ``MaxAuthTries`` (6 by default): an agent
+    holding many keys must not use up the tries before the key the inventory names. As
+    OpenSSH does: an explicit identity file replaces the default ``~/.ssh/id_*`` keys
+    (without one: the agent's keys, then those files); the agent's copy of the identity
+    file's key (matched by its ``.pub``) is offered in its place, so an encrypted file the
+    agent holds needs no passphrase; ``identities_only`` (``IdentitiesOnly``) offers no
+    agent keys at all (the agent is not asked: ``agent`` is then None).
     """
 
     def __init__(
@@ -125,6 +143,7 @@ class _KeysStrategy(AuthStrategy):
     ) -> None:
         super().__init__(ssh_config=paramiko.SSHConfig())
         self.username = username
+        self.explicit = identity_file is not None
         self.identity_files = [identity_file] if identity_file else _default_identity_files()
         self.agent = agent
         self.passphrase_provider = passphrase_provider
@@ -132,17 +151,47 @@ class _KeysStrategy(AuthStrategy):
         self.tried: list[str] = []
 
     def get_sources(self) -> Iterator[AuthSource]:
-        if self.agent is not None:
-            for agent_key in self.agent.get_keys():
-                self.tried.append(f"agent {agent_key.get_name()}")
-                yield InMemoryPrivateKey(self.username, agent_key)
+        agent_keys = list(self.agent.get_keys()) if self.agent is not None else []
+        offered: set[bytes] = set()  # public blobs: each key is offered once
+        if not self.explicit:
+            yield from self._agent_sources(agent_keys, offered)
         for path in self.identity_files:
-            loaded = _KEYS.get(path, self.passphrase_provider)
-            if loaded.key is None:
-                self.problems.append(loaded.problem)
+            yield from self._file_sources(path, agent_keys, offered)
+        if self.explicit:
+            yield from self._agent_sources(agent_keys, offered)
+
+    def _agent_sources(
+        self, keys: list[paramiko.AgentKey], offered: set[bytes]
+    ) -> Iterator[AuthSource]:
+        for agent_key in keys:
+            if agent_key.asbytes() in offered:
                 continue
-            self.tried.append(path)
-            yield InMemoryPrivateKey(self.username, loaded.key)
+            offered.add(agent_key.asbytes())
+            self.tried.append(f"agent {agent_key.get_name()}")
+            yield InMemoryPrivateKey(self.username, agent_key)
+
+    def _file_sources(
+        self, path: str, agent_keys: list[paramiko.AgentKey], offered: set[bytes]
+    ) -> Iterator[AuthSource]:
+        """One identity file's key: the agent's copy if it holds one (no passphrase needed)."""
+        held = _public_blob(os.path.expanduser(path) + ".pub")
+        if held is not None and held in offered:
+            return
+        copy = next((k for k in agent_keys if held is not None and k.asbytes() == held), None)
+        if copy is not None:
+            offered.add(copy.asbytes())
+            self.tried.append(f"agent {copy.get_name()} ({path})")
+            yield InMemoryPrivateKey(self.username, copy)
+            return
+        loaded = _KEYS.get(path, self.passphrase_provider)
+        if loaded.key is None:
+            self.problems.append(loaded.problem)
+            return
+        if loaded.key.asbytes() in offered:
+            return
+        offered.add(loaded.key.asbytes())
+        self.tried.append(path)
+        yield InMemoryPrivateKey(self.username, loaded.key)
 
 
 # --------------------------------------------------------------------------- host keys
@@ -380,17 +429,11 @@ class SSHSession(LineStreams):
         """See :meth:`Session.run`."""
         limit = self._settings.command_timeout if timeout is None else timeout
         channel, command, use_sudo = self._open(argv, sudo, limit)
-        stdout, stderr = bytearray(), bytearray()
-        try:
-            for chunk in self._pump(channel, stderr, time.monotonic() + limit):
-                if chunk is None:
-                    raise self._timed_out(channel, command, limit)
-                stdout += chunk
-            exit_code = self._exit_code(channel, command)
-        finally:
-            channel.close()
-        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
-        return CommandResult(command, bytes(stdout), bytes(stderr), exit_code)
+        reader = self._read(channel, command, limit, None)
+        cap = self._settings.run_output_max
+        stdout, exit_code, stderr = collect(reader, cap, self.host.name, argv, command)
+        check_sudo(self.host.name, use_sudo, exit_code, stderr)
+        return CommandResult(command, stdout, stderr, exit_code)
 
     def stream_chunks(
         self,
@@ -402,8 +445,8 @@ class SSHSession(LineStreams):
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream_chunks`."""
         limit = self._settings.command_timeout if timeout is None else timeout
-        opened = self._open(argv, sudo, limit)
-        return self._stream(*opened, limit, on_bytes)
+        channel, command, use_sudo = self._open(argv, sudo, limit)
+        return self._stream(channel, command, use_sudo, limit, on_bytes)
 
     def _stream(
         self,
@@ -413,6 +456,21 @@ class SSHSession(LineStreams):
         limit: float,
         on_bytes: Callable[[int], None] | None,
     ) -> Iterator[bytes]:
+        exit_code, stderr = yield from self._read(channel, command, limit, on_bytes)
+        check_sudo(self.host.name, use_sudo, exit_code, stderr)
+        check_stream_exit(self.host.name, command, exit_code, stderr)
+
+    def _read(
+        self,
+        channel: paramiko.Channel,
+        command: str,
+        limit: float,
+        on_bytes: Callable[[int], None] | None,
+    ) -> Reader:
+        """stdout as it comes (stderr's tail kept), then the exit code and stderr.
+
+        Stopping early (the caller closes the reader) asks sshd to end the command.
+        """
         stderr = bytearray()
         try:
             for chunk in self._pump(channel, stderr, time.monotonic() + limit):
@@ -426,8 +484,7 @@ class SSHSession(LineStreams):
             if not channel.exit_status_ready():
                 _signal(channel, "TERM")  # the caller stopped early
             channel.close()
-        check_sudo(self.host.name, use_sudo, exit_code, bytes(stderr))
-        check_stream_exit(self.host.name, command, exit_code, bytes(stderr))
+        return exit_code, bytes(stderr)
 
     def close(self) -> None:
         """Close the connection and those to its bastions, last hop first."""
@@ -495,8 +552,10 @@ def _connect_hop(
         client.set_missing_host_key_policy(_AcceptNew(known_hosts, known))
     else:
         client.set_missing_host_key_policy(_RejectUnknown(known))
-    agent = paramiko.Agent() if os.environ.get("SSH_AUTH_SOCK") else None
+    agent, agent_problem = (None, "") if host.identities_only else _open_agent()
     strategy = _KeysStrategy(hop.user, host.identity_file, agent, passphrase_provider)
+    if agent_problem:
+        strategy.problems.append(agent_problem)
     limit = settings.connect_timeout
     started = time.monotonic()
     try:
@@ -539,6 +598,21 @@ def _connect_hop(
         raise _connect_failure(_RevokedHostKey(names[0], server_key), name, hop, known_hosts,
                                strategy, limit)
     return client
+
+
+def _open_agent() -> tuple[paramiko.Agent | None, str]:
+    """The ssh-agent of ``$SSH_AUTH_SOCK`` with its key list, or None and why not.
+
+    An agent that hangs up or answers garbage is skipped (said in an auth failure), not a
+    crash: the identity files may still log in.
+    """
+    sock = os.environ.get("SSH_AUTH_SOCK")
+    if not sock:
+        return None, ""
+    try:
+        return paramiko.Agent(), ""
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        return None, f"ssh-agent at $SSH_AUTH_SOCK did not answer ({exc or type(exc).__name__})"
 
 
 def _got_banner(client: paramiko.SSHClient) -> bool:
