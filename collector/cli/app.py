@@ -424,6 +424,28 @@ def _trace_query(
     return dataclasses.replace(selectors, terms=(value,)), None
 
 
+def _trace_start(
+    text: str | None,
+    message: Path | None,
+    selectors: Query,
+    inv: Inventory,
+    skew: timedelta,
+    verbose: bool,
+) -> tuple[Query, str | None]:
+    """What trace looks for, and the host to start on: QUERY, or --from-message's clues."""
+    if message is not None:
+        if text is not None:
+            raise UsageError("give a QUERY or --from-message, not both")
+        query, host, said = _message_start(message, selectors, inv, skew)
+        if verbose:
+            err(said)
+        return query, host
+    query, only = _trace_query(text, selectors, inv)
+    if query.empty and query.since is None:
+        raise UsageError("give a QUERY or a selector (--to, --from, --message-id, ...)")
+    return query, only
+
+
 def _message_start(
     path: Path, selectors: Query, inv: Inventory, skew: timedelta
 ) -> tuple[Query, str, str]:
@@ -509,19 +531,8 @@ def trace(
     with errors(debug):
         inv = _inventory(inventory, offline)
         selectors = build_query(from_, to, message_id, queue_id, status, client, since, until)
-        if from_message is not None:
-            if query_text is not None:
-                raise UsageError("give a QUERY or --from-message, not both")
-            query, start_at, said = _message_start(
-                from_message, selectors, inv, timedelta(seconds=max_skew)
-            )
-            only_host: str | None = start_at
-            if verbose:
-                err(said)
-        else:
-            query, only_host = _trace_query(query_text, selectors, inv)
-        if query.empty and query.since is None:
-            raise UsageError("give a QUERY or a selector (--to, --from, --message-id, ...)")
+        query, only_host = _trace_start(query_text, from_message, selectors, inv,
+                                        timedelta(seconds=max_skew), verbose)
         start = select_hosts(inv, (host or []) + ([only_host] if only_host else []), group or [])
         run = trace_fleet(
             inv.hosts,

@@ -131,17 +131,22 @@ def trace_fleet(
             rounds += 1
         else:
             notes.append(f"stopped following after {depth} rounds (depth limit)")
-
-        def check(host: Host) -> None:
-            searcher = states[host.name].searcher
-            if searcher is not None:  # a log logrotate moved meanwhile: that host is partial
-                searcher.check_unchanged()
-
-        read = [states[n].host for n in order if states[n].searcher is not None]
-        _run_round(states, read, check, workers)
+        _check_rotations(states, order, workers)
     finally:
         _close(states)
     return _finish(states, inventory_hosts, query, max_skew, rounds, notes)
+
+
+def _check_rotations(states: dict[str, _HostState], order: Sequence[str], workers: int) -> None:
+    """Every host read: was a log rotated meanwhile? Then that host's answer is partial."""
+
+    def check(host: Host) -> None:
+        searcher = states[host.name].searcher
+        if searcher is not None:
+            searcher.check_unchanged()
+
+    read = [states[n].host for n in order if states[n].searcher is not None]
+    _run_round(states, read, check, workers)
 
 
 def _close(states: dict[str, _HostState]) -> None:

@@ -571,21 +571,9 @@ def _connect_hop(
             auth_strategy=strategy,
         )
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        if isinstance(exc, paramiko.BadHostKeyException) and known.is_revoked(
-            (_known_hosts_name(hop.address, hop.port),), exc.key
-        ):
-            exc = _RevokedHostKey(_known_hosts_name(hop.address, hop.port), exc.key)
-        banner = not _got_banner(client)
+        failure = _what_failed(exc, client, known, hop, time.monotonic() - started >= limit * 0.9)
         client.close()
-        waited = time.monotonic() - started >= limit * 0.9
-        if waited and banner and not isinstance(exc, paramiko.AuthenticationException):
-            # paramiko's transport thread died of banner_timeout; the error that surfaces is
-            # then either "Error reading SSH protocol banner" or, when authentication had
-            # already started waiting, "No existing session".
-            exc = _NoBanner(timed_out=True)
-        elif banner and "banner" in str(exc).lower():
-            exc = _NoBanner(timed_out=False)
-        raise _connect_failure(exc, name, hop, known_hosts, strategy, limit) from exc
+        raise _connect_failure(failure, name, hop, known_hosts, strategy, limit) from exc
     finally:
         if agent is not None:
             agent.close()  # agent keys sign only during authentication
@@ -598,6 +586,24 @@ def _connect_hop(
         raise _connect_failure(_RevokedHostKey(names[0], server_key), name, hop, known_hosts,
                                strategy, limit)
     return client
+
+
+def _what_failed(
+    exc: BaseException, client: paramiko.SSHClient, known: KnownHosts, hop: _Hop, waited: bool
+) -> BaseException:
+    """The handshake failure as collector names it (revoked key, no banner), else as is."""
+    name = _known_hosts_name(hop.address, hop.port)
+    if isinstance(exc, paramiko.BadHostKeyException) and known.is_revoked((name,), exc.key):
+        return _RevokedHostKey(name, exc.key)
+    no_banner = not _got_banner(client)
+    if waited and no_banner and not isinstance(exc, paramiko.AuthenticationException):
+        # paramiko's transport thread died of banner_timeout; the error that surfaces is
+        # then either "Error reading SSH protocol banner" or, when authentication had
+        # already started waiting, "No existing session".
+        return _NoBanner(timed_out=True)
+    if no_banner and "banner" in str(exc).lower():
+        return _NoBanner(timed_out=False)
+    return exc
 
 
 def _open_agent() -> tuple[paramiko.Agent | None, str]:
