@@ -228,6 +228,7 @@ class ReadProblem(enum.StrEnum):
     DAMAGED = "damaged"  # a compressed rotation that does not decompress to its end
     VANISHED = "vanished"  # gone between discovery and reading (rotated away)
     ROTATED = "rotated"  # replaced or cut while being read (logrotate moved it meanwhile)
+    TOO_LARGE = "too-large"  # more lines than one host (or one message) may hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +243,9 @@ class Unread:
             return f"cannot read {self.path} (permission denied; set sudo = true?)"
         if self.problem is ReadProblem.DAMAGED:
             return f"{self.path} is damaged: lines after the damage are missing"
+        if self.problem is ReadProblem.TOO_LARGE:
+            return (f"{self.path}: more lines than collector keeps for one host or one message: "
+                    "the rest were not read")
         if self.problem is ReadProblem.ROTATED:
             return f"{self.path} was rotated while being read: its lines may be missing"
         return f"{self.path} vanished while being read (rotated?)"

@@ -51,7 +51,10 @@ def output(args: list[str]) -> str:
     args = [str(DEMO / "inventory.toml") if a == INV else a for a in args]
     result = run(*args)
     text = f"{result.stdout}--- stderr\n{result.stderr}--- exit {result.exit_code}\n"
-    return text.replace(str(DEMO), "collector/demo")
+    if str(DEMO) in text:
+        # the table's columns are as wide as this checkout's path: compare them without it
+        text = re.sub(r" {2,}", "  ", re.sub(r"-{2,}", "--", text.replace(str(DEMO), "<demo>")))
+    return text
 
 
 def diff(expected: str, got: str, name: str) -> str:

@@ -169,3 +169,31 @@ def test_a_log_rotated_at_every_read_is_a_partial_answer(tmp_path: Path) -> None
     result = search_host(RotatingSession(host, times=10), query, UTC, NOW)
     assert [u.problem for u in result.unread] == ["rotated"]
     assert "was rotated while being read: its lines may be missing" in str(result.unread[0])
+
+
+def endless_host(tmp_path: Path, lines: int) -> Host:
+    deferral = ("Jan 15 10:00:01 mx1 postfix/smtp[103]: AAA111: to=<a@example.net>, relay=none, "
+                "delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (connect to x[192.0.2.7]:25:"
+                " Connection timed out)")
+    return host_with(tmp_path, [*message("AAA111", "10:00:00", "s@example.org", "a@example.net",
+                                         removed=False)[:3], *[deferral] * lines])
+
+
+@pytest.mark.parametrize("how", ["search", "summary"])
+def test_one_host_never_holds_more_lines_than_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # A host that sends endless lines of one queue ID (a hostile server, a runaway log):
+    # collector keeps its budget, and the answer says it is partial.
+    from collector.search import host as searching
+    from collector.search.summary import summarize_host
+
+    monkeypatch.setattr(searching, "MAX_OPEN_RECORDS", 500)
+    monkeypatch.setattr(searching, "MAX_HELD_RECORDS", 800)
+    host = endless_host(tmp_path, 3000)
+    if how == "search":
+        result = search_host(LocalSession(host), Query(recipients=("a@example.net",)), UTC, NOW)
+    else:
+        result = summarize_host(LocalSession(host), Query(), UTC, NOW).search
+    assert [u.problem for u in result.unread] == ["too-large"]
+    assert "more lines than collector keeps for one host or one message" in str(result.unread[0])

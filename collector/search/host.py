@@ -102,6 +102,7 @@ class HostSearcher:
         self._unread: dict[str, Unread] = {}
         self._loose: set[tuple[str, str, int]] = set()  # ID-less lines read (_Occurrences)
         self._before: dict[str, tuple[int, int]] | None = None  # (size, mtime) when planned
+        self._per_id: dict[str, int] = {}  # records held per queue ID (see _hold)
         self._parsers: list[LineParser] = []
         self._records: list[Record] = []
         self._fetched: set[str] = set()
@@ -262,6 +263,17 @@ class HostSearcher:
         self.fetch_ids(ids - complete, query)
         return ids
 
+    def _hold(self, src: LogSource, rec: Record) -> None:
+        """Keep a record for the answer, within one host's budget (``MAX_HELD_RECORDS``, and
+        ``MAX_OPEN_RECORDS`` for one queue ID); beyond it the answer is partial, and says so."""
+        qid = rec.queue_id or ""
+        n = self._per_id.get(qid, 0)
+        if len(self._records) >= MAX_HELD_RECORDS or (qid and n >= MAX_OPEN_RECORDS):
+            self.lose(Unread(src.path, ReadProblem.TOO_LARGE))
+            return
+        self._per_id[qid] = n + 1
+        self._records.append(rec)
+
     def _read_whole(self, chosen: Sequence[LogSource], query: Query) -> None:
         """Every line of the chosen sources, once: an ID read before keeps its earlier lines,
         and every ID read here counts as read whole."""
@@ -272,10 +284,10 @@ class HostSearcher:
             for rec in self.records(src, self.match_command(src, None, query)):
                 if rec.queue_id is None:
                     if occurrences.first_time(rec, self._loose):
-                        self._records.append(rec)
+                        self._hold(src, rec)
                 elif rec.queue_id not in before:
                     seen.add(rec.queue_id)
-                    self._records.append(rec)
+                    self._hold(src, rec)
         self._fetched |= seen
 
     def _pass1(
@@ -293,7 +305,7 @@ class HostSearcher:
             if rec.queue_id is not None:
                 ids.add(rec.queue_id)
             elif occurrences.first_time(rec, self._loose):
-                self._records.append(rec)
+                self._hold(src, rec)
         return ids
 
     def _pass1_offsets(
@@ -307,7 +319,7 @@ class HostSearcher:
                 continue
             if rec.queue_id is None:
                 if occurrences.first_time(rec, self._loose):
-                    self._records.append(rec)
+                    self._hold(src, rec)
             elif offset is not None:
                 hits.setdefault(rec.queue_id, []).append(offset)
         return hits
@@ -325,7 +337,9 @@ class HostSearcher:
         done = complete_in_windows(found, windows=len(wins), reaches_end=wins[-1].end is None)
         # An ID not complete here is fetched whole: keep none of its window lines, so each
         # ID's lines come from one pass, in file order (a BSD second holds many lines).
-        self._records.extend(r for _, r in found if r.queue_id in done)
+        for _, r in found:
+            if r.queue_id in done:
+                self._hold(src, r)
         return done
 
     def _window_records(self, src: LogSource, command: Command) -> Iterator[tuple[int, Record]]:
@@ -355,7 +369,8 @@ class HostSearcher:
         window = query or Query()
         for src in self.plan(window):
             for command in self.ids_commands(src, ids, window):
-                self._records.extend(self.records(src, command))
+                for rec in self.records(src, command):
+                    self._hold(src, rec)
 
     def _stat(self, files: Sequence[LogSource]) -> dict[str, tuple[int, int]] | None:
         """``(size, mtime)`` of each file now (one ``stat``); a file gone is absent; None when
@@ -429,10 +444,15 @@ class HostSearcher:
                 if keep(g):
                     kept.append(g)
 
+        budget = _OpenBudget()
         for src in self.plan(query):
             for rec in self.records(src, self.match_command(src, None, query)):
+                if not budget.admit(rec):
+                    self.lose(Unread(src.path, ReadProblem.TOO_LARGE))
+                    continue
                 done = asm.add(rec)
                 if done:
+                    budget.finished(done)
                     take(done)
         tail = asm.finish()
         take(tail.groups)
@@ -510,6 +530,38 @@ def sum_stats(all_stats: Iterable[ParseStats]) -> ParseStats:
         blank += s.blank
         samples.extend(s.unknown_samples[: max(0, 5 - len(samples))])
     return ParseStats(lines, parsed, unknown, bad, blank, tuple(samples))
+
+
+#: Lines of messages still open (no ``removed`` yet) that one host's scan may hold (about
+#: 140 MiB: a parsed line costs ~1.4 kB). A real log stays far below (a message's life is a
+#: few dozen lines; a 30,000-recipient list message about 60k); a host that sends endless
+#: lines of one queue ID would otherwise grow collector until its timeout.
+MAX_OPEN_RECORDS = 100_000
+#: Records one host's search may hold in all (about 210 MiB): the heaviest recipient of the
+#: benchmark fleet needs about 105k a host.
+MAX_HELD_RECORDS = 150_000
+
+
+class _OpenBudget:
+    """Counts the lines held for unfinished messages; refuses more beyond the budget."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.held = 0
+
+    def admit(self, rec: Record) -> bool:
+        qid = rec.queue_id
+        if qid is None:
+            return True
+        if self.held >= MAX_OPEN_RECORDS:
+            return False
+        self.counts[qid] = self.counts.get(qid, 0) + 1
+        self.held += 1
+        return True
+
+    def finished(self, groups: Iterable[QueueGroup]) -> None:
+        for g in groups:
+            self.held -= self.counts.pop(g.queue_id, 0)
 
 
 class _Occurrences:
