@@ -125,7 +125,7 @@ def test_example_documents_every_key() -> None:
     keys = (
         "known_hosts", "host_key_policy", "workers", "connect_timeout", "command_timeout",
         "[defaults]", "[groups.", "[[hosts]]", "name", "address", "port", "user",
-        "identity_file", "proxy_jump", "sudo", "timezone", "groups", "aliases", "transport",
+        "identity_file", "identities_only", "proxy_jump", "sudo", "timezone", "groups", "aliases", "transport",
         "root", "logs", "source", "accept-new", '"journal"', '"local"',
     )  # fmt: skip
     assert [k for k in keys if k not in text] == []
