@@ -161,8 +161,11 @@ _SASL_KEYS = ("sasl_method", "sasl_username", "sasl_sender")
 _MAX_TRAILER_BODY = 4096
 _NOTIFICATION_RE = re.compile(r"^((?:sender|postmaster) [a-z -]*notification): (\S+)$")
 
-# Actions that refuse the message (Kind.REJECT); other action words are Kind.ACTION.
-_REJECT_ACTIONS = frozenset(a.value for a in RejectAction)
+# Actions that refuse the message (Kind.REJECT); other action words are Kind.ACTION. smtpd
+# logs a before-queue filter's (smtpd_proxy_filter) refusal as `proxy-reject: STAGE: REPLY;`
+# with the same trailer (smtpd.c, smtpd_whatsup()).
+_PROXY_REJECT = "proxy-reject"
+_REJECT_ACTIONS = frozenset(a.value for a in RejectAction) | {_PROXY_REJECT}
 _ACTIONS = _REJECT_ACTIONS | frozenset(
     {
         "hold", "discard", "filter", "redirect", "bcc", "delay", "warn", "warning", "info",
@@ -182,7 +185,8 @@ _PROGRAMS = frozenset(
         "scache", "master", "postsuper", "postqueue", "postdrop", "sendmail", "postlogd",
         "verify", "trivial-rewrite", "tlsmgr", "showq", "flush", "proxymap", "spawn",
         "postfix", "postmap", "postalias", "postmulti", "qmqpd", "postconf",
-        "postcat", "postlog",
+        "postcat", "postlog", "postfix-script", "postfix-tls-script", "postfix-wrapper",
+        "post-install",
     }
 )
 
@@ -338,10 +342,16 @@ def _unwrap_repeated(rest: str) -> tuple[str | None, str | None, str, int]:
 
 
 def _split_tag(tag: str) -> tuple[str, str, str] | None:
-    """``postfix/relay/smtp`` -> (``postfix``, ``relay``, ``smtp``); None if not Postfix."""
+    """``postfix/relay/smtp`` -> (``postfix``, ``relay``, ``smtp``); None if not Postfix.
+
+    An empty syslog_name (Zimbra's scripts log as ``/postfix-script``) leaves the instance
+    empty: taken only for one Postfix program after the ``/``, so ``/usr/sbin/cron`` stays out.
+    """
     instance, sep, rest = tag.partition("/")
-    if not sep or not instance or not rest:
+    if not sep or not rest:
         return None
+    if not instance:
+        return ("", "", rest) if rest in _PROGRAMS else None
     service, _, program = rest.rpartition("/")
     if not program:
         return None
@@ -362,6 +372,8 @@ def _parse_plain(rest: str) -> _Body:
         client, _, counts = rest[16:].partition(" ")
         return _DISCONNECT, {"client": client}, counts, None
     if c == "p" and rest.startswith("proxy-"):
+        if rest.startswith("proxy-reject: "):
+            return _parse_action(rest) or (_OTHER, _EMPTY, rest, None)
         # before-queue filter: `proxy-accept: END-OF-MESSAGE: 250 2.0.0 Ok: queued as ID; ...`
         m = _QUEUED_AS_RE.search(rest.partition(";")[0])
         return _OTHER, _EMPTY, rest, m.group(1) if m else None
@@ -567,6 +579,12 @@ def _parse_action(rest: str, program: str = "") -> _Body | None:
         if client:
             fields["client"] = client
         text = after
+    elif action == _PROXY_REJECT:
+        # before-queue filter: `END-OF-MESSAGE: 554 5.7.1 text` (no client; the reply may be
+        # empty: `END-OF-MESSAGE: ; from=<...`)
+        stage, _, text = head.partition(":")
+        fields["stage"] = stage
+        text = text.strip()
     else:
         # smtpd/postscreen: `RCPT from name[ip]: 550 5.1.1 <x>: text`
         j = head.find(" from ")
