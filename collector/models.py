@@ -480,6 +480,7 @@ class RejectAction(enum.StrEnum):
     REJECT = "reject"
     MILTER_REJECT = "milter-reject"
     MILTER_HEADER_REJECT = "milter-header-reject"
+    PROXY_REJECT = "proxy-reject"  # a before-queue proxy (smtpd_proxy_filter) refused it
 
 
 @dataclass(frozen=True, slots=True)

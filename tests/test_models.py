@@ -52,7 +52,7 @@ T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
         (SourceKind, ["file", "journal"]),
         (Origin, ["maillog_file", "default", "inventory", "journal"]),
         (ChildVia, ["queued-as", "forwarded-as", "notification", "requeue"]),
-        (RejectAction, ["reject", "milter-reject", "milter-header-reject"]),
+        (RejectAction, ["reject", "milter-reject", "milter-header-reject", "proxy-reject"]),
         (
             Status,
             ["sent", "bounced", "deferred", "expired", "rejected", "undeliverable",
