@@ -120,6 +120,12 @@ class Host:
     source: SourceMode = SourceMode.AUTO
     identities_only: bool = False  # OpenSSH's IdentitiesOnly: offer no agent keys
 
+    @property
+    def is_directory(self) -> bool:
+        """A local host whose root is a directory, not this machine: an offline case, a copy.
+        It reads only inside its root (never this machine's journal or Postfix)."""
+        return self.transport is TransportKind.LOCAL and (self.root or "/") != "/"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import copy_demo
+from support import AGENT_KEYS, copy_demo, keygen
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,3 +32,24 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 def demo_fleet(tmp_path: Path) -> Path:
     """A copy of the demo fleet (to change freely); returns its inventory."""
     return copy_demo(tmp_path)
+
+
+@pytest.fixture
+def crowded_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real ssh-agent holding AGENT_KEYS throwaway keys that no host authorizes, set as
+    this process's SSH_AUTH_SOCK."""
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for i in range(AGENT_KEYS):
+            key = keygen(tmp_path / f"agent{i}")
+            subprocess.run(["ssh-add", "-q", str(key)], env={"SSH_AUTH_SOCK": str(sock)},
+                           check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        yield sock
+    finally:
+        proc.kill()
+        proc.wait()

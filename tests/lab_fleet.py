@@ -28,20 +28,25 @@ def log_path(name: str) -> str:
     return str(EXPECTED["hosts"][name]["log"]["path"])
 
 
-def copy_lab_host(dest: Path, name: str) -> Path:
-    """``dest/name``: the lab host's etc/ and var/, with a manifest of the original mtimes."""
+def copy_lab_host(
+    dest: Path, name: str, lab: Path = LAB, mtimes: dict[str, float] = MTIMES
+) -> Path:
+    """``dest/name``: the lab host's etc/ and var/, with a manifest of the original mtimes.
+
+    ``lab``/``mtimes``: another scenario set of the lab (e.g. fixtures/lab/hostile).
+    """
     root = dest / name
     files: dict[str, dict[str, float | int]] = {}
-    for path in sorted((LAB / name).rglob("*")):
-        rel = path.relative_to(LAB / name)
+    for path in sorted((lab / name).rglob("*")):
+        rel = path.relative_to(lab / name)
         if not path.is_file() or rel.parts[0] not in ("etc", "var"):
             continue
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         key = f"{name}/{rel.as_posix()}"
-        if key in MTIMES:
-            files["/" + rel.as_posix()] = {"mtime": MTIMES[key], "size": path.stat().st_size}
+        if key in mtimes:
+            files["/" + rel.as_posix()] = {"mtime": mtimes[key], "size": path.stat().st_size}
     write_manifest(root, name, files)
     return root
 
@@ -61,12 +66,17 @@ def lab_host(root: Path, name: str) -> Host:
     )
 
 
-def build_lab_fleet(dest: Path, extra: str = "") -> Path:
-    """The four lab hosts under ``dest`` and ``dest/inventory.toml`` naming them (local)."""
+def build_lab_fleet(dest: Path, extra: str = "", lab: Path = LAB) -> Path:
+    """The four lab hosts under ``dest`` and ``dest/inventory.toml`` naming them (local).
+
+    ``lab``: the directory of a scenario set (its own expected.json and mtimes.json).
+    """
+    expected = EXPECTED if lab == LAB else json.loads((lab / "expected.json").read_text("utf-8"))
+    mtimes = MTIMES if lab == LAB else json.loads((lab / "mtimes.json").read_text("utf-8"))
     lines = ["[defaults]", 'transport = "local"', 'timezone = "UTC"', ""]
-    for name in HOSTS:
-        copy_lab_host(dest, name)
-        info = EXPECTED["hosts"][name]
+    for name in expected["hosts"]:
+        copy_lab_host(dest, name, lab, mtimes)
+        info = expected["hosts"][name]
         lines += [
             "[[hosts]]",
             f'name = "{name}"',

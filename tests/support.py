@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from importlib.resources import files
 from pathlib import Path
 
@@ -25,3 +26,17 @@ def copy_demo(dest: Path) -> Path:
     """A copy of the demo fleet under ``dest``; returns its inventory."""
     shutil.copytree(DEMO, dest / "demo")
     return dest / "demo" / "inventory.toml"
+
+
+#: Keys of the crowded test agent: more than sshd's MaxAuthTries (6 by default; the test
+#: hosts keep it).
+AGENT_KEYS = 7
+
+
+def keygen(path: Path, passphrase: str = "") -> Path:
+    """A new ed25519 key pair at ``path`` (and ``path.pub``)."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)],
+        check=True, capture_output=True,
+    )
+    return path

@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline import write_manifest
+from lab_fleet import build_lab_fleet
 from typer.testing import CliRunner
 
 from collector.cli.app import ExitCode, app
 
 HOSTILE = Path(__file__).parent / "fixtures" / "lab" / "hostile"
 EXPECTED: dict[str, Any] = json.loads((HOSTILE / "expected.json").read_text(encoding="utf-8"))
-MTIMES: dict[str, float] = json.loads((HOSTILE / "mtimes.json").read_text(encoding="utf-8"))
-HOSTS = tuple(EXPECTED["hosts"])
 SCENARIOS: dict[str, dict[str, Any]] = {s["name"]: s for s in EXPECTED["scenarios"]}
 RLO = "\u202e"
 
@@ -53,36 +50,10 @@ def log_text(name: str) -> str:
     return (HOSTILE / name / path).read_text(encoding="utf-8")
 
 
-def _copy_host(dest: Path, name: str) -> None:
-    """dest/name: the host's etc/ and var/ with a manifest of the logs' original mtimes."""
-    root = dest / name
-    files: dict[str, dict[str, float | int]] = {}
-    for path in sorted((HOSTILE / name).rglob("*")):
-        rel = path.relative_to(HOSTILE / name)
-        if not path.is_file() or rel.parts[0] not in ("etc", "var"):
-            continue
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        key = f"{name}/{rel.as_posix()}"
-        if key in MTIMES:
-            files["/" + rel.as_posix()] = {"mtime": MTIMES[key], "size": path.stat().st_size}
-    write_manifest(root, name, files)
-
-
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The hostile run's four hosts (local transport) and an inventory naming them."""
-    dest = tmp_path_factory.mktemp("hostile")
-    lines = ["[defaults]", 'transport = "local"', 'timezone = "UTC"', ""]
-    for name in HOSTS:
-        _copy_host(dest, name)
-        info = EXPECTED["hosts"][name]
-        lines += ["[[hosts]]", f'name = "{name}"', f'root = "{name}"',
-                  f'aliases = ["{info["fqdn"]}", "{info["ip"]}"]', ""]
-    path = dest / "inventory.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return build_lab_fleet(tmp_path_factory.mktemp("hostile"), lab=HOSTILE)
 
 
 def search(inventory: Path, *args: str) -> tuple[int, list[dict[str, Any]], str]:

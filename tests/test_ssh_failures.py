@@ -331,28 +331,6 @@ def test_subprocess_run_reports_failures_the_same_way(fleet_env: FleetEnv, inv: 
 
 
 
-@pytest.fixture
-def crowded_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A real ssh-agent with 7 keys no host authorizes (sshd's MaxAuthTries is 6)."""
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        for i in range(7):
-            key = tmp_path / f"agent{i}"
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
-                           check=True, capture_output=True)
-            subprocess.run(["ssh-add", "-q", str(key)], env={"SSH_AUTH_SOCK": str(sock)},
-                           check=True, capture_output=True)
-        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
-        yield sock
-    finally:
-        agent.kill()
-        agent.wait()
-
-
 def test_many_agent_keys_do_not_lock_out_the_identity_file(
     fleet_env: FleetEnv, tmp_path: Path, crowded_agent: Path, baseline: list[tuple[object, ...]]
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sshfleet import Fleet, HostSpec, running_fleet
+from support import AGENT_KEYS, keygen
 
 from collector.errors import TransportError
 from collector.models import Host, HostKeyPolicy, Settings, Stage, TransportKind
@@ -416,37 +417,6 @@ def test_ssh_encrypted_key_passphrase_asked_once(
 
 # --------------------------------------------------------------------------- keys and the agent
 
-AGENT_KEYS = 7  # more than sshd's MaxAuthTries (6 by default; the test hosts keep it)
-
-
-def _keygen(path: Path, passphrase: str = "") -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)],
-        check=True,
-    )
-    return path
-
-
-@pytest.fixture
-def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A real ssh-agent holding AGENT_KEYS throwaway keys that no host authorizes."""
-    sock = tmp_path / "agent.sock"
-    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
-        for i in range(AGENT_KEYS):
-            key = _keygen(tmp_path / f"agent{i}")
-            subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
-        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
-        yield sock
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def test_sshd_keeps_the_default_max_auth_tries(fleet: Fleet) -> None:
     config = fleet._hosts["mx1"].config  # noqa: SLF001 (the test fleet's own sshd_config)
     effective = subprocess.run(
@@ -455,7 +425,9 @@ def test_sshd_keeps_the_default_max_auth_tries(fleet: Fleet) -> None:
     assert "maxauthtries 6" in effective and AGENT_KEYS > 6
 
 
-def test_identity_file_is_offered_before_many_agent_keys(fleet: Fleet, agent: Path) -> None:
+def test_identity_file_is_offered_before_many_agent_keys(
+    fleet: Fleet, crowded_agent: Path
+) -> None:
     # Agent keys first would use up MaxAuthTries before the authorized identity_file.
     session = open_session(host_of(fleet, "mx1"), settings_of(fleet))
     assert session.run(["hostname"]).stdout == b"mx1\n"
@@ -463,13 +435,13 @@ def test_identity_file_is_offered_before_many_agent_keys(fleet: Fleet, agent: Pa
 
 
 def test_without_identity_file_agent_keys_then_default_files(
-    fleet: Fleet, agent: Path, tmp_path: Path
+    fleet: Fleet, crowded_agent: Path, tmp_path: Path
 ) -> None:
     # The agent's keys are offered (here the 8th, authorized, key is the agent's).
-    key = _keygen(tmp_path / "wanted")
+    key = keygen(tmp_path / "wanted")
     authorized = fleet.host_path("mx1", "/root/.ssh/authorized_keys")
     before = authorized.read_text()
-    env = {**os.environ, "SSH_AUTH_SOCK": str(agent)}
+    env = {**os.environ, "SSH_AUTH_SOCK": str(crowded_agent)}
     subprocess.run(["ssh-add", "-q", "-D"], env=env, check=True, capture_output=True)
     subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
     authorized.write_text(before + key.with_name("wanted.pub").read_text())
@@ -525,16 +497,16 @@ def test_identities_only_never_asks_the_agent(
 
 
 def test_the_agents_copy_of_an_encrypted_identity_file_needs_no_passphrase(
-    fleet: Fleet, agent: Path, tmp_path: Path
+    fleet: Fleet, crowded_agent: Path, tmp_path: Path
 ) -> None:
-    key = _keygen(tmp_path / "locked", "s3cret")
+    key = keygen(tmp_path / "locked", "s3cret")
     authorized = fleet.host_path("mx1", "/root/.ssh/authorized_keys")
     before = authorized.read_text()
     authorized.write_text(before + key.with_name("locked.pub").read_text())
     askpass = tmp_path / "askpass"
     askpass.write_text("#!/bin/sh\necho s3cret\n")
     askpass.chmod(0o755)
-    env = {**os.environ, "SSH_AUTH_SOCK": str(agent), "SSH_ASKPASS": str(askpass),
+    env = {**os.environ, "SSH_AUTH_SOCK": str(crowded_agent), "SSH_ASKPASS": str(askpass),
            "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}  # fmt: skip
     subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True,
                    stdin=subprocess.DEVNULL)

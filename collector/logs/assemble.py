@@ -438,6 +438,12 @@ class Assembler:
             group = _with_children(group, extra)
         return group
 
+    def held(self) -> int:
+        """Records held for groups not finished yet (what a streaming scan has in memory)."""
+        return sum(len(g.records) for g in self._open.values()) + sum(
+            len(g.records) for g, _ in self._closing.values()
+        )
+
     def finish(self) -> HostLog:
         """Every group not yet handed back, plus all NOQUEUE rejects, in a fixed order."""
         groups = [self._emit(key, g) for key, (g, _) in self._closing.items()]

@@ -25,7 +25,7 @@ from collector.models import (
     Origin,
     SourceKind,
     SourceMode,
-    TransportKind,
+    Unread,
 )
 
 # --------------------------------------------------------------------------- values
@@ -91,6 +91,8 @@ class DiscoveryResult:
     notes: tuple[str, ...] = ()
     postfix_version: str | None = None
     instances: tuple[PostfixConfig, ...] = ()
+    #: A fetched copy's sources that were not read completely when it was fetched.
+    recorded: tuple[Unread, ...] = ()
 
 
 class FileSystemView(Protocol):
@@ -562,7 +564,8 @@ def order_sources(
 DEFAULT_LOGS: tuple[str, ...] = ("/var/log/maillog", "/var/log/mail.log", "/var/log/mail")
 # Not read unless named in ``logs``: they mix all programs, but may be all a host has.
 _CATCH_ALL_LOGS: tuple[str, ...] = ("/var/log/messages", "/var/log/syslog")
-_JOURNAL_DIRS: tuple[str, ...] = ("/var/log/journal", "/run/log/journal")
+#: Where journald keeps its files (and a directory host its copy), in order.
+JOURNAL_DIRS: tuple[str, ...] = ("/var/log/journal", "/run/log/journal")
 _FACILITIES: Mapping[str, int] = MappingProxyType(
     {
         "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
@@ -578,7 +581,7 @@ def directories_to_list(configs: Sequence[PostfixConfig], host: Host) -> list[st
         wanted = [posixpath.dirname(p) for p in host.logs if p.startswith("/")]
     else:
         wanted = [posixpath.dirname(c.maillog_file) for c in configs if _is_log_path(c)]
-        wanted += [posixpath.dirname(p) for p in DEFAULT_LOGS + _JOURNAL_DIRS]
+        wanted += [posixpath.dirname(p) for p in DEFAULT_LOGS + JOURNAL_DIRS]
     return list(dict.fromkeys(d for d in wanted if not glob_magic(d)))
 
 
@@ -645,15 +648,14 @@ def _journal_readable(
 ) -> bool:
     """A directory host (an offline case, a copy) has a journal only in its own root: never
     the journal of the machine collector runs on."""
-    directory_host = host.transport is TransportKind.LOCAL and (host.root or "/") != "/"
-    if directory_host and not _has_journal(listing):
+    if host.is_directory and not _has_journal(listing):
         notes.append("no journal directory in this directory host: no journal is read")
         return False
     return True
 
 
 def _has_journal(listing: Mapping[str, Sequence[FileInfo]]) -> bool:
-    return any((e := _entry(listing, d)) is not None and e.is_dir for d in _JOURNAL_DIRS)
+    return any((e := _entry(listing, d)) is not None and e.is_dir for d in JOURNAL_DIRS)
 
 
 def _plan_explicit(

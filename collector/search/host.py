@@ -50,7 +50,7 @@ from collector.models import (
     Stage,
     Unread,
 )
-from collector.search.view import discover_host, recorded_unread, source_path
+from collector.search.view import discover_host, source_path
 from collector.transport.base import Session
 
 ByteCounter = Callable[[int], None]
@@ -127,7 +127,7 @@ class HostSearcher:
         since, until = (window.since, window.until) if window is not None else (None, None)
         self._notes.extend(self.session.notes)  # e.g. known_hosts lines that were skipped
         self._notes.extend(self.found.notes)
-        for unread in recorded_unread(self.session):  # a fetched copy that was partial
+        for unread in self.found.recorded:  # a fetched copy that was partial
             self.lose(unread)
         readable: list[LogSource] = []
         for src in self.found.sources:
@@ -444,15 +444,19 @@ class HostSearcher:
                 if keep(g):
                     kept.append(g)
 
-        budget = _OpenBudget()
+        # The budget is looked at every few thousand records, not per record (the hot loop).
+        every = max(1, min(4096, MAX_OPEN_RECORDS // 8))
+        countdown, over = every, False
         for src in self.plan(query):
             for rec in self.records(src, self.match_command(src, None, query)):
-                if not budget.admit(rec):
+                countdown -= 1
+                if not countdown:
+                    countdown, over = every, asm.held() >= MAX_OPEN_RECORDS
+                if over and rec.queue_id is not None:
                     self.lose(Unread(src.path, ReadProblem.TOO_LARGE))
                     continue
                 done = asm.add(rec)
                 if done:
-                    budget.finished(done)
                     take(done)
         tail = asm.finish()
         take(tail.groups)
@@ -540,28 +544,6 @@ MAX_OPEN_RECORDS = 100_000
 #: Records one host's search may hold in all (about 210 MiB): the heaviest recipient of the
 #: benchmark fleet needs about 105k a host.
 MAX_HELD_RECORDS = 150_000
-
-
-class _OpenBudget:
-    """Counts the lines held for unfinished messages; refuses more beyond the budget."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.held = 0
-
-    def admit(self, rec: Record) -> bool:
-        qid = rec.queue_id
-        if qid is None:
-            return True
-        if self.held >= MAX_OPEN_RECORDS:
-            return False
-        self.counts[qid] = self.counts.get(qid, 0) + 1
-        self.held += 1
-        return True
-
-    def finished(self, groups: Iterable[QueueGroup]) -> None:
-        for g in groups:
-            self.held -= self.counts.pop(g.queue_id, 0)
 
 
 class _Occurrences:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import posixpath
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from collector.errors import TransportError
-from collector.logs.discovery import DiscoveryResult, FileInfo, discover
+from collector.logs.discovery import JOURNAL_DIRS, DiscoveryResult, FileInfo, discover
 from collector.models import (
     CommandResult,
     Host,
@@ -55,7 +56,10 @@ class SessionView:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._manifest = _load_manifest(session)
+        manifest = _read_manifest(session)
+        self._manifest = _manifest_files(manifest)
+        #: What a fetched copy says it could not read when it was fetched.
+        self.recorded = _recorded_unread(manifest)
         #: What the listings skipped, and why (discovery adds them to its notes).
         self.notes: list[str] = []
 
@@ -156,7 +160,7 @@ class SessionView:
 
     def run(self, argv: Sequence[str]) -> CommandResult | None:
         host = self.session.host
-        if host.transport is TransportKind.LOCAL and (host.root or "/") != "/":
+        if host.is_directory:
             return None  # a directory is not a running Postfix: read its files instead
         return self.session.run(list(argv))
 
@@ -175,20 +179,20 @@ def _read_manifest(session: Session) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _load_manifest(session: Session) -> dict[str, dict[str, float]]:
-    files = _read_manifest(session).get("files", {})
+def _manifest_files(manifest: dict[str, Any]) -> dict[str, dict[str, float]]:
+    files = manifest.get("files", {})
     if not isinstance(files, dict):
         return {}
     return {str(k): dict(v) for k, v in files.items() if isinstance(v, dict)}
 
 
-def recorded_unread(session: Session) -> tuple[Unread, ...]:
+def _recorded_unread(manifest: dict[str, Any]) -> tuple[Unread, ...]:
     """The sources a fetched copy says it could not read completely when it was fetched.
 
     An offline search of that copy is partial for the same reason, and says so.
     """
     out: list[Unread] = []
-    for item in _read_manifest(session).get("unread", []) or []:
+    for item in manifest.get("unread", []) or []:
         try:
             out.append(Unread(str(item["path"]), ReadProblem(item["problem"])))
         except (KeyError, TypeError, ValueError):
@@ -198,16 +202,8 @@ def recorded_unread(session: Session) -> tuple[Unread, ...]:
 
 def discover_host(session: Session, host: Host) -> DiscoveryResult:
     """Find the host's log sources from its own Postfix configuration."""
-    return discover(SessionView(session), host)
-
-
-#: Where a directory host keeps its journal (read with ``journalctl -D``), in order.
-JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
-
-
-def is_directory_host(host: Host) -> bool:
-    """A local host whose root is a directory, not this machine: an offline case, a copy."""
-    return host.transport is TransportKind.LOCAL and (host.root or "/") != "/"
+    view = SessionView(session)
+    return dataclasses.replace(discover(view, host), recorded=view.recorded)
 
 
 def source_path(session: Session, source: LogSource) -> str:
@@ -219,7 +215,7 @@ def source_path(session: Session, source: LogSource) -> str:
     """
     if source.kind is not SourceKind.JOURNAL:
         return session.path(source.path)
-    if not is_directory_host(session.host):
+    if not session.host.is_directory:
         return ""
     for directory in JOURNAL_DIRS:
         local = session.path(directory)
