@@ -89,6 +89,9 @@ class HostSpec:
     sudo: bool = False
     via: str | None = None
     address: str = ""
+    #: sshd_config lines that replace the fleet's own line of the same keyword (sshd takes
+    #: a keyword's first value), e.g. ``("MaxStartups 2:100:2",)``.
+    sshd_extra: tuple[str, ...] = ()
 
 
 @dataclass
@@ -739,6 +742,10 @@ class Fleet:
             lines.append("LogLevel DEBUG1")
         else:
             lines += ["AllowTcpForwarding no"]
+        for extra in spec.sshd_extra:
+            keyword = extra.split(None, 1)[0].lower()
+            lines = [line for line in lines if line.split(None, 1)[0].lower() != keyword]
+            lines.append(extra)
         return "\n".join(lines) + "\n"
 
     def _write_ssh_config(self) -> None:

@@ -1,8 +1,8 @@
 """The SSH side of the transport: paramiko sessions, keys, host keys and ProxyJump.
 
-Shared state: the only process-wide state is :data:`_KEYS`, a lock-protected cache of
-loaded private keys keyed by path (loading an RSA key costs ~125 ms; an encrypted key is
-asked for its passphrase once per process).
+Shared state: :data:`_KEYS`, a lock-protected cache of loaded private keys keyed by path
+(loading an RSA key costs ~125 ms; an encrypted key is asked for its passphrase once per
+process), and the bastion connections of :mod:`.bastions`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import fcntl
 import getpass
 import logging
 import os
+import random
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from collector.transport.base import (
     keep_tail,
     sudo_argv,
 )
+from collector.transport.bastions import BASTIONS, disconnect
 from collector.transport.known_hosts import KNOWN_HOSTS, KnownHosts
 
 # paramiko logs a failed handshake with its traceback (and the server's words) through the
@@ -317,13 +319,15 @@ class SSHSession(LineStreams):
         self,
         host: Host,
         settings: Settings,
-        clients: list[paramiko.SSHClient],
+        client: paramiko.SSHClient,
+        bastions: Sequence[Hashable] = (),
         notes: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.notes = notes
         self._settings = settings
-        self._clients = clients  # bastions first, the host itself last
+        self._client: paramiko.SSHClient | None = client
+        self._bastions = list(bastions)  # keys into BASTIONS, first hop first
 
     def path(self, p: str) -> str:
         """Remote paths are used as they are."""
@@ -346,7 +350,7 @@ class SSHSession(LineStreams):
                 Stage.READ,
                 f"command of {len(command)} bytes is longer than a remote shell accepts",
             )
-        transport = self._clients[-1].get_transport()
+        transport = self._client.get_transport() if self._client is not None else None
         try:
             if transport is None or not transport.is_active():
                 raise paramiko.SSHException("connection is closed")
@@ -487,10 +491,13 @@ class SSHSession(LineStreams):
         return exit_code, bytes(stderr)
 
     def close(self) -> None:
-        """Close the connection and those to its bastions, last hop first."""
-        for client in reversed(self._clients):
-            client.close()
-        self._clients = []
+        """Say goodbye to the host, then let go of its bastions, last hop first."""
+        if self._client is not None:
+            disconnect(self._client)
+            self._client = None
+        for key in reversed(self._bastions):
+            BASTIONS.release(key)
+        self._bastions = []
 
 
 def _signal(channel: paramiko.Channel, name: str) -> None:
@@ -573,7 +580,10 @@ def _connect_hop(
     except (paramiko.SSHException, OSError, EOFError) as exc:
         failure = _what_failed(exc, client, known, hop, time.monotonic() - started >= limit * 0.9)
         client.close()
-        raise _connect_failure(failure, name, hop, known_hosts, strategy, limit) from exc
+        error = _connect_failure(failure, name, hop, known_hosts, strategy, limit)
+        if isinstance(failure, _NoBanner) and not failure.timed_out:
+            raise _Dropped(error) from exc
+        raise error from exc
     finally:
         if agent is not None:
             agent.close()  # agent keys sign only during authentication
@@ -601,7 +611,7 @@ def _what_failed(
         # then either "Error reading SSH protocol banner" or, when authentication had
         # already started waiting, "No existing session".
         return _NoBanner(timed_out=True)
-    if no_banner and "banner" in str(exc).lower():
+    if no_banner and ("banner" in str(exc).lower() or isinstance(exc, ConnectionResetError)):
         return _NoBanner(timed_out=False)
     return exc
 
@@ -688,7 +698,8 @@ def open_ssh_session(
     """Connect to ``host`` (through its ``proxy_jump`` bastions) and return a session.
 
     Raises :class:`TransportError` tagged ``connect``, ``host-key`` or ``auth``.
-    Bastions use the host's identity file and, without a ``user@``, the host's user.
+    Bastions use the host's identity file and, without a ``user@``, the host's user; each
+    bastion connection is shared by every host behind it (see :mod:`.bastions`).
     """
     user = host.user or getpass.getuser()
     target = _Hop(user, host.address or host.name, host.port or DEFAULT_SSH_PORT)
@@ -698,23 +709,75 @@ def open_ssh_session(
         raise TransportError(host.name, Stage.CONFIG, str(exc)) from None
     known_hosts = settings.known_hosts or str(Path("~/.ssh/known_hosts").expanduser())
     known_hosts = os.path.expanduser(known_hosts)
-    clients: list[paramiko.SSHClient] = []
+    keys: list[Hashable] = []
     try:
-        route = [*hops, target]
-        sock: socket.socket | paramiko.Channel = _tcp_connect(
-            host.name, route[0].address, route[0].port, settings.connect_timeout
-        )
-        for index, hop in enumerate(route):
-            if index > 0:
-                sock = _forward(host.name, clients[-1], route[index - 1], hop, settings)
-            clients.append(
-                _connect_hop(host.name, hop, sock, host, settings, known_hosts, passphrase_provider)
-            )
+        via: paramiko.SSHClient | None = None
+        for index, hop in enumerate(hops):
+            key = (hops[: index + 1], host.identity_file, host.identities_only, known_hosts,
+                   settings.host_key_policy)
+            parent = via
+
+            def connect(index: int = index, hop: _Hop = hop,
+                        parent: paramiko.SSHClient | None = parent) -> paramiko.SSHClient:
+                previous = hops[index - 1] if index else None
+                return _connect_with_retry(host, hop, parent, previous, settings, known_hosts,
+                                           passphrase_provider)
+
+            via = BASTIONS.acquire(key, host.name, connect)
+            keys.append(key)
+        client = _connect_with_retry(host, target, via, hops[-1] if hops else None, settings,
+                                     known_hosts, passphrase_provider)
     except BaseException:
-        for client in reversed(clients):
-            client.close()
+        for held in reversed(keys):
+            BASTIONS.release(held)
         raise
-    return SSHSession(host, settings, clients, KNOWN_HOSTS.get(known_hosts).notes)
+    return SSHSession(host, settings, client, keys, KNOWN_HOSTS.get(known_hosts).notes)
+
+
+#: Pauses before the 2nd, 3rd and 4th try when sshd drops a connection unanswered.
+_RETRY_PAUSES = (0.2, 0.5, 1.2)
+
+
+def _connect_with_retry(
+    host: Host,
+    hop: _Hop,
+    via: paramiko.SSHClient | None,
+    previous: _Hop | None,
+    settings: Settings,
+    known_hosts: str,
+    passphrase_provider: PassphraseProvider | None,
+) -> paramiko.SSHClient:
+    """One hop's connection (directly, or through the bastion ``via``), tried again when
+    sshd closes it before its banner: that is sshd's ``MaxStartups`` at work (too many
+    unauthenticated connections at once), not a dead host. Every try stays within the
+    connect timeout.
+    """
+    deadline = time.monotonic() + settings.connect_timeout
+    for pause in (*_RETRY_PAUSES, None):
+        if via is None:
+            sock: socket.socket | paramiko.Channel = _tcp_connect(
+                host.name, hop.address, hop.port, settings.connect_timeout
+            )
+        else:
+            assert previous is not None
+            sock = _forward(host.name, via, previous, hop, settings)
+        try:
+            return _connect_hop(host.name, hop, sock, host, settings, known_hosts,
+                                passphrase_provider)
+        except _Dropped as dropped:
+            jitter = random.uniform(0.0, pause) if pause is not None else 0.0
+            if pause is None or time.monotonic() + pause + jitter >= deadline:
+                raise dropped.error from None
+            time.sleep(pause + jitter)
+    raise AssertionError("unreachable")
+
+
+class _Dropped(Exception):
+    """sshd closed the connection before its banner (MaxStartups): worth another try."""
+
+    def __init__(self, error: TransportError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _forward(
