@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Many-host benchmark: collector over N real sshd hosts against a bare `xargs -P ssh grep`.
+
+Starts N sshd hosts (tests/sshfleet.py; needs root), each serving the same small mail log
+(the Postfix lab's mx1 log, committed in tests/fixtures/lab), directly or all behind one
+ProxyJump bastion that keeps OpenSSH's default ``MaxStartups 10:30:100``. For each size it
+runs `collector search --to ADDR --workers N` and the bare fan-out
+`xargs -P N ssh HOST LC_ALL=C grep -F 'to=<ADDR>' LOG` (OpenSSH's own client, ProxyJump
+from the generated ssh_config), in turns, and prints how many hosts answered, the median
+wall time, the ratio and collector's peak RSS. Never fails on timing. See bench/README.md.
+
+    python3 bench/many_hosts.py --hosts 8,32,64,100
+    python3 bench/many_hosts.py --hosts 64 --bastion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "tests"))
+sys.path.insert(0, str(BENCH.parent))
+
+from _common import (
+    COLLECTOR,
+    REPO,
+    Series,
+    machine_line,
+    note,
+    run_timed,
+    say,
+    table,
+    use_source,
+)
+from sshfleet import Fleet, HostSpec
+
+LOG_SOURCE = REPO / "tests" / "fixtures" / "lab" / "mx1" / "var" / "log" / "postfix-mx1.log"
+LOG = "/var/log/mail.log"
+ADDRESS = "alice@example.test"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
+    ap.add_argument("--hosts", default="8,32,64", help="fleet sizes, comma-separated")
+    ap.add_argument("--bastion", action="store_true",
+                    help="every host behind one bastion (default MaxStartups 10:30:100)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    ap.add_argument("--work", type=Path, help="scratch directory (default: a new temp dir)")
+    ap.add_argument("--src", type=Path, default=REPO,
+                    help="directory holding the collector package to measure")
+    args = ap.parse_args(argv)
+    source = use_source(args.src)
+    work = Path(args.work or tempfile.mkdtemp(prefix="collector-many-hosts-")).resolve()
+    rows = []
+    try:
+        for size in (int(s) for s in args.hosts.split(",")):
+            rows.append(measure(args, work / f"n{size}", size))
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    say(f"## Many hosts{' behind one bastion' if args.bastion else ''} ({source})")
+    say()
+    say(f"Machine: {machine_line()}. Each host: {LOG_SOURCE.stat().st_size:,} bytes of lab "
+        f"log; `search --to {ADDRESS} --workers N`; median of {args.runs} runs, in turns.")
+    say()
+    say(table(["hosts", "collector answered", "bare ssh answered", "collector s",
+               "bare ssh s", "ratio", "collector peak RSS"], rows))
+    return 0
+
+
+def measure(args: argparse.Namespace, work: Path, size: int) -> list[object]:
+    names = [f"h{n:03d}" for n in range(1, size + 1)]
+    specs = []
+    if args.bastion:
+        specs.append(HostSpec("gate", jump_only=True, sshd_extra=("MaxStartups 10:30:100",)))
+    specs += [HostSpec(name, files={LOG: LOG_SOURCE}, via="gate" if args.bastion else None)
+              for name in names]
+    note(f"starting {len(specs)} sshd hosts")
+    fleet = Fleet(work / "fleet", specs)
+    fleet.start()
+    try:
+        inv = work / "inventory.toml"
+        inv.write_text(fleet.inventory_toml({n: {"timezone": "UTC"} for n in names}))
+        ours = [*COLLECTOR, "search", "-i", str(inv), "--to", ADDRESS, "--workers", str(size),
+                "--format", "json"]
+        bare = ["sh", "-c",
+                f"printf '%s\\n' {' '.join(names)} | xargs -P {size} -I{{}} "
+                f"ssh -F {fleet.ssh_config} {{}} \"LC_ALL=C grep -F 'to=<{ADDRESS}>' {LOG}; "
+                "echo answered\""]
+        mine, theirs = Series("collector"), Series("bare")
+        answered = bare_answered = 0
+        for _ in range(args.runs):
+            run = run_timed(ours)
+            mine.take(run)
+            try:
+                hosts = json.loads(run.stdout)["hosts"]
+                answered = sum(1 for h in hosts if h.get("error") is None)
+            except (ValueError, KeyError):
+                answered = 0
+            run = run_timed(bare)
+            theirs.take(run)
+            bare_answered = run.stdout.count(b"answered\n")
+        ratio = mine.median / theirs.median
+        return [size, f"{answered}/{size}", f"{bare_answered}/{size}", f"{mine.median:.2f}",
+                f"{theirs.median:.2f}", f"{ratio:.2f}x", mine.rss_text()]
+    finally:
+        fleet.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
