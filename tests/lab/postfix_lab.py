@@ -10,11 +10,14 @@ Run as root on Debian 12 with the ``postfix`` and ``swaks`` packages installed (
 installed here)::
 
     python3 tests/lab/postfix_lab.py run --out DIR [--quick] [--keep-running]
+    python3 tests/lab/postfix_lab.py run --out DIR --quick --central [--no-journal]
     python3 tests/lab/postfix_lab.py stop
 
 The output holds one directory per host shaped like that server's filesystem
 (``<host>/etc/postfix/main.cf``, ``<host>/var/log/...``), plus ``expected.json`` and
-``mtimes.json`` (git does not keep mtimes, which year inference needs).
+``mtimes.json`` (git does not keep mtimes, which year inference needs). ``--central`` adds a
+central log host: every host logs through syslog, forwarded over TCP to a second rsyslogd whose
+files go to ``OUT/loghost/...`` (see the "central log host" section below).
 """
 
 from __future__ import annotations
