@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -302,7 +303,7 @@ _BSD_STAMP = re.compile(rb"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
 _ISO_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))")
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _SYSLOG_LINE = re.compile(
-    r"^(?P<stamp>[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d) (?P<host>\S+) "
+    r"^(?P<stamp>[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+) (?P<host>\S+) "
     r"(?P<tag>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$"
 )
 
@@ -336,7 +337,6 @@ def last_line_time(data: bytes, now: float) -> float | None:
             return bsd_time(line, now)
         iso = _ISO_STAMP.match(line)
         if iso:
-            from datetime import datetime
             return datetime.fromisoformat(iso.group(1).decode()).timestamp()
     return None
 
@@ -345,7 +345,8 @@ def journal_export_from_syslog(text: str, machine: str, now: float | None = None
     """Journal export-format text with the fields journald stores for these syslog lines.
 
     Postfix logs through syslog(3) with facility mail (2) from postfix@-.service on a systemd
-    host; the tag becomes SYSLOG_IDENTIFIER.
+    host; the tag becomes SYSLOG_IDENTIFIER. Lines are traditional (``Mon dd HH:MM:SS``, local
+    time, the entry's number added as microseconds to keep the order) or RFC 3339 (exact).
     """
     now = time.time() if now is None else now
     boot_id = hashlib.md5(b"boot" + machine.encode(), usedforsecurity=False).hexdigest()
@@ -354,7 +355,11 @@ def journal_export_from_syslog(text: str, machine: str, now: float | None = None
         match = _SYSLOG_LINE.match(line)
         if match is None:
             raise ValueError(f"line {n} is not a traditional syslog line: {line!r}")
-        usec = int(bsd_time(match["stamp"], now) * 1_000_000) + n  # keep entries ordered
+        if match["stamp"][0].isdigit():
+            when = datetime.fromisoformat(match["stamp"])
+            usec = calendar.timegm(when.utctimetuple()) * 1_000_000 + when.microsecond
+        else:
+            usec = int(bsd_time(match["stamp"], now) * 1_000_000) + n  # keep entries ordered
         fields = [
             f"__REALTIME_TIMESTAMP={usec}",
             f"__MONOTONIC_TIMESTAMP={n * 1000}",
@@ -372,6 +377,18 @@ def journal_export_from_syslog(text: str, machine: str, now: float | None = None
         fields.append(f"MESSAGE={match['msg']}")
         entries.append("\n".join(fields) + "\n")
     return "\n".join(entries) + "\n"
+
+
+def write_journal(export: str, path: Path) -> None:
+    """Write journal export-format text as a real journal file at ``path`` (which must not
+    exist), with ``systemd-journal-remote``. Journal files are preallocated: 8 MB each."""
+    tool = next((t for t in _JOURNAL_REMOTE_CANDIDATES if os.access(t, os.X_OK)), None)
+    if tool is None:
+        raise FleetError("systemd-journal-remote is not installed")
+    out = subprocess.run([tool, "-o", str(path), "-"], input=export.encode(), check=False,
+                         capture_output=True)
+    if out.returncode != 0:
+        raise FleetError(f"systemd-journal-remote: {out.stderr!r}")
 
 
 def spec_from_tree(name: str, tree: Path, now: float | None = None, **kwargs: Any) -> HostSpec:
@@ -697,17 +714,12 @@ class Fleet:
         host.config.write_text(self._sshd_config(host))
 
     def _write_journal(self, host: _Host) -> None:
-        tool = next((t for t in _JOURNAL_REMOTE_CANDIDATES if os.access(t, os.X_OK)), None)
-        if tool is None:
-            raise FleetError("systemd-journal-remote is not installed")
         journal_dir = host.fs / "var/log/journal" / machine_id(host.spec.name)
         journal_dir.mkdir(parents=True)
-        out = subprocess.run(
-            [tool, "-o", str(journal_dir / "system.journal"), "-"],
-            input=(host.spec.journal_export or "").encode(), check=False, capture_output=True,
-        )
-        if out.returncode != 0:
-            raise FleetError(f"{host.spec.name}: systemd-journal-remote: {out.stderr!r}")
+        try:
+            write_journal(host.spec.journal_export or "", journal_dir / "system.journal")
+        except FleetError as exc:
+            raise FleetError(f"{host.spec.name}: {exc}") from None
 
     def _sshd_config(self, host: _Host) -> str:
         spec = host.spec

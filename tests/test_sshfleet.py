@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import calendar
 import gzip
 import lzma
 import os
@@ -379,6 +380,17 @@ def test_journal_export_from_syslog_fields() -> None:
     assert int(fields["__REALTIME_TIMESTAMP"]) // 1_000_000 == int(expected)
     with pytest.raises(ValueError, match="line 1"):
         journal_export_from_syslog("not syslog", "ab" * 16, now)
+
+
+def test_journal_export_from_rfc3339_lines_keeps_the_exact_time() -> None:
+    text = ("2026-11-28T12:30:00.250001+01:00 loghost1 postfix-out1/smtp[77]: A1: to=<a@b>\n"
+            "2026-11-28T12:30:00.250001+01:00 loghost1 postfix-out1/smtp[77]: A1: removed\n")
+    entries = journal_export_from_syslog(text, "ab" * 16).strip().split("\n\n")
+    fields = [dict(f.split("=", 1) for f in e.splitlines()) for e in entries]
+    expected = calendar.timegm((2026, 11, 28, 11, 30, 0)) * 1_000_000 + 250001
+    assert [f["__REALTIME_TIMESTAMP"] for f in fields] == [str(expected)] * 2
+    assert fields[0]["SYSLOG_IDENTIFIER"] == "postfix-out1/smtp"
+    assert [f["MESSAGE"] for f in fields] == ["A1: to=<a@b>", "A1: removed"]
 
 
 def test_bsd_time_picks_the_year_before_a_new_year() -> None:

@@ -10,11 +10,14 @@ Run as root on Debian 12 with the ``postfix`` and ``swaks`` packages installed (
 installed here)::
 
     python3 tests/lab/postfix_lab.py run --out DIR [--quick] [--keep-running]
+    python3 tests/lab/postfix_lab.py run --out DIR --quick --central [--no-journal]
     python3 tests/lab/postfix_lab.py stop
 
 The output holds one directory per host shaped like that server's filesystem
 (``<host>/etc/postfix/main.cf``, ``<host>/var/log/...``), plus ``expected.json`` and
-``mtimes.json`` (git does not keep mtimes, which year inference needs).
+``mtimes.json`` (git does not keep mtimes, which year inference needs). ``--central`` adds a
+central log host: every host logs through syslog, forwarded over TCP to a second rsyslogd whose
+files go to ``OUT/loghost/...`` (see the "central log host" section below).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 DOMAIN = "example.test"
 SMTP_PORT = 2525
@@ -47,6 +51,9 @@ STATE_DIR = Path("/var/lib/postfix-lab")
 DEFAULT_MAIN_CF = Path("/etc/postfix/main.cf")
 ANCHOR_MARK = "# postfix-lab anchor: default instance for postmulti, never started"
 RSYSLOG_PIDFILE = STATE_DIR / "rsyslog" / "rsyslogd.pid"
+# Central mode: a second rsyslogd, the log host, receiving on loopback TCP.
+LOGHOST_DIR = STATE_DIR / "loghost"
+LOGHOST_PIDFILE = LOGHOST_DIR / "rsyslogd.pid"
 LOCK_FILE = Path("/run/lock/postfix-lab.lock")
 HOSTS_FILE = Path("/etc/hosts")
 HOSTS_BEGIN = "# BEGIN postfix-lab (tests/lab/postfix_lab.py)"
@@ -220,7 +227,8 @@ def _main_cf(host: LabHost, quick: bool) -> dict[str, str]:
     }
     cdir = host.config_dir
     if host.name == "out1":
-        cfg["maillog_file"] = "/var/log/${multi_instance_name}.log"
+        if host.log_via == "maillog_file":
+            cfg["maillog_file"] = "/var/log/${multi_instance_name}.log"
         del cfg["syslog_name"]
     if host.name == "mx1":
         cfg |= {
@@ -365,9 +373,10 @@ def _add_hosts_block() -> None:
     HOSTS_FILE.write_text(text + _hosts_block())
 
 
-def _rsyslog_conf(hosts: Sequence[LabHost]) -> str:
+def _rsyslog_conf(hosts: Sequence[LabHost], forward_port: int | None = None) -> str:
     # One facility per syslog host; the templates hard-code the simulated host name because
-    # every instance logs through the same daemon on the same machine.
+    # every instance logs through the same daemon on the same machine. With forward_port
+    # (central mode) each host's lines also go to the log host, see _forward_actions.
     lines = [
         'module(load="imuxsock" SysSock.Use="on" SysSock.Name="/dev/log")',
         f'global(workDirectory="{STATE_DIR / "rsyslog"}")',
@@ -382,15 +391,17 @@ def _rsyslog_conf(hosts: Sequence[LabHost]) -> str:
         tpl = f"lab_{h.name}"
         lines.append(f'template(name="{tpl}" type="string" '
                      f'string="{stamp} {h.name} %syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%\\n")')
+        forward = "" if forward_port is None else _forward_actions(lines, h, forward_port)
         lines.append(f'if $syslogfacility-text == "{h.syslog_facility}" then {{ '
-                     f'action(type="omfile" file="{h.live_log}" template="{tpl}") stop }}')
+                     f'action(type="omfile" file="{h.live_log}" template="{tpl}"){forward} '
+                     'stop }')
     lines.append("*.* stop")
     return "\n".join(lines) + "\n"
 
 
-def _start_rsyslog(hosts: Sequence[LabHost]) -> None:
+def _start_rsyslog(hosts: Sequence[LabHost], forward_port: int | None = None) -> None:
     conf = STATE_DIR / "rsyslog" / "rsyslog.conf"
-    _write(conf, _rsyslog_conf(hosts))
+    _write(conf, _rsyslog_conf(hosts, forward_port))
     _run(["rsyslogd", "-f", str(conf), "-i", str(RSYSLOG_PIDFILE)])
     deadline = time.monotonic() + 10
     while not Path("/dev/log").exists():
@@ -399,18 +410,18 @@ def _start_rsyslog(hosts: Sequence[LabHost]) -> None:
         time.sleep(0.1)
 
 
-def _stop_rsyslog() -> None:
-    if not RSYSLOG_PIDFILE.exists():
+def _stop_rsyslog(pidfile: Path = RSYSLOG_PIDFILE) -> None:
+    if not pidfile.exists():
         return
     try:
-        pid = int(RSYSLOG_PIDFILE.read_text().strip())
+        pid = int(pidfile.read_text().strip())
         os.kill(pid, signal.SIGTERM)
         for _ in range(50):
             os.kill(pid, 0)
             time.sleep(0.1)
     except (ValueError, ProcessLookupError):
         pass
-    RSYSLOG_PIDFILE.unlink(missing_ok=True)
+    pidfile.unlink(missing_ok=True)
 
 
 def _syslog_wanted() -> bool:
@@ -418,9 +429,14 @@ def _syslog_wanted() -> bool:
     return shutil.which("rsyslogd") is not None and not Path("/dev/log").exists()
 
 
-def build_hosts(quick: bool, with_syslog: bool) -> tuple[LabHost, ...]:
-    """Create, configure and start every instance (the previous lab must be gone)."""
-    hosts = lab_hosts(with_syslog)
+def build_hosts(quick: bool, with_syslog: bool, central_port: int | None = None
+                ) -> tuple[LabHost, ...]:
+    """Create, configure and start every instance (the previous lab must be gone).
+
+    With central_port every host logs through syslog and the lab's rsyslogd forwards it all
+    to the log host listening on that port (central mode).
+    """
+    hosts = lab_hosts(with_syslog) if central_port is None else central_lab_hosts()
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     _write_anchor()
     _add_hosts_block()
@@ -440,7 +456,10 @@ def build_hosts(quick: bool, with_syslog: bool) -> tuple[LabHost, ...]:
         _configure_master(host)
         _compact_main_cf(host)
         Path(host.live_log).parent.mkdir(parents=True, exist_ok=True)
-    if with_syslog:
+    if central_port is not None:
+        _start_loghost(central_port)
+        _start_rsyslog(hosts, central_port)
+    elif with_syslog:
         _start_rsyslog(hosts)
     for host in hosts:
         _run(["postmulti", "-i", host.instance, "-e", "enable"])
@@ -476,11 +495,271 @@ def stop_lab() -> None:
             shutil.rmtree(path, ignore_errors=True)
         Path(f"/var/log/postfix-{name}.log").unlink(missing_ok=True)
     _stop_rsyslog()
+    _stop_rsyslog(LOGHOST_PIDFILE)
     if DEFAULT_MAIN_CF.exists() and ANCHOR_MARK in DEFAULT_MAIN_CF.read_text():
         DEFAULT_MAIN_CF.unlink()
     if HOSTS_FILE.exists():
         _remove_hosts_block()
     shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- central log host
+#
+# Central mode: every host logs through syslog. The lab's rsyslogd (the senders' side) writes
+# each host's own file as in the standard mode and forwards every line over loopback TCP, with
+# the simulated host's name as HOSTNAME and facility mail, to a second rsyslogd: the log host.
+# It writes the layouts central log hosts use, one combined file and one file per sender.
+
+LOGHOST_ADDRESS = "127.0.0.1"
+# Paths on the log host (relative to its root), the format of their lines, and which hosts'
+# lines they hold.
+LOGHOST_COMBINED = "var/log/mail.log"
+LOGHOST_COMBINED_ISO = "var/log/mail-iso.log"
+LOGHOST_PER_HOST = "var/log/remote/{host}/mail.log"
+LOGHOST_JOURNAL_DIR = "var/log/journal/remote"
+LOGHOST_CONF = "etc/rsyslog.d/50-remote.conf"
+
+
+def central_lab_hosts() -> tuple[LabHost, ...]:
+    """The four hosts of central mode: all log through syslog, one facility each."""
+    def syslog_host(name: str, ip: str, role: str, log_path: str, log_format: str,
+                    facility: str, syslog_name: str = "postfix",
+                    long_ids: bool = False) -> LabHost:
+        live = STATE_DIR / "rsyslog" / f"{name}-{Path(log_path).name}"
+        return LabHost(name=name, ip=ip, role=role, log_via="syslog", log_path=log_path,
+                       live_log=str(live), log_format=log_format, syslog_name=syslog_name,
+                       syslog_facility=facility, long_queue_ids=long_ids)
+
+    return (
+        syslog_host("mx1", "127.0.0.21", "inbound edge", "/var/log/mail.log", "bsd", "local0"),
+        syslog_host("filter1", "127.0.0.22", "content filter", "/var/log/maillog", "bsd",
+                    "local1"),
+        syslog_host("mbox1", "127.0.0.23", "mailbox server", "/var/log/mail.log", "rfc3339",
+                    "local2", long_ids=True),
+        # The multi-instance default syslog_name, as in the standard mode.
+        syslog_host("out1", "127.0.0.24", "outbound relay", "/var/log/maillog", "rfc3339",
+                    "local3", syslog_name="postfix-out1"),
+    )
+
+
+def _forward_actions(lines: list[str], host: LabHost, port: int) -> str:
+    """Add host's forwarding template to lines; return the rsyslog statements that forward.
+
+    The lab's facilities local0..3 only tell the simulated hosts apart inside one daemon; a real
+    host logs as mail, so the forwarded PRI is mail with the line's own severity.
+    """
+    tpl = f"lab_fwd_{host.name}"
+    lines.append(f'template(name="{tpl}" type="string" string="<%$!pri%>'
+                 f'%timereported:::date-rfc3339% {host.name} '
+                 '%syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%")')
+    return (' set $!pri = 16 + $syslogseverity; '
+            f'action(type="omfwd" target="{LOGHOST_ADDRESS}" port="{port}" protocol="tcp" '
+            f'TCP_Framing="octet-counted" template="{tpl}" queue.type="LinkedList" '
+            'action.resumeRetryCount="-1" action.resumeInterval="1")')
+
+
+def loghost_conf(port: int, root: str = "") -> str:
+    """The log host's rsyslog configuration: imtcp on loopback, three layouts of mail.*.
+
+    root prefixes every path (the lab's state directory while it runs; empty for the copy in
+    the output, which shows the paths the log host itself uses).
+    """
+    bsd = ("%timereported:::date-rfc3164% %HOSTNAME% "
+           "%syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%\\n")
+    iso = ("%timereported:::date-rfc3339% %HOSTNAME% "
+           "%syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%\\n")
+    per_host = f"{root}/{LOGHOST_PER_HOST.format(host='%HOSTNAME%')}"
+    lines = [
+        'module(load="imtcp")',
+        *([f'global(workDirectory="{root}/work")'] if root else []),
+        f'template(name="central_bsd" type="string" string="{bsd}")',
+        f'template(name="central_iso" type="string" string="{iso}")',
+        f'template(name="central_per_host" type="string" string="{per_host}")',
+        'ruleset(name="remote") {',
+        '  if $syslogfacility-text == "mail" then {',
+        f'    action(type="omfile" file="{root}/{LOGHOST_COMBINED}" template="central_bsd")',
+        f'    action(type="omfile" file="{root}/{LOGHOST_COMBINED_ISO}" '
+        'template="central_iso")',
+        '    action(type="omfile" dynaFile="central_per_host" template="central_bsd")',
+        '  }',
+        '  stop',
+        '}',
+        f'input(type="imtcp" address="{LOGHOST_ADDRESS}" port="{port}" ruleset="remote")',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOGHOST_ADDRESS, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_loghost(port: int) -> None:
+    if shutil.which("rsyslogd") is None:
+        raise LabError("central mode needs rsyslogd (install rsyslog)")
+    (LOGHOST_DIR / "work").mkdir(parents=True, exist_ok=True)
+    conf = LOGHOST_DIR / "rsyslog.conf"
+    _write(conf, loghost_conf(port, str(LOGHOST_DIR)))
+    _run(["rsyslogd", "-f", str(conf), "-i", str(LOGHOST_PIDFILE)])
+    _wait_listening(LOGHOST_ADDRESS, port, time.monotonic() + 10)
+
+
+def _host_field_counts(path: Path, host_field: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_bytes().splitlines():
+            fields = line.split(maxsplit=host_field + 1)
+            if len(fields) > host_field:
+                name = fields[host_field].decode(errors="replace")
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _loghost_counts() -> list[dict[str, int]]:
+    """Lines per host name in each of the log host's layouts, as written so far."""
+    per_host = {}
+    for name in ALL_HOST_NAMES:
+        path = LOGHOST_DIR / LOGHOST_PER_HOST.format(host=name)
+        if path.exists():
+            per_host[name] = len(path.read_bytes().splitlines())
+    return [_host_field_counts(LOGHOST_DIR / LOGHOST_COMBINED, 3),
+            _host_field_counts(LOGHOST_DIR / LOGHOST_COMBINED_ISO, 1), per_host]
+
+
+def _master_pid(host: LabHost) -> int | None:
+    try:
+        return int((host.spool_dirs[0] / "pid" / "master.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def drain_to_loghost(hosts: Sequence[LabHost], timeout: float = 30) -> float:
+    """Stop the instances, wait until the log host holds every line, stop both rsyslogds.
+
+    Stopping Postfix first fixes the per-host files (out1 retries its deferred mail every few
+    seconds otherwise); the log host is stopped cleanly (SIGTERM) so omfile flushes. Returns
+    the seconds spent waiting for the log host.
+    """
+    # Wait for each master process itself: `postfix status` would log a line of its own.
+    masters = [_master_pid(h) for h in hosts]
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        list(pool.map(lambda h: _run(["postfix", "-c", str(h.config_dir), "stop"],
+                                     check=False), hosts))
+    deadline = time.monotonic() + 20
+    for pid in masters:
+        while pid is not None and _pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise LabError(f"Postfix master {pid} did not stop")
+            time.sleep(0.05)
+    start = time.monotonic()
+    previous: dict[str, int] = {}
+    while True:
+        sent = {h.name: len(Path(h.live_log).read_bytes().splitlines()) for h in hosts}
+        received = _loghost_counts()
+        if sent == previous and all(layout == sent for layout in received):
+            break
+        if time.monotonic() - start > timeout:
+            raise LabError(f"the log host did not receive every line within {timeout:.0f}s: "
+                           f"sent {sent}, received {received}")
+        previous = sent
+        time.sleep(0.3)
+    waited = time.monotonic() - start
+    _stop_rsyslog()
+    _stop_rsyslog(LOGHOST_PIDFILE)
+    return waited
+
+
+def _sshfleet() -> Any:
+    """tests/sshfleet.py, which holds the journal export conversion. Run as a script the lab
+    has only tests/lab on sys.path; under pytest tests/ is there already."""
+    tests_dir = str(Path(__file__).resolve().parent.parent)
+    if tests_dir not in sys.path:
+        sys.path.append(tests_dir)
+    import sshfleet
+    return sshfleet
+
+
+def write_remote_journals(loghost: Path, now: float | None = None) -> dict[str, Path]:
+    """Real journal files of the lines the log host received, as systemd-journal-remote files
+    them: one ``var/log/journal/remote/remote-<host>.journal`` per sending host.
+
+    The lines come from the log host's RFC 3339 file (``var/log/mail-iso.log`` under the log
+    host root ``loghost``; microsecond times), split by their HOSTNAME; each entry has
+    ``_HOSTNAME=<host>`` and that host's own _MACHINE_ID, SYSLOG_IDENTIFIER, _PID, MESSAGE and
+    __REALTIME_TIMESTAMP. Journal files are preallocated (8 MB each), so the committed fixture
+    leaves them out and a consumer builds them with this function.
+    """
+    fleet = _sshfleet()
+    by_host: dict[str, list[str]] = {}
+    text = (loghost / LOGHOST_COMBINED_ISO).read_text(encoding="utf-8")
+    for line in text.splitlines():
+        by_host.setdefault(line.split(" ", 2)[1], []).append(line)
+    journal_dir = loghost / LOGHOST_JOURNAL_DIR
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for name, lines in sorted(by_host.items()):
+        export = fleet.journal_export_from_syslog("\n".join(lines), fleet.machine_id(name), now)
+        path = journal_dir / f"remote-{name}.journal"
+        path.unlink(missing_ok=True)
+        try:
+            fleet.write_journal(export, path)
+        except fleet.FleetError as exc:
+            raise LabError(f"{name}: {exc}") from None
+        written[name] = path
+    return written
+
+
+def _copy_loghost(out: Path, port: int, journal: bool, mtimes: dict[str, float]
+                  ) -> dict[str, Path]:
+    """Copy the log host's layouts to out/loghost; returns layout (relative path) -> file."""
+    root = out / "loghost"
+    files: dict[str, Path] = {}
+    sources = [LOGHOST_COMBINED, LOGHOST_COMBINED_ISO]
+    sources += [LOGHOST_PER_HOST.format(host=n) for n in ALL_HOST_NAMES]
+    for rel in sources:
+        live = LOGHOST_DIR / rel
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(live, dest)
+        files[rel] = dest
+        mtimes[str(dest.relative_to(out))] = os.stat(live).st_mtime
+    _write(root / LOGHOST_CONF, loghost_conf(port))
+    if journal:
+        for name, path in write_remote_journals(root).items():
+            files[str(path.relative_to(root))] = path
+    return files
+
+
+def _loghost_expected(port: int, hosts: Sequence[LabHost], journal: bool
+                      ) -> dict[str, object]:
+    names = [h.name for h in hosts]
+    return {
+        "address": f"{LOGHOST_ADDRESS}:{port}",
+        "receiver": "rsyslogd, imtcp on loopback (config: loghost/" + LOGHOST_CONF + ")",
+        "senders": {h.name: {"facility_on_sender": h.syslog_facility, "forwarded_as": "mail",
+                             "hostname": h.name} for h in hosts},
+        "transport": "omfwd protocol tcp, octet-counted framing, RFC 3339 timestamps",
+        "layouts": {
+            LOGHOST_COMBINED: {"format": "bsd", "hosts": names},
+            LOGHOST_COMBINED_ISO: {"format": "rfc3339", "hosts": names},
+            **{LOGHOST_PER_HOST.format(host=n): {"format": "bsd", "hosts": [n]} for n in names},
+            LOGHOST_JOURNAL_DIR + "/remote-{host}.journal": {
+                "format": "journal", "hosts": "one file per host, _HOSTNAME=<host>",
+                "built_from": LOGHOST_COMBINED_ISO + " split by HOSTNAME "
+                              "(systemd-journal-remote)",
+                "written": journal},
+        },
+    }
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -771,8 +1050,11 @@ class LabResult:
     expected: Path
     host_roots: dict[str, Path]
     logs: dict[str, Path] = field(default_factory=dict)
-    # Wall-clock seconds per phase: teardown of a previous run, build, send, settle, collect.
+    # Wall-clock seconds per phase: teardown of a previous run, build, send, settle, collect
+    # (and in central mode drain: stopping the instances and waiting for the log host).
     phases: dict[str, float] = field(default_factory=dict)
+    # Central mode: the log host's files under out/loghost, by path relative to that root.
+    loghost: dict[str, Path] = field(default_factory=dict)
 
 
 def _copy_outputs(out: Path, hosts: Sequence[LabHost]) -> tuple[dict[str, Path], dict[str, Path],
@@ -796,7 +1078,8 @@ def _copy_outputs(out: Path, hosts: Sequence[LabHost]) -> tuple[dict[str, Path],
 
 
 def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bool,
-              started: datetime, finished: datetime, scenario_set: str) -> dict[str, object]:
+              started: datetime, finished: datetime, scenario_set: str,
+              central: bool = False) -> dict[str, object]:
     version = _run(["postconf", "-c", str(hosts[0].config_dir), "-h", "mail_version"]).stdout
     return {
         "lab": {
@@ -806,6 +1089,7 @@ def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bo
             "local_timezone": time.strftime("%Z %z"),
             "started": started.isoformat(timespec="seconds"),
             "finished": finished.isoformat(timespec="seconds"),
+            **({"central": True} if central else {}),
         },
         "hosts": {
             h.name: {
@@ -894,23 +1178,32 @@ def _check_prerequisites() -> None:
 
 
 def run_lab(out: Path, quick: bool = True, keep_running: bool = False,
-            syslog: bool | None = None, scenario_set: str = "standard") -> LabResult:
+            syslog: bool | None = None, scenario_set: str = "standard",
+            central: bool = False, journal: bool = True) -> LabResult:
     """Build the chain, send every scenario, wait, and write the host roots and ground truth.
 
     syslog=None uses the private rsyslogd for filter1 and mbox1 when /dev/log is free. Runs on
     one machine are serialized by a lock file; with keep_running the lock is released on return,
     so the next run (or ``stop``) removes the instances left running. scenario_set names one of
     SCENARIO_SETS: the chain is the same, only the mail sent differs.
+
+    central=True: every host logs through syslog and the lab's rsyslogd also forwards it all to
+    a second rsyslogd, the log host, whose files go to out/loghost; journal=False leaves out the
+    log host's journal files (8 MB each; the committed fixture has none).
     """
+    if central and (syslog is False or keep_running):
+        raise LabError("central mode logs through syslog and stops the instances to drain "
+                       "their logs (no --no-syslog, no --keep-running)")
     if scenario_set not in SCENARIO_SETS:
         raise LabError(f"unknown scenario set {scenario_set!r} "
                        f"(one of {', '.join(SCENARIO_SETS)})")
     _check_prerequisites()
     with _lab_lock():
-        return _run_lab_locked(Path(out), quick, keep_running, syslog, scenario_set)
+        return _run_lab_locked(Path(out), quick, keep_running, syslog, scenario_set,
+                               central, journal)
 
 
-def _clear_outputs(out: Path) -> None:
+def _clear_outputs(out: Path, central: bool = False) -> None:
     """Remove what a previous run wrote to out, and nothing else.
 
     The hostile set's fixtures live in a subdirectory of the standard set's, so a standard
@@ -920,10 +1213,13 @@ def _clear_outputs(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
     for fname in ("expected.json", "mtimes.json"):
         (out / fname).unlink(missing_ok=True)
+    if central:
+        shutil.rmtree(out / "loghost", ignore_errors=True)
 
 
 def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | None,
-                    scenario_set: str) -> LabResult:
+                    scenario_set: str, central: bool = False, journal: bool = True
+                    ) -> LabResult:
     phases: dict[str, float] = {}
     mark = time.monotonic()
 
@@ -936,10 +1232,13 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
     with_syslog = _syslog_wanted() if syslog is None else syslog
     stop_lab()
     phase("cleanup")
+    if central and not _syslog_wanted():
+        raise LabError("central mode needs rsyslogd and a free /dev/log")
+    central_port = _free_port() if central else None
     ok = False
     try:
         started = datetime.now().astimezone()
-        hosts = build_hosts(quick, with_syslog)
+        hosts = build_hosts(quick, with_syslog, central_port)
         phase("build")
         by_name = {h.name: h for h in hosts}
         token = started.strftime("%Y%m%d%H%M%S")
@@ -957,12 +1256,20 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
             wait_until_settled(hosts, 0, timeout=600, flush_out1=True)
         time.sleep(1)  # let the last log lines reach the files
         phase("settle")
-        _clear_outputs(out)
+        if central_port is not None:
+            drain_to_loghost(hosts)
+            phase("drain")
+        _clear_outputs(out, central)
         out.mkdir(parents=True, exist_ok=True)
         roots, logs, mtimes = _copy_outputs(out, hosts)
+        loghost: dict[str, Path] = {}
+        if central_port is not None:
+            loghost = _copy_loghost(out, central_port, journal, mtimes)
         finished = datetime.now().astimezone()
         expected = out / "expected.json"
-        truth = _expected(hosts, sent, quick, started, finished, scenario_set)
+        truth = _expected(hosts, sent, quick, started, finished, scenario_set, central)
+        if central_port is not None:
+            truth["loghost"] = _loghost_expected(central_port, hosts, journal)
         # ensure_ascii=False: the hostile set's addresses stay as the UTF-8 Postfix logs.
         expected.write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n",
                             encoding="utf-8")
@@ -970,7 +1277,7 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
         ok = True
         phase("collect")
         return LabResult(out=out, expected=expected, host_roots=roots, logs=logs,
-                         phases=phases)
+                         phases=phases, loghost=loghost)
     finally:
         if not (ok and keep_running):
             stop_lab()
@@ -989,6 +1296,11 @@ def _iter_cli(argv: Sequence[str] | None) -> Iterator[str]:
                      help="every host logs with maillog_file, no private rsyslogd")
     run.add_argument("--set", dest="scenario_set", choices=sorted(SCENARIO_SETS),
                      default="standard", help="which scenarios to send (default: standard)")
+    run.add_argument("--central", action="store_true",
+                     help="every host logs through syslog, forwarded to a central log host "
+                          "(OUT/loghost)")
+    run.add_argument("--no-journal", action="store_true",
+                     help="central mode: leave out the log host's journal files (8 MB each)")
     sub.add_parser("stop", help="stop and remove everything a run created")
     args = parser.parse_args(argv)
     if args.command == "stop":
@@ -999,11 +1311,14 @@ def _iter_cli(argv: Sequence[str] | None) -> Iterator[str]:
         return
     result = run_lab(args.out, quick=args.quick, keep_running=args.keep_running,
                      syslog=False if args.no_syslog else None,
-                     scenario_set=args.scenario_set)
+                     scenario_set=args.scenario_set, central=args.central,
+                     journal=not args.no_journal)
     total = sum(result.phases.values())
     yield f"wrote {result.out} in {total:.1f}s {result.phases}"
     for name, path in result.logs.items():
         yield f"  {name}: {path} ({path.stat().st_size} bytes)"
+    for path in result.loghost.values():
+        yield f"  loghost: {path} ({path.stat().st_size} bytes)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from .postfix_lab import (
 
 
 @pytest.fixture(scope="module")
-def quick_lab(tmp_path_factory: pytest.TempPathFactory) -> LabResult:
-    return run_lab(tmp_path_factory.mktemp("lab") / "out", quick=True)
+def quick_lab(central_quick_lab: LabResult) -> LabResult:
+    return central_quick_lab  # one lab run for these checks and the log host's (conftest.py)
 
 
 @pytest.mark.lab
@@ -33,7 +33,9 @@ def test_quick_run_writes_host_roots_and_ground_truth(quick_lab: LabResult) -> N
         log_path = expected["hosts"][name]["log"]["path"]
         assert quick_lab.logs[name] == root / log_path.lstrip("/")
     mtimes = json.loads((quick_lab.out / "mtimes.json").read_text())
-    assert {str(p.relative_to(quick_lab.out)) for p in quick_lab.logs.values()} == set(mtimes)
+    logs = [*quick_lab.logs.values(), *(p for rel, p in quick_lab.loghost.items()
+                                        if not rel.endswith(".journal"))]
+    assert {str(p.relative_to(quick_lab.out)) for p in logs} == set(mtimes)
 
 
 @pytest.mark.lab
