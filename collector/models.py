@@ -699,6 +699,14 @@ class Hop:
     group: QueueGroup
     parent_index: int | None = None
     handoff: Attempt | None = None
+    strength: LinkStrength | None = None  # of the link from the parent (None: a first hop)
+
+    @property
+    def verdict(self) -> str | None:
+        """What the content filters and milters that judged this hop's queue file said."""
+        said = [f"{v.filter} {v.verdict}" + (f" {v.detail}" if v.detail else "")
+                for v in self.group.verdicts]
+        return "; ".join(said) if said else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -647,6 +647,9 @@ class Leads:
     pending: frozenset[GroupRef]  # groups links point at that the logs do not hold yet
     backward: tuple[BackwardHint, ...]  # parentless groups handed over by a fleet host
     refusals: tuple[RefusalHint, ...]  # attempts a fleet host refused: it logged a reject
+    # groups handed to a content filter on their own host with no re-injection linked yet: the
+    # same host holds it under the same message-id
+    filtered: tuple[BackwardHint, ...] = ()
 
 
 def leads(
@@ -658,7 +661,18 @@ def leads(
         frozenset(m.target for m in graph.missing),
         tuple(_backward_hints(graph, index)),
         tuple(_refusal_hints(logs, index)),
+        tuple(_filter_hints(graph)),
     )
+
+
+def _filter_hints(graph: _Graph) -> Iterator[BackwardHint]:
+    parents = {e.parent for e in graph.edges.values()}
+    for i, g in enumerate(graph.groups):
+        if i in parents or not g.message_id:
+            continue
+        handed = [r.last for r in g.recipients if _to_loopback_filter(r.last)]
+        if handed:
+            yield BackwardHint(g.host, g.message_id, max(a.time for a in handed), _ref(g))
 
 
 def pending_refs(
@@ -798,6 +812,7 @@ class _TraceBuilder:
             group=group,
             parent_index=up,
             handoff=_handoff_attempt(parent, group.queue_id) if up is not None else None,
+            strength=edge.strength,
         )
 
     def _outcomes(
@@ -962,6 +977,7 @@ def _trace(first: QueueGroup, walk: _Walk, anchor: int | None) -> Trace:
         notifications=tuple(walk.notifications),
         notes=tuple(dict.fromkeys(walk.notes)),
         anchor=anchor,
+        subject=next((h.group.subject for h in hops if h.group.subject is not None), None),
     )
 
 
