@@ -950,7 +950,16 @@ def _copy_outputs(out: Path, hosts: Sequence[LabHost]) -> tuple[dict[str, Path],
         roots[host.name] = root
         logs[host.name] = dest
         mtimes[str(dest.relative_to(out))] = os.stat(host.live_log).st_mtime
+        write_host_manifest(root, host.name, host.log_path, mtimes[str(dest.relative_to(out))])
     return roots, logs, mtimes
+
+
+def write_host_manifest(root: Path, name: str, log_path: str, mtime: float) -> None:
+    """``collector-manifest.json``: the log's original mtime, so collector places year-less
+    stamps right when it reads the directory as a host (git keeps no mtimes)."""
+    size = (root / log_path.lstrip("/")).stat().st_size
+    manifest = {"host": name, "files": {log_path: {"mtime": mtime, "size": size}}}
+    (root / "collector-manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bool,
