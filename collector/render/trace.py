@@ -120,7 +120,6 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
     return {
         "message_id": trace.message_id,
         "sender": trace.sender,
-        "subject": trace.subject,
         "first_seen": iso(trace.first_seen),
         "last_seen": iso(trace.last_seen),
         "size": trace.size,
@@ -158,6 +157,7 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
         ],
         "notifications": [trace_dict(n) for n in trace.notifications],
         "notes": list(trace.notes),
+        "subject": trace.subject,
     }
 
 
