@@ -187,6 +187,8 @@ class Query:
     until: datetime | None = None
     #: ``trace QUERY``: each term matches a sender, a recipient, a message-id or a queue ID.
     terms: tuple[str, ...] = ()
+    #: ``--subject``: a fixed string inside the Subject that header_checks logged.
+    subjects: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -198,6 +200,7 @@ class Query:
             or self.queue_ids
             or self.statuses
             or self.clients
+            or self.subjects
         )
 
 
@@ -344,6 +347,7 @@ class Kind(enum.StrEnum):
     CONNECT = "connect"  # smtpd connect from name[ip]
     DISCONNECT = "disconnect"
     DIAGNOSTIC = "diagnostic"  # warning:/error:/fatal:/panic:
+    VERDICT = "verdict"  # amavis (ID) Passed CLEAN {...}, ..., Queue-ID: ID, ... queued_as: ID2
     OTHER = "other"  # a Postfix line with no tracing meaning (TLS, postscreen, anvil, ...)
 
 
@@ -506,6 +510,24 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a content filter or a milter said about one queue file.
+
+    ``filter`` names who judged (``amavis``, ``milter``); ``verdict`` is its word for it
+    (``Passed CLEAN``, ``Blocked SPAM``, ``milter-reject``); ``detail`` the rest worth showing
+    (amavis's ``{RelayedInbound}, Hits: 0.052``, a milter's reply). ``next_queue_id`` is the
+    queue ID the filter re-injected the message as (amavis ``queued_as:``), when it says.
+    """
+
+    time: datetime
+    filter: str
+    verdict: str
+    detail: str = ""
+    next_queue_id: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class QueueGroup:
     """Everything one host logged about one queue file (one life of one queue ID)."""
 
@@ -534,6 +556,9 @@ class QueueGroup:
     held: bool = False
     discarded: bool = False
     records: tuple[Record, ...] = ()
+    #: The Subject header as cleanup logged it (header_checks INFO/WARN), when it did.
+    subject: str | None = None
+    verdicts: tuple[Verdict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,6 +615,9 @@ class LinkStrength(enum.StrEnum):
     """How sure a link is."""
 
     STRONG = "strong"  # a logged hand-off (queued as, orig_queue_id=, a refusal, ...)
+    # a content filter's re-injection without a logged hand-off: same host, loopback client,
+    # message-id, sender, recipients and time all agree (the evidence lists each)
+    INFERRED = "inferred"
     WEAK = "weak"  # only the message-id fallback
 
 
@@ -671,6 +699,14 @@ class Hop:
     group: QueueGroup
     parent_index: int | None = None
     handoff: Attempt | None = None
+    strength: LinkStrength | None = None  # of the link from the parent (None: a first hop)
+
+    @property
+    def verdict(self) -> str | None:
+        """What the content filters and milters that judged this hop's queue file said."""
+        said = [f"{v.filter} {v.verdict}" + (f" {v.detail}" if v.detail else "")
+                for v in self.group.verdicts]
+        return "; ".join(said) if said else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -716,3 +752,4 @@ class Trace:
     notifications: tuple[Trace, ...]
     notes: tuple[str, ...]
     anchor: int | None = None
+    subject: str | None = None  # the first Subject a hop's header_checks logged

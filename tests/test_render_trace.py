@@ -391,7 +391,9 @@ def test_json_is_one_object_with_traces_and_hosts() -> None:
         "recipients",
         "notifications",
         "notes",
+        "subject",
     ]
+    assert tr["subject"] is None
     assert tr["message_id"] == MSGID
     assert tr["sender"] == SENDER
     assert tr["first_seen"] == "2026-11-29T16:43:57+00:00"
@@ -413,6 +415,8 @@ def test_json_hops() -> None:
         "delays": None,
         "sender": SENDER,
         "message_id": MSGID,
+        "strength": None,
+        "verdict": None,
     }
     assert tr["hops"][1]["parent"] == {"host": "mx1", "queue_id": "A1B2C3D4E5"}
     assert tr["hops"][1]["via"] == "reinjection"

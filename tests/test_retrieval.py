@@ -116,7 +116,8 @@ def test_ids_file_commands_grep() -> None:
     cmds = ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106", "BAE21168172"])
     assert [shape(c) for c in cmds] == [
         (CommandKind.IDS,
-         ("/var/log/maillog", "-F", "-a", "-e", " 1556E168106: ", "-e", " BAE21168172: ")),
+         ("/var/log/maillog", "-F", "-a", "-e", " 1556E168106: ", "-e", " BAE21168172: ",
+          "-e", "Queue-ID: 1556E168106,", "-e", "Queue-ID: BAE21168172,")),
     ]
 
 
@@ -131,8 +132,9 @@ def test_ids_file_commands_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retrieval, "IDS_PER_COMMAND", 2)
     cmds = ids_file_commands("/l", ["C", "A", "B"])
     assert [shape(c) for c in cmds] == [
-        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " A: ", "-e", " B: ")),
-        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " C: ")),
+        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " A: ", "-e", " B: ",
+                           "-e", "Queue-ID: A,", "-e", "Queue-ID: B,")),
+        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " C: ", "-e", "Queue-ID: C,")),
     ]
 
 
@@ -156,7 +158,8 @@ def test_journal_command() -> None:
 def test_journal_ids_command() -> None:
     assert shape(journal_ids_command(["B1", "A1", "B1"], since=None, until=None)) == (
         CommandKind.IDS,
-        ("", "", "SYSLOG_FACILITY=2", "", "-F", "-a", "-e", " A1: ", "-e", " B1: "),
+        ("", "", "SYSLOG_FACILITY=2", "", "-F", "-a", "-e", " A1: ", "-e", " B1: ",
+         "-e", "Queue-ID: A1,", "-e", "Queue-ID: B1,"),
     )
 
 
@@ -171,9 +174,9 @@ def test_match_and_ids_commands_dispatch_on_the_source() -> None:
     assert match_command(journal, "/r/j", None, q).words == ("", "", "SYSLOG_FACILITY=2", "/r/j")
     (ids,) = ids_commands(journal, "/r/j", ["A1"], q)
     assert ids.words[3] == "/r/j"
-    assert ids.kind is CommandKind.IDS and ids.words[-1] == " A1: "
+    assert ids.kind is CommandKind.IDS and ids.words[-3:] == (" A1: ", "-e", "Queue-ID: A1,")
     (ids,) = ids_commands(plain, "/r/var/log/mail.log", ["A1"], q)
-    assert ids.words == ("/r/var/log/mail.log", "-F", "-a", "-e", " A1: ")
+    assert ids.words == ("/r/var/log/mail.log", "-F", "-a", "-e", " A1: ", "-e", "Queue-ID: A1,")
 
 
 @pytest.mark.parametrize(
@@ -198,7 +201,8 @@ def test_window_ids_command() -> None:
     assert shape(window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"])) == (
         CommandKind.WINDOW_IDS,
         ("/var/log/maillog", "1:100:h 5000:4001:m 20000:-:t",
-         "-F", "-a", "-e", " A1: ", "-e", " B1: ", "-e", retrieval.WINDOW_MARK),
+         "-F", "-a", "-e", " A1: ", "-e", " B1: ", "-e", "Queue-ID: A1,", "-e", "Queue-ID: B1,",
+         "-e", retrieval.WINDOW_MARK),
     )
     assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[1] == "1:-:a"
 
@@ -235,8 +239,11 @@ def test_scripts_are_constants_that_read_only_positional_words() -> None:
     [
         (Query(), None),
         (Query(since=datetime(2026, 1, 1, tzinfo=UTC)), None),
-        (Query(recipients=("Bob@example.test",)), Needles(("to=<Bob@example.test>",), True)),
-        (Query(senders=("alice@example.test",)), Needles(("from=<alice@example.test>",), True)),
+        (Query(recipients=("Bob@example.test",)),
+         Needles(("to=<Bob@example.test>", "to=Bob@example.test,"), True)),
+        (Query(senders=("alice@example.test",)),
+         Needles(("from=<alice@example.test>", "from=alice@example.test,"), True)),
+        (Query(subjects=("Invoice $(id)",)), Needles(("Invoice $(id)",), True)),
         (Query(senders=("",)), Needles(("from=<>",), True)),
         (Query(clients=("127.0.0.30",)), Needles(("127.0.0.30",), True)),
         (Query(queue_ids=("1556E168106",)), Needles((" 1556E168106: ",), False)),
@@ -251,7 +258,7 @@ def test_scripts_are_constants_that_read_only_positional_words() -> None:
         ),
         (
             Query(recipients=("bob@example.test",), senders=("a@b",)),
-            Needles(("to=<bob@example.test>",), True),
+            Needles(("to=<bob@example.test>", "to=bob@example.test,"), True),
         ),
     ],
 )

@@ -33,6 +33,7 @@ from collector.cli.options import (
     QidOpt,
     SinceOpt,
     StatusOpt,
+    SubjectOpt,
     ToOpt,
     UntilOpt,
     VerboseOpt,
@@ -191,6 +192,7 @@ def search(
     queue_id: QidOpt = None,
     status: StatusOpt = None,
     client: ClientOpt = None,
+    subject: SubjectOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     host: HostOpt = None,
@@ -209,7 +211,8 @@ def search(
     3: partial (some hosts failed).
     """
     with errors(debug):
-        query = build_query(from_, to, message_id, queue_id, status, client, since, until)
+        query = build_query(from_, to, message_id, queue_id, status, client, since, until,
+                            subjects=subject)
         inv = _inventory(inventory, offline)
         term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
         results = run_fleet(
@@ -356,6 +359,7 @@ def fetch(
     queue_id: QidOpt = None,
     status: StatusOpt = None,
     client: ClientOpt = None,
+    subject: SubjectOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     host: HostOpt = None,
@@ -371,7 +375,8 @@ def fetch(
     from collector.search.fetch import fetch_host, write_fleet_manifest
 
     with errors(debug):
-        query = build_query(from_, to, message_id, queue_id, status, client, since, until)
+        query = build_query(from_, to, message_id, queue_id, status, client, since, until,
+                            subjects=subject)
         if not all_ and query.empty and query.since is None and query.until is None:
             raise UsageError("give a selector (--to, --from, ...), a time window, or --all")
         inv = _inventory(inventory)
@@ -500,6 +505,7 @@ def trace(
     queue_id: QidOpt = None,
     status: StatusOpt = None,
     client: ClientOpt = None,
+    subject: SubjectOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     host: HostOpt = None,
@@ -530,7 +536,8 @@ def trace(
 
     with errors(debug):
         inv = _inventory(inventory, offline)
-        selectors = build_query(from_, to, message_id, queue_id, status, client, since, until)
+        selectors = build_query(from_, to, message_id, queue_id, status, client, since, until,
+                            subjects=subject)
         query, only_host = _trace_start(query_text, from_message, selectors, inv,
                                         timedelta(seconds=max_skew), verbose)
         start = select_hosts(inv, (host or []) + ([only_host] if only_host else []), group or [])

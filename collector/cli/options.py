@@ -98,6 +98,12 @@ ClientOpt = Annotated[
     list[str] | None,
     typer.Option("--client", metavar="NAME|IP", help="Connecting client, name or IP.", show_default=False),
 ]
+SubjectOpt = Annotated[
+    list[str] | None,
+    typer.Option("--subject", metavar="TEXT",
+                 help="Text in the Subject (a fixed string, any case), where header_checks "
+                 "log it (INFO/WARN on /^Subject:/).", show_default=False),
+]
 SinceOpt = Annotated[
     str | None,
     typer.Option("--since", metavar="WHEN", help="From: ISO date/time, 2h / 3d ago, today, yesterday."),
@@ -162,13 +168,16 @@ def build_query(
     clients: Sequence[str] | None,
     since: str | None,
     until: str | None,
+    *,
+    subjects: Sequence[str] | None = None,
 ) -> Query:
     now = datetime.now().astimezone()
     for s in statuses or ():
         if s not in STATUSES:
             raise UsageError(f"unknown status {s!r}; choose from {', '.join(STATUSES)}", option="--status")
     for name, values in (("--from", senders), ("--to", recipients), ("--client", clients),
-                         ("--message-id", message_ids), ("--queue-id", queue_ids)):
+                         ("--message-id", message_ids), ("--queue-id", queue_ids),
+                         ("--subject", subjects)):
         for v in values or ():
             if not v.strip() or "\n" in v or "\0" in v:
                 raise UsageError(f"empty or multi-line value {v!r}", option=name)
@@ -179,6 +188,7 @@ def build_query(
         queue_ids=tuple(queue_ids or ()),
         statuses=tuple(statuses or ()),
         clients=tuple(clients or ()),
+        subjects=tuple(subjects or ()),
         since=parse_when(since, now) if since else None,
         until=parse_when(until, now) if until else None,
     )

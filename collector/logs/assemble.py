@@ -27,6 +27,7 @@ from collector.models import (
     Reject,
     RejectAction,
     Status,
+    Verdict,
     fast_constructor,
 )
 
@@ -39,6 +40,7 @@ _PICKUP = Kind.PICKUP
 _POSTSUPER = Kind.POSTSUPER
 _REJECT = Kind.REJECT
 _REMOVED = Kind.REMOVED
+_VERDICT = Kind.VERDICT
 _DEFERRED = Status.DEFERRED
 _EXPIRED_STATUS = Status.EXPIRED
 _QUEUED_AS = ChildVia.QUEUED_AS
@@ -56,6 +58,10 @@ _new_child = fast_constructor(Child)
 _new_recipient = fast_constructor(Recipient)
 _new_group = fast_constructor(QueueGroup)
 _new_reject = fast_constructor(Reject)
+_new_verdict = fast_constructor(Verdict)
+# A milter's action on a message is its verdict on it (cleanup logs it with the queue ID).
+_MILTER_ACTIONS = frozenset({"milter-reject", "milter-discard", "milter-hold",
+                             "milter-header-reject"})
 
 
 def client_ip(client: str) -> str | None:
@@ -116,7 +122,7 @@ class _Fold:
     __slots__ = (
         "children", "client", "client_ip", "discarded", "expired", "expired_by", "held", "host",
         "message_id", "nrcpt", "orig_client", "orig_queue_id", "origin", "rcpts", "rejects",
-        "removed", "requeued_from", "resent", "sender", "size", "uid",
+        "removed", "requeued_from", "resent", "sender", "size", "subject", "uid", "verdicts",
     )  # fmt: skip
 
     def __init__(self, host: str) -> None:
@@ -140,6 +146,34 @@ class _Fold:
         self.rcpts: dict[tuple[str | None, str], list[Attempt]] = {}
         self.children: dict[tuple[str, ChildVia], Child] = {}
         self.rejects: list[Reject] = []
+        self.subject: str | None = None
+        self.verdicts: list[Verdict] = []
+
+
+def _note_header(a: _Fold, r: Record) -> None:
+    """cleanup's header_checks line (``info: header Subject: text from ...``) and milter
+    actions: the group's Subject and verdicts."""
+    f = r.fields
+    action = f.get("action", "")
+    if action in _MILTER_ACTIONS:
+        a.verdicts.append(_new_verdict(r.time, "milter", action, r.text, None, None))
+    if a.subject is None and f.get("stage") == "header":
+        what = f.get("what", "")
+        if what[:8].lower() == "subject:":
+            a.subject = what[8:].strip()
+
+
+def _fold_verdict(a: _Fold, r: Record) -> None:
+    f = r.fields
+    detail = "{" + f.get("tags", "") + "}"
+    if "reason" in f:
+        detail = f"({f['reason']}) {detail}"
+    if "hits" in f:
+        detail += f", Hits: {f['hits']}"
+    a.verdicts.append(
+        _new_verdict(r.time, f.get("filter", ""), f.get("verdict", ""), detail, r.child,
+                     f.get("message-id"))
+    )
 
 
 # One function per Kind that says something about the group: each folds one record in.
@@ -222,11 +256,15 @@ def _fold_expired(a: _Fold, r: Record) -> None:
 
 def _fold_reject(a: _Fold, r: Record) -> None:
     a.rejects.append(_reject(a.host, r))
-    if r.program == "cleanup" and a.sender is None:
-        a.sender = r.fields.get("from")  # no qmgr line follows a cleanup reject
+    if r.program == "cleanup":
+        if a.sender is None:
+            a.sender = r.fields.get("from")  # no qmgr line follows a cleanup reject
+        _note_header(a, r)
 
 
 def _fold_action(a: _Fold, r: Record) -> None:
+    if r.program == "cleanup":
+        _note_header(a, r)
     action = r.fields.get("action", "")
     if action in ("hold", "milter-hold"):
         a.held = True
@@ -259,6 +297,7 @@ _FOLD: Mapping[Kind, Callable[[_Fold, Record], None]] = {
     Kind.REJECT: _fold_reject,
     Kind.ACTION: _fold_action,
     Kind.POSTSUPER: _fold_postsuper,
+    Kind.VERDICT: _fold_verdict,
 }
 
 
@@ -311,7 +350,7 @@ def _build(host: str, g: _Open) -> QueueGroup:
             _new_recipient(to, orig, tuple(attempts)) for (orig, to), attempts in a.rcpts.items()
         ),
         tuple(a.children.values()), tuple(a.rejects), a.removed, a.expired, a.held,
-        a.discarded, tuple(records),
+        a.discarded, tuple(records), a.subject, tuple(a.verdicts),
     )
 
 
@@ -349,6 +388,7 @@ class Assembler:
         self.host = host
         self._keep_reject = keep_reject
         self._open: dict[tuple[str, str], _Open] = {}
+        self._instances: set[str] = set()  # the Postfix instances groups were opened in
         # Finished groups waiting out the grace period, oldest first, with their deadline.
         self._closing: dict[tuple[str, str], tuple[_Open, datetime]] = {}
         self._next_deadline: datetime | None = None  # of the oldest entry in _closing
@@ -370,8 +410,10 @@ class Assembler:
                 if self._keep_reject is None or self._keep_reject(rej):
                     self._rejects.append(rej)
             return done
-        key = (record.instance, qid)
         kind = record.kind
+        if kind is _VERDICT:
+            return self._add_verdict(record, qid, done)
+        key = (record.instance, qid)
         starts = kind is _CLIENT or kind is _PICKUP
         g = self._open.get(key)
         if g is None and closing:
@@ -396,6 +438,7 @@ class Assembler:
                     self._link_requeue(record.instance, orig_id, qid, t)
         if g is None:
             g = self._open[key] = _Open(record.instance, qid)
+            self._instances.add(record.instance)
         if starts and g.started is None:
             g.started = record
         g.records.append(record)
@@ -409,6 +452,21 @@ class Assembler:
             closing[key] = (g, deadline)
             if self._next_deadline is None:
                 self._next_deadline = deadline
+        return done
+
+    def _add_verdict(self, record: Record, qid: str, done: list[QueueGroup]) -> list[QueueGroup]:
+        """A content filter's verdict joins the open (or closing) life of ``qid`` in whichever
+        Postfix instance of this host has one (amavis logs no instance); with none it is
+        dropped: a verdict alone is no message."""
+        for instance in self._instances:
+            key = (instance, qid)
+            g = self._open.get(key)
+            if g is None:
+                pending = self._closing.get(key)
+                g = pending[0] if pending is not None else None
+            if g is not None:
+                g.records.append(record)
+                break
         return done
 
     def _past_grace(self, t: datetime) -> list[QueueGroup]:

@@ -28,8 +28,10 @@ GREP_MAX_IDS = 400
 #: remote shell as ONE argument of `sh -c`, and Linux caps one argument at 128 KiB
 #: (MAX_ARG_STRLEN): 5000 IDs of ~13 bytes (awk operands) stay well below it.
 IDS_PER_COMMAND = 5000
-#: The same for grep patterns (" ID: " after -e: ~20 bytes each).
+#: The same for grep patterns (" ID: " and "Queue-ID: ID," after -e: ~20 bytes each, two
+#: per ID).
 PATTERNS_PER_COMMAND = 3000
+IDS_PER_PATTERN_COMMAND = PATTERNS_PER_COMMAND // 2
 
 _COMPRESSED = tuple("." + c.value for c in Compression if c.value)
 
@@ -128,7 +130,10 @@ _AWK_IDS = (
     # The IDs arrive as awk's operands (one word each: no 128 KiB single-argument limit);
     # taken into a set and removed, so that awk reads only its standard input.
     'BEGIN { for (i = 1; i < ARGC; i++) { want[ARGV[i] ":"] = 1; delete ARGV[i] } } '
-    "{ for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { print; next } }"
+    "{ for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { print; next } } "
+    # a content filter's verdict (amavis): `..., Queue-ID: ID, ...`
+    '/Queue-ID: / { for (i = 8; i <= NF; i++) if ($(i - 1) == "Queue-ID:" '
+    '&& substr($i, 1, length($i) - 1) ":" in want) { print; next } }'
 )
 # $1 = file, $2 = the awk program, the rest = queue IDs.
 _AWK_FILE = (
@@ -191,15 +196,26 @@ def pass1_needles(query: Query) -> Needles | None:
         # "to=<B>" also matches "orig_to=<B>". Domains are case-insensitive, and admins
         # type local parts in any case, so addresses compare case-insensitively (LC_ALL=C
         # keeps -i cheap).
-        return Needles(tuple(f"to=<{r}>" for r in query.recipients), True)
+        # `to=user@host,`: the address without brackets (Postfix always brackets it; some
+        # rewritten logs do not).
+        return Needles(_with_bare("to", query.recipients), True)
     if query.senders:
-        return Needles(tuple(f"from=<{s}>" for s in query.senders), True)
+        return Needles(_with_bare("from", query.senders), True)
+    if query.subjects:
+        # header_checks logs `header Subject: TEXT from client; ...`: the text itself is the
+        # fixed string (anywhere in the Subject), compared case-insensitively like addresses.
+        return Needles(tuple(query.subjects), True)
     if query.clients:
         return Needles(tuple(query.clients), True)
     if query.statuses:
         return Needles(tuple(f"status={s}" for s in query.statuses if s != "rejected")
                        + (("reject: ",) if "rejected" in query.statuses else ()), False)
     return None
+
+
+def _with_bare(key: str, addresses: Sequence[str]) -> tuple[str, ...]:
+    """``key=<a>`` and, for a non-empty address, ``key=a,`` (logged without brackets)."""
+    return tuple(n for a in addresses for n in (f"{key}=<{a}>", *((f"{key}={a},",) if a else ())))
 
 
 def _grep_words(needles: Needles) -> list[str]:
@@ -227,6 +243,13 @@ def filter_file_command(path: str, needles: Needles | None, *, shown: str = "") 
     return _script(CommandKind.MATCH, _FILTER_FILE, path, _grep_words(needles), shown)
 
 
+def id_patterns(queue_ids: Sequence[str]) -> tuple[str, ...]:
+    """The fixed strings of pass 2 for these IDs: Postfix's `` ID: `` and the
+    ``Queue-ID: ID,`` of a content filter's verdict line (amavis)."""
+    ids = sorted(set(queue_ids))
+    return (*(f" {q}: " for q in ids), *(f"Queue-ID: {q}," for q in ids))
+
+
 def ids_file_commands(path: str, queue_ids: Sequence[str], *, shown: str = "") -> list[Command]:
     """Pass 2 on one file: every line of exactly these queue IDs (in chunks)."""
     ids = sorted(set(queue_ids))
@@ -234,7 +257,7 @@ def ids_file_commands(path: str, queue_ids: Sequence[str], *, shown: str = "") -
     for start in range(0, len(ids), IDS_PER_COMMAND):
         chunk = ids[start : start + IDS_PER_COMMAND]
         if len(chunk) <= GREP_MAX_IDS:
-            needles = Needles(tuple(f" {q}: " for q in chunk), False)
+            needles = Needles(id_patterns(chunk), False)
             commands.append(_script(CommandKind.IDS, _FILTER_FILE, path, _grep_words(needles), shown))
         else:
             commands.append(
@@ -277,7 +300,7 @@ def journal_ids_command(
     directory: str = "",
 ) -> Command:
     """Pass 2 on the journal: every line of these queue IDs."""
-    needles = Needles(tuple(f" {q}: " for q in sorted(set(queue_ids))), False)
+    needles = Needles(id_patterns(queue_ids), False)
     return journal_command(needles, since=since, until=until, match=match, kind=CommandKind.IDS,
                            directory=directory)
 
@@ -429,8 +452,9 @@ def window_ids_commands(
     """Pass 2 inside windows, in chunks of IDs small enough for one argument (128 KiB)."""
     ids = sorted(set(queue_ids))
     return [
-        window_ids_command(path, windows, ids[start : start + PATTERNS_PER_COMMAND], shown=shown)
-        for start in range(0, len(ids), PATTERNS_PER_COMMAND)
+        window_ids_command(path, windows, ids[start : start + IDS_PER_PATTERN_COMMAND],
+                           shown=shown)
+        for start in range(0, len(ids), IDS_PER_PATTERN_COMMAND)
     ]
 
 
@@ -448,8 +472,7 @@ def window_ids_command(
             (w.start == 0, w.end is None), "m"
         )
         words.append(f"{first}:{'-' if length is None else length}:{mode}")
-    patterns = tuple(f" {q}: " for q in sorted(set(queue_ids)))
-    needles = Needles((*patterns, WINDOW_MARK), False)
+    needles = Needles((*id_patterns(queue_ids), WINDOW_MARK), False)
     return _script(
         CommandKind.WINDOW_IDS, _WINDOWS, path, (" ".join(words), *_grep_words(needles)), shown
     )

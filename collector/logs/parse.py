@@ -39,6 +39,7 @@ _QUEUED = Kind.QUEUED
 _REJECT = Kind.REJECT
 _REMOVED = Kind.REMOVED
 _RESENT_MESSAGE_ID = Kind.RESENT_MESSAGE_ID
+_VERDICT = Kind.VERDICT
 
 __all__ = ["QUEUE_ID_RE", "LineParser", "TimeContext", "parse_line"]
 
@@ -119,6 +120,9 @@ _CLIENT_KV_RE = re.compile(r"([a-z_-]+)=([^,]*)")
 # qmgr (opened.c): `from=<s>, size=N, nrcpt=N (queue active)`; and qmgr's expiry line.
 _QUEUED_RE = re.compile(rf"from=<({_ADDR})>, size=(\d+), nrcpt=(\d+)(?: \((.*)\))?$")
 _EXPIRED_RE = re.compile(rf"from=<({_ADDR})>, status=([^,]*)(?:, (.*))?$")
+# Postfix brackets every logged address (log_adhoc.c, opened.c); some rewritten logs and
+# other MTAs' look-alikes do not (`from=user@host, size=...`, `to=user@host, relay=...`).
+_QUEUED_BARE_RE = re.compile(r"from=([^<>,\s]*), size=(\d+), nrcpt=(\d+)(?: \((.*)\))?$")
 
 # The remote reply is free text; only a Postfix-shaped ID at its very end is taken (amavis
 # wraps Postfix's reply as `from MTA(smtp:[...]:10025): 250 2.0.0 Ok: queued as ID`; BDAT
@@ -189,6 +193,23 @@ _PROGRAMS = frozenset(
         "post-install",
     }
 )
+
+# Content filters whose verdict lines name the Postfix queue ID they judged, by syslog tag.
+_FILTER_TAGS = {"amavis": "amavis", "amavisd": "amavis", "amavisd-new": "amavis"}
+_AMAVIS = "amavis"
+# amavisd-new's main log line (log_templ): `(PID-N) Passed CLEAN {RelayedInbound}, [ip]:port
+# [ip] <from> -> <to>,<to>, Queue-ID: ID, Message-ID: <..>, mail_id: .., Hits: 0.05, size:
+# 2888, queued_as: ID2, 2342 ms`. The verdict is amavis's word (`Blocked INFECTED (name)`).
+_AMAVIS_RE = re.compile(
+    r"\((?:[0-9]+-[0-9]+(?:-[0-9]+)*|!+)\) ((?:Passed|Blocked|Not-Delivered) [A-Z][A-Z0-9-]*)"
+    r"(?: \(([^()]{0,200})\))? \{([^{}]{0,200})\}"
+)
+# The addresses and the Message-ID before and after `Queue-ID:` are the sender's choice: a
+# field is taken only when the line holds it once (a forged second one makes it ambiguous).
+_AMAVIS_QID_RE = re.compile(rf", Queue-ID: ({_QID}), ")
+_AMAVIS_QUEUED_AS_RE = re.compile(rf", queued_as: ({_QID})(?:/[0-9A-Za-z/]+)?, ")
+_AMAVIS_HITS_RE = re.compile(r", Hits: (-|-?[0-9]{1,6}(?:\.[0-9]{1,6})?), ")
+_AMAVIS_MSGID_RE = re.compile(r", Message-ID: (<[^<>\s]{1,500}>), ")
 
 _MAX_LINE = 100_000
 _CACHE_MAX = 4096
@@ -285,7 +306,7 @@ class _Core:
         # (postscreen, TLS, connect/disconnect) end here.
         if queue_id is None and not keep_all:
             c = line[m.end() : m.end() + 6]
-            if c != "messag" and c != "proxy-":
+            if c != "messag" and c != "proxy-" and names[2] != _AMAVIS:
                 return _SKIPPED
         dt = self._stamps.get(stamp)
         if dt is None:
@@ -305,7 +326,13 @@ class _Core:
         if severity is not None:
             body: _Body = (_DIAGNOSTIC, _EMPTY, rest, None)
         elif queue_id is None:
-            body = _parse_plain(rest)
+            if program == _AMAVIS:
+                verdict = _parse_amavis(rest)
+                if verdict is None:
+                    return None
+                queue_id, body = verdict
+            else:
+                body = _parse_plain(rest)
         elif queue_id == "NOQUEUE":
             queue_id = None
             body = _parse_action(rest, program) or (_OTHER, _EMPTY, rest, None)
@@ -349,7 +376,8 @@ def _split_tag(tag: str) -> tuple[str, str, str] | None:
     """
     instance, sep, rest = tag.partition("/")
     if not sep or not rest:
-        return None
+        program = _FILTER_TAGS.get(tag)
+        return ("", "", program) if program is not None else None
     if not instance:
         return ("", "", rest) if rest in _PROGRAMS else None
     service, _, program = rest.rpartition("/")
@@ -378,6 +406,34 @@ def _parse_plain(rest: str) -> _Body:
         m = _QUEUED_AS_RE.search(rest.partition(";")[0])
         return _OTHER, _EMPTY, rest, m.group(1) if m else None
     return _OTHER, _EMPTY, rest, None
+
+
+def _once(rx: re.Pattern[str], text: str) -> str | None:
+    """The group of ``rx``'s one match in ``text``; None when it matches never or twice."""
+    found = {m.group(1) for m in rx.finditer(text)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _parse_amavis(rest: str) -> tuple[str, _Body] | None:
+    """An amavis verdict line -> (the queue ID it judged, body); None for any other line."""
+    m = _AMAVIS_RE.match(rest)
+    if m is None or len(rest) > _MAX_TRAILER_BODY:
+        return None
+    queue_id = _once(_AMAVIS_QID_RE, rest)
+    if queue_id is None:
+        return None  # older templates omit Queue-ID: nothing to join the verdict to
+    verdict, reason, tags = m.groups()
+    fields = {"filter": _AMAVIS, "verdict": verdict, "tags": tags}
+    if reason:
+        fields["reason"] = reason
+    hits = _once(_AMAVIS_HITS_RE, rest)
+    if hits is not None:
+        fields["hits"] = hits
+    msgid = _once(_AMAVIS_MSGID_RE, rest)
+    if msgid is not None:
+        fields["message-id"] = msgid
+    child = _once(_AMAVIS_QUEUED_AS_RE, rest)
+    return queue_id, (_VERDICT, fields, rest, child)
 
 
 def _parse_queue_line(rest: str, program: str) -> _Body:
@@ -490,6 +546,8 @@ def _delivery_fields(rest: str) -> tuple[dict[str, str], str] | None:
 
 def _parse_qmgr_from(rest: str) -> _Body:
     m = _QUEUED_RE.match(rest)
+    if m is None and rest[5:6] != "<":
+        m = _QUEUED_BARE_RE.match(rest)
     if m is not None:
         # `from=<s>, size=N, nrcpt=N (queue active)`
         sender, size, nrcpt, text = m.groups()

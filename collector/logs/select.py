@@ -141,7 +141,18 @@ def group_matches(group: QueueGroup, query: Query) -> bool:
         or _client_matches(group.orig_client, query.clients)
     ):
         return False
+    if query.subjects and not subject_matches(group.subject, query.subjects):
+        return False
     return True
+
+
+def subject_matches(subject: str | None, wanted: Sequence[str]) -> bool:
+    """``--subject``: a fixed string anywhere in the logged Subject, compared as addresses
+    are (:func:`fold`), so the server-side ``grep -F -i`` finds every line it accepts."""
+    if subject is None:
+        return False
+    folded = fold(subject)
+    return any(fold(w) in folded for w in wanted)
 
 
 def rows_of_group(group: QueueGroup) -> list[Row]:
@@ -231,8 +242,8 @@ def row_matches(row: Row, query: Query) -> bool:
 
 def reject_matches(rej: Reject, query: Query) -> bool:
     """A NOQUEUE reject has no group: check what it carries."""
-    if query.message_ids or query.queue_ids:
-        return False
+    if query.message_ids or query.queue_ids or query.subjects:
+        return False  # no queue file, no Subject logged
     if query.terms and not any(
         fold(t) in (fold(rej.sender or ""), fold(rej.recipient or ""))
         for t in query.terms

@@ -17,7 +17,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from collector.models import Attempt, GroupRef, Hop, HopVia, Outcome, RecipientOutcome, Trace
+from collector.models import (
+    Attempt,
+    GroupRef,
+    Hop,
+    HopVia,
+    LinkStrength,
+    Outcome,
+    RecipientOutcome,
+    Trace,
+)
 from collector.render.rows import HostReport, host_dict, iso
 from collector.render.safe import CsvWriter, printable, write_json, write_ndjson
 from collector.render.text import clip, clip_parts, fit_widths
@@ -126,6 +135,8 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
                 "delays": _delays(h),
                 "sender": h.group.sender,
                 "message_id": h.group.message_id,
+                "strength": h.strength,
+                "verdict": h.verdict,
             }
             for h in trace.hops
         ],
@@ -146,6 +157,7 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
         ],
         "notifications": [trace_dict(n) for n in trace.notifications],
         "notes": list(trace.notes),
+        "subject": trace.subject,
     }
 
 
@@ -309,14 +321,17 @@ def _header(trace: Trace, word: str) -> list[_Line]:
             _Seg(f"  from {printable(_sender(trace.sender))}{size}"),
         ),
         (_Seg(f"first seen {first}  end-to-end {elapsed}"),),
+        *([(_Seg(f"subject {printable(trace.subject)}"),)] if trace.subject is not None else []),
     ]
 
 
 def _hop_line(hop: Hop) -> _Line:
     client = f"  from {printable(hop.client)}" if hop.client else ""
+    # Only a link short of a logged hand-off says how sure it is.
+    sure = f" ({hop.strength})" if hop.strength not in (None, LinkStrength.STRONG) else ""
     return (
         _Seg(f"{printable(hop.host)} {printable(hop.queue_id)}", "bold"),
-        _Seg(f"  {hop.time.strftime('%H:%M:%S')}  via {printable(hop.via)}{client}"),
+        _Seg(f"  {hop.time.strftime('%H:%M:%S')}  via {printable(hop.via)}{sure}{client}"),
     )
 
 
@@ -362,6 +377,9 @@ def _trace_roots(trace: Trace, g: _Glyphs, depth: int = 0) -> tuple[list[_Node],
 def _hop_node(hop: Hop, g: _Glyphs) -> _Node:
     delays = _delays(hop)
     shown = [(_Seg(printable(fmt_delays(delays, g.dot))),)] if delays else []
+    verdict = hop.verdict
+    if verdict is not None:
+        shown.append((_Seg(f"verdict {printable(verdict)}"),))
     return _Node([_hop_line(hop), *shown])
 
 

@@ -235,6 +235,11 @@ def _handoffs(group: QueueGroup) -> list[_Handoff]:
         ):
             time = child.time or group.last_time
             out.append(_Handoff(child.queue_id, child.via, time, child.relay, child.recipient, ""))
+    for v in group.verdicts:
+        # amavis's `queued_as:` names the re-injected copy on this host, also when the reply
+        # Postfix logged for the hand-off does not.
+        if v.next_queue_id and v.next_queue_id != group.queue_id:
+            out.append(_Handoff(v.next_queue_id, "verdict", v.time, None, None, v.filter))
     return out
 
 
@@ -295,8 +300,69 @@ class _Linker:
         for edge in candidates:
             self._merge(edge)
         self._choose_parents()
+        self._inferred_reinjections()
         self._message_id_fallback()
         return self.graph
+
+    # ---- a content filter's re-injection without a logged hand-off
+
+    def _inferred_reinjections(self) -> None:
+        """Link a parentless group that a loopback client handed in (a content filter
+        re-injecting: ``client=localhost[127.0.0.1]``, no ``orig_queue_id=``) to the group on
+        the same host that handed the same message to a filter on a loopback address.
+
+        Every fact must agree: same host, loopback client, the same message-id, sender and
+        recipients, and the re-injection within the skew of the hand-off. The link is
+        ``inferred``; its evidence lists each fact.
+        """
+        groups = self.graph.groups
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, g in enumerate(groups):
+            if g.message_id and g.message_id != "<>" and g.queue_id != "NOQUEUE":
+                by_key.setdefault((g.host, g.message_id), []).append(i)
+        routed = {(e.parent, r) for e in self.graph.edges.values() for r in e.recipients}
+        for c, child in enumerate(groups):
+            if c in self.graph.parent_of or child.orig_queue_id or not child.message_id:
+                continue
+            name, addr = _split_namaddr(child.client)
+            if not child.client or not _is_loopback(name, addr) or child.sender is None:
+                continue
+            wanted = {fold(r.address) for r in child.recipients}
+            found: list[tuple[timedelta, int, Attempt]] = []
+            for p in by_key.get((child.host, child.message_id), []):
+                parent = groups[p]
+                if p == c or parent.sender != child.sender or parent.first_time > child.first_time:
+                    continue
+                handed = {
+                    fold(r.address): r.last
+                    for r in parent.recipients
+                    if _to_loopback_filter(r.last) and (p, fold(r.address)) not in routed
+                }
+                if not handed or not wanted <= set(handed):
+                    continue
+                a = max((handed[w] for w in wanted), key=lambda x: x.time)
+                d = abs(child.first_time - a.time)
+                if d <= self.skew:
+                    found.append((d, p, a))
+            if not wanted or not found:
+                continue
+            _, p, a = min(found, key=lambda f: (f[0], f[1]))
+            if self._is_ancestor(c, p):
+                continue
+            recipients = wanted
+            evidence = [
+                "same-host",
+                f"client={child.client}",
+                "message-id",
+                "sender",
+                "recipients",
+                f"relay={a.relay}",
+                _delta(child.first_time, a.time),
+            ]
+            edge = _Edge(p, c, HopVia.REINJECTION, evidence, LinkStrength.INFERRED, recipients)
+            self.graph.edges[(p, c)] = edge
+            self.graph.parent_of[c] = edge
+            routed |= {(p, r) for r in recipients}
 
     # ---- forward hand-offs: queued as / forwarded as / notification
 
@@ -310,6 +376,9 @@ class _Linker:
             evidence = ["queued-as"]
         elif h.kind == "forwarded-as":
             target, via, evidence = g.host, HopVia.FORWARD, ["forwarded-as"]
+        elif h.kind == "verdict":
+            target, via, evidence = g.host, HopVia.REINJECTION, [f"{h.detail} queued_as"]
+            recipients = {fold(r.address) for r in g.recipients if r.last.status == "sent"}
         else:
             target, via = g.host, HopVia.NOTIFICATION
             evidence = [h.detail or "notification"]
@@ -537,6 +606,15 @@ class _Linker:
             routed |= {(p, r) for r in recipients}
 
 
+def _to_loopback_filter(a: Attempt) -> bool:
+    """A delivery accepted by an SMTP/LMTP server on a loopback address and port that gave no
+    queue ID: how a hand-off to a content filter on the same host is logged."""
+    if a.status != "sent" or a.next_queue_id or a.program not in ("smtp", "lmtp"):
+        return False
+    peer = parse_endpoint(a.relay or "")
+    return peer.port is not None and _is_loopback(peer.name, peer.address or "")
+
+
 def _ref(g: QueueGroup) -> GroupRef:
     return GroupRef(g.host, g.queue_id)
 
@@ -569,6 +647,9 @@ class Leads:
     pending: frozenset[GroupRef]  # groups links point at that the logs do not hold yet
     backward: tuple[BackwardHint, ...]  # parentless groups handed over by a fleet host
     refusals: tuple[RefusalHint, ...]  # attempts a fleet host refused: it logged a reject
+    # groups handed to a content filter on their own host with no re-injection linked yet: the
+    # same host holds it under the same message-id
+    filtered: tuple[BackwardHint, ...] = ()
 
 
 def leads(
@@ -580,7 +661,18 @@ def leads(
         frozenset(m.target for m in graph.missing),
         tuple(_backward_hints(graph, index)),
         tuple(_refusal_hints(logs, index)),
+        tuple(_filter_hints(graph)),
     )
+
+
+def _filter_hints(graph: _Graph) -> Iterator[BackwardHint]:
+    parents = {e.parent for e in graph.edges.values()}
+    for i, g in enumerate(graph.groups):
+        if i in parents or not g.message_id:
+            continue
+        handed = [r.last for r in g.recipients if _to_loopback_filter(r.last)]
+        if handed:
+            yield BackwardHint(g.host, g.message_id, max(a.time for a in handed), _ref(g))
 
 
 def pending_refs(
@@ -720,6 +812,7 @@ class _TraceBuilder:
             group=group,
             parent_index=up,
             handoff=_handoff_attempt(parent, group.queue_id) if up is not None else None,
+            strength=edge.strength,
         )
 
     def _outcomes(
@@ -816,6 +909,14 @@ class _TraceBuilder:
             return Outcome.LOST
         if a.program in _FINAL_PROGRAMS - {"lmtp"} or relay in _FINAL_RELAYS:
             return Outcome.DELIVERED
+        if group.verdicts and _to_loopback_filter(a):
+            # LMTP or SMTP to a content filter that judged the message: a hand-off, never a
+            # final delivery, even when its re-injection is not in the logs.
+            notes.append(
+                f"unknown at {group.host}: {group.queue_id} was handed to a content filter "
+                f"({a.relay}) and its re-injection is not in the logs"
+            )
+            return Outcome.UNKNOWN
         name, addr = _split_namaddr(a.relay)
         if a.program == "lmtp" and (not addr or not _is_ip(addr)):
             return Outcome.DELIVERED  # LMTP over a UNIX socket: the mailbox server is this host
@@ -876,6 +977,7 @@ def _trace(first: QueueGroup, walk: _Walk, anchor: int | None) -> Trace:
         notifications=tuple(walk.notifications),
         notes=tuple(dict.fromkeys(walk.notes)),
         anchor=anchor,
+        subject=next((h.group.subject for h in hops if h.group.subject is not None), None),
     )
 
 

@@ -203,6 +203,13 @@ def _plan_next(states: dict[str, _HostState], found: Leads, max_skew: timedelta)
         span = (hint.time - max_skew, hint.time + max_skew)
         if _ask(states, hint.host, Query(terms=(f"queued as {hint.child.queue_id}",)), span):
             work.add(hint.host)
+    for hint in found.filtered:
+        # A content filter re-injected the message on the same host without naming the new
+        # queue ID: that host logged the copy under the same message-id.
+        span = (hint.time - max_skew, hint.time + max_skew)
+        if hint.message_id and _ask(states, hint.host, Query(message_ids=(hint.message_id,)),
+                                    span):
+            work.add(hint.host)
     work |= _ask_refusals(states, found.refusals, max_skew)
     return work
 

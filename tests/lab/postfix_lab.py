@@ -41,6 +41,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+try:
+    from tests.lab import filter_servers
+except ModuleNotFoundError:  # run as a script: tests/lab is sys.path[0]
+    import filter_servers  # type: ignore[no-redef]
+
 DOMAIN = "example.test"
 SMTP_PORT = 2525
 REINJECT_PORT = 10025
@@ -195,7 +200,7 @@ def _wait_listening(ip: str, port: int, deadline: float) -> None:
 # --------------------------------------------------------------------------- configuration
 
 
-def _main_cf(host: LabHost, quick: bool) -> dict[str, str]:
+def _main_cf(host: LabHost, quick: bool, chain: str = "standard") -> dict[str, str]:
     cfg = {
         "compatibility_level": "3.7",
         # postmulti creates instances with inet services and local submission disabled.
@@ -277,10 +282,83 @@ def _main_cf(host: LabHost, quick: bool) -> dict[str, str]:
                 "bounce_queue_lifetime": "75s",
                 "delay_warning_time": "25s",
             }
+    if chain == "filters":
+        cfg |= _filters_main_cf(host)
     return cfg
 
 
-def _map_files(host: LabHost) -> dict[str, str]:
+# --------------------------------------------------------------------------- the filters chain
+# The `filters` scenario set runs the same four hosts with content filters in front:
+# mx1 hands every SMTP transaction to a before-queue proxy (smtpd_proxy_filter), refuses
+# unknown example.test users (relay_recipient_maps, so VRFY of one is refused) and logs every
+# Subject (header_checks INFO); filter1's content filter is a Python SMTP filter on 127.0.0.1
+# that re-injects with XFORWARD NAME/ADDR but no IDENT and answers without `queued as`.
+FILTERS_PROXY = ("127.0.0.21", 10030)  # mx1's before-queue proxy (tests/lab/filter_servers.py)
+FILTERS_PROXY_BACK = ("127.0.0.21", 10026)  # mx1's smtpd behind the proxy
+FILTERS_SCAN = ("127.0.0.1", 10024)  # filter1's after-queue filter
+FILTERS_REINJECT = ("127.0.0.1", 10025)  # filter1's smtpd for the filter's re-injection
+
+
+def _filters_main_cf(host: LabHost) -> dict[str, str]:
+    cdir = host.config_dir
+    if host.name == "mx1":
+        return {
+            "relay_recipient_maps": f"texthash:{cdir}/relay_recipients",
+            "header_checks": f"regexp:{cdir}/header_checks",
+        }
+    if host.name == "filter1":
+        return {"content_filter": f"scan:[{FILTERS_SCAN[0]}]:{FILTERS_SCAN[1]}"}
+    return {}
+
+
+def _filters_map_files(host: LabHost) -> dict[str, str]:
+    if host.name == "mx1":
+        users = "".join(f"{u}@{DOMAIN} ok\n" for u in MAILBOX_USERS)
+        return {
+            "relay_recipients": users + f"@mbox1.{DOMAIN} ok\n",
+            "header_checks": "/^Subject:/ INFO\n",
+        }
+    if host.name == "filter1":
+        return {
+            "header_checks": "/^Subject:.*FORBIDDEN/ REJECT Message content rejected by lab "
+            "policy\n/^Subject:.*URGENT/ WARN urgent mail\n",
+        }
+    return {}
+
+
+def _filters_master(host: LabHost) -> None:
+    listener = f"{host.ip}:{SMTP_PORT}"
+    if host.name == "mx1":
+        proxy = f"{FILTERS_PROXY[0]}:{FILTERS_PROXY[1]}"
+        _postconf(host, "-P", f"{listener}/inet/smtpd_proxy_filter={proxy}")
+        back = f"{FILTERS_PROXY_BACK[0]}:{FILTERS_PROXY_BACK[1]}"
+        _postconf(host, "-M", f"{back}/inet={back} inet n - n - - smtpd")
+        for param in ("smtpd_proxy_filter=", "smtpd_client_restrictions=",
+                      "smtpd_recipient_restrictions=permit_mynetworks,reject",
+                      f"mynetworks={host.ip}/32",
+                      "receive_override_options=no_unknown_recipient_checks"):
+            _postconf(host, "-P", f"{back}/inet/{param}")
+    elif host.name == "filter1":
+        # The standard re-injection listener stays (unused); the filter re-injects on
+        # 127.0.0.1, as amavis-style set-ups do.
+        back = f"{FILTERS_REINJECT[0]}:{FILTERS_REINJECT[1]}"
+        _postconf(host, "-M", f"{back}/inet={back} inet n - n - - smtpd")
+        for param in ("content_filter=", "smtpd_client_restrictions=",
+                      "smtpd_recipient_restrictions=permit_mynetworks,reject",
+                      "mynetworks=127.0.0.0/8",
+                      ("receive_override_options=no_unknown_recipient_checks,"
+                       "no_header_body_checks"),
+                      "smtpd_authorized_xforward_hosts=127.0.0.0/8"):
+            _postconf(host, "-P", f"{back}/inet/{param}")
+
+
+def _map_files(host: LabHost, chain: str = "standard") -> dict[str, str]:
+    if chain == "filters":
+        return {**_standard_map_files(host), **_filters_map_files(host)}
+    return _standard_map_files(host)
+
+
+def _standard_map_files(host: LabHost) -> dict[str, str]:
     if host.name == "mx1":
         return {
             "client_access": "127.0.0.66/32 REJECT Blocked by lab client policy\n",
@@ -304,7 +382,7 @@ def _map_files(host: LabHost) -> dict[str, str]:
     return {}
 
 
-def _configure_master(host: LabHost) -> None:
+def _configure_master(host: LabHost, chain: str = "standard") -> None:
     listener = f"{host.ip}:{SMTP_PORT}"
     _postconf(host, "-MX", "smtp/inet")
     _postconf(host, "-M", f"{listener}/inet={listener} inet n - n - - smtpd")
@@ -322,6 +400,8 @@ def _configure_master(host: LabHost) -> None:
                       "no_header_body_checks"),
                       f"smtpd_authorized_xforward_hosts={host.ip}/32"):
             _postconf(host, "-P", f"{back}/inet/{param}")
+    if chain == "filters":
+        _filters_master(host)
     _postconf(host, "-F", "*/*/chroot=n")
 
 
@@ -429,12 +509,14 @@ def _syslog_wanted() -> bool:
     return shutil.which("rsyslogd") is not None and not Path("/dev/log").exists()
 
 
-def build_hosts(quick: bool, with_syslog: bool, central_port: int | None = None
-                ) -> tuple[LabHost, ...]:
+def build_hosts(quick: bool, with_syslog: bool, central_port: int | None = None,
+                chain: str = "standard") -> tuple[LabHost, ...]:
     """Create, configure and start every instance (the previous lab must be gone).
 
     With central_port every host logs through syslog and the lab's rsyslogd forwards it all
-    to the log host listening on that port (central mode).
+    to the log host listening on that port (central mode). ``chain`` is ``standard`` or
+    ``filters`` (see ``_filters_main_cf``); the filters chain's Python filters are started
+    by ``_start_filters``.
     """
     hosts = lab_hosts(with_syslog) if central_port is None else central_lab_hosts()
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -446,14 +528,15 @@ def build_hosts(quick: bool, with_syslog: bool, central_port: int | None = None
     os.chown(vmail, 65534, 65534)
     for host in hosts:
         _run(["postmulti", "-I", host.instance, "-G", "lab", "-e", "create"])
-        _postconf(host, "-e", *(f"{k}={v}" for k, v in _main_cf(host, quick).items()))
-        for fname, text in _map_files(host).items():
+        _postconf(host, "-e",
+                  *(f"{k}={v}" for k, v in _main_cf(host, quick, chain).items()))
+        for fname, text in _map_files(host, chain).items():
             _write(host.config_dir / fname, text)
             # Lookup tables are texthash: (no postmap run, which takes seconds on a loaded
             # machine); aliases keep the usual hash: database built by postalias.
             if fname == "aliases":
                 _run(["postalias", "-c", str(host.config_dir), f"hash:{host.config_dir / fname}"])
-        _configure_master(host)
+        _configure_master(host, chain)
         _compact_main_cf(host)
         Path(host.live_log).parent.mkdir(parents=True, exist_ok=True)
     if central_port is not None:
@@ -471,7 +554,23 @@ def build_hosts(quick: bool, with_syslog: bool, central_port: int | None = None
     for host in hosts:
         _wait_listening(host.ip, SMTP_PORT, deadline)
     _wait_listening(hosts[1].ip, REINJECT_PORT, deadline)
+    if chain == "filters":
+        _wait_listening(*FILTERS_PROXY_BACK, deadline)
+        _wait_listening(*FILTERS_REINJECT, deadline)
     return hosts
+
+
+def _start_filters() -> list[Any]:
+    """The filters chain's two Python SMTP filters (threads of this process)."""
+    for addr in (FILTERS_PROXY, FILTERS_SCAN):
+        if addr in _listening():
+            raise LabError(f"{addr[0]}:{addr[1]} is taken; the filters chain needs it")
+    return [
+        filter_servers.start_before_queue_proxy(FILTERS_PROXY, FILTERS_PROXY_BACK,
+                                                f"proxy.mx1.{DOMAIN}"),
+        filter_servers.start_after_queue_filter(FILTERS_SCAN, FILTERS_REINJECT,
+                                                f"scan.filter1.{DOMAIN}"),
+    ]
 
 
 def _is_running(host_name: str) -> bool:
@@ -941,7 +1040,50 @@ def _hostile_scenarios(quick: bool) -> tuple[Scenario, ...]:
     )
 
 
-SCENARIO_SETS = {"standard": _scenarios, "hostile": _hostile_scenarios}
+def _filters_scenarios(quick: bool) -> tuple[Scenario, ...]:
+    """The filters chain (see ``_filters_main_cf``): what content filters make Postfix log.
+
+    Nothing leaves example.test, so quick and full mode send the same.
+    """
+    del quick
+    t = DOMAIN
+    inbound = ("mx1", "filter1", "mbox1")
+    return (
+        Scenario("filtered_inbound", "outside sender to alice: passes mx1's before-queue proxy "
+                 "and filter1's content filter, which answers without `queued as`",
+                 "sender@example.org", (f"alice@{t}",), "smtp", "mx1", "ext",
+                 subject="Quarterly report",
+                 fates=(Fate(f"alice@{t}", "delivered", "mbox1", inbound, "mailbox"),)),
+        Scenario("filtered_split", "internal sender to two mailboxes; filter1's header_checks "
+                 "WARN on the Subject", f"alice@{t}", (f"bob@{t}", f"carol@{t}"), "smtp",
+                 "mx1", "ws1", subject="URGENT: budget review",
+                 fates=(Fate(f"bob@{t}", "delivered", "mbox1", inbound, "mailbox"),
+                        Fate(f"carol@{t}", "delivered", "mbox1", inbound, "mailbox"))),
+        Scenario("proxy_reject", "the before-queue proxy refuses the message at the end of "
+                 "DATA (554 5.7.1)", "spammer@example.org", (f"alice@{t}",), "smtp", "mx1",
+                 "ext", subject=f"{filter_servers.PROXY_REFUSE_WORD} offer",
+                 fates=(Fate(f"alice@{t}", "rejected", "mx1", ("mx1",),
+                             "proxy-reject: END-OF-MESSAGE: " + filter_servers.PROXY_REPLY),)),
+        Scenario("vrfy_unknown", "an outside client VRFYs an unknown user (HELO, no MAIL "
+                 "FROM): mx1 refuses it, no sender in the trailer", "",
+                 (f"nosuchuser@{t}",), "vrfy", "mx1", "ext",
+                 fates=(Fate(f"nosuchuser@{t}", "rejected", "mx1", ("mx1",),
+                             "NOQUEUE: reject: VRFY 550 5.1.1 user unknown in relay "
+                             "recipient table"),)),
+        Scenario("hostile_subject", "a Subject written to break a shell and a terminal",
+                 "sender@example.org", (f"carol@{t}",), "smtp", "mx1", "ext",
+                 subject=HOSTILE_SUBJECT,
+                 fates=(Fate(f"carol@{t}", "delivered", "mbox1", inbound, "mailbox"),)),
+    )
+
+
+# A Subject with what a shell or grep would read as syntax; sent and logged as it is.
+HOSTILE_SUBJECT = "Invoice $(id) `uname` 'Q3' \"final\" ; rm -rf ~ | -e .* [x]"
+
+SCENARIO_SETS = {"standard": _scenarios, "hostile": _hostile_scenarios,
+                 "filters": _filters_scenarios}
+# The chain each set runs on (default: standard).
+CHAINS = {"filters": "filters"}
 
 
 def _message_id(scn: Scenario, token: str) -> str:
@@ -979,9 +1121,21 @@ def _dialogue(scn: Scenario, msgid: str, entry: LabHost, body: str) -> int:
         return 0 if code == 250 else DIALOGUE_EXIT["DATA"]
 
 
+def _vrfy(scn: Scenario, entry: LabHost) -> int:
+    """HELO, then VRFY each recipient, no mail: 0 when every VRFY was refused with 5xx."""
+    ip, name = CLIENTS[scn.client]
+    with smtplib.SMTP(entry.ip, SMTP_PORT, local_hostname=name or f"[{ip}]",
+                      source_address=(ip, 0), timeout=30) as smtp:
+        smtp.helo()
+        codes = [smtp.docmd("VRFY", r)[0] for r in scn.recipients]
+    return 0 if all(500 <= c < 600 for c in codes) else DIALOGUE_EXIT["RCPT"]
+
+
 def _send(scn: Scenario, msgid: str, hosts: dict[str, LabHost]) -> int:
     entry = hosts[scn.entry_host]
     body = f"Scenario {scn.name}: {scn.description}\n"
+    if scn.method == "vrfy":
+        return _vrfy(scn, entry)
     if scn.method == "dialogue":
         return _dialogue(scn, msgid, entry, body)
     if scn.method == "smtp":
@@ -1074,7 +1228,16 @@ def _copy_outputs(out: Path, hosts: Sequence[LabHost]) -> tuple[dict[str, Path],
         roots[host.name] = root
         logs[host.name] = dest
         mtimes[str(dest.relative_to(out))] = os.stat(host.live_log).st_mtime
+        write_host_manifest(root, host.name, host.log_path, mtimes[str(dest.relative_to(out))])
     return roots, logs, mtimes
+
+
+def write_host_manifest(root: Path, name: str, log_path: str, mtime: float) -> None:
+    """``collector-manifest.json``: the log's original mtime, so collector places year-less
+    stamps right when it reads the directory as a host (git keeps no mtimes)."""
+    size = (root / log_path.lstrip("/")).stat().st_size
+    manifest = {"host": name, "files": {log_path: {"mtime": mtime, "size": size}}}
+    (root / "collector-manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bool,
@@ -1124,6 +1287,7 @@ def _expected(hosts: Sequence[LabHost], sent: list[dict[str, object]], quick: bo
 
 
 SUBMISSION = {"smtp": "swaks (SMTP)", "pickup": "sendmail (pickup)",
+              "vrfy": "lab SMTP client (HELO and VRFY only, no message)",
               "dialogue": "lab SMTP client (exact MAIL FROM/RCPT TO)"}
 
 
@@ -1230,15 +1394,19 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
         mark = now
 
     with_syslog = _syslog_wanted() if syslog is None else syslog
+    chain = CHAINS.get(scenario_set, "standard")
     stop_lab()
     phase("cleanup")
     if central and not _syslog_wanted():
         raise LabError("central mode needs rsyslogd and a free /dev/log")
     central_port = _free_port() if central else None
     ok = False
+    filters: list[Any] = []
     try:
         started = datetime.now().astimezone()
-        hosts = build_hosts(quick, with_syslog, central_port)
+        if chain == "filters":
+            filters = _start_filters()
+        hosts = build_hosts(quick, with_syslog, central_port, chain)
         phase("build")
         by_name = {h.name: h for h in hosts}
         token = started.strftime("%Y%m%d%H%M%S")
@@ -1270,6 +1438,8 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
         truth = _expected(hosts, sent, quick, started, finished, scenario_set, central)
         if central_port is not None:
             truth["loghost"] = _loghost_expected(central_port, hosts, journal)
+        if chain == "filters":
+            truth["topology"] = _filters_topology(truth["topology"])
         # ensure_ascii=False: the hostile set's addresses stay as the UTF-8 Postfix logs.
         expected.write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n",
                             encoding="utf-8")
@@ -1281,6 +1451,27 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
     finally:
         if not (ok and keep_running):
             stop_lab()
+        # The Python filters are threads of this process: they end with it in any case.
+        for running in filters:
+            if not (ok and keep_running):
+                running.stop()
+
+
+def _filters_topology(topology: Any) -> dict[str, object]:
+    edges = [
+        {"from": "mx1", "to": "mx1", "for": "every SMTP transaction (before-queue proxy, "
+         "refuses Subjects with " + filter_servers.PROXY_REFUSE_WORD + ")",
+         "via": f"smtpd_proxy_filter {FILTERS_PROXY[0]}:{FILTERS_PROXY[1]} -> "
+                f"smtpd {FILTERS_PROXY_BACK[0]}:{FILTERS_PROXY_BACK[1]}"},
+        *(e for e in topology["edges"] if e["from"] != "filter1" or e["to"] != "filter1"),
+        {"from": "filter1", "to": "filter1",
+         "for": "content filter answering 250 2.5.0 OK (<id>), re-injection with XFORWARD "
+                "NAME/ADDR (no IDENT, no orig_queue_id=)",
+         "via": f"scan:[{FILTERS_SCAN[0]}]:{FILTERS_SCAN[1]} -> "
+                f"smtpd {FILTERS_REINJECT[0]}:{FILTERS_REINJECT[1]}"},
+    ]
+    return {**topology, "edges": edges,
+            "header_checks": {"mx1": "/^Subject:/ INFO", "filter1": "/^Subject:.*URGENT/ WARN"}}
 
 
 def _iter_cli(argv: Sequence[str] | None) -> Iterator[str]:

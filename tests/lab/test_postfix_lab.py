@@ -102,3 +102,28 @@ def test_an_unknown_scenario_set_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="unknown scenario set 'nope'"):
         run_lab(tmp_path / "out", scenario_set="nope")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def filters_lab(tmp_path_factory: pytest.TempPathFactory) -> LabResult:
+    return run_lab(tmp_path_factory.mktemp("lab") / "filters", quick=True,
+                   scenario_set="filters")
+
+
+@pytest.mark.lab
+def test_filters_run_logs_what_content_filters_make_postfix_log(filters_lab: LabResult) -> None:
+    expected = json.loads(filters_lab.expected.read_text(encoding="utf-8"))
+    assert expected["lab"]["scenario_set"] == "filters"
+    mx1 = filters_lab.logs["mx1"].read_text(encoding="utf-8")
+    filter1 = filters_lab.logs["filter1"].read_text(encoding="utf-8")
+    assert re.search(r"postfix/smtpd\[\d+\]: proxy-reject: END-OF-MESSAGE: 554 5\.7\.1 ", mx1)
+    assert re.search(r"postfix/smtpd\[\d+\]: proxy-accept: END-OF-MESSAGE: 250 ", mx1)
+    assert "NOQUEUE: reject: VRFY from ext-client.example.org[127.0.0.50]: 550 5.1.1" in mx1
+    assert "; to=<nosuchuser@example.test> proto=SMTP helo=<" in mx1
+    assert ": info: header Subject: Quarterly report from " in mx1
+    assert ": warning: header Subject: URGENT: budget review from " in filter1
+    # the content filter answers without `queued as`; the re-injection has no orig_queue_id=
+    assert re.search(r"relay=127\.0\.0\.1\[127\.0\.0\.1\]:10024, .*status=sent "
+                     r"\(250 2\.5\.0 OK \([0-9A-F]{18}\)\)", filter1)
+    assert "client=localhost[127.0.0.1], orig_client=mx1.example.test[127.0.0.21]" in filter1
+    assert "orig_queue_id=" not in filter1
