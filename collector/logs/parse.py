@@ -210,6 +210,12 @@ _AMAVIS_QID_RE = re.compile(rf", Queue-ID: ({_QID}), ")
 _AMAVIS_QUEUED_AS_RE = re.compile(rf", queued_as: ({_QID})(?:/[0-9A-Za-z/]+)?, ")
 _AMAVIS_HITS_RE = re.compile(r", Hits: (-|-?[0-9]{1,6}(?:\.[0-9]{1,6})?), ")
 _AMAVIS_MSGID_RE = re.compile(r", Message-ID: (<[^<>\s]{1,500}>), ")
+# Where any of the four may start: one scan of the line finds them all.
+_AMAVIS_FIELD_RE = re.compile(r", (Queue-ID|queued_as|Hits|Message-ID): ")
+_AMAVIS_FIELDS = {
+    "Queue-ID": _AMAVIS_QID_RE, "queued_as": _AMAVIS_QUEUED_AS_RE, "Hits": _AMAVIS_HITS_RE,
+    "Message-ID": _AMAVIS_MSGID_RE,
+}
 
 _MAX_LINE = 100_000
 _CACHE_MAX = 4096
@@ -408,10 +414,21 @@ def _parse_plain(rest: str) -> _Body:
     return _OTHER, _EMPTY, rest, None
 
 
-def _once(rx: re.Pattern[str], text: str) -> str | None:
-    """The group of ``rx``'s one match in ``text``; None when it matches never or twice."""
-    found = {m.group(1) for m in rx.finditer(text)}
-    return found.pop() if len(found) == 1 else None
+def _amavis_fields(text: str) -> dict[str, str | None]:
+    """Each of amavis's ``, Queue-ID: X, ``-style fields in ``text``: its value, or None when
+    the line holds two different values for it (a forged address can hold the text)."""
+    found: dict[str, str | None] = {}
+    for m in _AMAVIS_FIELD_RE.finditer(text):
+        key = m.group(1)
+        full = _AMAVIS_FIELDS[key].match(text, m.start())
+        if full is None:
+            continue
+        value = full.group(1)
+        if key not in found:
+            found[key] = value
+        elif found[key] != value:
+            found[key] = None
+    return found
 
 
 def _parse_amavis(rest: str) -> tuple[str, _Body] | None:
@@ -419,20 +436,21 @@ def _parse_amavis(rest: str) -> tuple[str, _Body] | None:
     m = _AMAVIS_RE.match(rest)
     if m is None or len(rest) > _MAX_TRAILER_BODY:
         return None
-    queue_id = _once(_AMAVIS_QID_RE, rest)
+    found = _amavis_fields(rest)
+    queue_id = found.get("Queue-ID")
     if queue_id is None:
         return None  # older templates omit Queue-ID: nothing to join the verdict to
     verdict, reason, tags = m.groups()
     fields = {"filter": _AMAVIS, "verdict": verdict, "tags": tags}
     if reason:
         fields["reason"] = reason
-    hits = _once(_AMAVIS_HITS_RE, rest)
+    hits = found.get("Hits")
     if hits is not None:
         fields["hits"] = hits
-    msgid = _once(_AMAVIS_MSGID_RE, rest)
+    msgid = found.get("Message-ID")
     if msgid is not None:
         fields["message-id"] = msgid
-    child = _once(_AMAVIS_QUEUED_AS_RE, rest)
+    child = found.get("queued_as")
     return queue_id, (_VERDICT, fields, rest, child)
 
 
