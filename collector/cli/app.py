@@ -40,7 +40,7 @@ from collector.cli.options import (
     build_query,
 )
 from collector.cli.report import ExitCode, err, errors, finish
-from collector.cli.run import passphrase, run_fleet
+from collector.cli.run import passphrase, run_fleet, run_readings
 from collector.cli.terminal import Terminal
 from collector.errors import UsageError
 from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
@@ -57,8 +57,8 @@ from collector.render.rows import (
     write_json,
 )
 from collector.render.safe import Escaped, printable
-from collector.search.host import HostSearch, search_host
-from collector.search.summary import HostSummary, summarize_host
+from collector.search.host import HostSearch, search_reader
+from collector.search.summary import HostSummary, summarize_reader
 from collector.transport import open_session
 
 if TYPE_CHECKING:
@@ -133,20 +133,21 @@ def _destination(dest: Path) -> None:
 
 def _search_reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
     return [
-        HostReport(r.host, error=r.error)
+        HostReport(r.host, error=r.error, via=r.error.via if r.error else None)
         if r.value is None
         else HostReport(r.host, sources=r.value.sources, notes=r.value.notes,
-                        stats=r.value.log.stats)
+                        stats=r.value.log.stats, via=r.value.via)
         for r in results
     ]
 
 
 def _summary_reports(results: Sequence[HostResult[HostSummary]]) -> list[HostReport]:
     return [
-        HostReport(r.host, error=r.error)
+        HostReport(r.host, error=r.error, via=r.error.via if r.error else None)
         if r.value is None
         else HostReport(r.host, sources=r.value.search.sources, notes=r.value.search.notes,
-                        stats=r.value.search.log.stats, summary=r.value.counts)
+                        stats=r.value.search.log.stats, summary=r.value.counts,
+                        via=r.value.search.via)
         for r in results
     ]
 
@@ -212,10 +213,14 @@ def search(
         query = build_query(from_, to, message_id, queue_id, status, client, since, until)
         inv = _inventory(inventory, offline)
         term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
-        results = run_fleet(
+        results = run_readings(
             inv,
             select_hosts(inv, host or [], group or []),
-            lambda s, n: search_host(s, query, host_zone(s.host), now, on_bytes=n),
+            lambda s, n, rd: [
+                (r.host, r)
+                for r in search_reader(s, query, host_zone(s.host), now, on_bytes=n, reading=rd)
+            ],
+            everything=not host and not group,
             workers=workers,
             progress=term.progress and fmt is Format.TABLE,
             processes=pass1_needles(query) is None,  # no fixed string: every line is parsed
@@ -267,10 +272,12 @@ def summary(
         query = build_query(None, None, None, None, None, None, since, until)
         inv = _inventory(inventory, offline)
         term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
-        results = run_fleet(
+        results = run_readings(
             inv,
             select_hosts(inv, host or [], group or []),
-            lambda s, n: summarize_host(s, query, host_zone(s.host), now, on_bytes=n),
+            lambda s, n, rd: summarize_reader(s, query, host_zone(s.host), now, on_bytes=n,
+                                              reading=rd),
+            everything=not host and not group,
             workers=workers,
             progress=term.progress and fmt is Format.TABLE,
             processes=True,

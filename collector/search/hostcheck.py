@@ -201,7 +201,7 @@ def check_rows(
         if r.value is None:
             assert r.error is not None
             # Cut to 70 shown characters: escaped first, so that the cut measures what is shown.
-            shown = Escaped(printable(f"{r.error.stage}: {r.error.message}")[:70])
+            shown = Escaped(printable(f"{r.error.where}: {r.error.message}")[:70])
             rows.append([r.host, shown, "", "", "", "", "", ""])
             payload.append(
                 {
