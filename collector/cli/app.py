@@ -567,7 +567,8 @@ def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:
     traces = run.traces
     if fmt is TraceFormat.JSON:
         reports = [
-            HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None)
+            HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None,
+                       via=r.value.via if r.value else r.error.via if r.error else None)
             for r in run.results
         ]
         render.render_traces_json(traces, reports, out)

@@ -106,11 +106,15 @@ def carried_by(inventory: Sequence[Host], reader: Host, own: Iterable[str] = ())
 class _Dropped:
     lines: int = 0
     names: list[str] = field(default_factory=list)
+    more: bool = False  # other names than these
 
     def add(self, name: str) -> None:
         self.lines += 1
-        if len(self.names) < _SAMPLES and name not in self.names:
-            self.names.append(name)
+        if name not in self.names:
+            if len(self.names) < _SAMPLES:
+                self.names.append(name)
+            else:
+                self.more = True
 
 
 _WHY = {
@@ -174,7 +178,7 @@ class OriginResolver:
         """One note per reason some lines were not kept, with a few of their hostnames."""
         out = []
         for why, d in self._dropped.items():
-            names = ", ".join(d.names) + (", ..." if d.lines > len(d.names) else "")
+            names = ", ".join(d.names) + (", ..." if d.more else "")
             out.append(f"{d.lines} lines {_WHY[why]} not kept ({names})")
         return tuple(out)
 

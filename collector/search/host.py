@@ -33,7 +33,7 @@ from collector.logs.commands import (
     windows_around,
     windows_worth_it,
 )
-from collector.logs.discovery import DiscoveryResult
+from collector.logs.discovery import DiscoveryResult, rotation_stem
 from collector.logs.parse import LineParser, TimeContext
 from collector.logs.select import group_selected, reject_selected
 from collector.models import (
@@ -152,8 +152,14 @@ class HostSearcher:
             else:
                 self.lose(Unread(src.path, ReadProblem.PERMISSION))
         chosen: list[LogSource] = []
-        for i, src in enumerate(readable):
-            older = readable[i - 1] if i > 0 and readable[i - 1].kind is SourceKind.FILE else None
+        last: dict[str, LogSource] = {}  # the newest file so far of each rotation stem
+        for src in readable:
+            older = None
+            if src.kind is SourceKind.FILE:
+                # The older file of the same stream: on a log host, files of other hosts are
+                # written side by side and say nothing of this one's first line.
+                older = last.get(rotation_stem(src.path))
+                last[rotation_stem(src.path)] = src
             if source_in_window(src, older, since, until):
                 chosen.append(src)
             else:
@@ -591,12 +597,12 @@ class HostSearcher:
 
 
 def _newest_per_directory(files: Sequence[LogSource]) -> set[str]:
-    """The live log of each directory: its newest uncompressed file."""
+    """The live log of each stream (rotation stem): its newest uncompressed file."""
     best: dict[str, LogSource] = {}
     for src in files:
         if src.compression is not Compression.NONE:
             continue
-        directory = src.path.rpartition("/")[0]
+        directory = rotation_stem(src.path)
         old = best.get(directory)
         if old is None or (src.mtime or 0) > (old.mtime or 0):
             best[directory] = src
