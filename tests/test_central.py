@@ -70,7 +70,8 @@ def test_collected_hosts_need_no_address_and_name_their_log_host(tmp_path: Path)
     assert log.collects == ("mx1.example.test", "mx2") and log.via is None
     assert (mx1.via, mx2.via) == ("loghost", "loghost")
     # inherited connection settings mean nothing for a host collector never connects to
-    assert (mx1.address, mx1.user, mx1.port, mx1.timezone) == (None, None, None, None)
+    assert (mx1.address, mx1.user, mx1.port) == (None, None, None)
+    assert mx1.timezone == log.timezone == "UTC"  # its stamps are placed on its log host
     assert log.address == "192.0.2.1" and log.user == "u" and log.port == 2222
 
 
@@ -333,3 +334,36 @@ def test_a_failed_log_host_fails_each_host_it_carries_by_name(tmp_path: Path) ->
     assert hosts["mx1"]["via"] == "loghost" and hosts["mx1"]["error"]["stage"] == "connect"
     assert hosts["direct1"]["ok"] and "via" not in hosts["direct1"]
     assert {r["host"] for r in run.json()["results"]} == {"direct1"}
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+def test_hosts_check_says_which_hostnames_each_source_holds(tmp_path: Path) -> None:
+    lines = _relabelled("mx1", "mx9")
+    lines += [(t, x.replace(" out1 ", " out1.example.test ", 1)) for t, x in lab_lines()
+              if " out1 postfix" in x]
+    lines.sort(key=lambda pair: pair[0])
+    inv = build_central_fleet(tmp_path, "remote", collects="star", lines=lines)
+    run = cli("hosts", "--check", "-i", str(inv), "-f", "json")
+    assert run.code == 0, run.stderr
+    loghost, *carried = run.json()["hosts"]
+    held = {s["path"]: [(h["hostname"], h["host"], h["new"]) for h in s["hostnames"]]
+            for s in loghost["sources"]}
+    assert held == {
+        "/var/log/remote/filter1/mail.log": [("filter1", "filter1", False)],
+        "/var/log/remote/mbox1/mail.log": [("mbox1", "mbox1", False)],
+        "/var/log/remote/mx1/mail.log": [("mx1", "mx1", False)],
+        "/var/log/remote/mx9/mail.log": [("mx9", "mx9", True)],
+        "/var/log/remote/out1.example.test/mail.log": [("out1.example.test", "out1", False)],
+        "/var/log/remote/out1/mail.log": [("out1", "out1", False)],
+    }
+    assert [(h["name"], h["via"], h["ok"]) for h in carried] == [
+        (n, "loghost", True) for n in HOSTS
+    ]
+    table = cli("hosts", "--check", "-i", str(inv)).stdout
+    assert "holds: mx9=new" in table and "holds: out1.example.test=out1" in table
+    assert "mx1      via loghost" in table
+    listed = cli("hosts", "-i", str(inv), "-f", "json").json()["hosts"]
+    assert listed[0]["collects"] == ["*"] and "via" not in listed[0]
+    assert {h["via"] for h in listed[1:]} == {"loghost"}

@@ -310,7 +310,8 @@ def hosts(
     debug: DebugOpt = False,
 ) -> None:
     """List the inventory's hosts; with --check, connect and discover each one."""
-    from collector.search.hostcheck import check_host, check_rows, list_rows
+    from collector.inventory.origins import plan_readings
+    from collector.search.hostcheck import carried_rows, check_host, check_rows, list_rows
 
     with errors(debug):
         inv = _inventory(inventory)
@@ -319,15 +320,18 @@ def hosts(
             _render_hosts(fmt, *list_rows(selected))
             raise typer.Exit(ExitCode.FOUND)
         caught = _caught(debug)
+        readings = {r.host.name: r for r in plan_readings(inv.hosts, selected, everything=True)}
         results = run_fleet(
             inv,
-            selected,
-            lambda s, _n: check_host(s),
+            [r.host for r in readings.values()],
+            lambda s, _n: check_host(s, readings[s.host.name]),
             workers=workers,
             progress=Terminal.detect().progress and fmt is Format.TABLE,
             exceptions=caught,
         )
-        _render_hosts(fmt, *check_rows(results))
+        headers, rows, payload = check_rows(results)
+        more_rows, more = carried_rows(results, [h for h in selected if h.via is not None])
+        _render_hosts(fmt, headers, rows + more_rows, payload + more)
         finish(results, True, caught)
 
 

@@ -9,6 +9,7 @@ naming the file, the line when it can be found, the table or host, and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import glob
 import json
@@ -643,7 +644,14 @@ class _Loader:
                     )  # fmt: skip
                 owners.setdefault(label.casefold(), (name, what))
             hosts.append(host)
-        return tuple(hosts)
+        # A collected host's lines are read, and their stamps placed in time, on its log host.
+        readers = {h.name: h for h in hosts if h.via is None}
+        return tuple(
+            dataclasses.replace(h, transport=readers[h.via].transport,
+                                timezone=readers[h.via].timezone)
+            if h.via is not None else h
+            for h in hosts
+        )  # fmt: skip
 
     def carriers(self, items: list[dict[str, Any]]) -> dict[str, str]:
         """Each collected host's log host (``collects``), checked before any host is built."""
