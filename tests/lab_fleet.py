@@ -9,6 +9,7 @@ the year of a syslog stamp comes out right.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -163,4 +164,62 @@ def build_central_fleet(
                  f'aliases = ["{info["fqdn"]}", "{info["ip"]}"]']
     inventory = dest / "inventory.toml"
     inventory.write_text("\n".join(text) + "\n" + extra, encoding="utf-8")
+    return inventory
+
+
+_ENVELOPE = re.compile(
+    r"^(?:\d{4}-\S+|[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?) (?P<host>\S+) "
+    r"(?P<tag>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$"
+)
+
+
+def journal_export(lines: list[tuple[float, str]]) -> dict[str, str]:
+    """Journal export-format text per host for (time, line) pairs: the fields journald keeps
+    for a syslog line (its ``_HOSTNAME`` is the line's hostname), at the line's exact time."""
+    import hashlib
+
+    out: dict[str, list[str]] = {}
+    for n, (when, line) in enumerate(lines, start=1):
+        m = _ENVELOPE.match(line)
+        assert m is not None, line
+        host = m["host"]
+        machine = hashlib.md5(host.encode(), usedforsecurity=False).hexdigest()
+        boot = hashlib.md5(b"boot" + host.encode(), usedforsecurity=False).hexdigest()
+        fields = [
+            f"__REALTIME_TIMESTAMP={round(when * 1_000_000)}",
+            f"__MONOTONIC_TIMESTAMP={n * 1000}",
+            f"_BOOT_ID={boot}", f"_MACHINE_ID={machine}", f"_HOSTNAME={host}", "PRIORITY=6",
+            "SYSLOG_FACILITY=2", f"SYSLOG_IDENTIFIER={m['tag']}", "_TRANSPORT=syslog",
+        ]  # fmt: skip
+        if m["pid"]:
+            fields += [f"SYSLOG_PID={m['pid']}", f"_PID={m['pid']}"]
+        fields.append(f"MESSAGE={m['msg']}")
+        out.setdefault(host, []).append("\n".join(fields) + "\n")
+    return {host: "\n".join(entries) + "\n" for host, entries in out.items()}
+
+
+def build_journal_remote_fleet(dest: Path, tool: str, lines: list[tuple[float, str]] | None = None
+                               ) -> Path:
+    """The lab's hosts as a journal-remote log host: ``systemd-journal-remote`` (``tool``)
+    writes each host's entries to ``/var/log/journal/remote/remote-HOST.journal`` (its
+    ``--split-mode=host`` layout); the inventory reads them with ``logs``."""
+    import subprocess
+
+    root = dest / "loghost"
+    directory = root / "var/log/journal/remote"
+    directory.mkdir(parents=True)
+    for host, text in journal_export(lab_lines() if lines is None else lines).items():
+        out = subprocess.run([tool, "-o", str(directory / f"remote-{host}.journal"), "-"],
+                             input=text.encode(), capture_output=True, check=False)
+        assert out.returncode == 0, out.stderr
+    names = list(EXPECTED["hosts"])
+    text = ['[defaults]', 'timezone = "UTC"', '', '[[hosts]]', 'name = "loghost"',
+            'transport = "local"', 'root = "loghost"', f"collects = {json.dumps(names)}",
+            'logs = ["/var/log/journal/remote/*.journal"]']
+    for name in names:
+        info = EXPECTED["hosts"][name]
+        text += ["", "[[hosts]]", f'name = "{name}"',
+                 f'aliases = ["{info["fqdn"]}", "{info["ip"]}"]']
+    inventory = dest / "inventory.toml"
+    inventory.write_text("\n".join(text) + "\n", encoding="utf-8")
     return inventory

@@ -22,6 +22,7 @@ from lab_fleet import (
     EXPECTED,
     SCENARIOS,
     build_central_fleet,
+    build_journal_remote_fleet,
     build_lab_fleet,
     lab_lines,
 )
@@ -209,6 +210,20 @@ def central(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return build_central_fleet(tmp_path_factory.mktemp("central"), layout, collects=collects)
 
 
+#: systemd-journal-remote: where Debian and Fedora install it (the SSH fleet needs it too).
+JOURNAL_REMOTE = ("/usr/lib/systemd/systemd-journal-remote", "/lib/systemd/systemd-journal-remote")
+
+
+@pytest.fixture(scope="module")
+def journal_remote(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log host whose systemd-journal-remote wrote each lab host's entries to
+    /var/log/journal/remote/remote-HOST.journal (read with journalctl -D, hostname from
+    _HOSTNAME)."""
+    tool = next((t for t in JOURNAL_REMOTE if Path(t).is_file()), None)
+    assert tool is not None, "systemd-journal-remote is not installed"
+    return build_journal_remote_fleet(tmp_path_factory.mktemp("journal-remote"), tool)
+
+
 def trace_args(scenario: dict[str, Any]) -> list[str]:
     if all(f["fate"] == "rejected" for f in scenario["fates"]):
         args = ["--from", scenario["sender"]]
@@ -243,6 +258,30 @@ def test_trace_through_the_log_host_equals_the_per_host_trace(
     vias = {h["name"]: h.get("via") for h in through["hosts"]}
     assert {vias[h] for h in HOSTS if h in vias} == {"loghost"}
     assert all(h["ok"] for h in through["hosts"])
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_trace_through_a_journal_remote_log_host_equals_the_per_host_trace(
+    per_host: Path, journal_remote: Path, name: str
+) -> None:
+    args = ["trace", "--format", "json", *trace_args(SCENARIOS[name])]
+    _, direct = _json(*args[:3], "-i", str(per_host), *args[3:])
+    _, through = _json(*args[:3], "-i", str(journal_remote), *args[3:])
+    assert through["traces"] == direct["traces"] and direct["traces"]
+
+
+def test_search_through_a_journal_remote_log_host_reads_it_with_journalctl_d(
+    per_host: Path, journal_remote: Path
+) -> None:
+    args = ["--to", "alice@example.test", "--since", "2026-11-29T17:33:00Z", "-f", "json"]
+    _, direct = _json("search", "-i", str(per_host), *args)
+    _, through = _json("search", "-i", str(journal_remote), *args)
+    assert through["results"] == direct["results"] and direct["results"]
+    sources = {(s["path"], s["kind"]) for h in through["hosts"] for s in h["sources"]}
+    assert sources == {("/var/log/journal/remote", "journal")}
+    check = cli("hosts", "--check", "-i", str(journal_remote), "-f", "json").json()
+    (source,) = check["hosts"][0]["sources"]
+    assert sorted(h["hostname"] for h in source["hostnames"]) == sorted(HOSTS)
 
 
 def test_search_and_summary_through_the_log_host_equal_the_per_host_answers(
