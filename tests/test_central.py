@@ -406,3 +406,55 @@ def test_hosts_check_says_which_hostnames_each_source_holds(tmp_path: Path) -> N
     listed = cli("hosts", "-i", str(inv), "-f", "json").json()["hosts"]
     assert listed[0]["collects"] == ["*"] and "via" not in listed[0]
     assert {h["via"] for h in listed[1:]} == {"loghost"}
+
+
+def test_the_committed_central_fixture_is_the_merged_lab(tmp_path: Path) -> None:
+    """tests/fixtures/central (the README's examples) is what build_central_fleet writes."""
+    committed = Path(__file__).parent / "fixtures" / "central"
+    build_central_fleet(tmp_path)
+    made = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    have = {p.relative_to(committed): p.read_bytes() for p in committed.rglob("*") if p.is_file()}
+    assert have.keys() == made.keys()
+    for rel, data in made.items():
+        if rel.name == "inventory.toml":  # the committed one starts with a comment
+            assert have[rel].endswith(data)
+        else:
+            assert have[rel] == data, rel
+
+
+def test_fetch_reads_on_the_log_host_and_offline_splits_by_origin(
+    per_host: Path, tmp_path: Path
+) -> None:
+    inv = build_central_fleet(tmp_path / "fleet")
+    case = tmp_path / "case"
+    run = cli("fetch", "-i", str(inv), "--dest", str(case), "--to", "bob@example.test",
+              "--host", "mbox1")
+    assert run.code == 0, run.stderr
+    assert sorted(p.name for p in case.iterdir()) == ["collector-fleet.json", "loghost"]
+    args = ["--to", "bob@example.test", "-f", "json"]
+    _, offline = _json("search", "--offline", str(case), *args)
+    _, direct = _json("search", "-i", str(per_host), *args)
+    assert offline["results"] == direct["results"] and direct["results"]
+    assert {h["name"]: h.get("via") for h in offline["hosts"]} == {
+        "loghost": None, **{n: "loghost" for n in HOSTS}}
+    scenario = SCENARIOS["multi_split"]  # bob is one of its recipients
+    _, t_off = _json("trace", "--offline", str(case), "-f", "json", "--", scenario["message_id"])
+    # the same fetch of the per-host fleet holds the same lines: the same trace offline
+    per_case = tmp_path / "per-host-case"
+    assert cli("fetch", "-i", str(per_host), "--dest", str(per_case), "--to",
+               "bob@example.test").code == 0
+    _, t_dir = _json("trace", "--offline", str(per_case), "-f", "json", "--",
+                     scenario["message_id"])
+    assert t_off["traces"] == t_dir["traces"] and t_dir["traces"]
+
+
+def test_collector_never_connects_to_a_collected_host() -> None:
+    """A collected host inherits its log host's transport: as a local host without a root
+    it would be this machine. Opening a session to it is refused."""
+    from collector.errors import TransportError
+    from collector.models import Settings, TransportKind
+    from collector.transport import open_session
+
+    host = Host("mx1", transport=TransportKind.LOCAL, via="loghost")
+    with pytest.raises(TransportError, match="its lines are read on loghost"):
+        open_session(host, Settings())

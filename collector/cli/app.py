@@ -388,9 +388,11 @@ def fetch(
         inv = _inventory(inventory)
         _destination(dest)
         now, caught = datetime.now().astimezone(), _caught(debug)
+        # a host read on a log host is fetched there: the case holds what the log host holds
+        readers = {h.via or h.name for h in select_hosts(inv, host or [], group or [])}
         results = run_fleet(
             inv,
-            select_hosts(inv, host or [], group or []),
+            [h for h in inv.hosts if h.name in readers],
             lambda s, n: fetch_host(s, query, dest, host_zone(s.host), now, whole=all_, on_bytes=n),
             workers=workers,
             progress=Terminal.detect().progress,
