@@ -119,6 +119,11 @@ class Host:
     logs: tuple[str, ...] = ()  # explicit paths/globs that override discovery
     source: SourceMode = SourceMode.AUTO
     identities_only: bool = False  # OpenSSH's IdentitiesOnly: offer no agent keys
+    #: A log host: the inventory hosts whose lines its logs carry (``("*",)``: every host
+    #: not collected elsewhere, and any hostname its lines name that no host claims).
+    collects: tuple[str, ...] = ()
+    #: A collected host: the log host its lines are read on (collector never connects to it).
+    via: str | None = None
 
     @property
     def is_directory(self) -> bool:
@@ -225,9 +230,15 @@ class HostError:
     host: str
     stage: Stage
     message: str
+    via: str | None = None  # the log host whose failure this is (a collected host's)
 
     def __str__(self) -> str:
-        return f"{self.host}: {self.stage}: {self.message}"
+        return f"{self.host}: {self.where}: {self.message}"
+
+    @property
+    def where(self) -> str:
+        """The stage, and the log host it happened on when that is not this host."""
+        return f"{self.stage} (via {self.via})" if self.via else str(self.stage)
 
 
 class ReadProblem(enum.StrEnum):

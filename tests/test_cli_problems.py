@@ -120,7 +120,7 @@ def test_a_bug_is_an_internal_error_not_a_host_problem(
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("oops")
 
-    monkeypatch.setattr(cli, "search_host", broken)
+    monkeypatch.setattr(cli, "search_reader", broken)
     result = run("search", "-i", demo_fleet, "--from", "alice@example.test", "--host", "mx1")
     assert result.exit_code == ExitCode.ERROR
     assert result.stderr.splitlines() == [

@@ -108,7 +108,8 @@ def test_fixture_fleet_sets_every_key() -> None:
 def test_example_inventory_loads() -> None:
     inv = load_inventory(REPO / "inventory.example.toml", ssh_config_path=NO_SSH_CONFIG)
     names = [h.name for h in inv.hosts]
-    assert names == ["mx1", "mx2", "filter1", "mbox1", "out1", "archive"]
+    assert names == ["mx1", "mx2", "filter1", "mbox1", "out1", "archive", "loghost", "out2",
+                     "out3"]
     by_name = {h.name: h for h in inv.hosts}
     assert by_name["mx1"].proxy_jump == "jump@bastion.example.net:2222"
     assert by_name["mx1"].sudo is True
@@ -118,6 +119,8 @@ def test_example_inventory_loads() -> None:
     assert by_name["out1"].proxy_jump is None
     assert by_name["archive"].transport is TransportKind.LOCAL
     assert by_name["archive"].root == str(REPO / "archive" / "mx-old")
+    assert by_name["loghost"].collects == ("out2", "out3")
+    assert (by_name["out2"].via, by_name["out2"].address) == ("loghost", None)
 
 
 def test_example_documents_every_key() -> None:
@@ -126,7 +129,7 @@ def test_example_documents_every_key() -> None:
         "known_hosts", "host_key_policy", "workers", "connect_timeout", "command_timeout",
         "[defaults]", "[groups.", "[[hosts]]", "name", "address", "port", "user",
         "identity_file", "identities_only", "proxy_jump", "sudo", "timezone", "groups", "aliases", "transport",
-        "root", "logs", "source", "accept-new", '"journal"', '"local"',
+        "root", "logs", "source", "accept-new", '"journal"', '"local"', "collects",
     )  # fmt: skip
     assert [k for k in keys if k not in text] == []
 

@@ -41,7 +41,7 @@ from collector.cli.options import (
     build_query,
 )
 from collector.cli.report import ExitCode, err, errors, finish
-from collector.cli.run import passphrase, run_fleet
+from collector.cli.run import passphrase, run_fleet, run_readings
 from collector.cli.terminal import Terminal
 from collector.errors import UsageError
 from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
@@ -58,8 +58,8 @@ from collector.render.rows import (
     write_json,
 )
 from collector.render.safe import Escaped, printable
-from collector.search.host import HostSearch, search_host
-from collector.search.summary import HostSummary, summarize_host
+from collector.search.host import HostSearch, search_reader
+from collector.search.summary import HostSummary, summarize_reader
 from collector.transport import open_session
 
 if TYPE_CHECKING:
@@ -134,20 +134,21 @@ def _destination(dest: Path) -> None:
 
 def _search_reports(results: Sequence[HostResult[HostSearch]]) -> list[HostReport]:
     return [
-        HostReport(r.host, error=r.error)
+        HostReport(r.host, error=r.error, via=r.error.via if r.error else None)
         if r.value is None
         else HostReport(r.host, sources=r.value.sources, notes=r.value.notes,
-                        stats=r.value.log.stats)
+                        stats=r.value.log.stats, via=r.value.via)
         for r in results
     ]
 
 
 def _summary_reports(results: Sequence[HostResult[HostSummary]]) -> list[HostReport]:
     return [
-        HostReport(r.host, error=r.error)
+        HostReport(r.host, error=r.error, via=r.error.via if r.error else None)
         if r.value is None
         else HostReport(r.host, sources=r.value.search.sources, notes=r.value.search.notes,
-                        stats=r.value.search.log.stats, summary=r.value.counts)
+                        stats=r.value.search.log.stats, summary=r.value.counts,
+                        via=r.value.search.via)
         for r in results
     ]
 
@@ -215,10 +216,14 @@ def search(
                             subjects=subject)
         inv = _inventory(inventory, offline)
         term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
-        results = run_fleet(
+        results = run_readings(
             inv,
             select_hosts(inv, host or [], group or []),
-            lambda s, n: search_host(s, query, host_zone(s.host), now, on_bytes=n),
+            lambda s, n, rd: [
+                (r.host, r)
+                for r in search_reader(s, query, host_zone(s.host), now, on_bytes=n, reading=rd)
+            ],
+            everything=not host and not group,
             workers=workers,
             progress=term.progress and fmt is Format.TABLE,
             processes=pass1_needles(query) is None,  # no fixed string: every line is parsed
@@ -270,10 +275,12 @@ def summary(
         query = build_query(None, None, None, None, None, None, since, until)
         inv = _inventory(inventory, offline)
         term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
-        results = run_fleet(
+        results = run_readings(
             inv,
             select_hosts(inv, host or [], group or []),
-            lambda s, n: summarize_host(s, query, host_zone(s.host), now, on_bytes=n),
+            lambda s, n, rd: summarize_reader(s, query, host_zone(s.host), now, on_bytes=n,
+                                              reading=rd),
+            everything=not host and not group,
             workers=workers,
             progress=term.progress and fmt is Format.TABLE,
             processes=True,
@@ -306,7 +313,8 @@ def hosts(
     debug: DebugOpt = False,
 ) -> None:
     """List the inventory's hosts; with --check, connect and discover each one."""
-    from collector.search.hostcheck import check_host, check_rows, list_rows
+    from collector.inventory.origins import plan_readings
+    from collector.search.hostcheck import carried_rows, check_host, check_rows, list_rows
 
     with errors(debug):
         inv = _inventory(inventory)
@@ -315,15 +323,18 @@ def hosts(
             _render_hosts(fmt, *list_rows(selected))
             raise typer.Exit(ExitCode.FOUND)
         caught = _caught(debug)
+        readings = {r.host.name: r for r in plan_readings(inv.hosts, selected, everything=True)}
         results = run_fleet(
             inv,
-            selected,
-            lambda s, _n: check_host(s),
+            [r.host for r in readings.values()],
+            lambda s, _n: check_host(s, readings[s.host.name]),
             workers=workers,
             progress=Terminal.detect().progress and fmt is Format.TABLE,
             exceptions=caught,
         )
-        _render_hosts(fmt, *check_rows(results))
+        headers, rows, payload = check_rows(results)
+        more_rows, more = carried_rows(results, [h for h in selected if h.via is not None])
+        _render_hosts(fmt, headers, rows + more_rows, payload + more)
         finish(results, True, caught)
 
 
@@ -382,9 +393,11 @@ def fetch(
         inv = _inventory(inventory)
         _destination(dest)
         now, caught = datetime.now().astimezone(), _caught(debug)
+        # a host read on a log host is fetched there: the case holds what the log host holds
+        readers = {h.via or h.name for h in select_hosts(inv, host or [], group or [])}
         results = run_fleet(
             inv,
-            select_hosts(inv, host or [], group or []),
+            [h for h in inv.hosts if h.name in readers],
             lambda s, n: fetch_host(s, query, dest, host_zone(s.host), now, whole=all_, on_bytes=n),
             workers=workers,
             progress=Terminal.detect().progress,
@@ -567,7 +580,8 @@ def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:
     traces = run.traces
     if fmt is TraceFormat.JSON:
         reports = [
-            HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None)
+            HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None,
+                       via=r.value.via if r.value else r.error.via if r.error else None)
             for r in run.results
         ]
         render.render_traces_json(traces, reports, out)

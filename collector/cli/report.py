@@ -102,7 +102,7 @@ def report_problems(
     """
     for r in results:
         if r.error is not None:
-            err(f"{r.error.host}: {r.error.stage}: {r.error.message}")
+            err(f"{r.error.host}: {r.error.where}: {r.error.message}")
             exc = (exceptions or {}).get(r.host)
             if isinstance(exc, TransportError) and exc.command:
                 err(f"{r.host}: the command was: {exc.command}")

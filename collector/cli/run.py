@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import TypeVar
 
-from collector.models import Host, HostResult, Inventory
+from collector.inventory.origins import Reading, plan_readings
+from collector.models import Host, HostError, HostResult, Inventory
 from collector.render.text import human_bytes
 from collector.search.fleet import run_on_hosts
 from collector.search.host import ByteCounter
@@ -76,6 +77,56 @@ def run_fleet(
             processes=processes,
             exceptions=exceptions,
         )
+
+
+def run_readings(
+    inventory: Inventory,
+    hosts: Sequence[Host],
+    task: Callable[[Session, ByteCounter | None, Reading], Sequence[tuple[str, T]]],
+    *,
+    everything: bool,
+    workers: int | None,
+    progress: bool,
+    processes: bool = False,
+    exceptions: MutableMapping[str, BaseException] | None = None,
+) -> list[HostResult[T]]:
+    """:func:`run_fleet` for hosts that may be read on a log host (``collects``).
+
+    Each selected host is read where its lines are: on its own, or on its log host, which is
+    read once for all the selected hosts it carries. ``task`` answers ``(origin, value)``
+    pairs; the result is one per origin host, in inventory order (then the hosts a
+    ``collects = ["*"]`` log host made of its lines' names). A log host that fails fails every
+    host it carries, with its error (``via`` names it).
+    """
+    readings = plan_readings(inventory.hosts, hosts, everything=everything)
+    by_reader = {r.host.name: r for r in readings}
+    results = run_fleet(
+        inventory,
+        [r.host for r in readings],
+        lambda s, n: task(s, n, by_reader[s.host.name]),
+        workers=workers,
+        progress=progress,
+        processes=processes,
+        exceptions=exceptions,
+    )
+    answers: dict[str, HostResult[T]] = {}
+    made: list[HostResult[T]] = []
+    for r in results:
+        reading = by_reader[r.host]
+        if r.error is not None:
+            for name in reading.report:
+                via = r.host if name != r.host else None
+                error = HostError(name, r.error.stage, r.error.message, via)
+                answers[name] = HostResult(name, error=error)
+                if exceptions is not None and r.host in exceptions:
+                    exceptions.setdefault(name, exceptions[r.host])
+            continue
+        for name, value in r.value or ():
+            if name in reading.report:
+                answers[name] = HostResult(name, value=value)
+            elif reading.reports(name):
+                made.append(HostResult(name, value=value))
+    return [answers[h.name] for h in inventory.hosts if h.name in answers] + made
 
 
 class _Progress:

@@ -9,6 +9,7 @@ naming the file, the line when it can be found, the table or host, and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import glob
 import json
@@ -33,11 +34,19 @@ DEFAULT_NAME = "inventory.toml"
 GLOBAL_KEYS = ("known_hosts", "host_key_policy", "workers", "connect_timeout", "command_timeout")
 HOST_KEYS = (
     "name", "address", "port", "user", "identity_file", "proxy_jump", "sudo", "timezone",
-    "groups", "aliases", "transport", "root", "logs", "source", "identities_only",
+    "groups", "aliases", "transport", "root", "logs", "source", "identities_only", "collects",
 )  # fmt: skip
 # Keys that describe one host only: in [defaults] or a group they would make every member
 # claim the same name/alias, and groups of groups would need an order nobody can guess.
-_HOST_ONLY = ("name", "groups", "aliases")
+_HOST_ONLY = ("name", "groups", "aliases", "collects")
+#: Keys that say how to reach or read a host: a collected host is read on its log host, so
+#: in its own table they would mean nothing (inherited ones simply do not apply).
+_READ_KEYS = (
+    "transport", "root", "logs", "source", "sudo", "timezone", "port", "user", "identity_file",
+    "identities_only", "proxy_jump",
+)  # fmt: skip
+#: ``collects = ["*"]``: every host not collected elsewhere, and any hostname in the lines.
+COLLECT_ALL = "*"
 _SSH_ONLY = ("address", "port", "user", "identity_file", "identities_only", "proxy_jump")
 _TABLES = ("defaults", "groups", "hosts")
 
@@ -413,6 +422,16 @@ def _names(value: object, base: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _collects(value: object, base: Path) -> tuple[str, ...]:
+    expected = 'an array of inventory host names, or ["*"]'
+    if not isinstance(value, list) or not value:
+        raise _Bad(expected, value)
+    for item in value:
+        if not isinstance(item, str) or not (item == COLLECT_ALL or valid_host_name(item)):
+            raise _Bad(expected, value)
+    return tuple(dict.fromkeys(value))
+
+
 def _path(value: object, base: Path) -> str:
     return str(base / Path(_text(value, base)).expanduser())
 
@@ -484,6 +503,7 @@ _HOST_CHECKS: dict[str, _Check] = {
     "root": _path,
     "logs": _logs,
     "source": _choice(SourceMode),
+    "collects": _collects,
 }
 _GLOBAL_CHECKS: dict[str, _Check] = {
     "known_hosts": _path,
@@ -598,11 +618,10 @@ class _Loader:
             )  # fmt: skip
         hosts: list[Host] = []
         owners: dict[str, tuple[str, str]] = {}  # casefolded name/alias -> (host, what)
+        carrier = self.carriers(items)
         for index, table in enumerate(items):
             at: _Key = ("hosts", index)
-            if "name" not in table:
-                raise self.fail("missing required key 'name'", at=at, section=f"host #{index + 1}")
-            name = str(self.checked(_host_name, table["name"], at, "name", f"host #{index + 1}", None))
+            name = str(table["name"])
             own = self.layer(table, at, f"host {name}", name)
             chain = [defaults]
             for group in cast(tuple[str, ...], own.values.get("groups", ())):
@@ -613,7 +632,7 @@ class _Loader:
                         at=at, key="groups", section=own.label, host=name,
                     )  # fmt: skip
                 chain.append(groups[group])
-            host = self.cascade(name, at, [*chain, own], ssh)
+            host = self.cascade(name, at, [*chain, own], ssh, carrier.get(name))
             for label in (host.name, *host.aliases):
                 what = "name" if label == host.name else "alias"
                 if label.casefold() in owners and owners[label.casefold()][0] != name:
@@ -625,14 +644,72 @@ class _Loader:
                     )  # fmt: skip
                 owners.setdefault(label.casefold(), (name, what))
             hosts.append(host)
-        return tuple(hosts)
+        # A collected host's lines are read, and their stamps placed in time, on its log host.
+        readers = {h.name: h for h in hosts if h.via is None}
+        return tuple(
+            dataclasses.replace(h, transport=readers[h.via].transport,
+                                timezone=readers[h.via].timezone)
+            if h.via is not None else h
+            for h in hosts
+        )  # fmt: skip
 
-    def cascade(self, name: str, at: _Key, chain: list[_Layer], ssh: _SSHConfig) -> Host:
+    def carriers(self, items: list[dict[str, Any]]) -> dict[str, str]:
+        """Each collected host's log host (``collects``), checked before any host is built."""
+        names: list[str] = []
+        wanted: list[tuple[int, str, tuple[str, ...]]] = []
+        for index, table in enumerate(items):
+            at: _Key = ("hosts", index)
+            if "name" not in table:
+                raise self.fail("missing required key 'name'", at=at, section=f"host #{index + 1}")
+            name = str(self.checked(_host_name, table["name"], at, "name", f"host #{index + 1}", None))
+            names.append(name)
+            if "collects" in table:
+                label = f"host {name}"
+                value = self.checked(_collects, table["collects"], at, "collects", label, name)
+                wanted.append((index, name, cast(tuple[str, ...], value)))
+        collectors = {name for _, name, _ in wanted}
+        carrier: dict[str, str] = {}
+        star: str | None = None
+        for index, name, listed in wanted:
+            def fail(problem: str) -> InventoryError:
+                return self.fail(problem, at=("hosts", index), key="collects",
+                                 section=f"host {name}", host=name)  # fmt: skip
+
+            if COLLECT_ALL in listed:
+                if len(listed) > 1:
+                    raise fail('"*" collects every host: list names or "*", not both')
+                if star is not None:
+                    raise fail(f'only one host may collect "*" (host {star} does already)')
+                star = name
+                continue
+            for other in listed:
+                if other == name:
+                    raise fail("a host cannot collect itself (its own lines are its own)")
+                if other not in names:
+                    raise fail(f"no host named {other!r}{_hint(other, names)}")
+                if other in collectors:
+                    raise fail(f"host {other} collects other hosts itself: a log host "
+                               "cannot be collected")  # fmt: skip
+                if other in carrier:
+                    raise fail(f"host {other} is collected twice (host {carrier[other]} "
+                               "collects it already)")  # fmt: skip
+                carrier[other] = name
+        if star is not None:
+            for other in names:
+                if other not in carrier and other not in collectors:
+                    carrier[other] = star
+        return carrier
+
+    def cascade(
+        self, name: str, at: _Key, chain: list[_Layer], ssh: _SSHConfig, via: str | None = None
+    ) -> Host:
         merged: dict[str, tuple[object, _Layer]] = {}
         for layer in chain:
             for key, value in layer.values.items():
                 merged[key] = (value, layer)
         own = chain[-1]
+        if via is not None:
+            return self.collected(name, at, own, merged, via)
 
         def fail(problem: str, key: str) -> InventoryError:
             where = merged[key][1] if key in merged else own
@@ -663,6 +740,27 @@ class _Loader:
             self.apply_ssh_config(name, values, ssh)
         values["name"] = name
         return Host(**values)  # type: ignore[arg-type]
+
+    def collected(
+        self, name: str, at: _Key, own: _Layer, merged: Mapping[str, tuple[object, _Layer]],
+        via: str,
+    ) -> Host:
+        """A host whose lines are read on its log host ``via``: never connected to.
+
+        Only its names matter (``name``, ``aliases``, and ``address`` if it gives one: a name
+        other hosts' logs may call it by); how to reach or read it is the log host's.
+        """
+        for key in _READ_KEYS:
+            if key in own.values:
+                raise self.fail(
+                    f"{key!r} has no meaning here: host {name}'s lines are read on its log "
+                    f"host {via}", key=key, section=own.label, host=name,
+                    line=own.lines.get(key) or self.line(at, None),
+                )  # fmt: skip
+        values = {k: v for k, (v, _) in merged.items() if k in ("groups", "aliases")}
+        if "address" in own.values:
+            values["address"] = own.values["address"]
+        return Host(name=name, via=via, **values)  # type: ignore[arg-type]
 
     def apply_ssh_config(self, name: str, values: dict[str, object], ssh: _SSHConfig) -> None:
         """Fill what the inventory leaves unset from ``~/.ssh/config``, as ``ssh NAME`` would."""

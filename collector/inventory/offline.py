@@ -56,6 +56,7 @@ def offline_inventory(directory: Path) -> Inventory:
     names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
     if not names:
         raise InventoryError(str(directory), "no host directories in it")
+    collects, carried = _log_hosts(manifest, names)
     hosts = tuple(
         Host(
             name=n,
@@ -64,10 +65,41 @@ def offline_inventory(directory: Path) -> Inventory:
             timezone=zones.get(n),
             aliases=aliases.get(n, ()),
             logs=_fetched_files(directory / n),
+            collects=collects.get(n, ()),
         )
         for n in names
-    )
+    ) + tuple(
+        Host(name=c, transport=TransportKind.LOCAL, timezone=zones.get(via), via=via,
+             aliases=aliases.get(c, ()))
+        for c, via in carried.items()
+    )  # fmt: skip
     return Inventory(path=str(directory), hosts=hosts)
+
+
+def _log_hosts(
+    manifest: Path, names: list[str]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """What the fetch said of log hosts: each one's ``collects``, and each carried host's
+    log host (only hosts whose log host's copy is here, with valid names)."""
+    collects: dict[str, tuple[str, ...]] = {}
+    carried: dict[str, str] = {}
+    if not manifest.is_file():
+        return collects, carried
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        entries = [h for h in data.get("hosts", []) if isinstance(h, dict)]
+    except (ValueError, AttributeError, OSError):
+        return collects, carried
+    for h in entries:
+        name, via = str(h.get("name")), h.get("via")
+        if isinstance(via, str) and via in names and valid_host_name(name) and name not in names:
+            carried.setdefault(name, via)
+    for h in entries:
+        name, wanted = str(h.get("name")), h.get("collects")
+        if name in names and isinstance(wanted, list):
+            mine = tuple(c for c, via in carried.items() if via == name)
+            collects[name] = ("*",) if "*" in wanted else mine
+    return collects, carried
 
 
 def failed_at_fetch(directory: Path) -> tuple[HostError, ...]:

@@ -12,7 +12,7 @@ import enum
 import fnmatch
 import posixpath
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Protocol
@@ -498,6 +498,16 @@ def _rotation_key(name: str) -> tuple[int, int, int]:
     return (2, 0, 0)
 
 
+def rotation_stem(path: str) -> str:
+    """The live file a file is (a rotation of): its path without a compression extension and
+    a numbered or dated rotation suffix. Two files of one stem are one stream over time; files
+    of different stems (one per host, on a log host) are written side by side."""
+    stem = path
+    if compression_of(stem) is not Compression.NONE:
+        stem = posixpath.splitext(stem)[0]
+    return re.sub(r"(?:[.-]\d{8}(?:\d{2})?(?:-\d+)?|\.\d{1,4})$", "", stem)
+
+
 def rotation_candidates(
     base: str,
     names_in_dir: Iterable[str],
@@ -665,32 +675,100 @@ def _plan_explicit(
     notes: list[str] = []
     if host.source is not SourceMode.AUTO:
         notes.append(f"logs are given in the inventory: source = {host.source} is not used")
+    journals: dict[str, list[FileInfo]] = {}
     for pattern in host.logs:
         directory, name = posixpath.split(pattern)
-        if not pattern.startswith("/") or glob_magic(directory):
-            notes.append(f"logs: {pattern}: need an absolute path, wildcards in the name only")
+        if not pattern.startswith("/") or ".." in directory.split("/"):
+            notes.append(f"logs: {pattern}: need an absolute path")
             continue
-        entries = listing.get(directory)
-        if entries is None:
+        dirs = [d for d in listing if glob_path_match(d, directory)]
+        if not dirs:
             notes.append(f"logs: {pattern}: directory {directory} not found")
             continue
-        # Like the shell's glob: a wildcard does not match a leading dot.
-        hide_dots = glob_magic(name) and not name.startswith(".")
         matched = [
-            e
-            for e in entries
-            if not e.is_dir
-            and fnmatch.fnmatchcase(e.name, name)
-            and not (hide_dots and e.name.startswith("."))
-        ]
+            e for d in sorted(dirs) for e in listing[d]
+            if not e.is_dir and glob_name_match(e.name, name)
+        ]  # fmt: skip
         if not matched:
             notes.append(f"logs: {pattern}: no file matches")
-        chosen.update((e.path, e) for e in matched)
+        for e in matched:
+            if e.name.endswith(JOURNAL_FILE_SUFFIXES):
+                journals.setdefault(posixpath.dirname(e.path), []).append(e)
+            else:
+                chosen[e.path] = e
         if matched:
             notes.append(f"logs: {pattern}: {len(matched)} file(s)")
     # One stream, oldest first, whatever the order of the patterns: a message whose lines
     # span two files (a rotation, a fetched case's copies) is assembled from both in order.
-    return order_sources(chosen.values(), origin=Origin.INVENTORY), notes
+    sources = order_sources(chosen.values(), origin=Origin.INVENTORY)
+    for directory, files in journals.items():
+        # journal files (systemd-journal-remote's remote-HOST.journal, say): their
+        # directory is one journal, read with journalctl -D.
+        notes.append(f"logs: {directory}: {len(files)} journal file(s), read as one journal")
+        sources.append(
+            LogSource(
+                path=directory, kind=SourceKind.JOURNAL, origin=Origin.INVENTORY,
+                size=sum(f.size or 0 for f in files),
+                mtime=max((f.mtime for f in files if f.mtime is not None), default=None),
+                readable=all(f.readable for f in files),
+            )
+        )  # fmt: skip
+    return sources, notes
+
+
+#: Files ``logs`` may name that are journal files, read with ``journalctl -D`` (``~``: one
+#: journald or systemd-journal-remote set aside, unclean).
+JOURNAL_FILE_SUFFIXES = (".journal", ".journal~")
+#: Directories a ``logs`` pattern with wildcards in its directories may list.
+MAX_GLOB_DIRS = 4096
+
+
+def glob_name_match(name: str, pattern: str) -> bool:
+    """The shell's glob on one path component: a wildcard does not match a leading dot."""
+    if glob_magic(pattern) and not pattern.startswith(".") and name.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def glob_path_match(path: str, pattern: str) -> bool:
+    """Whether a directory path matches a pattern component by component (``*`` never
+    crosses a ``/``)."""
+    parts, want = path.strip("/").split("/"), pattern.strip("/").split("/")
+    return len(parts) == len(want) and all(glob_name_match(p, w) for p, w in zip(parts, want))
+
+
+def glob_directories(list_dir: Callable[[str], Sequence[FileInfo] | None], pattern: str,
+                     notes: list[str]) -> dict[str, list[FileInfo]]:
+    """List the directories a pattern with wildcards in its directories stands for (``/var/
+    log/remote/*``), one level at a time; at most :data:`MAX_GLOB_DIRS` are listed."""
+    found: dict[str, list[FileInfo]] = {}
+    current = ["/"]
+    parts = [p for p in pattern.split("/") if p]
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        nxt: list[str] = []
+        for d in current:
+            if not glob_magic(part):
+                nxt.append(posixpath.join(d, part))
+                continue
+            entries = found.get(d)
+            if entries is None:
+                entries = list(list_dir(d) or ())
+                found[d] = entries
+            nxt += [e.path for e in entries if e.is_dir and glob_name_match(e.name, part)]
+        current = sorted(nxt)
+        if len(current) + len(found) > MAX_GLOB_DIRS:
+            notes.append(f"logs: {pattern}: more than {MAX_GLOB_DIRS} directories, the rest "
+                         "not listed")  # fmt: skip
+            current = current[: max(0, MAX_GLOB_DIRS - len(found))]
+        if last:
+            break
+    for d in current:
+        if d not in found:
+            entries_or_none = list_dir(d)
+            if entries_or_none is not None:
+                found[d] = list(entries_or_none)
+    return {d: found[d] for d in current if d in found}
 
 
 def plan_sources(
@@ -947,7 +1025,12 @@ def discover(view: FileSystemView, host: Host) -> DiscoveryResult:
         entries = view.list_dir(directory)
         if entries is not None:
             listing[directory] = entries
+    glob_notes: list[str] = []
+    for pattern in dict.fromkeys(posixpath.dirname(p) for p in host.logs):
+        if glob_magic(pattern) and ".." not in pattern.split("/"):
+            listing.update(glob_directories(view.list_dir, pattern, glob_notes))
     result = plan_sources(configs, listing, host)
+    result = replace(result, notes=(*glob_notes, *result.notes))
     # What the view skipped while listing (a symlink to nothing, ...), if it says.
     skipped = tuple(getattr(view, "notes", ()))
     return replace(result, notes=notes + skipped + result.notes)

@@ -50,6 +50,7 @@ class HostReport:
     notes: tuple[str, ...] = ()
     stats: ParseStats | None = None
     summary: Mapping[str, int] = field(default_factory=dict)
+    via: str | None = None  # the log host its lines were read on (``collects``)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +128,8 @@ def host_dict(report: HostReport) -> dict[str, Any]:
     }
     if report.error is not None:
         out["error"] = {"stage": report.error.stage.value, "message": report.error.message}
+    if report.via is not None:  # only for a host read on its log host (``collects``)
+        out["via"] = report.via
     return out
 
 
@@ -213,7 +216,7 @@ def render_summary_table(hosts: Sequence[HostReport], out: IO[str]) -> None:
     for h in hosts:
         if h.error is not None:
             # Below the table, so that a long reason does not widen a column.
-            failed.append(printable(f"{h.name}  error: {h.error.stage}: {h.error.message}"))
+            failed.append(printable(f"{h.name}  error: {h.error.where}: {h.error.message}"))
             continue
         s = h.summary
         table.append(

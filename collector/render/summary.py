@@ -39,7 +39,7 @@ def render_summary_csv(hosts: Sequence[HostReport], out: IO[str]) -> None:
     writer.writerow(SUMMARY_FIELDS)
     for h in hosts:
         stats = stats_dict(h.stats) or {}
-        error = f"{h.error.stage}: {h.error.message}" if h.error is not None else ""
+        error = f"{h.error.where}: {h.error.message}" if h.error is not None else ""
         counts = [h.summary.get(k, 0) if h.ok else "" for k in SUMMARY_FIELDS[5:]]
         writer.writerow(
             [h.name, "yes" if h.ok else "no", error, stats.get("lines", ""),

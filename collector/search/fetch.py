@@ -257,7 +257,13 @@ def write_fleet_manifest(
                 "unread": [{"path": u.path, "problem": u.problem.value}
                            for u in (r.value.unread if r.value else ())],
             }
+            | ({"collects": list(h.collects)} if h is not None and h.collects else {})
         )
+        # the hosts it carries: no directory of their own, read offline on its copy
+        hosts += [
+            {"name": c.name, "via": c.via, "aliases": list(c.aliases), "address": c.address}
+            for c in inventory.hosts if c.via == r.host
+        ]
     dest.mkdir(parents=True, exist_ok=True)
     (dest / FLEET_MANIFEST).write_text(
         json.dumps({"fetched_at": now.isoformat(), "hosts": hosts}, indent=2) + "\n",

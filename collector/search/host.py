@@ -15,6 +15,7 @@ from datetime import datetime, tzinfo
 from typing import TypeVar
 
 from collector.errors import TransportError
+from collector.inventory.origins import OriginResolver, Reading
 from collector.logs.assemble import Assembler, assemble
 from collector.logs.commands import (
     EXIT_DAMAGED,
@@ -32,7 +33,7 @@ from collector.logs.commands import (
     windows_around,
     windows_worth_it,
 )
-from collector.logs.discovery import DiscoveryResult
+from collector.logs.discovery import DiscoveryResult, rotation_stem
 from collector.logs.parse import LineParser, TimeContext
 from collector.logs.select import group_selected, reject_selected
 from collector.models import (
@@ -80,6 +81,7 @@ class HostSearch:
     notes: tuple[str, ...]
     unread: tuple[Unread, ...] = ()
     commands: int = 0
+    via: str | None = None  # the log host this host's lines were read on (``collects``)
 
 
 class HostSearcher:
@@ -87,14 +89,27 @@ class HostSearcher:
 
     A trace adds to the records round after round (``search`` for more selectors,
     ``fetch_ids`` for the queue IDs links point at); ``result()`` assembles them.
+
+    On a log host (``origins``), records are parsed as anywhere, then each is given to the
+    host its envelope names (see ``inventory.origins``) and assembled with that host's own:
+    ``results()`` is one answer per origin host, and a queue ID of one host never meets the
+    same ID of another. ``only`` (when set) names the origins whose lines pass 1 may start
+    from (``--host mx1`` on mx1's log host).
     """
 
     def __init__(
-        self, session: Session, context: SearchContext, *, found: DiscoveryResult | None = None
+        self,
+        session: Session,
+        context: SearchContext,
+        *,
+        found: DiscoveryResult | None = None,
+        origins: OriginResolver | None = None,
     ) -> None:
         self.session = session
         self.host = session.host
         self.context = context
+        self.origins = origins
+        self.only: frozenset[str] | None = None
         self.ran: list[Command] = []
         self._found = found
         self._chosen: list[LogSource] | None = None
@@ -106,6 +121,7 @@ class HostSearcher:
         self._parsers: list[LineParser] = []
         self._records: list[Record] = []
         self._fetched: set[str] = set()
+        self._scanned: list[HostLog] | None = None
 
     # ------------------------------------------------------------------ sources
 
@@ -136,8 +152,14 @@ class HostSearcher:
             else:
                 self.lose(Unread(src.path, ReadProblem.PERMISSION))
         chosen: list[LogSource] = []
-        for i, src in enumerate(readable):
-            older = readable[i - 1] if i > 0 and readable[i - 1].kind is SourceKind.FILE else None
+        last: dict[str, LogSource] = {}  # the newest file so far of each rotation stem
+        for src in readable:
+            older = None
+            if src.kind is SourceKind.FILE:
+                # The older file of the same stream: on a log host, files of other hosts are
+                # written side by side and say nothing of this one's first line.
+                older = last.get(rotation_stem(src.path))
+                last[rotation_stem(src.path)] = src
             if source_in_window(src, older, since, until):
                 chosen.append(src)
             else:
@@ -263,9 +285,20 @@ class HostSearcher:
         self.fetch_ids(ids - complete, query)
         return ids
 
+    def _starts(self, rec: Record) -> bool:
+        """Whether a pass-1 hit may start a search: on a log host, a line of a host it
+        carries (of one of ``only``, when set)."""
+        if self.origins is None:
+            return True
+        origin = self.origins.origin(rec.host, count=False)
+        return origin is not None and (self.only is None or origin in self.only)
+
     def _hold(self, src: LogSource, rec: Record) -> None:
         """Keep a record for the answer, within one host's budget (``MAX_HELD_RECORDS``, and
-        ``MAX_OPEN_RECORDS`` for one queue ID); beyond it the answer is partial, and says so."""
+        ``MAX_OPEN_RECORDS`` for one queue ID); beyond it the answer is partial, and says so.
+        On a log host, a line of no host it carries is not kept (see ``origins.notes``)."""
+        if self.origins is not None and self.origins.origin(rec.host) is None:
+            return
         qid = rec.queue_id or ""
         n = self._per_id.get(qid, 0)
         if len(self._records) >= MAX_HELD_RECORDS or (qid and n >= MAX_OPEN_RECORDS):
@@ -302,6 +335,8 @@ class HostSearcher:
         for rec in self.records(src, self.match_command(src, needles, query)):
             if around is not None and not around[0] <= rec.time <= around[1]:
                 continue
+            if not self._starts(rec):
+                continue
             if rec.queue_id is not None:
                 ids.add(rec.queue_id)
             elif occurrences.first_time(rec, self._loose):
@@ -316,6 +351,8 @@ class HostSearcher:
         occurrences = _Occurrences(src.path)
         for offset, rec in self.records_with_offsets(src, command):
             if around is not None and not around[0] <= rec.time <= around[1]:
+                continue
+            if not self._starts(rec):
                 continue
             if rec.queue_id is None:
                 if occurrences.first_time(rec, self._loose):
@@ -334,7 +371,9 @@ class HostSearcher:
             self.command_path(src), wins, sorted(hits), shown=src.path
         ):
             found.extend(self._window_records(src, command))
-        done = complete_in_windows(found, windows=len(wins), reaches_end=wins[-1].end is None)
+        done = complete_in_windows(
+            found, windows=len(wins), reaches_end=wins[-1].end is None, origins=self.origins
+        )
         # An ID not complete here is fetched whole: keep none of its window lines, so each
         # ID's lines come from one pass, in file order (a BSD second holds many lines).
         for _, r in found:
@@ -434,7 +473,11 @@ class HostSearcher:
         says so; each NOQUEUE reject is kept only when ``keep_reject`` says so (it may count
         it too).
         """
-        asm = Assembler(self.host.name, keep_reject=keep_reject)
+        asms: dict[str, Assembler] = {}
+        origins = self.origins
+        if origins is None:
+            asms[self.host.name] = Assembler(self.host.name, keep_reject=keep_reject)
+        counts: dict[str, int] = {}
         kept: list[QueueGroup] = []
 
         def take(groups: Iterable[QueueGroup]) -> None:
@@ -447,21 +490,48 @@ class HostSearcher:
         # The budget is looked at every few thousand records, not per record (the hot loop).
         every = max(1, min(4096, MAX_OPEN_RECORDS // 8))
         countdown, over = every, False
+        asm = asms.get(self.host.name)
         for src in self.plan(query):
             for rec in self.records(src, self.match_command(src, None, query)):
                 countdown -= 1
                 if not countdown:
-                    countdown, over = every, asm.held() >= MAX_OPEN_RECORDS
+                    held = sum(a.held() for a in asms.values())
+                    countdown, over = every, held >= MAX_OPEN_RECORDS
                 if over and rec.queue_id is not None:
                     self.lose(Unread(src.path, ReadProblem.TOO_LARGE))
                     continue
+                if origins is not None:
+                    origin = origins.origin(rec.host)
+                    if origin is None or (self.only is not None and origin not in self.only):
+                        continue
+                    counts[origin] = counts.get(origin, 0) + 1
+                    asm = asms.get(origin)
+                    if asm is None:
+                        asm = asms[origin] = Assembler(origin, keep_reject=keep_reject)
+                assert asm is not None
                 done = asm.add(rec)
                 if done:
                     take(done)
-        tail = asm.finish()
-        take(tail.groups)
+        logs: dict[str, HostLog] = {}
+        for name, a in asms.items():
+            tail = a.finish()
+            take(tail.groups)
+            logs[name] = HostLog(name, (), tail.rejects)
         kept.sort(key=lambda g: (g.first_time, g.instance, g.queue_id))
-        return self._result(HostLog(self.host.name, tuple(kept), tail.rejects, self.stats()))
+        if origins is None:
+            log = logs[self.host.name]
+            self._scanned = [HostLog(log.host, tuple(kept), log.rejects, self.stats())]
+        else:
+            by_origin: dict[str, list[QueueGroup]] = {}
+            for g in kept:
+                by_origin.setdefault(g.host, []).append(g)
+            self._scanned = [
+                HostLog(name, tuple(by_origin.get(name, ())),
+                        logs[name].rejects if name in logs else (),
+                        self._origin_stats(name, counts.get(name, 0)))
+                for name in origins.origins()
+            ]
+        return self._result(self._scanned[0])
 
     # ------------------------------------------------------------------ results
 
@@ -469,35 +539,70 @@ class HostSearcher:
         return sum_stats(p.stats for p in self._parsers)
 
     def log(self) -> HostLog:
-        """The records read so far, assembled (each logged line once: see ``_Occurrences``)."""
+        """The records read so far, assembled (each logged line once: see ``_Occurrences``).
+
+        On a log host: its own lines only (see :meth:`logs`)."""
+        return self.logs()[0]
+
+    def logs(self) -> list[HostLog]:
+        """The records read so far, assembled per origin host: the host itself first, then
+        (on a log host) each host it carries, then the hosts made of its lines' names."""
         ordered = sorted(self._records, key=lambda r: r.time)
-        return assemble(self.host.name, ordered, self.stats())
+        origins = self.origins
+        if origins is None:
+            return [assemble(self.host.name, ordered, self.stats())]
+        split: dict[str, list[Record]] = {}
+        for rec in ordered:
+            origin = origins.origin(rec.host, count=False)
+            if origin is not None:
+                split.setdefault(origin, []).append(rec)
+        return [
+            assemble(name, split.get(name, ()), self._origin_stats(name, len(split.get(name, ()))))
+            for name in origins.origins()
+        ]
+
+    def _origin_stats(self, name: str, records: int) -> ParseStats:
+        """One origin's share of the log host's read: the lines kept for it; the log host's
+        own answer also counts the lines that belong to nobody (not understood, bad, blank)."""
+        if name != self.host.name:
+            return ParseStats(lines=records, parsed=records)
+        s = self.stats()
+        return ParseStats(records + s.unknown + s.bad + s.blank, records, s.unknown, s.bad,
+                          s.blank, s.unknown_samples)
 
     def result(self) -> HostSearch:
         return self._result(self.log())
+
+    def results(self) -> list[HostSearch]:
+        """One answer per origin host (one, on an ordinary host); ``scan``'s when it ran."""
+        logs = self._scanned if self._scanned is not None else self.logs()
+        return [self._result(log) for log in logs]
 
     def unread(self) -> tuple[Unread, ...]:
         """The sources not read to their end so far."""
         return tuple(self._unread.values())
 
     def notes(self) -> tuple[str, ...]:
-        """Discovery's notes, skipped sources and unread ones, in the order they arose."""
-        return tuple(self._notes)
+        """Discovery's notes, skipped sources and unread ones, in the order they arose (on a
+        log host, then the lines that belong to none of its hosts)."""
+        extra = self.origins.notes() if self.origins is not None else ()
+        return (*self._notes, *extra)
 
     def _result(self, log: HostLog) -> HostSearch:
         sources = tuple(self._found.sources) if self._found is not None else ()
+        via = self.host.name if log.host != self.host.name else None
         return HostSearch(
-            self.host.name, log, sources, self.notes(), self.unread(), len(self.ran)
+            log.host, log, sources, self.notes(), self.unread(), len(self.ran), via
         )
 
 
 def _newest_per_directory(files: Sequence[LogSource]) -> set[str]:
-    """The live log of each directory: its newest uncompressed file."""
+    """The live log of each stream (rotation stem): its newest uncompressed file."""
     best: dict[str, LogSource] = {}
     for src in files:
         if src.compression is not Compression.NONE:
             continue
-        directory = src.path.rpartition("/")[0]
+        directory = rotation_stem(src.path)
         old = best.get(directory)
         if old is None or (src.mtime or 0) > (old.mtime or 0):
             best[directory] = src
@@ -572,7 +677,11 @@ class _Occurrences:
 
 
 def complete_in_windows(
-    found: Sequence[tuple[int, Record]], *, windows: int, reaches_end: bool
+    found: Sequence[tuple[int, Record]],
+    *,
+    windows: int,
+    reaches_end: bool,
+    origins: OriginResolver | None = None,
 ) -> set[str]:
     """Queue IDs whose whole life was read in pass 2's windows: proven, not assumed.
 
@@ -580,7 +689,22 @@ def complete_in_windows(
     ``removed`` are in the *same* window has every line in it. A life seen in two windows
     may have lines in the gap between them (a slow delivery, a retry, a second recipient):
     it is read whole instead.
+
+    On a log host (``origins``) each origin's lives are judged apart: an ID counts as
+    complete only when it is complete for every host whose lines carry it.
     """
+    if origins is not None:
+        split: dict[str | None, list[tuple[int, Record]]] = {}
+        for index, r in found:
+            split.setdefault(origins.origin(r.host, count=False), []).append((index, r))
+        split.pop(None, None)
+        every: set[str] = set()
+        broken: set[str] = set()
+        for part in split.values():
+            ids = {r.queue_id for _, r in part if r.queue_id is not None}
+            every |= ids
+            broken |= ids - complete_in_windows(part, windows=windows, reaches_end=reaches_end)
+        return every - broken
     where: dict[str, set[int]] = {}
     for index, r in found:
         if r.queue_id is not None:
@@ -640,22 +764,44 @@ def search_host(
 ) -> HostSearch:
     """``collector search`` on one host: two passes (or, without a fixed string, one
     streaming scan of every line), then parse and assemble locally."""
+    return search_reader(session, query, zone, now, on_bytes=on_bytes, found=found)[0]
+
+
+def search_reader(
+    session: Session,
+    query: Query,
+    zone: tzinfo,
+    now: datetime,
+    *,
+    on_bytes: ByteCounter | None = None,
+    found: DiscoveryResult | None = None,
+    reading: Reading | None = None,
+) -> list[HostSearch]:
+    """:func:`search_host` on a host that may be a log host: one answer per origin host
+    (see ``inventory.origins.Reading``)."""
     for attempt in (1, 2):
-        searcher = HostSearcher(session, SearchContext(zone, now, on_bytes), found=found)
+        searcher = HostSearcher(
+            session, SearchContext(zone, now, on_bytes), found=found,
+            origins=reading.resolver() if reading is not None else None,
+        )  # fmt: skip
+        searcher.only = reading.only if reading is not None else None
         if pass1_needles(query) is None:
-            result = searcher.scan(
+            scanned = searcher.scan(
                 query,
                 keep=lambda g: group_selected(g, query),
                 keep_reject=lambda r: reject_selected(r, query),
             )
         else:
             searcher.search(query)
-            result = None
+            scanned = None
         rotated = searcher.check_unchanged()
         if not rotated or attempt == 2 or found is not None:
-            if result is None:
-                return searcher.result()
-            return dataclasses.replace(result, notes=searcher.notes(), unread=searcher.unread())
+            if scanned is None:
+                return searcher.results()
+            return [
+                dataclasses.replace(r, notes=searcher.notes(), unread=searcher.unread())
+                for r in searcher.results()
+            ]
         # Rotated while read: discover again (the moved file has its new name now) and read
         # once more; a second rotation in one search is reported as it is.
     raise AssertionError("unreachable")

@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from collector.inventory.load import host_zone
-from collector.logs.commands import edge_lines_command
+from collector.inventory.origins import Reading
+from collector.logs.commands import edge_lines_command, journal_command
 from collector.logs.discovery import DiscoveryResult
 from collector.logs.parse import TimeContext, parse_line
 from collector.models import Host, HostResult, LogSource, TransportKind
@@ -38,6 +39,8 @@ _FILE_END = (
 )
 # $1 = bytes, the rest = a command: its output, cut after $1 bytes.
 _BOUNDED = 'n=$1; shift; "$@" | head -c "$n"'
+#: A log host's journal: the entries whose hostnames ``--check`` samples (its last ones).
+SAMPLE_ENTRIES = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,9 @@ class SourceCheck:
     last: datetime | None
     format: str | None
     needs_sudo: bool
+    #: On a log host: the hostnames of the source's last lines (see ``sample_hostnames``),
+    #: each with the host it maps to (None: none this log host carries).
+    hostnames: tuple[tuple[str, str | None], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,8 @@ def list_rows(hosts: Sequence[Host]) -> tuple[list[str], list[list[str]], list[d
     payload: list[dict[str, Any]] = []
     for h in hosts:
         where = (h.root or "") if h.transport is TransportKind.LOCAL else _address(h)
+        if h.via is not None:
+            where = f"via {h.via}"  # read on its log host, never connected to
         rows.append(
             [
                 h.name,
@@ -89,6 +97,9 @@ def list_rows(hosts: Sequence[Host]) -> tuple[list[str], list[list[str]], list[d
                 "source": h.source.value,
                 "logs": list(h.logs),
             }
+            # only on log hosts and the hosts they carry: other hosts' objects are unchanged
+            | ({"collects": list(h.collects)} if h.collects else {})
+            | ({"via": h.via} if h.via is not None else {})
         )
     return headers, rows, payload
 
@@ -122,8 +133,9 @@ def _format_of(line: str, source: LogSource) -> str | None:
     return "unknown"
 
 
-def check_host(session: Session) -> HostCheck:
-    """Connect (done by the caller), discover, and read each source's first and last line."""
+def check_host(session: Session, reading: Reading | None = None) -> HostCheck:
+    """Connect (done by the caller), discover, and read each source's first and last line;
+    on a log host, also which hostnames each source holds."""
     host = session.host
     found = discover_host(session, host)
     zone = host_zone(host)
@@ -143,8 +155,50 @@ def check_host(session: Session) -> HostCheck:
                 fmt = _format_of(head, src)
             first = first_rec.time if first_rec else None
             last = last_rec.time if last_rec else None
-        checks.append(SourceCheck(src, first, last, fmt, needs_sudo))
+        names = None
+        resolver = reading.resolver() if reading is not None else None
+        if resolver is not None and not needs_sudo:
+            ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
+            seen = sample_hostnames(session, src, TimeContext(tz=zone, reference=ref))
+            mapped: list[tuple[str, str | None]] = []
+            for n in seen:
+                h = resolver.origin(n, count=False)
+                made = h is not None and n.casefold() not in resolver.carried.keys
+                mapped.append((n, NEW if made else h))
+            names = tuple(mapped)
+        checks.append(SourceCheck(src, first, last, fmt, needs_sudo, names))
     return HostCheck(host, found, tuple(checks))
+
+
+#: Hostnames ``--check`` lists for one source.
+MAX_SAMPLED_NAMES = 50
+#: What a hostname of a ``collects = ["*"]`` log host maps to when no inventory host is it.
+NEW = "new"
+
+
+def sample_hostnames(session: Session, src: LogSource, ctx: TimeContext) -> list[str]:
+    """The hostnames of a source's last lines, in the order first seen: a file's last
+    ``EDGE_MAX`` bytes, a journal's last :data:`SAMPLE_ENTRIES` entries (at most
+    ``2 * EDGE_MAX`` bytes); at most :data:`MAX_SAMPLED_NAMES` names."""
+    sudo = session.host.sudo
+    if src.kind == "journal":
+        inner = journal_command(None, since=None, until=None,
+                                directory=source_path(session, src)).argv
+        # the last entries only: journalctl -n, added before the match
+        argv = [*inner[:3], inner[3].replace("-q ", f"-q -n {SAMPLE_ENTRIES} ", 1), *inner[4:]]
+        data = session.run(["sh", "-c", _BOUNDED, "sh", str(2 * EDGE_MAX), *argv],
+                           sudo=sudo).stdout
+        lines = data.split(b"\n")[:-1]
+    else:
+        argv = ["sh", "-c", _FILE_END, "sh", session.path(src.path), str(EDGE_MAX), "last"]
+        data = session.run(argv, sudo=sudo).stdout
+        lines = data.split(b"\n")[1 if len(data) >= EDGE_MAX else 0 : -1]
+    names: dict[str, None] = {}
+    for raw in lines:
+        rec = parse_line(_text(raw), ctx)
+        if rec is not None and len(names) < MAX_SAMPLED_NAMES:
+            names.setdefault(rec.host)
+    return list(names)
 
 
 def edge_lines(session: Session, src: LogSource) -> tuple[str | None, str | None]:
@@ -201,7 +255,7 @@ def check_rows(
         if r.value is None:
             assert r.error is not None
             # Cut to 70 shown characters: escaped first, so that the cut measures what is shown.
-            shown = Escaped(printable(f"{r.error.stage}: {r.error.message}")[:70])
+            shown = Escaped(printable(f"{r.error.where}: {r.error.message}")[:70])
             rows.append([r.host, shown, "", "", "", "", "", ""])
             payload.append(
                 {
@@ -216,6 +270,28 @@ def check_rows(
         rows.extend(_check_table(r.host, r.value))
         payload.append(_check_dict(r.host, r.value))
     return headers, rows, payload
+
+
+def carried_rows(
+    results: Sequence[HostResult[HostCheck]], carried: Sequence[Host]
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """``--check`` rows of hosts read on a log host: never connected to, they are as
+    reachable as their log host (which the rows above show)."""
+    by_name = {r.host: r for r in results}
+    rows: list[list[str]] = []
+    payload: list[dict[str, Any]] = []
+    for h in carried:
+        r = by_name.get(h.via or "")
+        error = r.error if r is not None else None
+        status = f"via {h.via}" + (f": {error.stage}" if error is not None else "")
+        rows.append([h.name, status, "", "", "", "", "", ""])
+        payload.append({
+            "name": h.name, "ok": error is None, "via": h.via,
+            "error": None if error is None else {"stage": error.stage.value,
+                                                 "message": error.message},
+            "sources": [],
+        })  # fmt: skip
+    return rows, payload
 
 
 def _check_table(name: str, c: HostCheck) -> list[list[str]]:
@@ -237,6 +313,9 @@ def _check_table(name: str, c: HostCheck) -> list[list[str]]:
                 s.format or "-",
             ]
         )
+        if s.hostnames is not None:
+            shown = ", ".join(n if h == n else f"{n}={h or '-'}" for n, h in s.hostnames)
+            rows.append(["", "", "", f"  holds: {shown or '-'}", "", "", "", ""])
     return rows
 
 
@@ -244,6 +323,9 @@ def _check_dict(name: str, c: HostCheck) -> dict[str, Any]:
     sources = [
         dict(source_dict(s.source), first=iso(s.first), last=iso(s.last), format=s.format,
              needs_sudo=s.needs_sudo)
+        | ({} if s.hostnames is None else
+           {"hostnames": [{"hostname": n, "host": n if h == NEW else h, "new": h == NEW}
+                          for n, h in s.hostnames]})
         for s in c.sources
     ]
     return {

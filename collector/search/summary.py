@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
+from collector.inventory.origins import Reading
 from collector.logs.select import tally
 from collector.models import Query, Reject, Unread
 from collector.search.host import ByteCounter, HostSearch, HostSearcher, SearchContext
@@ -31,22 +32,43 @@ def summarize_host(
     on_bytes: ByteCounter | None = None,
 ) -> HostSummary:
     """Counts of one host's messages, recipients by status and rejects, in one streaming pass."""
-    counts: dict[str, int] = {}
+    return summarize_reader(session, query, zone, now, on_bytes=on_bytes)[0][1]
+
+
+def summarize_reader(
+    session: Session,
+    query: Query,
+    zone: tzinfo,
+    now: datetime,
+    *,
+    on_bytes: ByteCounter | None = None,
+    reading: Reading | None = None,
+) -> list[tuple[str, HostSummary]]:
+    """:func:`summarize_host` on a host that may be a log host: counts per origin host, from
+    one streaming pass over the log host's logs."""
+    counts: dict[str, dict[str, int]] = {}
 
     def count_reject(r: Reject) -> bool:
         if (query.since is None or r.time >= query.since) and (
             query.until is None or r.time <= query.until
         ):
-            counts["rejected"] = counts.get("rejected", 0) + 1
+            mine = counts.setdefault(r.host, {})
+            mine["rejected"] = mine.get("rejected", 0) + 1
         return False  # counted, not kept
 
-    searcher = HostSearcher(session, SearchContext(zone, now, on_bytes))
-    result = searcher.scan(
+    resolver = reading.resolver() if reading is not None else None
+    searcher = HostSearcher(session, SearchContext(zone, now, on_bytes), origins=resolver)
+    searcher.only = reading.only if reading is not None else None
+    searcher.scan(
         query,
         keep=lambda g: False,
         keep_reject=count_reject,
-        on_group=lambda g: tally(g, counts, query),
+        on_group=lambda g: tally(g, counts.setdefault(g.host, {}), query),
     )
-    if searcher.check_unchanged():  # counted from files logrotate moved meanwhile: partial
-        result = dataclasses.replace(result, notes=searcher.notes(), unread=searcher.unread())
-    return HostSummary(result, counts)
+    searcher.check_unchanged()  # counted from files logrotate moved meanwhile: partial
+    return [
+        (r.host, HostSummary(dataclasses.replace(r, notes=searcher.notes(),
+                                                 unread=searcher.unread()),
+                             counts.get(r.host, {})))
+        for r in searcher.results()
+    ]

@@ -208,13 +208,14 @@ def discover_host(session: Session, host: Host) -> DiscoveryResult:
 
 def source_path(session: Session, source: LogSource) -> str:
     """What a command on this host is given for a source: a file's path on the host; for a
-    journal, the journal directory to read, empty for the system's own journal.
+    journal, the journal directory to read (a ``logs`` directory of journal files, say
+    systemd-journal-remote's), empty for the system's own journal.
 
     A directory host reads only inside its root: its own var/log/journal, never the journal
     of the machine collector runs on.
     """
-    if source.kind is not SourceKind.JOURNAL:
-        return session.path(source.path)
+    if source.kind is not SourceKind.JOURNAL or source.path.startswith("/"):
+        return session.path(source.path)  # a file, or a journal directory (journalctl -D)
     if not session.host.is_directory:
         return ""
     for directory in JOURNAL_DIRS:

@@ -6,15 +6,20 @@ which fleet hosts handed over a message whose parent is still unknown (backward)
 exactly those, all hosts in parallel, one round per hop depth, until nothing new turns up or
 the depth limit is reached. Each host keeps one session for the whole loop, used by one thread
 at a time.
+
+A host whose lines are on a log host (``collects``) is searched there: every request for it
+goes to its log host, which is read once per round for all the hosts it carries.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
+from collector.inventory.origins import OriginResolver, carried_by, reader_of
 from collector.logs.select import group_matches, row_matches, rows_of_group
 from collector.models import (
     Host,
@@ -93,21 +98,33 @@ def trace_fleet(
     on_round: Callable[[int, int], None] | None = None,
 ) -> TraceRun:
     """Search ``start_hosts`` for ``query`` and follow the message over ``inventory_hosts``."""
-    states = {h.name: _HostState(h) for h in inventory_hosts}
-    order = [h.name for h in inventory_hosts]
+    readers = [h for h in inventory_hosts if h.via is None]
+    states = {h.name: _HostState(h) for h in readers}
+    order = [h.name for h in readers]
+    route = {h.name: reader_of(h) for h in inventory_hosts}
     index = build_host_index(list(inventory_hosts))
     notes: list[str] = []
+    everything = {h.name for h in start_hosts} >= set(route)
+    starts: dict[str, set[str]] = {}
+    for h in start_hosts:
+        starts.setdefault(reader_of(h), set()).add(h.name)
 
     def ensure(state: _HostState) -> HostSearcher:
         if state.searcher is None:
-            session = open_session(state.host)
-            state.searcher = HostSearcher(session, SearchContext(zone_of(state.host), now))
+            host = state.host
+            origins = OriginResolver(carried_by(inventory_hosts, host)) if host.collects else None
+            session = open_session(host)
+            state.searcher = HostSearcher(
+                session, SearchContext(zone_of(host), now), origins=origins
+            )
         return state.searcher
 
     def first_round(host: Host) -> None:
         searcher = ensure(states[host.name])
         searcher.plan(query)  # the start hosts read only the sources of the query's window
+        searcher.only = None if everything else frozenset(starts[host.name])
         searcher.search(query)
+        searcher.only = None  # later rounds follow the message to any host here
 
     def follow(host: Host) -> None:
         state = states[host.name]
@@ -119,10 +136,13 @@ def trace_fleet(
         state.wanted_ids.clear()
 
     try:
-        _run_round(states, list(start_hosts), first_round, workers)
+        _run_round(states, [states[n].host for n in order if n in starts], first_round, workers)
         rounds = 1
         while rounds <= depth:
-            work = _plan_next(states, leads(_logs(states, order), index, max_skew), max_skew)
+            logs = _logs(states, order)
+            route.update((log.host, r) for r, log in logs if log.host not in route)
+            found = leads([log for _, log in logs], index, max_skew)
+            work = _plan_next(states, _routed(found, route), max_skew)
             if not work:
                 break
             if on_round is not None:
@@ -134,7 +154,23 @@ def trace_fleet(
         _check_rotations(states, order, workers)
     finally:
         _close(states)
-    return _finish(states, inventory_hosts, query, max_skew, rounds, notes)
+    return _finish(states, inventory_hosts, route, query, max_skew, rounds, notes)
+
+
+def _routed(found: Leads, route: dict[str, str]) -> Leads:
+    """The leads, each addressed to the host that reads the lines of the host it names."""
+    return dataclasses.replace(
+        found,
+        pending=frozenset(
+            dataclasses.replace(r, host=route.get(r.host, r.host)) for r in found.pending
+        ),
+        backward=tuple(
+            dataclasses.replace(b, host=route.get(b.host, b.host)) for b in found.backward
+        ),
+        refusals=tuple(
+            dataclasses.replace(r, host=route.get(r.host, r.host)) for r in found.refusals
+        ),
+    )
 
 
 def _check_rotations(states: dict[str, _HostState], order: Sequence[str], workers: int) -> None:
@@ -159,32 +195,50 @@ def _close(states: dict[str, _HostState]) -> None:
 def _finish(
     states: dict[str, _HostState],
     inventory_hosts: Sequence[Host],
+    route: dict[str, str],
     query: Query,
     max_skew: timedelta,
     rounds: int,
     notes: Sequence[str],
 ) -> TraceRun:
-    """Correlate everything the rounds fetched and keep the traces the query asks for."""
-    order = [h.name for h in inventory_hosts]
-    by_host = {n: s.result() for n in order if (s := states[n].searcher) is not None}
+    """Correlate everything the rounds fetched and keep the traces the query asks for.
+
+    Every host read on a log host that was read is in the results (with ``via``); when a
+    log host failed, so did each host it carries.
+    """
+    by_host: dict[str, HostSearch] = {}
+    trips = 0
+    for state in states.values():
+        if state.searcher is not None:
+            trips += len(state.searcher.ran)
+            by_host.update((r.host, r) for r in state.searcher.results())
     logs = [r.log for r in by_host.values()]
-    failed = {
-        n: f"{s.error.stage}: {s.error.message}" for n, s in states.items() if s.error is not None
-    }
+    errors: dict[str, HostError] = {}
+    for name, reader in route.items():
+        error = states[reader].error
+        if error is not None:
+            errors[name] = dataclasses.replace(
+                error, host=name, via=reader if name != reader else None
+            )
+    failed = {n: f"{e.where}: {e.message}" for n, e in errors.items()}
     index = build_host_index(list(inventory_hosts), logs)
     traces = correlate(logs, index, max_skew=max_skew, failed_hosts=failed)
     chosen = select_traces(traces, trace_matches(query))
+    order = [h.name for h in inventory_hosts] + [n for n in by_host if n not in route]
+    order += [n for n in route if n not in order]
     results = tuple(
-        HostResult(n, value=by_host.get(n), error=states[n].error)
+        HostResult(n, value=by_host.get(n), error=errors.get(n))
         for n in order
-        if n in by_host or states[n].error is not None
+        if n in by_host or n in errors
     )
-    trips = sum(r.commands for r in by_host.values())
     return TraceRun(tuple(chosen), results, rounds, trips, tuple(notes))
 
 
-def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[HostLog]:
-    return [s.log() for n in order if (s := states[n].searcher) is not None]
+def _logs(states: dict[str, _HostState], order: Sequence[str]) -> list[tuple[str, HostLog]]:
+    """Every log read so far, per origin host, with the host it was read on."""
+    return [
+        (n, log) for n in order if (s := states[n].searcher) is not None for log in s.logs()
+    ]
 
 
 def _plan_next(states: dict[str, _HostState], found: Leads, max_skew: timedelta) -> set[str]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collector.models import Host, Settings, TransportKind
+from collector.errors import TransportError
+from collector.models import Host, Settings, Stage, TransportKind
 from collector.transport.base import PassphraseProvider, Session
 
 
@@ -14,6 +15,10 @@ def open_session(
     Raises :class:`TransportError` tagged ``connect``, ``host-key`` or ``auth``.
     Bastions use the host's identity file and, without a ``user@``, the host's user.
     """
+    if host.via is not None:
+        # read on its log host: connecting to it (or, as a local host without a root, to
+        # this machine) would read another host's lines under its name
+        raise TransportError(host.name, Stage.CONNECT, f"its lines are read on {host.via}")
     if host.transport is TransportKind.LOCAL:
         from collector.transport.local import LocalSession
 
