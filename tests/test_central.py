@@ -6,9 +6,8 @@ time order the way a syslog receiver writes them: one combined file, or one file
 log host must equal the answer of the per-host fleet, except that the JSON names the log
 host a host was read on (``via``).
 
-The data is a parameter: a case of ``CASES`` may name the root a real syslog receiver
-wrote (``build_central_fleet(receiver=...)``, e.g. the lab's rsyslog mode output); the merged
-lab lines stand in for it until then.
+These cases merge the standard lab's lines in time order; tests/test_central_rsyslog.py runs
+the same comparison on what a real rsyslog receiver wrote (the lab's central mode).
 """
 
 from __future__ import annotations
