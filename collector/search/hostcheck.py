@@ -19,8 +19,9 @@ from collector.models import Host, HostResult, LogSource, TransportKind
 from collector.render.rows import iso, source_dict
 from collector.render.safe import Escaped, printable
 from collector.render.text import short_bytes
-from collector.search.view import discover_host, source_path
+from collector.search.view import RootAccess, discover_host, source_path
 from collector.transport.base import Session
+from collector.transport.privilege import EXIT_ROOT_READ, RootPrograms
 
 #: Bytes read at each end of a source for its first and last line. A Postfix line is a few
 #: KiB at most; a longer first or last line shows as "-", and costs no more than this even
@@ -38,6 +39,25 @@ _FILE_END = (
 )
 # $1 = bytes, the rest = a command: its output, cut after $1 bytes.
 _BOUNDED = 'n=$1; shift; "$@" | head -c "$n"'
+
+# The same two reads of a file only root can read: its bytes from `sudo -n -- CAT FILE` ($4),
+# cut and decompressed by the login user. `tail` of a pipe reads it through (there is no seek
+# into a pipe), so a root file's last line costs a read of the whole file. Exit 5 when the
+# root reader failed (sudo refused: its words are on stderr); 141 is SIGPIPE from `head`.
+_ROOT_FILE_END = (
+    'f=$1; n=$2; c=$4; case "$f" in *.gz) d="gzip -dc";; *.bz2) d="bzip2 -dc";; '
+    '*.xz) d="xz -dc";; *.zst) d="zstd -dcq";; *) d="";; esac; '
+    'if [ "$3" = first ]; then e=head; else e=tail; fi; exec 4>&1; '
+    'if [ -z "$d" ]; then s=$( { { sudo -n -- "$c" "$f"; echo "r$?" >&3; } '
+    '| $e -c "$n" >&4; } 3>&1 ); '
+    'else s=$( { { sudo -n -- "$c" "$f"; echo "r$?" >&3; } | $d | $e -c "$n" >&4; } 3>&1 ); fi; '
+    f'case "$s" in *r0*|*r141*) ;; *) exit {EXIT_ROOT_READ};; esac'
+)
+# _BOUNDED, keeping the command's exit status 5 (a root reader that failed).
+_ROOT_BOUNDED = (
+    'n=$1; shift; exec 4>&1; s=$( { { "$@"; echo "r$?" >&3; } | head -c "$n" >&4; } 3>&1 ); '
+    f'case "$s" in *r{EXIT_ROOT_READ}*) exit {EXIT_ROOT_READ};; esac'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +145,8 @@ def _format_of(line: str, source: LogSource) -> str | None:
 def check_host(session: Session) -> HostCheck:
     """Connect (done by the caller), discover, and read each source's first and last line."""
     host = session.host
-    found = discover_host(session, host)
+    root = RootAccess(session)
+    found = discover_host(session, host, root)
     zone = host_zone(host)
     now = datetime.now().astimezone()
     checks: list[SourceCheck] = []
@@ -134,7 +155,7 @@ def check_host(session: Session) -> HostCheck:
         first = last = None
         fmt = None
         if not needs_sudo:
-            head, tail = edge_lines(session, src)
+            head, tail = edge_lines(session, src, root.programs() if src.sudo else None)
             ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
             ctx = TimeContext(tz=zone, reference=ref)
             first_rec = parse_line(head, ctx) if head is not None else None
@@ -147,16 +168,19 @@ def check_host(session: Session) -> HostCheck:
     return HostCheck(host, found, tuple(checks))
 
 
-def edge_lines(session: Session, src: LogSource) -> tuple[str | None, str | None]:
+def edge_lines(
+    session: Session, src: LogSource, root: RootPrograms | None = None
+) -> tuple[str | None, str | None]:
     """A source's first and last line; None for one longer than :data:`EDGE_MAX` (or none).
 
-    Only ``EDGE_MAX`` bytes are read at each end, whatever the host sends.
+    Only ``EDGE_MAX`` bytes are read at each end, whatever the host sends. ``root``: the
+    source is read as root with these programs (everything else runs as the login user).
     """
-    sudo = session.host.sudo
     if src.kind == "journal":
-        inner = edge_lines_command(src, source_path(session, src)).argv
-        argv = ["sh", "-c", _BOUNDED, "sh", str(2 * EDGE_MAX), *inner]
-        data = session.run(argv, sudo=sudo).stdout
+        inner = edge_lines_command(src, source_path(session, src), root).argv
+        bounded = _BOUNDED if root is None else _ROOT_BOUNDED
+        argv = ["sh", "-c", bounded, "sh", str(2 * EDGE_MAX), *inner]
+        data = session.run(argv, sudo=False).stdout
         lines = data.split(b"\n")
         if len(data) >= 2 * EDGE_MAX or not lines[-1]:
             lines.pop()  # cut by the bound, or the empty rest after the last newline
@@ -165,7 +189,9 @@ def edge_lines(session: Session, src: LogSource) -> tuple[str | None, str | None
     ends = []
     for end in ("first", "last"):
         argv = ["sh", "-c", _FILE_END, "sh", path, str(EDGE_MAX), end]
-        ends.append(session.run(argv, sudo=sudo).stdout)
+        if root is not None:
+            argv = ["sh", "-c", _ROOT_FILE_END, "sh", path, str(EDGE_MAX), end, root.cat]
+        ends.append(session.run(argv, sudo=False).stdout)
     return _first_line(ends[0]), _last_line(ends[1])
 
 
