@@ -123,6 +123,7 @@ class SessionView:
         self.notes: list[str] = []
         #: The directories only root can list (listed with sudo, or refused).
         self.root_dirs: list[str] = []
+        self.refused: list[str] = []  # those sudo refused to list (``tolerate_refusal``)
 
     def read_text(self, path: str) -> str | None:
         result = self.session.run(["cat", "--", self.session.path(path)], sudo=False)
@@ -182,6 +183,7 @@ class SessionView:
             if not self.tolerate_refusal or exc.stage is not Stage.SUDO:
                 raise
             self.notes.append(f"{path}: only root can list it, and sudo refused")
+            self.refused.append(path)
             return None
         infos = [
             self._info(posixpath.join(path, e.name), e.ftype, str(e.size), repr(e.mtime), False)

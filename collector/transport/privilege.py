@@ -56,9 +56,10 @@ class RootPrograms:
 
 @dataclass(frozen=True, slots=True)
 class LoginUser:
-    """What the probe learnt of the login user: its uid, and where the root programs are."""
+    """What the probe learnt of the login user: uid, name, and where the root programs are."""
 
     uid: int | None
+    name: str
     programs: RootPrograms
     notes: tuple[str, ...] = ()
 
@@ -67,8 +68,8 @@ class LoginUser:
         return self.uid == 0
 
 
-# $@ = program names: the login user's uid, then one line per program (its path, or "-").
-_PROBE = 'id -u; for p do command -v "$p" || echo -; done'
+# $@ = program names: the login user's uid and name, then one line per program (its path, or -).
+_PROBE = 'id -u; id -un; for p do command -v "$p" || echo -; done'
 
 
 def probe_argv() -> list[str]:
@@ -79,20 +80,22 @@ def probe_argv() -> list[str]:
 def login_user_from(stdout: bytes) -> LoginUser:
     """Parse :func:`probe_argv`'s output. A program not found (or printed oddly) keeps its
     usual path, with a note: sudo then says it cannot run it."""
-    lines = stdout.decode("ascii", "replace").splitlines()
-    uid = int(lines[0]) if lines and lines[0].isdigit() else None
+    lines = stdout.decode("ascii", "replace").splitlines()[: 2 + len(ROOT_PROGRAMS)]
+    lines += [""] * (2 + len(ROOT_PROGRAMS) - len(lines))
+    uid = int(lines[0]) if lines[0].isdigit() and len(lines[0]) < 12 else None
+    login = lines[1].strip() if _USER.fullmatch(lines[1].strip()) else ""
     defaults = RootPrograms()
     found: dict[str, str] = {}
     notes: list[str] = []
     for i, name in enumerate(ROOT_PROGRAMS):
-        path = lines[i + 1].strip() if len(lines) > i + 1 else ""
+        path = lines[i + 2].strip()
         if _PLAIN.fullmatch(path) and posixpath.basename(path) == name:
             found[name] = path
         else:
             usual = getattr(defaults, name)
             notes.append(f"{name} not found in the login user's PATH: using {usual}")
             found[name] = usual
-    return LoginUser(uid, RootPrograms(**found), tuple(notes))
+    return LoginUser(uid, login, RootPrograms(**found), tuple(notes))
 
 
 # --------------------------------------------------------------------------- ls
@@ -213,14 +216,14 @@ def sudoers_lines(
     A path that sudoers cannot name literally is skipped, and said so.
     """
     if not _USER.fullmatch(user):
-        return [f"# the login user {user!r} cannot be named in a sudoers line"]
+        return [f"# the login user {safe_path(user)} cannot be named in a sudoers line"]
     head = f"{user} ALL=(root) NOPASSWD: "
     lines: list[str] = []
     bases = sorted({*needs.files, *known_files}, key=len)
     written: set[str] = set()
-    for path in needs.files:
+    for path in sorted(needs.files, key=lambda p: _rotation_pattern(p, bases)[0]):
         if not _PLAIN.fullmatch(path):
-            lines.append(f"# skipped {path!r}: a sudoers line cannot name it exactly")
+            lines.append(f"# skipped {safe_path(path)}: a sudoers line cannot name it exactly")
             continue
         pattern, base = _rotation_pattern(path, bases)
         rule = head + programs.cat + " " + pattern
@@ -235,13 +238,15 @@ def sudoers_lines(
         lines.append(rule)
     for directory in needs.directories:
         if not _PLAIN.fullmatch(directory):
-            lines.append(f"# skipped {directory!r}: a sudoers line cannot name it exactly")
+            lines.append(f"# skipped {safe_path(directory)}: a sudoers line cannot name it "
+                         "exactly")
             continue
         lines.append(f"# list {directory} (the login user cannot)")
         lines.append(head + " ".join((programs.ls, *LS_FLAGS, directory)))
     for match, directory in needs.journals:
         if not _JOURNAL_MATCH.fullmatch(match) or (directory and not _PLAIN.fullmatch(directory)):
-            lines.append(f"# skipped the journal match {match!r}: a sudoers line cannot name it")
+            lines.append(f"# skipped the journal match {safe_path(match)}: a sudoers line "
+                         "cannot name it")
             continue
         where = ("-D " + directory + " ") if directory else ""
         flags = " ".join(JOURNAL_FLAGS)
@@ -267,3 +272,11 @@ def _rotation_pattern(path: str, bases: Sequence[str]) -> tuple[str, str | None]
 
 def _escape(text: str) -> str:
     return re.sub(r"([,:=\\#*?\[\]])", r"\\\1", text)
+
+
+def safe_path(text: str) -> str:
+    """A host's path (or name) as it may be shown in a sudoers comment: as it is when it is
+    printable ASCII, else Python's ASCII escape of it (a file name is the host's choice)."""
+    if text and all(" " <= ch <= "~" and ch != "\\" for ch in text):
+        return text
+    return ascii(text)
