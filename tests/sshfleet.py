@@ -452,9 +452,10 @@ HOSTILE_NAME = 'postfix.log.1\n"; touch /root/CANARY-name; x=$(id) *'
 def narrow_specs(lab_dir: Path = FIXTURES) -> list[HostSpec]:
     """Hosts whose login user ``collector`` may run only what ``hosts --sudoers`` prints.
 
-    Their logs are root-only (0600). narrow1: mail.log, .1 and .2.gz in /var/log;
-    narrowdir1: maillog_file in /var/log/postfix, a 0700 directory only root can list, with a
-    compressed rotation and a hostile file name; narrowjournal1: journald only. None gets a
+    Their logs are root-only (0600). narrow1: mail.log, .1 and .2.gz in /var/log (and a FIFO
+    that is no log); narrowdir1: maillog_file in /var/log/postfix, a 0700 directory only root
+    can list, with a compressed rotation and a hostile file name; narrowjournal1: journald
+    only. None gets a
     sudoers rule here: the tests install the printed lines. The client key also logs in as root,
     which reads the same files without sudo (the reference answer).
     """
@@ -470,7 +471,8 @@ def narrow_specs(lab_dir: Path = FIXTURES) -> list[HostSpec]:
 
     hostile = f"/var/log/postfix/{HOSTILE_NAME}"
     return [
-        tree("narrow1"),
+        # A FIFO nobody writes to: a root cat of it blocks for ever (timeouts must end it).
+        tree("narrow1", fifo_logs=["/var/log/stuck.fifo"], modes={"/var/log/stuck.fifo": 0o600}),
         tree("narrowdir1", files={hostile: "not a log\n"}, modes={hostile: 0o600},
              dir_modes={"/var/log/postfix": 0o700}),
         tree("narrowjournal1"),
