@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -264,3 +265,21 @@ def test_narrow_specs_are_what_the_docstring_says() -> None:
     specs: list[HostSpec] = narrow_specs()
     assert [s.name for s in specs] == list(NARROW)
     assert all(s.sudo and s.sudo_rules is None and s.user == "collector" for s in specs)
+
+
+def test_the_readme_shows_the_real_lines(envs: tuple[Fleet, Path, Path]) -> None:
+    _, inv, _ = envs
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = readme.split("```sudoers\n", 1)[1].split("```\n", 1)[0]
+    run = cli("hosts", "--sudoers", "-i", str(inv), "--host", "narrow1", "--host", "narrowdir1")
+    assert run.code == 0, run.stderr
+    real = run.stdout
+    for name in ("cat", "ls"):  # where this machine keeps them; the README says /usr/bin
+        found = shutil.which(name) or f"/usr/bin/{name}"
+        real = real.replace(f" {found} ", f" /usr/bin/{name} ")
+    assert real == shown
+    payload = cli("hosts", "--sudoers", "-i", str(inv), "--host", "narrow1", "-f", "json").json()
+    (entry,) = payload["hosts"]
+    assert entry["ok"] is True and entry["user"] == "collector" and entry["own"] == []
+    assert "\n".join(entry["sudoers"]) + "\n" == sudoers_output(inv, "narrow1").split("\n", 1)[1]
+    assert cli("hosts", "--sudoers", "-i", str(inv), "-f", "csv").code == 2
