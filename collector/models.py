@@ -335,6 +335,9 @@ class LogSource:
     mtime: float | None = None
     instance: str | None = None
     readable: bool = True
+    #: Read as root (``sudo = true`` and the login user cannot read it itself): only its
+    #: reader runs through ``sudo -n`` (see ``collector.transport.privilege``).
+    sudo: bool = False
 
 
 # --------------------------------------------------------------------------- parse

@@ -76,6 +76,8 @@ class HostSpec:
     ``sudo`` is what the generated inventory says (``sudo = true``), independent of whether
     ``sudo_rules`` lets the user actually run sudo. ``via`` names the bastion host this one is
     reached through; such a host listens on ``address`` (``JUMP_ADDRESS`` when left empty).
+    ``dir_modes`` sets the permission bits of directories inside the host (root-owned);
+    ``root_login`` lets the client key log in as root too (besides ``user``).
     """
 
     name: str
@@ -90,6 +92,8 @@ class HostSpec:
     sudo: bool = False
     via: str | None = None
     address: str = ""
+    dir_modes: dict[str, int] = field(default_factory=dict)
+    root_login: bool = False
     #: sshd_config lines that replace the fleet's own line of the same keyword (sshd takes
     #: a keyword's first value), e.g. ``("MaxStartups 2:100:2",)``.
     sshd_extra: tuple[str, ...] = ()
@@ -460,6 +464,41 @@ def standard_specs(lab_dir: Path = FIXTURES) -> list[HostSpec]:
     ]
 
 
+#: A file in narrowdir1's root-only directory whose name a shell, a listing or a sudoers line
+#: would misread: ls must list it as what it is, and nothing may run it.
+HOSTILE_NAME = 'postfix.log.1\n"; touch /root/CANARY-name; x=$(id) *'
+
+
+def narrow_specs(lab_dir: Path = FIXTURES) -> list[HostSpec]:
+    """Hosts whose login user ``collector`` may run only what ``hosts --sudoers`` prints.
+
+    Their logs are root-only (0600). narrow1: mail.log, .1 and .2.gz in /var/log (and a FIFO
+    that is no log); narrowdir1: maillog_file in /var/log/postfix, a 0700 directory only root
+    can list, with a compressed rotation and a hostile file name; narrowjournal1: journald
+    only. None gets a
+    sudoers rule here: the tests install the printed lines. The client key also logs in as root,
+    which reads the same files without sudo (the reference answer).
+    """
+    now = time.time()
+
+    def tree(name: str, **kwargs: Any) -> HostSpec:
+        root = lab_dir / name if (lab_dir / name).is_dir() else FIXTURES / name
+        logs = (root / "var" / "log").rglob("*")
+        modes = {"/" + p.relative_to(root).as_posix(): 0o600 for p in logs if p.is_file()}
+        modes.update(kwargs.pop("modes", {}))
+        return spec_from_tree(name, root, now, user=NON_ROOT_USER, sudo=True, modes=modes,
+                              root_login=True, **kwargs)
+
+    hostile = f"/var/log/postfix/{HOSTILE_NAME}"
+    return [
+        # A FIFO nobody writes to: a root cat of it blocks for ever (timeouts must end it).
+        tree("narrow1", fifo_logs=["/var/log/stuck.fifo"], modes={"/var/log/stuck.fifo": 0o600}),
+        tree("narrowdir1", files={hostile: "not a log\n"}, modes={hostile: 0o600},
+             dir_modes={"/var/log/postfix": 0o700}),
+        tree("narrowjournal1"),
+    ]
+
+
 # --------------------------------------------------------------------------- the fleet
 
 
@@ -668,18 +707,20 @@ class Fleet:
         (fs / "etc/machine-id").chmod(0o444)
 
         pub = self.client_key.with_name(self.client_key.name + ".pub").read_text()
-        if spec.user == "root":
-            home, uid, gid = fs / "root", 0, 0
-        else:
-            uid, gid = ensure_user(spec.user)
-            home = fs / "home" / spec.user
-            home.mkdir(mode=0o750)
-        ssh_dir = home / ".ssh"
-        ssh_dir.mkdir(mode=0o700)
-        (ssh_dir / "authorized_keys").write_text(pub)
-        (ssh_dir / "authorized_keys").chmod(0o600)
-        for path in (home, ssh_dir, ssh_dir / "authorized_keys"):
-            os.chown(path, uid, gid)
+        logins = [spec.user] + (["root"] if spec.root_login and spec.user != "root" else [])
+        for user in logins:
+            if user == "root":
+                home, uid, gid = fs / "root", 0, 0
+            else:
+                uid, gid = ensure_user(user)
+                home = fs / "home" / user
+                home.mkdir(mode=0o750)
+            ssh_dir = home / ".ssh"
+            ssh_dir.mkdir(mode=0o700)
+            (ssh_dir / "authorized_keys").write_text(pub)
+            (ssh_dir / "authorized_keys").chmod(0o600)
+            for path in (home, ssh_dir, ssh_dir / "authorized_keys"):
+                os.chown(path, uid, gid)
 
         if spec.sudo_rules is not None:
             rules = fs / "etc/sudoers.d/collector"
@@ -707,6 +748,8 @@ class Fleet:
             shutil.copyfile(STOCK_MASTER_CF, master)
         if spec.journal_export is not None:
             self._write_journal(host)
+        for inside, mode in spec.dir_modes.items():
+            self.host_path(spec.name, inside).chmod(mode)
         for inside, when in spec.mtimes.items():
             os.utime(self.host_path(spec.name, inside), (when, when), follow_symlinks=False)
 

@@ -47,7 +47,7 @@ from collector.errors import UsageError
 from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
 from collector.logs.commands import pass1_needles
 from collector.logs.select import select_rows
-from collector.models import HostResult, Inventory, Query, Row
+from collector.models import Host, HostResult, Inventory, Query, Row
 from collector.render.rows import (
     HostReport,
     render_rows_csv,
@@ -308,6 +308,14 @@ def hosts(
     check: Annotated[
         bool, typer.Option("--check", help="Connect to each host and report what it offers.")
     ] = False,
+    sudoers: Annotated[
+        bool,
+        typer.Option(
+            "--sudoers",
+            help="Connect to each host and print the sudoers lines its login user needs to "
+            "read the logs it cannot read itself (for sudo = true).",
+        ),
+    ] = False,
     fmt: FormatOpt = Format.TABLE,
     workers: WorkersOpt = None,
     debug: DebugOpt = False,
@@ -317,8 +325,15 @@ def hosts(
     from collector.search.hostcheck import carried_rows, check_host, check_rows, list_rows
 
     with errors(debug):
+        if check and sudoers:
+            raise UsageError("give --check or --sudoers, not both")
+        if sudoers and fmt not in (Format.TABLE, Format.JSON, Format.NDJSON):
+            raise UsageError("--sudoers prints text (the default), json or ndjson",
+                             option="--format")
         inv = _inventory(inventory)
         selected = select_hosts(inv, host or [], group or [])
+        if sudoers:
+            _print_sudoers(inv, selected, fmt, workers, debug)
         if not check:
             _render_hosts(fmt, *list_rows(selected))
             raise typer.Exit(ExitCode.FOUND)
@@ -336,6 +351,26 @@ def hosts(
         more_rows, more = carried_rows(results, [h for h in selected if h.via is not None])
         _render_hosts(fmt, headers, rows + more_rows, payload + more)
         finish(results, True, caught)
+
+
+def _print_sudoers(
+    inv: Inventory, selected: Sequence[Host], fmt: Format, workers: int | None, debug: bool
+) -> None:
+    from collector.render.summary import write_ndjson
+    from collector.search.sudoers import sudoers_for_host, sudoers_payload, sudoers_text
+
+    caught = _caught(debug)
+    results = run_fleet(inv, selected, lambda s, _n: sudoers_for_host(s), workers=workers,
+                        progress=False, exceptions=caught)
+    if fmt is Format.JSON:
+        write_json({"hosts": sudoers_payload(results)}, sys.stdout)
+    elif fmt is Format.NDJSON:
+        write_ndjson(sudoers_payload(results), sys.stdout)
+    else:
+        lines = sudoers_text(results)
+        sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
+    finish(results, True, caught)
 
 
 def _render_hosts(

@@ -17,6 +17,12 @@ from datetime import UTC, datetime
 
 from collector.logs.select import fixed_part, normalize_message_id
 from collector.models import Compression, LogSource, Query
+from collector.transport.privilege import (
+    EXIT_ROOT_READ,
+    JOURNAL_FIRST,
+    JOURNAL_LAST,
+    RootPrograms,
+)
 
 #: Above this many queue IDs, a field lookup in a hash (awk) beats grep's multi-literal
 #: search, whose cost grows with the number of hex patterns: measured on a 250 MB maillog,
@@ -142,6 +148,64 @@ _AWK_FILE = (
     + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C awk "$prog" "$@"')
 )
 
+# ---- the same reads for a source only root can read (``LogSource.sudo``). The file's bytes come
+# from `sudo -n -- CAT FILE` ($c: cat's absolute path on the host); decompressing and filtering
+# run as the login user on the other side of a pipe. Root runs nothing else: no shell, no
+# filter, no `timeout` (the transport's `timeout` wraps the whole login-user script; when it
+# fires, it signals the script's process group and sudo passes the signal on to cat, which also
+# ends a cat blocked on a FIFO or a hung NFS read; a cat whose reader exits dies of SIGPIPE).
+
+# Whether the file is gone: only a directory the login user can search says so (in one it
+# cannot, a vanished file fails cat, which fails the read).
+_ROOT_EXISTS = (
+    '[ -e "$f" ] || [ ! -x "${f%/*}/" ] || { echo "collector: $f: no such file" >&2; exit 4; }; '
+)
+# The reader's, decompressor's and filter's statuses, in that order of blame: a reader that
+# failed (sudo refused, cat could not read; 141 is SIGPIPE: the others stopped first) is exit
+# 5; a damaged archive exit 3; else the filter's status (0, 1 "no match", or 2).
+_ROOT_STATUS = (
+    'case "$s" in *r0*|*r141*) ;; *) echo "collector: sudo -n $c could not read $f" >&2; '
+    'exit ' + str(EXIT_ROOT_READ) + ';; esac; '
+    'case "$s" in *d[1-9]*) echo "collector: cannot decompress $f completely: the lines '
+    'after the damage are missing" >&2; exit 3;; esac; '
+    'case "$s" in *g1*) exit 1;; *g[2-9]*) exit 2;; esac; exit 0'
+)
+_ROOT_READER = '{ sudo -n -- "$c" "$f"; echo "r$?" >&3; }'
+
+
+def _root_pipe(filter_: str | None) -> str:
+    """``sudo cat FILE [| DECOMPRESSOR] [| FILTER]`` with every status kept (see above)."""
+    decompress = '{ $d; echo "d$?" >&3; }'
+    if filter_ is None:
+        plain = '{ sudo -n -- "$c" "$f" >&4; echo "r$?" >&3; }'
+        packed = _ROOT_READER + ' | { $d >&4; echo "d$?" >&3; }'
+    else:
+        tail = " | " + filter_ + ' >&4; echo "g$?" >&3; '
+        plain = "{ " + _ROOT_READER + tail + "}"
+        packed = "{ " + _ROOT_READER + " | " + decompress + tail + "}"
+    return (
+        'exec 4>&1; if [ -z "$d" ]; then s=$( ' + plain + ' 3>&1 ); '
+        'else s=$( { ' + packed + '; } 3>&1 ); fi; ' + _ROOT_STATUS
+    )
+
+
+# $1 = file, $2 = cat's path, the rest = grep arguments.
+_ROOT_FILTER_FILE = (
+    'f=$1; c=$2; shift 2; ' + _ROOT_EXISTS + _DECOMPRESSOR + _root_pipe('LC_ALL=C grep "$@"')
+)
+# $1 = file, $2 = cat's path: every line (decompressed).
+_ROOT_CAT_FILE = 'f=$1; c=$2; ' + _ROOT_EXISTS + _DECOMPRESSOR + _root_pipe(None)
+# $1 = file, $2 = cat's path, $3 = the awk program, the rest = queue IDs.
+_ROOT_AWK_FILE = (
+    'f=$1; c=$2; prog=$3; shift 3; ' + _ROOT_EXISTS + _DECOMPRESSOR
+    + _root_pipe('LC_ALL=C awk "$prog" "$@"')
+)
+# $1 = file, $2 = cat's path: the file's bytes as they are (fetch --all).
+_ROOT_COPY = (
+    'f=$1; c=$2; ' + _ROOT_EXISTS + 'sudo -n -- "$c" "$f" || { echo "collector: sudo -n $c '
+    'could not read $f" >&2; exit ' + str(EXIT_ROOT_READ) + '; }'
+)
+
 # The journal's mail lines, optionally filtered by grep. $1/$2 = since/until (may be empty),
 # $3 = the journal match (e.g. SYSLOG_FACILITY=2), $4 = a journal directory to read instead of
 # the system's (a directory host's own var/log/journal; empty: the system journal), the rest =
@@ -154,6 +218,22 @@ _JOURNAL = (
     'journalctl ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise '
     '${since:+"--since=$since"} ${until:+"--until=$until"} "$match" '
     '| LC_ALL=C grep "$@"'
+)
+# The same as root: `sudo -n -- JOURNALCTL` ($5: its path) with fixed flags and both bounds always
+# given (JOURNAL_FIRST/LAST when the query has none), so that one sudoers line allows every
+# call; grep runs as the login user.
+_ROOT_JOURNAL_READ = (
+    'sudo -n -- "$j" ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise '
+    '"--since=$since" "--until=$until" "$match"'
+)
+_ROOT_JOURNAL = (
+    'since=$1; until=$2; match=$3; dir=$4; j=$5; shift 5; exec 4>&1; '
+    'if [ "$#" -eq 0 ]; then s=$( { ' + _ROOT_JOURNAL_READ + ' >&4; echo "r$?" >&3; } 3>&1 ); '
+    'else s=$( { { ' + _ROOT_JOURNAL_READ + '; echo "r$?" >&3; } | LC_ALL=C grep "$@" >&4; '
+    'echo "g$?" >&3; } 3>&1 ); fi; '
+    'case "$s" in *r0*|*r141*) ;; *) echo "collector: sudo -n $j could not read the journal" '
+    '>&2; exit ' + str(EXIT_ROOT_READ) + ';; esac; '
+    'case "$s" in *g1*) exit 1;; *g[2-9]*) exit 2;; esac; exit 0'
 )
 _JOURNAL_MATCH = re.compile(r"^[A-Z_]+=[0-9A-Za-z@._:/-]+$")
 DEFAULT_JOURNAL_MATCH = "SYSLOG_FACILITY=2"
@@ -233,14 +313,32 @@ def _script(kind: CommandKind, script: str, path: str, words: Sequence[str], sho
     return Command(kind, ("sh", "-c", script, "sh", path, *words), shown or path)
 
 
-def filter_file_command(path: str, needles: Needles | None, *, shown: str = "") -> Command:
+def _file_script(
+    kind: CommandKind,
+    scripts: tuple[str, str],
+    path: str,
+    words: Sequence[str],
+    shown: str,
+    root: RootPrograms | None,
+) -> Command:
+    """``scripts``: the login user's own read, and the one through ``sudo -n cat``."""
+    if root is None:
+        return _script(kind, scripts[0], path, words, shown)
+    return _script(kind, scripts[1], path, (root.cat, *words), shown)
+
+
+def filter_file_command(
+    path: str, needles: Needles | None, *, shown: str = "", root: RootPrograms | None = None
+) -> Command:
     """Pass 1 on one file: the lines carrying any needle (or every line with no needle).
 
-    ``path`` is the path the command uses, ``shown`` the host path a person knows it by.
+    ``path`` is the path the command uses, ``shown`` the host path a person knows it by;
+    ``root``: the file is read as root (``sudo -n cat``), everything else as the login user.
     """
     if needles is None:
-        return _script(CommandKind.ALL, _CAT_FILE, path, (), shown)
-    return _script(CommandKind.MATCH, _FILTER_FILE, path, _grep_words(needles), shown)
+        return _file_script(CommandKind.ALL, (_CAT_FILE, _ROOT_CAT_FILE), path, (), shown, root)
+    return _file_script(CommandKind.MATCH, (_FILTER_FILE, _ROOT_FILTER_FILE), path,
+                        _grep_words(needles), shown, root)
 
 
 def id_patterns(queue_ids: Sequence[str]) -> tuple[str, ...]:
@@ -250,7 +348,9 @@ def id_patterns(queue_ids: Sequence[str]) -> tuple[str, ...]:
     return (*(f" {q}: " for q in ids), *(f"Queue-ID: {q}," for q in ids))
 
 
-def ids_file_commands(path: str, queue_ids: Sequence[str], *, shown: str = "") -> list[Command]:
+def ids_file_commands(
+    path: str, queue_ids: Sequence[str], *, shown: str = "", root: RootPrograms | None = None
+) -> list[Command]:
     """Pass 2 on one file: every line of exactly these queue IDs (in chunks)."""
     ids = sorted(set(queue_ids))
     commands: list[Command] = []
@@ -258,16 +358,20 @@ def ids_file_commands(path: str, queue_ids: Sequence[str], *, shown: str = "") -
         chunk = ids[start : start + IDS_PER_COMMAND]
         if len(chunk) <= GREP_MAX_IDS:
             needles = Needles(id_patterns(chunk), False)
-            commands.append(_script(CommandKind.IDS, _FILTER_FILE, path, _grep_words(needles), shown))
+            commands.append(_file_script(CommandKind.IDS, (_FILTER_FILE, _ROOT_FILTER_FILE), path,
+                                         _grep_words(needles), shown, root))
         else:
-            commands.append(
-                _script(CommandKind.IDS_LOOKUP, _AWK_FILE, path, (_AWK_IDS, *chunk), shown)
-            )
+            commands.append(_file_script(CommandKind.IDS_LOOKUP, (_AWK_FILE, _ROOT_AWK_FILE), path,
+                                         (_AWK_IDS, *chunk), shown, root))
     return commands
 
 
-def copy_file_command(path: str, *, shown: str = "") -> Command:
+def copy_file_command(
+    path: str, *, shown: str = "", root: RootPrograms | None = None
+) -> Command:
     """A whole file, byte for byte (a rotated file stays compressed)."""
+    if root is not None:
+        return _script(CommandKind.COPY, _ROOT_COPY, path, (root.cat,), shown)
     return Command(CommandKind.COPY, ("cat", "--", path), shown or path)
 
 
@@ -279,15 +383,23 @@ def journal_command(
     match: str = DEFAULT_JOURNAL_MATCH,
     kind: CommandKind | None = None,
     directory: str = "",
+    root: RootPrograms | None = None,
 ) -> Command:
     """The journal's mail lines as ``short-iso-precise`` text, time window pushed down.
 
     ``directory``: read that journal directory (``journalctl -D``), not the system's.
+    ``root``: read it as root, ``journalctl`` through ``sudo -n`` (see ``_ROOT_JOURNAL``).
     """
     words = _grep_words(needles) if needles is not None else []
     chosen = kind or (CommandKind.ALL if needles is None else CommandKind.MATCH)
-    argv = ("sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), match,
-            directory, *words)
+    if root is not None:
+        argv: tuple[str, ...] = (
+            "sh", "-c", _ROOT_JOURNAL, "sh", _journal_time(since) or JOURNAL_FIRST,
+            _journal_time(until) or JOURNAL_LAST, match, directory, root.journalctl, *words,
+        )
+    else:
+        argv = ("sh", "-c", _JOURNAL, "sh", _journal_time(since), _journal_time(until), match,
+                directory, *words)
     return Command(chosen, argv, f"journal:{match}")
 
 
@@ -298,38 +410,48 @@ def journal_ids_command(
     until: datetime | None,
     match: str = DEFAULT_JOURNAL_MATCH,
     directory: str = "",
+    root: RootPrograms | None = None,
 ) -> Command:
     """Pass 2 on the journal: every line of these queue IDs."""
     needles = Needles(id_patterns(queue_ids), False)
     return journal_command(needles, since=since, until=until, match=match, kind=CommandKind.IDS,
-                           directory=directory)
+                           directory=directory, root=root)
 
 
 def match_command(
-    source: LogSource, path: str, needles: Needles | None, query: Query
+    source: LogSource,
+    path: str,
+    needles: Needles | None,
+    query: Query,
+    root: RootPrograms | None = None,
 ) -> Command:
     """Pass 1 on any source (``path``: the path a command uses for a file source; for a
-    journal, the journal directory to read, or empty for the system's)."""
+    journal, the journal directory to read, or empty for the system's). ``root``: the
+    source is read as root, with these programs (``LogSource.sudo``)."""
     if source.kind == "journal":
         return journal_command(
             needles, since=query.since, until=query.until, match=journal_match(source),
-            directory=path,
+            directory=path, root=root,
         )
-    return filter_file_command(path, needles, shown=source.path)
+    return filter_file_command(path, needles, shown=source.path, root=root)
 
 
 def ids_commands(
-    source: LogSource, path: str, queue_ids: Sequence[str], query: Query
+    source: LogSource,
+    path: str,
+    queue_ids: Sequence[str],
+    query: Query,
+    root: RootPrograms | None = None,
 ) -> list[Command]:
     """Pass 2 on any source: every line of these queue IDs."""
     if source.kind == "journal":
         return [
             journal_ids_command(
                 queue_ids, since=query.since, until=query.until, match=journal_match(source),
-                directory=path,
+                directory=path, root=root,
             )
         ]
-    return ids_file_commands(path, queue_ids, shown=source.path)
+    return ids_file_commands(path, queue_ids, shown=source.path, root=root)
 
 
 def _journal_time(when: datetime | None) -> str:
@@ -377,9 +499,25 @@ _JOURNAL_EDGES = (
 )
 
 
-def edge_lines_command(source: LogSource, path: str) -> Command:
-    """The first and the last line of a source (for ``hosts --check``)."""
+# $1 = match, $2 = directory, $3 = journalctl's path: the same two lines read as root, in the
+# two shapes the sudoers lines allow (the first line: the whole window; the last: -n 1).
+_ROOT_JOURNAL_EDGES = (
+    'dir=$2; sudo -n -- "$3" ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise '
+    '"--since=$4" "--until=$5" "$1" | head -n 1; '
+    'sudo -n -- "$3" ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise -n 1 "$1" '
+    '|| exit ' + str(EXIT_ROOT_READ)
+)
+
+
+def edge_lines_command(
+    source: LogSource, path: str, root: RootPrograms | None = None
+) -> Command:
+    """The first and the last line of a source (for ``hosts --check``); only a journal has a
+    root form here (``hostcheck`` reads a file's two ends itself)."""
     if source.kind == "journal":
+        if root is not None:
+            return _script(CommandKind.EDGES, _ROOT_JOURNAL_EDGES, journal_match(source),
+                           (path, root.journalctl, JOURNAL_FIRST, JOURNAL_LAST), source.path)
         return _script(CommandKind.EDGES, _JOURNAL_EDGES, journal_match(source), (path,),
                        source.path)
     return _script(CommandKind.EDGES, _EDGES, path, (), source.path)

@@ -45,6 +45,7 @@ class FileInfo:
     readable: bool = True
     is_dir: bool = False
     target: str | None = None
+    sudo: bool = False  # readable only as root, through sudo (``readable`` says collector can)
 
     @property
     def name(self) -> str:
@@ -564,6 +565,7 @@ def order_sources(
             mtime=f.mtime,
             instance=instance,
             readable=f.readable,
+            sudo=f.sudo,
         )
         for f in sorted(entries, key=key)
     ]

@@ -167,7 +167,8 @@ def _target_path(src: LogSource, whole: bool) -> str:
 def _copy_raw(searcher: HostSearcher, src: LogSource, target: Path) -> tuple[int, int]:
     """A byte-exact copy (rotated files stay compressed: no line splitting here)."""
     lines = size = 0
-    command = copy_file_command(searcher.command_path(src), shown=src.path)
+    command = copy_file_command(searcher.command_path(src), shown=src.path,
+                                root=searcher.root_programs(src))
     with open(target, "wb") as out:
         for chunk in searcher.chunks(src, command):
             out.write(chunk)

@@ -9,6 +9,7 @@ what happens when a source cannot be read to its end are said once, here.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -51,8 +52,9 @@ from collector.models import (
     Stage,
     Unread,
 )
-from collector.search.view import discover_host, source_path
+from collector.search.view import RootAccess, discover_host, list_as_root, source_path
 from collector.transport.base import Session
+from collector.transport.privilege import RootPrograms
 
 ByteCounter = Callable[[int], None]
 T = TypeVar("T")
@@ -110,6 +112,7 @@ class HostSearcher:
         self.context = context
         self.origins = origins
         self.only: frozenset[str] | None = None
+        self.root = RootAccess(session)
         self.ran: list[Command] = []
         self._found = found
         self._chosen: list[LogSource] | None = None
@@ -129,7 +132,7 @@ class HostSearcher:
     def found(self) -> DiscoveryResult:
         """The host's log sources, discovered on first use."""
         if self._found is None:
-            self._found = discover_host(self.session, self.host)
+            self._found = discover_host(self.session, self.host, self.root)
         return self._found
 
     def plan(self, window: Query | None = None) -> list[LogSource]:
@@ -172,13 +175,19 @@ class HostSearcher:
         """The path a command on this host uses for a source (see ``view.source_path``)."""
         return source_path(self.session, source)
 
+    def root_programs(self, source: LogSource) -> RootPrograms | None:
+        """The programs that read this source as root; None: the login user reads it."""
+        return self.root.programs() if source.sudo else None
+
     def match_command(self, source: LogSource, needles: Needles | None, query: Query) -> Command:
         """Pass 1 (or every line, without needles) for one source."""
-        return match_command(source, self.command_path(source), needles, query)
+        return match_command(source, self.command_path(source), needles, query,
+                             self.root_programs(source))
 
     def ids_commands(self, source: LogSource, ids: Sequence[str], query: Query) -> list[Command]:
         """Pass 2 for one source: every line of these queue IDs."""
-        return ids_commands(source, self.command_path(source), ids, query)
+        return ids_commands(source, self.command_path(source), ids, query,
+                            self.root_programs(source))
 
     # ------------------------------------------------------------------ reading
 
@@ -213,7 +222,8 @@ class HostSearcher:
     def _stream(self, command: Command, *, chunks: bool) -> Iterator[bytes]:
         self.ran.append(command)
         read = self.session.stream_chunks if chunks else self.session.stream
-        return read(list(command.argv), sudo=self.host.sudo, on_bytes=self.context.on_bytes)
+        # Only a root source's reader runs as root, inside the command (sudo -n cat ...).
+        return read(list(command.argv), sudo=False, on_bytes=self.context.on_bytes)
 
     def parser(self, source: LogSource) -> LineParser:
         """A parser for one source's lines (its stats count in the host's)."""
@@ -417,7 +427,7 @@ class HostSearcher:
         if not files:
             return {}
         result = self.session.run(["stat", "-L", "-c", "%s %Y %n", "--",
-                                   *(self.command_path(s) for s in files)])
+                                   *(self.command_path(s) for s in files)], sudo=False)
         if result.exit_code not in (0, 1):
             return None
         by_path = {self.command_path(s): s.path for s in files}
@@ -427,7 +437,21 @@ class HostSearcher:
             mtime, _, name = rest.partition(" ")
             if size.isdigit() and mtime.isdigit() and name in by_path:
                 out[by_path[name]] = (int(size), int(mtime))
+        out.update(self._stat_as_root([s for s in files if s.sudo and s.path not in out]))
         return out
+
+    def _stat_as_root(self, files: Sequence[LogSource]) -> dict[str, tuple[int, int]]:
+        """``(size, mtime)`` of root files in directories the login user cannot search, from
+        ``sudo -n ls`` of those directories (the listing discovery used)."""
+        programs = self.root.programs() if files else None
+        if programs is None:
+            return {}
+        out: dict[str, tuple[int, int]] = {}
+        for directory in sorted({posixpath.dirname(s.path) for s in files}):
+            listed = list_as_root(self.session, programs, self.session.path(directory))
+            for entry in listed:
+                out[posixpath.join(directory, entry.name)] = (entry.size, int(entry.mtime))
+        return {s.path: out[s.path] for s in files if s.path in out}
 
     def check_unchanged(self) -> tuple[str, ...]:
         """After reading: the chosen files that were replaced or cut meanwhile (logrotate).
@@ -717,7 +741,10 @@ def complete_in_windows(
 
 
 def _windowable(src: LogSource) -> bool:
-    return src.kind is SourceKind.FILE and src.compression is Compression.NONE and bool(src.size)
+    """A plain file read by the login user: pass 2 can seek into windows of it (a root file
+    reaches the login user through a pipe, where each window would cost a whole read)."""
+    return (src.kind is SourceKind.FILE and src.compression is Compression.NONE
+            and bool(src.size) and not src.sudo)
 
 
 def complete_lives(records: Sequence[Record], *, reaches_end: bool = False) -> set[str]:

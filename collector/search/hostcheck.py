@@ -20,8 +20,9 @@ from collector.models import Host, HostResult, LogSource, TransportKind
 from collector.render.rows import iso, source_dict
 from collector.render.safe import Escaped, printable
 from collector.render.text import short_bytes
-from collector.search.view import discover_host, source_path
+from collector.search.view import RootAccess, discover_host, source_path
 from collector.transport.base import Session
+from collector.transport.privilege import EXIT_ROOT_READ, RootPrograms
 
 #: Bytes read at each end of a source for its first and last line. A Postfix line is a few
 #: KiB at most; a longer first or last line shows as "-", and costs no more than this even
@@ -41,6 +42,31 @@ _FILE_END = (
 _BOUNDED = 'n=$1; shift; "$@" | head -c "$n"'
 #: A log host's journal: the entries whose hostnames ``--check`` samples (its last ones).
 SAMPLE_ENTRIES = 2000
+
+# The same two reads of a file only root can read: its bytes from `sudo -n -- CAT FILE` ($4),
+# cut and decompressed by the login user. `tail` of a pipe reads it through (there is no seek
+# into a pipe), so a root file's last line costs a read of the whole file. Exit 5 when the
+# root reader failed (sudo refused: its words are on stderr); 141 is SIGPIPE from `head`.
+_ROOT_FILE_END = (
+    'f=$1; n=$2; c=$4; case "$f" in *.gz) d="gzip -dc";; *.bz2) d="bzip2 -dc";; '
+    '*.xz) d="xz -dc";; *.zst) d="zstd -dcq";; *) d="";; esac; '
+    'if [ "$3" = first ]; then e=head; else e=tail; fi; exec 4>&1; '
+    'if [ -z "$d" ]; then s=$( { { sudo -n -- "$c" "$f"; echo "r$?" >&3; } '
+    '| $e -c "$n" >&4; } 3>&1 ); '
+    'else s=$( { { sudo -n -- "$c" "$f"; echo "r$?" >&3; } | $d | $e -c "$n" >&4; } 3>&1 ); fi; '
+    f'case "$s" in *r0*|*r141*) ;; *) exit {EXIT_ROOT_READ};; esac'
+)
+# The last $1 bytes of a command's output (a root journal: sudoers allows no `-n`), keeping
+# the command's exit status 5 (a root reader that failed).
+_ROOT_TAIL = (
+    'n=$1; shift; exec 4>&1; s=$( { { "$@"; echo "r$?" >&3; } | tail -c "$n" >&4; } 3>&1 ); '
+    f'case "$s" in *r{EXIT_ROOT_READ}*) exit {EXIT_ROOT_READ};; esac'
+)
+# _BOUNDED, keeping the command's exit status 5 (a root reader that failed).
+_ROOT_BOUNDED = (
+    'n=$1; shift; exec 4>&1; s=$( { { "$@"; echo "r$?" >&3; } | head -c "$n" >&4; } 3>&1 ); '
+    f'case "$s" in *r{EXIT_ROOT_READ}*) exit {EXIT_ROOT_READ};; esac'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +163,8 @@ def check_host(session: Session, reading: Reading | None = None) -> HostCheck:
     """Connect (done by the caller), discover, and read each source's first and last line;
     on a log host, also which hostnames each source holds."""
     host = session.host
-    found = discover_host(session, host)
+    root = RootAccess(session)
+    found = discover_host(session, host, root)
     zone = host_zone(host)
     now = datetime.now().astimezone()
     checks: list[SourceCheck] = []
@@ -146,7 +173,7 @@ def check_host(session: Session, reading: Reading | None = None) -> HostCheck:
         first = last = None
         fmt = None
         if not needs_sudo:
-            head, tail = edge_lines(session, src)
+            head, tail = edge_lines(session, src, root.programs() if src.sudo else None)
             ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
             ctx = TimeContext(tz=zone, reference=ref)
             first_rec = parse_line(head, ctx) if head is not None else None
@@ -159,7 +186,8 @@ def check_host(session: Session, reading: Reading | None = None) -> HostCheck:
         resolver = reading.resolver() if reading is not None else None
         if resolver is not None and not needs_sudo:
             ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
-            seen = sample_hostnames(session, src, TimeContext(tz=zone, reference=ref))
+            seen = sample_hostnames(session, src, TimeContext(tz=zone, reference=ref),
+                                    root.programs() if src.sudo else None)
             mapped: list[tuple[str, str | None]] = []
             for n in seen:
                 h = resolver.origin(n, count=False)
@@ -176,22 +204,36 @@ MAX_SAMPLED_NAMES = 50
 NEW = "new"
 
 
-def sample_hostnames(session: Session, src: LogSource, ctx: TimeContext) -> list[str]:
+def sample_hostnames(
+    session: Session, src: LogSource, ctx: TimeContext, root: RootPrograms | None = None
+) -> list[str]:
     """The hostnames of a source's last lines, in the order first seen: a file's last
     ``EDGE_MAX`` bytes, a journal's last :data:`SAMPLE_ENTRIES` entries (at most
-    ``2 * EDGE_MAX`` bytes); at most :data:`MAX_SAMPLED_NAMES` names."""
-    sudo = session.host.sudo
+    ``2 * EDGE_MAX`` bytes); at most :data:`MAX_SAMPLED_NAMES` names. ``root``: the source
+    is read as root (``sudo -n cat`` / ``journalctl`` with their fixed flags: a journal is
+    then read whole and cut by the login user, since sudoers allows no ``-n``)."""
     if src.kind == "journal":
-        inner = journal_command(None, since=None, until=None,
-                                directory=source_path(session, src)).argv
-        # the last entries only: journalctl -n, added before the match
-        argv = [*inner[:3], inner[3].replace("-q ", f"-q -n {SAMPLE_ENTRIES} ", 1), *inner[4:]]
-        data = session.run(["sh", "-c", _BOUNDED, "sh", str(2 * EDGE_MAX), *argv],
-                           sudo=sudo).stdout
+        directory = source_path(session, src)
+        if root is not None:
+            inner = journal_command(None, since=None, until=None, directory=directory,
+                                    root=root).argv
+            argv = ["sh", "-c", _ROOT_TAIL, "sh", str(2 * EDGE_MAX), *inner]
+        else:
+            inner = journal_command(None, since=None, until=None, directory=directory).argv
+            # the last entries only: journalctl -n, added before the match
+            inner = (*inner[:3], inner[3].replace("-q ", f"-q -n {SAMPLE_ENTRIES} ", 1),
+                     *inner[4:])
+            argv = ["sh", "-c", _BOUNDED, "sh", str(2 * EDGE_MAX), *inner]
+        data = session.run(argv, sudo=False).stdout
         lines = data.split(b"\n")[:-1]
+        if root is not None and len(data) >= 2 * EDGE_MAX:
+            lines = lines[1:]  # cut by tail -c: the first line may be a part
     else:
-        argv = ["sh", "-c", _FILE_END, "sh", session.path(src.path), str(EDGE_MAX), "last"]
-        data = session.run(argv, sudo=sudo).stdout
+        path = session.path(src.path)
+        argv = ["sh", "-c", _FILE_END, "sh", path, str(EDGE_MAX), "last"]
+        if root is not None:
+            argv = ["sh", "-c", _ROOT_FILE_END, "sh", path, str(EDGE_MAX), "last", root.cat]
+        data = session.run(argv, sudo=False).stdout
         lines = data.split(b"\n")[1 if len(data) >= EDGE_MAX else 0 : -1]
     names: dict[str, None] = {}
     for raw in lines:
@@ -201,16 +243,21 @@ def sample_hostnames(session: Session, src: LogSource, ctx: TimeContext) -> list
     return list(names)
 
 
-def edge_lines(session: Session, src: LogSource) -> tuple[str | None, str | None]:
+
+
+def edge_lines(
+    session: Session, src: LogSource, root: RootPrograms | None = None
+) -> tuple[str | None, str | None]:
     """A source's first and last line; None for one longer than :data:`EDGE_MAX` (or none).
 
-    Only ``EDGE_MAX`` bytes are read at each end, whatever the host sends.
+    Only ``EDGE_MAX`` bytes are read at each end, whatever the host sends. ``root``: the
+    source is read as root with these programs (everything else runs as the login user).
     """
-    sudo = session.host.sudo
     if src.kind == "journal":
-        inner = edge_lines_command(src, source_path(session, src)).argv
-        argv = ["sh", "-c", _BOUNDED, "sh", str(2 * EDGE_MAX), *inner]
-        data = session.run(argv, sudo=sudo).stdout
+        inner = edge_lines_command(src, source_path(session, src), root).argv
+        bounded = _BOUNDED if root is None else _ROOT_BOUNDED
+        argv = ["sh", "-c", bounded, "sh", str(2 * EDGE_MAX), *inner]
+        data = session.run(argv, sudo=False).stdout
         lines = data.split(b"\n")
         if len(data) >= 2 * EDGE_MAX or not lines[-1]:
             lines.pop()  # cut by the bound, or the empty rest after the last newline
@@ -219,7 +266,9 @@ def edge_lines(session: Session, src: LogSource) -> tuple[str | None, str | None
     ends = []
     for end in ("first", "last"):
         argv = ["sh", "-c", _FILE_END, "sh", path, str(EDGE_MAX), end]
-        ends.append(session.run(argv, sudo=sudo).stdout)
+        if root is not None:
+            argv = ["sh", "-c", _ROOT_FILE_END, "sh", path, str(EDGE_MAX), end, root.cat]
+        ends.append(session.run(argv, sudo=False).stdout)
     return _first_line(ends[0]), _last_line(ends[1])
 
 

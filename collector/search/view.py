@@ -22,6 +22,15 @@ from collector.models import (
     Unread,
 )
 from collector.transport.base import Session
+from collector.transport.privilege import (
+    Listed,
+    LoginUser,
+    RootPrograms,
+    login_user_from,
+    ls_argv,
+    parse_ls,
+    probe_argv,
+)
 
 #: A local host root may carry this file (written by ``collector fetch``): the original
 #: mtimes and sizes of the files copied there, since a copy (or git) loses them.
@@ -51,20 +60,73 @@ def _records(data: bytes, fields: int) -> list[list[bytes]]:
     return [values[i : i + fields] for i in range(0, len(values) - fields + 1, fields)]
 
 
-class SessionView:
-    """Discovery's read-only view of a host, through its session's commands."""
+class RootAccess:
+    """How a host's login user reads what only root can: ``sudo -n`` with fixed programs.
 
-    def __init__(self, session: Session) -> None:
+    ``enabled``: the inventory says ``sudo = true`` (a local host run by root needs none).
+    Every other command runs as the login user. Its uid and the programs' paths are asked
+    once (:func:`~collector.transport.privilege.probe_argv`), when first needed.
+    """
+
+    def __init__(self, session: Session, enabled: bool | None = None) -> None:
+        host = session.host
+        if enabled is None:
+            local_root = host.transport is TransportKind.LOCAL and os.geteuid() == 0
+            enabled = host.sudo and not local_root
         self.session = session
+        self.enabled = enabled
+        self._user: LoginUser | None = None
+
+    def login_user(self) -> LoginUser:
+        if self._user is None:
+            result = self.session.run(probe_argv(), sudo=False)
+            self._user = login_user_from(result.stdout)
+        return self._user
+
+    def programs(self) -> RootPrograms | None:
+        """The programs to read as root with; None when sudo is off or not needed (the
+        login user is root)."""
+        if not self.enabled:
+            return None
+        user = self.login_user()
+        return None if user.is_root else user.programs
+
+
+def list_as_root(session: Session, programs: RootPrograms, directory: str) -> list[Listed]:
+    """A directory the login user cannot list, listed by ``sudo -n ls`` (fixed flags).
+
+    Raises :class:`TransportError` (stage ``sudo``) when sudo refuses."""
+    result = session.run(ls_argv(programs, directory), sudo=True)
+    return parse_ls(result.stdout)
+
+
+class SessionView:
+    """Discovery's read-only view of a host, through its session's commands.
+
+    Everything runs as the login user; with ``root`` enabled, a directory it cannot list is
+    listed by ``sudo -n ls``, and the files it cannot read are marked ``sudo`` (read as root).
+    ``tolerate_refusal``: a refused ``sudo ls`` leaves that directory unlisted (and noted in
+    :attr:`root_dirs`) instead of failing (``hosts --sudoers`` asks what is missing).
+    """
+
+    def __init__(
+        self, session: Session, root: RootAccess | None = None, *, tolerate_refusal: bool = False
+    ) -> None:
+        self.session = session
+        self.root = root if root is not None else RootAccess(session)
+        self.tolerate_refusal = tolerate_refusal
         manifest = _read_manifest(session)
         self._manifest = _manifest_files(manifest)
         #: What a fetched copy says it could not read when it was fetched.
         self.recorded = _recorded_unread(manifest)
         #: What the listings skipped, and why (discovery adds them to its notes).
         self.notes: list[str] = []
+        #: The directories only root can list (listed with sudo, or refused).
+        self.root_dirs: list[str] = []
+        self.refused: list[str] = []  # those sudo refused to list (``tolerate_refusal``)
 
     def read_text(self, path: str) -> str | None:
-        result = self.session.run(["cat", "--", self.session.path(path)])
+        result = self.session.run(["cat", "--", self.session.path(path)], sudo=False)
         if result.exit_code != 0:
             return None
         return result.stdout.decode("utf-8", "replace")
@@ -79,9 +141,9 @@ class SessionView:
         leads nowhere is left out with a note.
         """
         real = self.session.path(path)
-        result = self.session.run(["find", real, *_FIND_ENTRIES])
+        result = self.session.run(["find", real, *_FIND_ENTRIES], sudo=False)
         if result.exit_code != 0 and not result.stdout:
-            return None
+            return self._list_as_root(path, real)
         infos: list[FileInfo] = []
         links: list[tuple[str, str]] = []  # (host path, link text)
         for entry in _records(result.stdout, _ENTRY_FIELDS):
@@ -105,6 +167,30 @@ class SessionView:
                 infos.append(info)
         return infos
 
+    def _list_as_root(self, path: str, real: str) -> list[FileInfo] | None:
+        """A directory that exists but the login user cannot list, listed as root."""
+        if not self.root.enabled:
+            return None
+        if self.session.run(["test", "-d", real], sudo=False).exit_code != 0:
+            return None  # missing (or not even reachable): nothing to list
+        programs = self.root.programs()
+        if programs is None:
+            return None
+        self.root_dirs.append(path)
+        try:
+            listed = list_as_root(self.session, programs, real)
+        except TransportError as exc:
+            if not self.tolerate_refusal or exc.stage is not Stage.SUDO:
+                raise
+            self.notes.append(f"{path}: only root can list it, and sudo refused")
+            self.refused.append(path)
+            return None
+        infos = [
+            self._info(posixpath.join(path, e.name), e.ftype, str(e.size), repr(e.mtime), False)
+            for e in listed
+        ]
+        return [i for i in infos if i is not None]
+
     def _info(
         self, full: str, ftype: str, size: str, mtime: str, readable: bool, target: str = ""
     ) -> FileInfo | None:
@@ -117,9 +203,10 @@ class SessionView:
                 path=full,
                 size=int(meta.get("size", size)),
                 mtime=float(meta.get("mtime", mtime)),
-                readable=readable or bool(self.session.host.sudo),
+                readable=readable or self.root.enabled,
                 is_dir=ftype == "d",
                 target=target or None,
+                sudo=not readable and self.root.enabled and ftype != "d",
             )
         except ValueError:
             return None
@@ -151,7 +238,7 @@ class SessionView:
         return self._info(full, ftype, size, mtime, readable, target)
 
     def _stat(self, real: str) -> tuple[str, str, str, bool] | None:
-        result = self.session.run(["find", "-L", real, *_FIND_TARGET])
+        result = self.session.run(["find", "-L", real, *_FIND_TARGET], sudo=False)
         for readable, ftype, size, mtime in _records(result.stdout, 4):
             return (
                 ftype.decode(), size.decode(), mtime.decode(), readable == b"r"
@@ -162,14 +249,14 @@ class SessionView:
         host = self.session.host
         if host.is_directory:
             return None  # a directory is not a running Postfix: read its files instead
-        return self.session.run(list(argv))
+        return self.session.run(list(argv), sudo=False)
 
 
 def _read_manifest(session: Session) -> dict[str, Any]:
     """A fetched copy's ``collector-manifest.json`` (local hosts only), or an empty one."""
     if session.host.transport is not TransportKind.LOCAL:
         return {}
-    result = session.run(["cat", "--", session.path("/" + MANIFEST)])
+    result = session.run(["cat", "--", session.path("/" + MANIFEST)], sudo=False)
     if result.exit_code != 0:
         return {}
     try:
@@ -200,10 +287,25 @@ def _recorded_unread(manifest: dict[str, Any]) -> tuple[Unread, ...]:
     return tuple(out)
 
 
-def discover_host(session: Session, host: Host) -> DiscoveryResult:
-    """Find the host's log sources from its own Postfix configuration."""
-    view = SessionView(session)
-    return dataclasses.replace(discover(view, host), recorded=view.recorded)
+def discover_host(
+    session: Session, host: Host, root: RootAccess | None = None
+) -> DiscoveryResult:
+    """Find the host's log sources from its own Postfix configuration (as the login user;
+    under ``sudo = true`` the files it cannot read, and the journal, are marked ``sudo``)."""
+    view = SessionView(session, root)
+    found = discover(view, host)
+    return dataclasses.replace(found, sources=mark_journal(found.sources, view.root),
+                               recorded=view.recorded)
+
+
+def mark_journal(sources: Sequence[LogSource], root: RootAccess) -> tuple[LogSource, ...]:
+    """Under sudo the journal is read as root: whether the login user may read it (the
+    systemd-journal or adm group) no listing says, and journalctl does not fail without."""
+    if not any(s.kind is SourceKind.JOURNAL for s in sources) or root.programs() is None:
+        return tuple(sources)
+    return tuple(
+        dataclasses.replace(s, sudo=True) if s.kind is SourceKind.JOURNAL else s for s in sources
+    )
 
 
 def source_path(session: Session, source: LogSource) -> str:

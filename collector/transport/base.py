@@ -23,6 +23,7 @@ from typing import Protocol
 
 from collector.errors import TransportError
 from collector.models import CommandResult, Host, Stage
+from collector.transport.privilege import EXIT_ROOT_READ, SUDO
 
 PassphraseProvider = Callable[[str], "str | None"]
 """Asked for the passphrase of an encrypted private key (its path); None: skip the key."""
@@ -42,7 +43,6 @@ LINE_MAX = 128 * 1024
 #: What ends a cut line. It holds NULs, which Postfix never writes: no real line ends so.
 CUT_MARK = b"\0[collector: over-long line cut]\0"
 _TAIL = 2000  # stderr characters quoted in an error message
-_SUDO = ("sudo", "-n", "--")
 # What `sudo -n` prints when it would have to ask (sudo 1.9); "a terminal is required"
 # comes from older sudo or requiretty.
 _SUDO_REFUSALS = (
@@ -119,18 +119,25 @@ class Session(Protocol):
 def sudo_argv(argv: Sequence[str], sudo: bool) -> list[str]:
     if not argv:
         raise ValueError("empty command")
-    return [*_SUDO, *argv] if sudo else list(argv)
+    return [*SUDO, *argv] if sudo else list(argv)
 
 
 def check_sudo(host: str, sudo: bool, exit_code: int, stderr: bytes) -> None:
-    """Turn sudo's "I would have to ask" into a clear error (exit 1 + sudo's own words)."""
-    if sudo and exit_code == 1 and any(s in stderr for s in _SUDO_REFUSALS):
-        said = stderr.decode("utf-8", "replace").strip().splitlines()[-1]
+    """Turn sudo's "I would have to ask" into a clear error: exit 1 of a command run under
+    sudo, or :data:`EXIT_ROOT_READ` of a login-user script whose root reader failed, with
+    sudo's own words on stderr."""
+    ran_sudo = (sudo and exit_code == 1) or exit_code == EXIT_ROOT_READ
+    if ran_sudo and any(s in stderr for s in _SUDO_REFUSALS):
+        said = next(
+            line for line in stderr.decode("utf-8", "replace").splitlines()
+            if any(s.decode() in line for s in _SUDO_REFUSALS)
+        ).strip()[:_TAIL]
         raise TransportError(
             host,
             Stage.SUDO,
             f"sudo -n refused ({said}); the inventory sets sudo = true, so this user "
-            "needs a NOPASSWD sudoers rule for the read commands",
+            "needs NOPASSWD sudoers rules for the read commands (collector hosts --sudoers "
+            "prints them)",
         )
 
 

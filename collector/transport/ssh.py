@@ -340,6 +340,9 @@ class SSHSession(LineStreams):
         # sshd sends no SIGHUP to a root login's command when the channel closes (no pty) and
         # refuses signal requests from root sessions, so a timed-out grep would keep running
         # on the host: coreutils `timeout` ends it there a little after our own deadline.
+        # It always runs as the login user: under sudo = true only a fixed reader inside the
+        # command runs as root (collector.transport.privilege), and sudo passes timeout's
+        # signal on to it.
         guard = ["timeout", "-k", "5", str(int(limit) + 5)]
         command = shlex.join(sudo_argv(argv, use_sudo))
         if len(command) > _MAX_COMMAND:
