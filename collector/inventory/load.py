@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import glob
+import io
 import json
 import math
 import os
@@ -172,12 +173,16 @@ def host_zone(host: Host) -> tzinfo:
 
 def _local_zone() -> tzinfo:
     # A fixed offset (what astimezone() gives) would shift every line logged on the other
-    # side of a DST change by an hour, so prefer the named zone the C library uses.
+    # side of a DST change by an hour, so prefer the named zone the C library uses. The zone
+    # must pickle: whole-log reads parse in worker processes.
     tz = os.environ.get("TZ")
     if tz is None:
+        named = _zone_name("/etc/localtime")
+        if named is not None:
+            return named
         try:
             with open("/etc/localtime", "rb") as fh:
-                return ZoneInfo.from_file(fh, key="localtime")
+                return _FileZone.of(fh.read())
         except (OSError, ValueError):
             pass
     elif tz:
@@ -186,6 +191,49 @@ def _local_zone() -> tzinfo:
         except (ZoneInfoNotFoundError, ValueError):
             pass  # a POSIX rule like "CET-1CEST": only the C library knows it
     return datetime.now().astimezone().tzinfo or UTC
+
+
+def _zone_name(localtime: str) -> ZoneInfo | None:
+    """The named zone ``/etc/localtime`` links to (``.../zoneinfo/Europe/Berlin``), else the
+    one Debian names in ``/etc/timezone`` when it holds the same rules."""
+    try:
+        target = os.path.realpath(localtime)
+        _, found, key = target.partition("/zoneinfo/")
+        if found and key:
+            return ZoneInfo(key)
+        with open("/etc/timezone", encoding="ascii") as fh:
+            key = fh.read().strip()
+        zone = ZoneInfo(key)
+        with open(localtime, "rb") as a, open(_zone_file(key), "rb") as b:
+            return zone if a.read() == b.read() else None
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        return None
+
+
+def _zone_file(key: str) -> str:
+    import zoneinfo
+
+    for base in zoneinfo.TZPATH:
+        path = os.path.join(base, key)
+        if os.path.isfile(path):
+            return path
+    raise ZoneInfoNotFoundError(key)
+
+
+class _FileZone(ZoneInfo):
+    """A zone read from a TZif file that has no name (a copied ``/etc/localtime``): unlike
+    ``ZoneInfo.from_file``'s, it pickles, by its bytes."""
+
+    _tzif: bytes
+
+    @classmethod
+    def of(cls, data: bytes) -> _FileZone:
+        zone = cls.from_file(io.BytesIO(data), key="localtime")
+        zone._tzif = data
+        return zone
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return (_FileZone.of, (self._tzif,))
 
 
 def _existing(path: Path, cwd: Path, origin: str) -> Path:
