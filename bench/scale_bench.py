@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Many-host benchmark: collector over N real sshd hosts against a bare `xargs -P ssh grep`.
+"""Scale benchmark: collector over N real sshd hosts against a bare `xargs -P ssh grep`.
 
 Starts N sshd hosts (tests/sshfleet.py; needs root), each serving the same small mail log
 (the Postfix lab's mx1 log, committed in tests/fixtures/lab), directly or all behind one
@@ -7,19 +7,21 @@ ProxyJump bastion that keeps OpenSSH's default ``MaxStartups 10:30:100``. For ea
 runs `collector search --to ADDR --workers N` and the bare fan-out
 `xargs -P N ssh HOST LC_ALL=C grep -F 'to=<ADDR>' LOG` (OpenSSH's own client, ProxyJump
 from the generated ssh_config), in turns, and prints how many hosts answered, the median
-wall time, the ratio and collector's peak RSS. Never fails on timing. See bench/README.md.
+wall time, the ratio, collector's peak RSS and its peak of open file descriptors. Never fails on timing. See bench/README.md.
 
-    python3 bench/many_hosts.py --hosts 8,32,64,100
-    python3 bench/many_hosts.py --hosts 64 --bastion
+    python3 bench/scale_bench.py                      # 8, 32, 64, 100 hosts, then 64 behind a bastion
+    python3 bench/scale_bench.py --hosts 64 --bastion
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -47,9 +49,11 @@ ADDRESS = "alice@example.test"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
-    ap.add_argument("--hosts", default="8,32,64", help="fleet sizes, comma-separated")
+    ap.add_argument("--hosts", default="8,32,64,100", help="fleet sizes, comma-separated")
     ap.add_argument("--bastion", action="store_true",
-                    help="every host behind one bastion (default MaxStartups 10:30:100)")
+                    help="only: every host behind one bastion (default MaxStartups 10:30:100)")
+    ap.add_argument("--bastion-hosts", type=int, default=64,
+                    help="without --bastion: also this many hosts behind one bastion (0: none)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a new temp dir)")
     ap.add_argument("--src", type=Path, default=REPO,
@@ -57,29 +61,71 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     source = use_source(args.src)
     work = Path(args.work or tempfile.mkdtemp(prefix="collector-many-hosts-")).resolve()
-    rows = []
+    rows: list[list[object]] = []
+    jump_rows: list[list[object]] = []
     try:
-        for size in (int(s) for s in args.hosts.split(",")):
-            rows.append(measure(args, work / f"n{size}", size))
+        if not args.bastion:
+            for size in (int(s) for s in args.hosts.split(",")):
+                rows.append(measure(args, work / f"n{size}", size, bastion=False))
+        jump = [int(s) for s in args.hosts.split(",")] if args.bastion else (
+            [args.bastion_hosts] if args.bastion_hosts else [])
+        for size in jump:
+            jump_rows.append(measure(args, work / f"j{size}", size, bastion=True))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    say(f"## Many hosts{' behind one bastion' if args.bastion else ''} ({source})")
+    headers = ["hosts", "collector answered", "bare ssh answered", "collector s", "bare ssh s",
+               "ratio", "collector peak RSS", "collector peak fds"]
+    say(f"## Scale ({source})")
     say()
     say(f"Machine: {machine_line()}. Each host: {LOG_SOURCE.stat().st_size:,} bytes of lab "
         f"log; `search --to {ADDRESS} --workers N`; median of {args.runs} runs, in turns.")
-    say()
-    say(table(["hosts", "collector answered", "bare ssh answered", "collector s",
-               "bare ssh s", "ratio", "collector peak RSS"], rows))
+    for title, found in (("Direct hosts", rows), ("Behind one bastion (MaxStartups 10:30:100)",
+                                                  jump_rows)):
+        if found:
+            say()
+            say(f"### {title}")
+            say()
+            say(table(headers, found))
     return 0
 
 
-def measure(args: argparse.Namespace, work: Path, size: int) -> list[object]:
+class FdPeak:
+    """The most file descriptors any collector process held while it ran (from /proc)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> FdPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"collector\x00search" not in cmdline:
+                        continue
+                    self.peak = max(self.peak, len(os.listdir(f"/proc/{pid}/fd")))
+                except OSError:
+                    continue
+
+
+def measure(args: argparse.Namespace, work: Path, size: int, *, bastion: bool) -> list[object]:
     names = [f"h{n:03d}" for n in range(1, size + 1)]
     specs = []
-    if args.bastion:
+    if bastion:
         specs.append(HostSpec("gate", jump_only=True, sshd_extra=("MaxStartups 10:30:100",)))
-    specs += [HostSpec(name, files={LOG: LOG_SOURCE}, via="gate" if args.bastion else None)
+    specs += [HostSpec(name, files={LOG: LOG_SOURCE}, via="gate" if bastion else None)
               for name in names]
     note(f"starting {len(specs)} sshd hosts")
     fleet = Fleet(work / "fleet", specs)
@@ -94,9 +140,11 @@ def measure(args: argparse.Namespace, work: Path, size: int) -> list[object]:
                 f"ssh -F {fleet.ssh_config} {{}} \"LC_ALL=C grep -F 'to=<{ADDRESS}>' {LOG}; "
                 "echo answered\""]
         mine, theirs = Series("collector"), Series("bare")
-        answered = bare_answered = 0
+        answered = bare_answered = fd_peak = 0
         for _ in range(args.runs):
-            run = run_timed(ours)
+            with FdPeak() as fds:
+                run = run_timed(ours)
+            fd_peak = max(fd_peak, fds.peak)
             mine.take(run)
             try:
                 hosts = json.loads(run.stdout)["hosts"]
@@ -108,7 +156,7 @@ def measure(args: argparse.Namespace, work: Path, size: int) -> list[object]:
             bare_answered = run.stdout.count(b"answered\n")
         ratio = mine.median / theirs.median
         return [size, f"{answered}/{size}", f"{bare_answered}/{size}", f"{mine.median:.2f}",
-                f"{theirs.median:.2f}", f"{ratio:.2f}x", mine.rss_text()]
+                f"{theirs.median:.2f}", f"{ratio:.2f}x", mine.rss_text(), fd_peak]
     finally:
         fleet.stop()
 
