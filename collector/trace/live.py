@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from collector.logs.assemble import CLOSE_GRACE, Assembler
-from collector.models import GroupRef, Host, HostLog, Kind, QueueGroup, Record, Reject, Trace
+from collector.models import (
+    GroupRef,
+    Host,
+    HostLog,
+    Kind,
+    Outcome,
+    QueueGroup,
+    Record,
+    Reject,
+    Trace,
+)
 from collector.trace.correlate import DEFAULT_SKEW, build_host_index, correlate_waiting
 
 #: ``--max-open``'s default: a message still open after a day of log time is shown as queued.
@@ -89,6 +99,9 @@ class LiveTracer:
         self._pool: dict[_GroupKey, tuple[QueueGroup, float]] = {}
         self._rejects: dict[Reject, float] = {}
         self._recent: dict[tuple[str, str, str], datetime] = {}  # shown: drop late lines
+        # (host, queue ID) of traces shown without their parent, kept ``max_open``: the
+        # parent does not wait for them
+        self._shown: dict[tuple[str, str], datetime] = {}
         self._since: dict[tuple[str, str, datetime], float] = {}  # trace -> waiting since
         self._dirty = False
         self._next_look: float | None = None  # when a waiting trace's hop_wait runs out
@@ -140,7 +153,7 @@ class LiveTracer:
             now = self._clocks[origin].now(wall)
             self._take(asm.advance(now), wall)
             self._take(asm.expire(now - self.settings.max_open), wall)
-        if self._recent:
+        if self._recent or self._shown:
             self._prune_recent(wall)
         if not self._dirty and (self._next_look is None or wall < self._next_look):
             return []
@@ -149,7 +162,7 @@ class LiveTracer:
     def holds(self) -> int:
         """Records and groups held now (what memory grows with)."""
         return (sum(a.held() for a in self._asms.values()) + len(self._pool)
-                + len(self._rejects) + len(self._recent))
+                + len(self._rejects) + len(self._recent) + len(self._shown))
 
     def _settle(self, wall: float) -> list[Trace]:
         self._dirty = False
@@ -171,9 +184,12 @@ class LiveTracer:
                                    failed_hosts=self.failed):
             first = w.trace.hops[0]
             key = (first.host, first.queue_id, w.trace.first_seen)
-            if any(self._held(ref) for ref in w.wanted):
+            # A hand-off to a group shown already (a delay notice, shown while its parent
+            # was still queued) is not waited for.
+            wanted = [r for r in w.wanted if (r.host, r.queue_id) not in self._shown]
+            if any(self._held(ref) for ref in wanted):
                 continue  # the next hop is still being logged
-            if w.wanted or w.upstream is not None:
+            if wanted or w.upstream is not None:
                 since = self._since.get(key, wall)
                 if wall - since < self.settings.hop_wait:
                     since_kept[key] = since
@@ -182,6 +198,11 @@ class LiveTracer:
                         self._next_look, look)
                     continue
             self._release(w.trace)
+            if first.group.origin == "local" or w.upstream is not None:
+                # shown before its parent (a notice sent while the message waits in a
+                # queue): the parent, when it completes, does not wait for it
+                self._shown[(first.host, first.queue_id)] = (
+                    w.trace.last_seen + self.settings.max_open)
             done.append(w.trace)
         self._since = since_kept
         return [t for t in done if self._show(t)]
@@ -196,12 +217,58 @@ class LiveTracer:
             for rej in g.rejects:
                 self._rejects.pop(rej, None)
             if g.queue_id != "NOQUEUE":
-                self._recent[(g.host, g.instance, g.queue_id)] = (
-                    g.last_time + self.settings.recent
-                )
+                until = g.last_time + self.settings.recent
+                self._recent[(g.host, g.instance, g.queue_id)] = until
 
     def _prune_recent(self, wall: float) -> None:
         old = [k for k, until in self._recent.items()
                if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
         for k in old:
             del self._recent[k]
+        gone = [k for k, until in self._shown.items()
+                if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
+        for ref in gone:
+            del self._shown[ref]
+
+
+#: The outcomes that end a recipient's way for ``wait``: delivered, or relayed out of the fleet.
+SUCCESS = frozenset({Outcome.DELIVERED, Outcome.RELAYED_OUT})
+#: ... and those that end it badly.
+FAILURE = frozenset({Outcome.BOUNCED, Outcome.REJECTED, Outcome.EXPIRED, Outcome.DISCARDED})
+
+
+class Awaited:
+    """What ``wait`` waits for: every recipient of the matching message(s) at a final outcome.
+
+    The traces of the past come first (the message may be done, or on its way), then live
+    ones: a live trace belongs when it matches, or when one of its hops is a queue file where
+    a recipient was still open (the rest of a message that was in flight).
+    """
+
+    def __init__(self, matches: Callable[[Trace], bool]) -> None:
+        self._matches = matches
+        self.traces: list[Trace] = []
+        self._fates: dict[str, Outcome] = {}  # recipient (as first addressed) -> outcome
+        self._open_at: set[GroupRef] = set()
+
+    def take(self, trace: Trace) -> bool:
+        """Take a trace if it belongs; whether it did."""
+        refs = {GroupRef(h.host, h.queue_id) for h in trace.hops}
+        if not self._matches(trace) and not refs & self._open_at:
+            return False
+        self.traces.append(trace)
+        for r in trace.recipients:
+            self._fates[r.orig_address or r.address] = r.outcome
+            if r.outcome not in SUCCESS | FAILURE:
+                self._open_at.add(GroupRef(r.host, r.queue_id))
+                self._open_at.update(r.path)
+        return True
+
+    @property
+    def done(self) -> bool:
+        return bool(self._fates) and all(o in SUCCESS | FAILURE for o in self._fates.values())
+
+    @property
+    def failed(self) -> bool:
+        """Whether any recipient ended badly (bounced, rejected, expired, discarded)."""
+        return any(o in FAILURE for o in self._fates.values())

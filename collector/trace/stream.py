@@ -19,9 +19,10 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
 
 from collector.errors import CollectorError, TransportError
 from collector.inventory.origins import Reading, plan_readings
@@ -39,6 +40,8 @@ from collector.models import (
     Host,
     HostError,
     LogSource,
+    Query,
+    QueueGroup,
     Record,
     SourceKind,
     Stage,
@@ -46,8 +49,11 @@ from collector.models import (
 )
 from collector.search.fleet import describe_failure
 from collector.search.view import RootAccess, discover_host, source_path
-from collector.trace.live import LiveTracer
+from collector.trace.live import Awaited, LiveTracer
 from collector.transport.base import Session
+
+if TYPE_CHECKING:
+    from collector.trace.follow import TraceRun
 
 SessionOpener = Callable[[Host], Session]
 
@@ -59,6 +65,8 @@ SILENT_BEATS = 3
 _QUEUE_MAX = 10_000  # records (and events) in flight between the readers and the loop
 _BATCH = 256  # records a reader hands over at once
 _TICK = 0.5  # seconds between two looks at the clock
+#: Seconds ``follow_fleet`` waits for every host to answer before ``on_ready`` runs anyway.
+READY_WAIT = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,11 +287,14 @@ def follow_fleet(
     everything: bool,
     deadline: float | None = None,
     beat: int = FOLLOW_BEAT,
+    on_ready: Callable[[], bool] | None = None,
 ) -> FollowResult:
     """Follow ``selected`` (each on its own or on its log host) until ``stop`` is set, the
     ``deadline`` (``time.monotonic()``) passes or ``on_trace`` answers True (done).
 
-    ``on_problem`` gets one line per host going down and coming back.
+    ``on_problem`` gets one line per host going down and coming back. ``on_ready`` is called
+    once every host has answered (followed, or down) or after :data:`READY_WAIT` seconds,
+    while their lines wait in the queue (``wait`` reads the past then); True ends the follow.
     """
     readings = plan_readings(inventory, selected, everything=everything)
     events: queue.Queue[Event] = queue.Queue(_QUEUE_MAX)
@@ -295,11 +306,17 @@ def follow_fleet(
     shown = lines = 0
     for reader in readers:
         reader.thread.start()
+    ready_by = time.monotonic() + READY_WAIT
     try:
         next_tick = time.monotonic()
         done = False
         while not done and not stop.is_set():
             now = time.monotonic()
+            if on_ready is not None and (len(state) == len(readers) or now >= ready_by):
+                ready, on_ready = on_ready, None
+                if ready():
+                    break
+                continue
             if deadline is not None and now >= deadline:
                 break
             wait = max(0.0, min(next_tick - now, (deadline - now) if deadline else _TICK))
@@ -371,3 +388,66 @@ def _came_up(event: Event, state: dict[str, str], down: dict[str, HostError],
                    "unreachable were missed")
     elif before == "down":
         on_problem(f"{name}: reachable now ({event.up})")
+
+
+@dataclass(frozen=True, slots=True)
+class WaitResult:
+    """How a wait ended: the traces of the message(s), whether every recipient reached a
+    final outcome, whether any ended badly, and the hosts that failed."""
+
+    traces: tuple[Trace, ...]
+    done: bool
+    failed: bool
+    past: TraceRun | None
+    down: tuple[HostError, ...]
+
+
+def wait_fleet(
+    inventory: Sequence[Host],
+    selected: Sequence[Host],
+    query: Query,
+    tracer: LiveTracer,
+    *,
+    open_session: SessionOpener,
+    zone_of: Callable[[Host], tzinfo],
+    on_problem: Callable[[str], None],
+    stop: threading.Event,
+    everything: bool,
+    timeout: float,
+    beat: int = FOLLOW_BEAT,
+) -> WaitResult:
+    """``wait``: follow from now, read the past (as ``trace``), then follow until every
+    recipient of the matching message(s) has a final outcome, or ``timeout`` seconds pass.
+
+    The follow starts first, so that nothing logged while the past is read is missed.
+    """
+    from collector.trace.follow import trace_fleet, trace_matches
+
+    predicate = trace_matches(query)
+    awaited = Awaited(lambda t: any(predicate(g) for g in _all_groups(t)))
+    past: list[TraceRun] = []
+
+    def read_past() -> bool:
+        run = trace_fleet(inventory, selected, query, open_session=open_session,
+                          zone_of=zone_of, now=datetime.now().astimezone(),
+                          max_skew=tracer.settings.max_skew)
+        past.append(run)
+        for trace in run.traces:
+            awaited.take(trace)
+        return awaited.done
+
+    follow = follow_fleet(
+        inventory, selected, tracer, open_session=open_session, zone_of=zone_of,
+        on_trace=lambda t: awaited.take(t) and awaited.done, on_problem=on_problem,
+        stop=stop, everything=everything, deadline=time.monotonic() + timeout, beat=beat,
+        on_ready=read_past,
+    )
+    return WaitResult(tuple(awaited.traces), awaited.done, awaited.failed,
+                      past[0] if past else None, follow.down)
+
+
+def _all_groups(trace: Trace) -> Iterator[QueueGroup]:
+    for hop in trace.hops:
+        yield hop.group
+    for child in trace.notifications:
+        yield from _all_groups(child)
