@@ -118,3 +118,29 @@ def test_wait_exit_124_when_the_timeout_runs_out(fleet: tuple[Path, dict[str, Pa
     code = live.proc.wait(60)
     assert code == 124, live.err
     assert any("timed out after 3s" in e for e in live.err), live.err
+
+
+def test_a_local_command_without_deadline_runs_and_close_ends_it(tmp_path: Path) -> None:
+    import contextlib
+    import math
+    import threading
+
+    from collector.errors import TransportError
+    from collector.models import Host, Settings, TransportKind
+    from collector.transport.local import LocalSession
+
+    session = LocalSession(Host("h", transport=TransportKind.LOCAL, root=str(tmp_path)),
+                           Settings())
+    assert list(session.stream(["sh", "-c", "echo one"], timeout=math.inf)) == [b"one"]
+    got: list[bytes] = []
+    lines = session.stream(["sh", "-c", "echo up; exec sleep 600"], timeout=math.inf)
+    def read() -> None:
+        with contextlib.suppress(TransportError):  # killed: "exited with -9"
+            got.extend(lines)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(1)
+    session.close()  # from another thread: ends the command, the stream ends
+    reader.join(10)
+    assert not reader.is_alive() and got == [b"up"]

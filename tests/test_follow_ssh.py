@@ -95,9 +95,28 @@ def test_follow_over_ssh_every_scenario_once_rotation_host_lost_and_back(
     assert code == 0, live.err
     assert [e for e in live.err if "mx1" in e and ("lost" in e or "back" in e)], live.err
     assert len([e for e in live.err if "mx1" in e]) == 2, live.err  # once down, once back
-    assert not [e for e in live.err if "mx1" not in e], live.err
+    assert not [e for e in live.err if "mx1" not in e or "internal" in e], live.err
     # The follow commands end themselves once nobody reads them (the next heartbeat fails).
     deadline = time.monotonic() + 20
     while _tails(fleet) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _tails(fleet) == []
+
+
+def test_a_command_without_deadline_ends_as_any_other(fleet: Fleet, tmp_path: Path) -> None:
+    """timeout=math.inf (follow's commands): no `timeout` guard, and its end is an end."""
+    import math
+
+    from collector.inventory.load import load_inventory
+    from collector.transport import open_session
+
+    inv = load_inventory(_inventory(fleet, tmp_path / "inventory.toml"))
+    session = open_session(inv.hosts[0], inv.settings)
+    try:
+        out = list(session.stream(["sh", "-c", "echo one; echo two >&2; echo three"],
+                                  timeout=math.inf))
+        assert out == [b"one", b"three"]
+        ran = session.run(["sh", "-c", "ps -o args= -p $PPID"], timeout=math.inf)
+        assert b"timeout" not in ran.stdout, ran.stdout
+    finally:
+        session.close()

@@ -418,7 +418,9 @@ class SSHSession(LineStreams):
                 if not chunk:
                     break  # stdout ended
                 yield chunk
-            drainer.join(max(0.0, deadline - time.monotonic()))
+            # (a command without a deadline gives its stderr a few seconds to end)
+            left = deadline - time.monotonic() if math.isfinite(deadline) else 5.0
+            drainer.join(max(0.0, left))
             if drainer.is_alive():
                 yield None
         finally:
