@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,15 +39,16 @@ from collector.cli.options import (
     VerboseOpt,
     WorkersOpt,
     build_query,
+    parse_span,
 )
-from collector.cli.report import ExitCode, err, errors, finish
+from collector.cli.report import ExitCode, err, errors, finish, report_problems
 from collector.cli.run import passphrase, run_fleet, run_readings
 from collector.cli.terminal import Terminal
 from collector.errors import UsageError
 from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
 from collector.logs.commands import pass1_needles
 from collector.logs.select import select_rows
-from collector.models import Host, HostResult, Inventory, Query, Row
+from collector.models import Host, HostResult, Inventory, Query, QueueGroup, Row, Trace
 from collector.render.rows import (
     HostReport,
     render_rows_csv,
@@ -64,6 +65,7 @@ from collector.transport import open_session
 
 if TYPE_CHECKING:
     from collector.trace.follow import TraceRun
+    from collector.trace.live import LiveTracer
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -633,6 +635,158 @@ def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:
     else:
         render.render_traces_text(traces, out, width=term.width, color=term.color)
     out.flush()
+
+
+class LiveFormat(enum.StrEnum):
+    TEXT = "text"
+    NDJSON = "ndjson"
+
+
+MaxSkewOpt = Annotated[
+    float, typer.Option("--max-skew", help="Clock skew tolerated between hosts, seconds.")
+]
+MaxOpenOpt = Annotated[
+    str, typer.Option("--max-open", metavar="SPAN", help="A message still open after this much "
+                      "log time is shown as queued and forgotten: seconds, 90s, 10m, 2h, 1d.")
+]
+
+
+def _live_tracer(inv: Inventory, max_open: str, max_skew: float) -> LiveTracer:
+    from collector.trace.live import LiveSettings, LiveTracer
+
+    settings = LiveSettings(max_open=timedelta(seconds=parse_span(max_open, "--max-open")),
+                            max_skew=timedelta(seconds=max_skew))
+    return LiveTracer(inv.hosts, settings=settings)
+
+
+def _opener(inv: Inventory) -> Callable[[Host], Any]:
+    return lambda h: open_session(h, inv.settings, passphrase_provider=passphrase)
+
+
+@app.command()
+def follow(
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    message_id: MsgIdOpt = None,
+    queue_id: QidOpt = None,
+    status: StatusOpt = None,
+    client: ClientOpt = None,
+    subject: SubjectOpt = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    inventory: InventoryOpt = None,
+    fmt: Annotated[
+        LiveFormat, typer.Option("--format", "-f", help="text (one line per recipient) or "
+                                 "ndjson (one trace object per message).")
+    ] = LiveFormat.TEXT,
+    max_open: MaxOpenOpt = "24h",
+    max_skew: MaxSkewOpt = 300.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Stream every host's new log lines and print each recipient's fate as it is known."""
+    import threading
+
+    from collector.render.trace import render_live_ndjson, render_live_text
+    from collector.trace.follow import trace_matches
+    from collector.trace.stream import follow_fleet
+
+    with errors(debug):
+        inv = _inventory(inventory)
+        query = build_query(from_, to, message_id, queue_id, status, client, None, None,
+                            subjects=subject)
+        selected = select_hosts(inv, host or [], group or [])
+        tracer = _live_tracer(inv, max_open, max_skew)
+        predicate = trace_matches(query)
+        render = render_live_ndjson if fmt is LiveFormat.NDJSON else render_live_text
+
+        def show(trace: Trace) -> bool:
+            if query.empty or any(predicate(g) for g in _trace_groups(trace)):
+                render(trace, sys.stdout)
+                sys.stdout.flush()
+            return False
+
+        try:
+            follow_fleet(inv.hosts, selected, tracer, open_session=_opener(inv),
+                         zone_of=host_zone, on_trace=show, on_problem=err,
+                         stop=threading.Event(), everything=not host and not group)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a follow ends
+    raise typer.Exit(ExitCode.FOUND)
+
+
+def _trace_groups(trace: Trace) -> Iterator[QueueGroup]:
+    for hop in trace.hops:
+        yield hop.group
+    for child in trace.notifications:
+        yield from _trace_groups(child)
+
+
+#: ``wait``'s exit code when its ``--timeout`` ran out (as ``timeout(1)``).
+EXIT_TIMEOUT = 124
+
+
+@app.command()
+def wait(
+    query_text: Annotated[
+        str,
+        typer.Argument(metavar="QUERY", help="A message-id, a queue ID (HOST:QUEUEID or bare) "
+                       "or an address.", show_default=False),
+    ],
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    since: SinceOpt = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    inventory: InventoryOpt = None,
+    timeout: Annotated[
+        str, typer.Option("--timeout", metavar="SPAN", help="Give up after: seconds, 90s, 10m, "
+                          "2h (exit 124).")
+    ] = "10m",
+    fmt: Annotated[
+        TraceFormat | None,
+        typer.Option("--format", "-f", help="How the trace is printed at the end: text, table, "
+                     "json, ndjson, csv, dot, mermaid.", show_default=False),
+    ] = None,
+    max_open: MaxOpenOpt = "24h",
+    max_skew: MaxSkewOpt = 300.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Wait until every recipient of a message has a final outcome (exit 0: all delivered
+    or relayed out; 1: any bounced, rejected, expired or discarded; 124: timed out)."""
+    import threading
+
+    from collector.trace.follow import TraceRun
+    from collector.trace.stream import wait_fleet
+
+    with errors(debug):
+        inv = _inventory(inventory)
+        selectors = build_query(from_, to, None, None, None, None, since, None)
+        seconds = parse_span(timeout, "--timeout")
+        query, only_host = _trace_query(query_text, selectors, inv)
+        selected = select_hosts(inv, (host or []) + ([only_host] if only_host else []),
+                                group or [])
+        tracer = _live_tracer(inv, max_open, max_skew)
+        stop = threading.Event()
+        try:
+            result = wait_fleet(inv.hosts, selected, query, tracer, open_session=_opener(inv),
+                                zone_of=host_zone, on_problem=err, stop=stop,
+                                everything=not host and not group and not only_host,
+                                timeout=seconds)
+        except KeyboardInterrupt:
+            err("interrupted")
+            raise typer.Exit(130) from None
+        past = result.past
+        run = TraceRun(result.traces, past.results if past else (), past.rounds if past else 0,
+                       past.round_trips if past else 0, past.notes if past else ())
+        _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect())
+        if not result.done:
+            if result.traces:
+                err(f"timed out after {timeout}: not every recipient has a final outcome yet")
+            else:
+                err(f"timed out after {timeout}: no matching message seen")
+            raise typer.Exit(EXIT_TIMEOUT)
+        report_problems(run.results)
+    raise typer.Exit(ExitCode.NO_MATCH if result.failed else ExitCode.FOUND)
 
 
 @app.command()

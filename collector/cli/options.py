@@ -158,6 +158,17 @@ def parse_when(text: str, now: datetime) -> datetime:
     return parsed
 
 
+def parse_span(text: str, option: str) -> float:
+    """A span in seconds: ``90`` or ``90s``, ``10m``, ``2h``, ``1d``, ``1w``."""
+    value = text.strip().lower()
+    if value.isdigit():
+        value += "s"
+    rel = _RELATIVE.match(value)
+    if rel is None or int(rel.group(1)) <= 0:
+        raise UsageError(f"cannot read span {text!r}: use seconds or 90s, 10m, 2h, 1d",
+                         option=option)
+    return timedelta(**{_UNITS[rel.group(2)]: int(rel.group(1))}).total_seconds()
+
 
 def build_query(
     senders: Sequence[str] | None,

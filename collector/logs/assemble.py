@@ -378,14 +378,20 @@ class Assembler:
     """
 
     def __init__(
-        self, host: str, *, keep_reject: Callable[[Reject], bool] | None = None
+        self,
+        host: str,
+        *,
+        keep_reject: Callable[[Reject], bool] | None = None,
+        grace: timedelta = CLOSE_GRACE,
     ) -> None:
         """``host`` is the inventory name of the host; every group and reject carries it.
 
         ``keep_reject`` decides which NOQUEUE rejects are kept for ``finish`` (default: all);
-        a whole-log scan that only counts them keeps none, so memory stays flat.
+        a whole-log scan that only counts them keeps none, so memory stays flat. ``grace``:
+        how long a finished group still takes lines (:data:`CLOSE_GRACE`).
         """
         self.host = host
+        self._grace = grace
         self._keep_reject = keep_reject
         self._open: dict[tuple[str, str], _Open] = {}
         self._instances: set[str] = set()  # the Postfix instances groups were opened in
@@ -448,7 +454,7 @@ class Assembler:
             or (kind is _REJECT and record.program == "cleanup")
         ):
             del self._open[key]
-            deadline = t + CLOSE_GRACE
+            deadline = t + self._grace
             closing[key] = (g, deadline)
             if self._next_deadline is None:
                 self._next_deadline = deadline
@@ -482,6 +488,24 @@ class Assembler:
             done.append(self._emit(key, g))
         self._next_deadline = next(iter(closing.values()))[1] if closing else None
         return done
+
+    def advance(self, t: datetime) -> list[QueueGroup]:
+        """Log time has reached ``t`` (no line says so: a live follow's clock): the finished
+        groups whose grace period ended before it."""
+        if self._next_deadline is None or t <= self._next_deadline:
+            return []
+        return self._past_grace(t)
+
+    def expire(self, before: datetime) -> list[QueueGroup]:
+        """Hand back, unfinished, every open group whose last line is older than ``before``
+        (a live follow's bound on what it holds: ``--max-open``)."""
+        old = [k for k, g in self._open.items() if g.records[-1].time < before]
+        return [self._emit(k, self._open.pop(k)) for k in old]
+
+    def holds(self, queue_id: str) -> bool:
+        """Whether a life of ``queue_id`` is open or finishing here (in any instance)."""
+        return any((i, queue_id) in self._open or (i, queue_id) in self._closing
+                   for i in self._instances)
 
     def _link_requeue(self, instance: str, old: str, new: str, when: datetime) -> None:
         key = (instance, old)

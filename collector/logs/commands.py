@@ -59,6 +59,7 @@ class CommandKind(enum.StrEnum):
     WINDOW_IDS = "window-ids"  # pass 2 inside byte windows of a plain file
     EDGES = "edges"  # a source's first and last line
     COPY = "copy"  # a whole file, byte for byte
+    FOLLOW = "follow"  # the lines logged from now on (tail -F, journalctl -f)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Command:
             CommandKind.WINDOW_IDS: "reading queue IDs from",
             CommandKind.EDGES: "reading the first and last line of",
             CommandKind.COPY: "copying",
+            CommandKind.FOLLOW: "following",
         }[self.kind]
         return f"{what} {self.path}"
 
@@ -637,3 +639,64 @@ def split_offset(line: bytes) -> tuple[int | None, bytes]:
     if sep and head.isdigit():
         return int(head), rest
     return None, line
+
+
+# --------------------------------------------------------------------------- follow
+
+#: A line the follow command prints every :data:`FOLLOW_BEAT` seconds: proof that the host is
+#: still there when it logs nothing, and the way the command learns that nobody reads it any
+#: more. A log line never is exactly this (it starts with a timestamp).
+FOLLOW_MARK = "@@collector-alive@@"
+FOLLOW_BEAT = 10
+
+# New lines of every file and the journal, filtered on the host: only the lines of Postfix's
+# syslog names leave it. $1 = heartbeat seconds, $2 = the heartbeat line, $3 = grep's fixed
+# strings (one per line: grep -F takes a newline-separated list), $4 = journal match (empty: no
+# journal), $5 = journal directory (empty: the system's), $6 = journalctl's path as root (empty:
+# the login user reads the journal), $7 = tail's path as root, $8 = the number of files read as
+# root; then those files (`sudo -n -- TAIL -n0 -F -q -- FILE`, one each: one sudoers line names
+# one file), then the files the login user reads. A constant: every input is a word.
+#
+# No deadline guards it (no `timeout`: it runs until stopped). It ends itself: the heartbeat
+# `echo` fails once its output is closed (collector stopped, the channel or the connection
+# went away), and `kill 0` then ends its whole process group (sshd and a local run give it a
+# group of its own), tail, journalctl and grep with it; under sudo, sudo passes the signal on.
+_FOLLOW = (
+    'beat=$1; mark=$2; pats=$3; match=$4; dir=$5; j=$6; t=$7; r=$8; shift 8; '
+    '{ while [ "$r" -gt 0 ]; do sudo -n -- "$t" -n0 -F -q -- "$1" & shift; r=$((r - 1)); done; '
+    'if [ -n "$match" ]; then ${j:+sudo -n -- "$j"} ${j:-journalctl} ${dir:+-D "$dir"} '
+    '--no-pager -q -o short-iso-precise -f -n 0 "$match" & fi; '
+    'if [ "$#" -gt 0 ]; then tail -n0 -F -q -- "$@" & fi; wait; } '
+    '| LC_ALL=C grep --line-buffered -F -a -e "$pats" & '
+    "trap '' PIPE; "
+    'while echo "$mark" 2>/dev/null; do sleep "$beat"; done; kill 0'
+)
+
+
+def follow_command(
+    files: Sequence[str],
+    *,
+    patterns: Sequence[str],
+    journal: str = "",
+    journal_dir: str = "",
+    root_files: Sequence[str] = (),
+    root: RootPrograms | None = None,
+    journal_as_root: bool = False,
+    beat: int = FOLLOW_BEAT,
+) -> Command:
+    """``follow``: the lines logged from now on in ``files`` (rotation followed: ``tail -F``)
+    and in the journal (``journal``: its match, empty for none), only those that carry one of
+    ``patterns`` (Postfix's syslog names: ``postfix/``), with a heartbeat line
+    (:data:`FOLLOW_MARK`) every ``beat`` seconds. ``root_files`` are read as root through
+    ``sudo -n -- tail -n0 -F -q -- FILE`` (the journal through ``sudo -n -- journalctl``);
+    run it with no deadline."""
+    programs = root or RootPrograms()
+    pats = "\n".join(p for p in patterns if p and "\n" not in p) or "postfix/"
+    shown = ", ".join([*root_files, *files, *([f"journal:{journal}"] if journal else [])])
+    return Command(
+        CommandKind.FOLLOW,
+        ("sh", "-c", _FOLLOW, "sh", str(beat), FOLLOW_MARK, pats, journal, journal_dir,
+         programs.journalctl if journal and journal_as_root else "", programs.tail,
+         str(len(root_files)), *root_files, *files),
+        shown,
+    )

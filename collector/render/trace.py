@@ -578,3 +578,44 @@ def render_traces_mermaid(traces: Sequence[Trace], out: IO[str]) -> None:
     for e in edges:
         arrow = "-.->" if e.dashed else "-->"
         out.write(f"  {e.src} {arrow}|{_mermaid_label(e.label)}| {e.dst}\n")
+
+
+# --------------------------------------------------------------------------- follow
+
+
+def _path_hosts(path: Sequence[GroupRef]) -> str:
+    """``mx1>filter1>mbox1``: the hosts a recipient went through (a re-injection on the same
+    host is one step)."""
+    hosts: list[str] = []
+    for ref in path:
+        if not hosts or hosts[-1] != ref.host:
+            hosts.append(ref.host)
+    return ">".join(hosts) or "-"
+
+
+def live_lines(trace: Trace) -> list[str]:
+    """``follow``'s lines for one completed message: one per (message, recipient), then its
+    notifications' (``time host queue_id from to status outcome hops``), each one line of
+    printable text whatever the log said."""
+    out = []
+    for t, _, r in _trace_rows([trace]):
+        when = iso(r.time or t.last_seen) or "-"
+        words = (when, r.host, r.queue_id, _sender(t.sender), r.address or "<>", r.status,
+                 str(r.outcome), _path_hosts(r.path))
+        out.append(" ".join(printable(w).replace(" ", "\\x20") for w in words))
+    if not out:  # a message with no recipient logged (a discarded pickup)
+        first = trace.hops[0]
+        words = (iso(trace.last_seen) or "-", first.host, first.queue_id, _sender(trace.sender),
+                 "-", "-", "-", first.host)
+        out.append(" ".join(printable(w).replace(" ", "\\x20") for w in words))
+    return out
+
+
+def render_live_text(trace: Trace, out: IO[str]) -> None:
+    """``follow``'s text output for one completed message (see :func:`live_lines`)."""
+    out.write("".join(line + "\n" for line in live_lines(trace)))
+
+
+def render_live_ndjson(trace: Trace, out: IO[str]) -> None:
+    """``follow --format ndjson``: one trace object on one line (as ``trace --format json``)."""
+    write_ndjson([trace_dict(trace)], out)

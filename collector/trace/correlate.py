@@ -1087,3 +1087,46 @@ def _iter_groups(trace: Trace) -> Iterable[QueueGroup]:
 def select_traces(traces: Sequence[Trace], predicate: Callable[[QueueGroup], bool]) -> list[Trace]:
     """Keep whole traces in which at least one group (notifications included) matches."""
     return [t for t in traces if any(predicate(g) for g in _iter_groups(t))]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A trace of the logs so far, and what a live follow would wait for before showing it.
+
+    ``wanted``: the groups its hand-offs name that the logs do not hold (yet); ``upstream``:
+    the fleet host its first hop came from (its ``client=``) when no parent was linked.
+    """
+
+    trace: Trace
+    wanted: tuple[GroupRef, ...]
+    upstream: str | None
+
+
+def correlate_waiting(
+    logs: Sequence[HostLog],
+    index: HostIndex,
+    *,
+    max_skew: timedelta = DEFAULT_SKEW,
+    failed_hosts: Mapping[str, str] | None = None,
+) -> list[Waiting]:
+    """:func:`correlate`, each trace with what is missing around it (see :class:`Waiting`)."""
+    linker = _Linker(logs, index, max_skew)
+    graph = linker.run()
+    builder = _TraceBuilder(graph, index, failed_hosts or {}, linker.logged_hosts)
+    position = {id(g): i for i, g in enumerate(graph.groups)}
+    missing: dict[int, list[GroupRef]] = {}
+    for m in graph.missing:
+        missing.setdefault(m.parent, []).append(m.target)
+    out: list[Waiting] = []
+    for i, root in enumerate(graph.groups):
+        if i in graph.parent_of:
+            continue
+        trace = builder.build(i, None)
+        wanted = [ref for g in _iter_groups(trace)
+                  for ref in missing.get(position.get(id(g), -1), ())]
+        upstream = None
+        if root.client and root.queue_id != "NOQUEUE" and root.origin == "smtp":
+            upstream = _resolve_peer(index, root.client, root.host)
+        out.append(Waiting(trace, tuple(dict.fromkeys(wanted)), upstream))
+    out.sort(key=lambda w: (w.trace.first_seen, w.trace.hops[0].host, w.trace.hops[0].queue_id))
+    return out

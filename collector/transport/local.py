@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import posixpath
 import shlex
@@ -55,6 +56,7 @@ class LocalSession(LineStreams):
         settings = settings or Settings()
         self._timeout = settings.command_timeout
         self._run_max = settings.run_output_max
+        self._running: set[subprocess.Popen[bytes]] = set()
 
     def path(self, p: str) -> str:
         """``root + p``; refuses a path that leaves the root (``..``, absolute symlinks)."""
@@ -163,9 +165,13 @@ class LocalSession(LineStreams):
             _kill_group(proc)
 
         drainer = threading.Thread(target=drain, args=(proc.stderr,), daemon=True)
-        timer = threading.Timer(limit, expire)
+        # No deadline (``timeout=math.inf``, ``follow``): the command runs until it is
+        # stopped, or until :meth:`close` ends it.
+        timer = threading.Timer(limit, expire) if math.isfinite(limit) else None
         drainer.start()
-        timer.start()
+        if timer is not None:
+            timer.start()
+        self._running.add(proc)
         stdout = cast(io.BufferedReader, proc.stdout)
         try:
             for chunk in iter(lambda: stdout.read1(CHUNK), b""):
@@ -175,7 +181,9 @@ class LocalSession(LineStreams):
             exit_code = proc.wait()
             drainer.join()
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+            self._running.discard(proc)
             _kill_group(proc)  # the caller stopped early: leave no reader behind
             proc.wait()
             proc.stdout.close()
@@ -188,7 +196,9 @@ class LocalSession(LineStreams):
         return exit_code, bytes(stderr)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """End the commands still running (a follow's ``tail -F``; safe from any thread)."""
+        for proc in list(self._running):
+            _kill_group(proc)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -52,6 +52,7 @@ class RootPrograms:
     cat: str = "/usr/bin/cat"
     journalctl: str = "/usr/bin/journalctl"
     ls: str = "/usr/bin/ls"
+    tail: str = "/usr/bin/tail"
 
 
 @dataclass(frozen=True, slots=True)

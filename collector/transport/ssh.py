@@ -11,6 +11,7 @@ import base64
 import fcntl
 import getpass
 import logging
+import math
 import os
 import random
 import shlex
@@ -343,7 +344,10 @@ class SSHSession(LineStreams):
         # It always runs as the login user: under sudo = true only a fixed reader inside the
         # command runs as root (collector.transport.privilege), and sudo passes timeout's
         # signal on to it.
-        guard = ["timeout", "-k", "5", str(int(limit) + 5)]
+        # A command without a deadline (``timeout=math.inf``: ``follow``'s ``tail -F``) gets
+        # no guard: it ends itself when its output can no longer be written
+        # (``collector.logs.commands.follow_command``).
+        guard = ["timeout", "-k", "5", str(int(limit) + 5)] if math.isfinite(limit) else []
         command = shlex.join(sudo_argv(argv, use_sudo))
         if len(command) > _MAX_COMMAND:
             # sshd hands the line to the login shell as one argument of `sh -c`; above
@@ -359,7 +363,7 @@ class SSHSession(LineStreams):
                 raise paramiko.SSHException("connection is closed")
             channel = transport.open_session(timeout=self._settings.connect_timeout)
             # No pty: stdout and stderr stay apart.
-            channel.exec_command(shlex.join(guard) + " " + command)
+            channel.exec_command((shlex.join(guard) + " " if guard else "") + command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(
                 self.host.name, Stage.READ, f"cannot start command: {exc or type(exc).__name__}"
@@ -414,7 +418,9 @@ class SSHSession(LineStreams):
                 if not chunk:
                     break  # stdout ended
                 yield chunk
-            drainer.join(max(0.0, deadline - time.monotonic()))
+            # (a command without a deadline gives its stderr a few seconds to end)
+            left = deadline - time.monotonic() if math.isfinite(deadline) else 5.0
+            drainer.join(max(0.0, left))
             if drainer.is_alive():
                 yield None
         finally:

@@ -1,0 +1,274 @@
+"""Live tracing: records as they are logged in, traces out as soon as every recipient's fate
+is known. Pure: the caller (``trace.stream``) reads the hosts and says what the time is.
+
+Each origin host's records are assembled as they arrive (one streaming ``Assembler`` each); a
+group handed back (finished, or open longer than ``max_open`` of log time) joins a small pool
+of finished groups, which is correlated across hosts. A trace leaves the pool, to be shown,
+once nothing it waits for can still come:
+
+* a hand-off it names (``queued as``, a notification) is in no finished group yet: it waits
+  while that host's assembler holds the queue ID open (bounded by ``max_open``), or for
+  ``hop_wait`` seconds when nobody holds it (a host not followed, lines lost);
+* its first hop came from a fleet host (``client=``) and no parent was linked: it waits
+  ``hop_wait`` seconds for the parent (whose ``removed`` may be logged a moment later).
+
+Memory is what is in flight: open groups (at most ``max_open`` old), the pool (traces waiting
+on a hop) and, per origin, the keys of groups shown in the last ``recent`` of log time (their
+late lines are dropped, not made a new group of). A log clock per origin host is the time of
+its last line plus the wall time since it arrived: groups finish while the host is silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from collector.logs.assemble import CLOSE_GRACE, Assembler
+from collector.models import (
+    GroupRef,
+    Host,
+    HostLog,
+    Kind,
+    Outcome,
+    QueueGroup,
+    Record,
+    Reject,
+    Trace,
+)
+from collector.trace.correlate import DEFAULT_SKEW, build_host_index, correlate_waiting
+
+#: ``--max-open``'s default: a message still open after a day of log time is shown as queued.
+DEFAULT_MAX_OPEN = timedelta(hours=24)
+#: How long (log time) a finished group takes more lines before it is handed on. Lines come
+#: in as the host writes them: a few seconds hold every line Postfix logs after ``removed``.
+LIVE_GRACE = timedelta(seconds=5)
+#: Seconds a trace waits for a hop that nobody holds (see the module).
+HOP_WAIT = 60.0
+
+_GroupKey = tuple[str, str, str, datetime]  # host, instance, queue ID, first time
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSettings:
+    max_open: timedelta = DEFAULT_MAX_OPEN
+    max_skew: timedelta = DEFAULT_SKEW
+    grace: timedelta = LIVE_GRACE
+    hop_wait: float = HOP_WAIT
+    recent: timedelta = CLOSE_GRACE
+
+
+@dataclass(slots=True)
+class _Clock:
+    last: datetime  # the latest time a line of the host carried
+    wall: float  # when that line arrived (seconds, the caller's clock)
+
+    def now(self, wall: float) -> datetime:
+        return self.last + timedelta(seconds=max(0.0, wall - self.wall))
+
+
+def _key(g: QueueGroup) -> _GroupKey:
+    return (g.host, g.instance, g.queue_id, g.first_time)
+
+
+def _groups(trace: Trace) -> Iterable[QueueGroup]:
+    for hop in trace.hops:
+        yield hop.group
+    for child in trace.notifications:
+        yield from _groups(child)
+
+
+class LiveTracer:
+    """Records in (per origin host), completed traces out, in the order they complete.
+
+    ``show`` picks the traces to hand back (the selectors; whole traces, so a message that
+    matches only on a later hop is shown); the others are dropped all the same.
+    """
+
+    def __init__(
+        self,
+        inventory: Sequence[Host],
+        show: Callable[[Trace], bool] = lambda _t: True,
+        settings: LiveSettings = LiveSettings(),
+    ) -> None:
+        self._index = build_host_index(list(inventory))
+        self._show = show
+        self.settings = settings
+        self._asms: dict[str, Assembler] = {}
+        self._clocks: dict[str, _Clock] = {}
+        self._pool: dict[_GroupKey, tuple[QueueGroup, float]] = {}
+        self._rejects: dict[Reject, float] = {}
+        self._recent: dict[tuple[str, str, str], datetime] = {}  # shown: drop late lines
+        # (host, queue ID) of traces shown without their parent, kept ``max_open``: the
+        # parent does not wait for them
+        self._shown: dict[tuple[str, str], datetime] = {}
+        self._since: dict[tuple[str, str, datetime], float] = {}  # trace -> waiting since
+        self._dirty = False
+        self._next_look: float | None = None  # when a waiting trace's hop_wait runs out
+        self.failed: dict[str, str] = {}  # hosts unreadable now -> why (for the notes)
+        self.dropped = 0  # late lines of groups already shown
+
+    # ------------------------------------------------------------------ in
+
+    def add(self, origin: str, record: Record, wall: float) -> None:
+        """One record of ``origin`` that arrived at ``wall``."""
+        clock = self._clocks.get(origin)
+        if clock is None:
+            self._clocks[origin] = _Clock(record.time, wall)
+        elif record.time >= clock.last:
+            clock.last, clock.wall = record.time, wall
+        qid = record.queue_id
+        if qid is not None and self._recent:
+            until = self._recent.get((origin, record.instance, qid))
+            if until is not None and record.time <= until and record.kind not in (
+                Kind.CLIENT, Kind.PICKUP
+            ):
+                self.dropped += 1
+                return
+        asm = self._asms.get(origin)
+        if asm is None:
+            asm = self._asms[origin] = Assembler(
+                origin, keep_reject=self._keep_reject(wall), grace=self.settings.grace
+            )
+        self._take(asm.add(record), wall)
+
+    def _keep_reject(self, wall: float) -> Callable[[Reject], bool]:
+        def keep(rej: Reject) -> bool:
+            self._rejects[rej] = wall  # into the pool now; the assembler keeps none
+            self._dirty = True
+            return False
+
+        return keep
+
+    def _take(self, groups: Iterable[QueueGroup], wall: float) -> None:
+        for g in groups:
+            self._pool[_key(g)] = (g, wall)
+            self._dirty = True
+
+    # ------------------------------------------------------------------ out
+
+    def tick(self, wall: float) -> list[Trace]:
+        """The time is ``wall``: finish what the hosts' silence finishes; the traces done."""
+        for origin, asm in self._asms.items():
+            now = self._clocks[origin].now(wall)
+            self._take(asm.advance(now), wall)
+            self._take(asm.expire(now - self.settings.max_open), wall)
+        if self._recent or self._shown:
+            self._prune_recent(wall)
+        if not self._dirty and (self._next_look is None or wall < self._next_look):
+            return []
+        return self._settle(wall)
+
+    def holds(self) -> int:
+        """Records and groups held now (what memory grows with)."""
+        return (sum(a.held() for a in self._asms.values()) + len(self._pool)
+                + len(self._rejects) + len(self._recent) + len(self._shown))
+
+    def _settle(self, wall: float) -> list[Trace]:
+        self._dirty = False
+        self._next_look = None
+        by_host: dict[str, list[QueueGroup]] = {}
+        for g, _ in self._pool.values():
+            by_host.setdefault(g.host, []).append(g)
+        rejects: dict[str, list[Reject]] = {}
+        for rej in self._rejects:
+            rejects.setdefault(rej.host, []).append(rej)
+        logs = [
+            HostLog(h, tuple(sorted(by_host.get(h, ()), key=lambda g: g.first_time)),
+                    tuple(rejects.get(h, ())))
+            for h in sorted({*by_host, *rejects})
+        ]
+        done: list[Trace] = []
+        since_kept: dict[tuple[str, str, datetime], float] = {}
+        for w in correlate_waiting(logs, self._index, max_skew=self.settings.max_skew,
+                                   failed_hosts=self.failed):
+            first = w.trace.hops[0]
+            key = (first.host, first.queue_id, w.trace.first_seen)
+            # A hand-off to a group shown already (a delay notice, shown while its parent
+            # was still queued) is not waited for.
+            wanted = [r for r in w.wanted if (r.host, r.queue_id) not in self._shown]
+            if any(self._held(ref) for ref in wanted):
+                continue  # the next hop is still being logged
+            if wanted or w.upstream is not None:
+                since = self._since.get(key, wall)
+                if wall - since < self.settings.hop_wait:
+                    since_kept[key] = since
+                    look = since + self.settings.hop_wait
+                    self._next_look = look if self._next_look is None else min(
+                        self._next_look, look)
+                    continue
+            self._release(w.trace)
+            if first.group.origin == "local" or w.upstream is not None:
+                # shown before its parent (a notice sent while the message waits in a
+                # queue): the parent, when it completes, does not wait for it
+                self._shown[(first.host, first.queue_id)] = (
+                    w.trace.last_seen + self.settings.max_open)
+            done.append(w.trace)
+        self._since = since_kept
+        return [t for t in done if self._show(t)]
+
+    def _held(self, ref: GroupRef) -> bool:
+        asm = self._asms.get(ref.host)
+        return asm is not None and ref.host not in self.failed and asm.holds(ref.queue_id)
+
+    def _release(self, trace: Trace) -> None:
+        for g in _groups(trace):
+            self._pool.pop(_key(g), None)
+            for rej in g.rejects:
+                self._rejects.pop(rej, None)
+            if g.queue_id != "NOQUEUE":
+                until = g.last_time + self.settings.recent
+                self._recent[(g.host, g.instance, g.queue_id)] = until
+
+    def _prune_recent(self, wall: float) -> None:
+        old = [k for k, until in self._recent.items()
+               if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
+        for k in old:
+            del self._recent[k]
+        gone = [k for k, until in self._shown.items()
+                if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
+        for ref in gone:
+            del self._shown[ref]
+
+
+#: The outcomes that end a recipient's way for ``wait``: delivered, or relayed out of the fleet.
+SUCCESS = frozenset({Outcome.DELIVERED, Outcome.RELAYED_OUT})
+#: ... and those that end it badly.
+FAILURE = frozenset({Outcome.BOUNCED, Outcome.REJECTED, Outcome.EXPIRED, Outcome.DISCARDED})
+
+
+class Awaited:
+    """What ``wait`` waits for: every recipient of the matching message(s) at a final outcome.
+
+    The traces of the past come first (the message may be done, or on its way), then live
+    ones: a live trace belongs when it matches, or when one of its hops is a queue file where
+    a recipient was still open (the rest of a message that was in flight).
+    """
+
+    def __init__(self, matches: Callable[[Trace], bool]) -> None:
+        self._matches = matches
+        self.traces: list[Trace] = []
+        self._fates: dict[str, Outcome] = {}  # recipient (as first addressed) -> outcome
+        self._open_at: set[GroupRef] = set()
+
+    def take(self, trace: Trace) -> bool:
+        """Take a trace if it belongs; whether it did."""
+        refs = {GroupRef(h.host, h.queue_id) for h in trace.hops}
+        if not self._matches(trace) and not refs & self._open_at:
+            return False
+        self.traces.append(trace)
+        for r in trace.recipients:
+            self._fates[r.orig_address or r.address] = r.outcome
+            if r.outcome not in SUCCESS | FAILURE:
+                self._open_at.add(GroupRef(r.host, r.queue_id))
+                self._open_at.update(r.path)
+        return True
+
+    @property
+    def done(self) -> bool:
+        return bool(self._fates) and all(o in SUCCESS | FAILURE for o in self._fates.values())
+
+    @property
+    def failed(self) -> bool:
+        """Whether any recipient ended badly (bounced, rejected, expired, discarded)."""
+        return any(o in FAILURE for o in self._fates.values())
