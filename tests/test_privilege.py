@@ -122,7 +122,7 @@ def test_probe_output_that_is_not_a_path_keeps_the_usual_one() -> None:
     user = login_user_from(b"1001\ncollector\n/bin/c at\n-\nls\n")
     assert user.uid == 1001 and user.name == "collector" and not user.is_root
     assert user.programs == RootPrograms()
-    assert len(user.notes) == 3
+    assert len(user.notes) == 4  # c at, -, ls (a bare name), and tail not printed at all
     assert login_user_from(b"").uid is None
 
 
@@ -143,6 +143,7 @@ def test_sudoers_lines() -> None:
              "UTC")
     assert rules == [
         head + "/usr/bin/cat /var/log/mail.log",
+        head + "/usr/bin/tail -n0 -F -q -- /var/log/mail.log",
         head + "/usr/bin/cat /var/log/mail.log.[0-9]",
         head + "/usr/bin/cat /var/log/mail.log.[0-9].gz",
         head + "/usr/bin/cat /var/log/maillog-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].gz",
@@ -150,6 +151,8 @@ def test_sudoers_lines() -> None:
         head + "/usr/bin/journalctl --no-pager -q -o short-iso-precise "
         f"--since\\={stamp} --until\\={stamp} SYSLOG_FACILITY\\=2",
         head + "/usr/bin/journalctl --no-pager -q -o short-iso-precise -n 1 SYSLOG_FACILITY\\=2",
+        head + "/usr/bin/journalctl --no-pager -q -o short-iso-precise -f -n 0 "
+        "SYSLOG_FACILITY\\=2",
     ]
     assert "# skipped /srv/a b.log: a sudoers line cannot name it exactly" in lines
     assert sum(line.startswith("#") for line in lines) == len(rules) + 1  # one comment each

@@ -96,12 +96,16 @@ def test_the_installed_rules_are_narrow_and_what_sudoers_prints(
             assert rule.startswith("collector ALL=(root) NOPASSWD: /"), rule
             command = rule.split("NOPASSWD: ", 1)[1]
             program = command.split()[0]
-            assert program.rsplit("/", 1)[1] in ("cat", "journalctl", "ls"), rule
+            assert program.rsplit("/", 1)[1] in ("cat", "journalctl", "ls", "tail"), rule
             assert "*" not in command and "?" not in command and " ALL" not in command, rule
+    cat = rules_of(fleet, "narrow1")[0].split()[3]
+    tail = rules_of(fleet, "narrow1")[1].split()[3]
+    assert tail.endswith("/tail")
     assert rules_of(fleet, "narrow1") == [
-        f"collector ALL=(root) NOPASSWD: {cat} {path}"
-        for cat in [rules_of(fleet, "narrow1")[0].split()[3]]
-        for path in ("/var/log/mail.log", "/var/log/mail.log.[0-9]", "/var/log/mail.log.[0-9].gz")
+        f"collector ALL=(root) NOPASSWD: {cat} /var/log/mail.log",
+        f"collector ALL=(root) NOPASSWD: {tail} -n0 -F -q -- /var/log/mail.log",
+        f"collector ALL=(root) NOPASSWD: {cat} /var/log/mail.log.[0-9]",
+        f"collector ALL=(root) NOPASSWD: {cat} /var/log/mail.log.[0-9].gz",
     ]
     dir_rules = rules_of(fleet, "narrowdir1")
     assert any(r.endswith(" -AQLn --full-time /var/log/postfix") for r in dir_rules)
@@ -109,7 +113,7 @@ def test_the_installed_rules_are_narrow_and_what_sudoers_prints(
                           "[0-9][0-9][0-9][0-9][0-9][0-9].gz") for r in dir_rules)
     assert not any("journalctl" in r for r in dir_rules)  # its files were found, not the journal
     assert [r.split()[3].rsplit("/", 1)[1] for r in rules_of(fleet, "narrowjournal1")] == [
-        "journalctl", "journalctl"]
+        "journalctl", "journalctl", "journalctl"]
 
 
 def narrow_session(fleet: Fleet, inv: Path, name: str) -> object:

@@ -1,9 +1,10 @@
 """Least privilege under ``sudo = true``: the few fixed programs that run as root.
 
-Only three programs ever run through ``sudo -n``, each with fixed flags and a log's path (or a
+Only four programs ever run through ``sudo -n``, each with fixed flags and a log's path (or a
 journal match) as its only variable words: ``cat FILE`` (a log file, compressed or not: the
 login user decompresses and filters what it prints), ``journalctl`` with fixed flags and a
-time window, and ``ls`` of a directory the login user cannot list. Nothing that can spawn a
+time window (or ``-f`` for ``follow``), ``ls`` of a directory the login user cannot list, and
+``tail -n0 -F -q -- FILE`` for ``follow``. Nothing that can spawn a
 program or write (a shell, ``awk``, ``find``, ``timeout``, a pager) ever runs as root: the
 filters, the decompressors and the scripts that join them run as the login user.
 
@@ -25,7 +26,7 @@ SUDO = ("sudo", "-n", "--")
 #: sudo refused (its own words are on stderr) or the program could not read.
 EXIT_ROOT_READ = 5
 #: The programs that may run as root, by the name looked up on the host.
-ROOT_PROGRAMS = ("cat", "journalctl", "ls")
+ROOT_PROGRAMS = ("cat", "journalctl", "ls", "tail")
 
 #: ``ls`` flags for a directory the login user cannot list: every entry (``-A``), names in C
 #: quotes (``-Q``: a name may hold any byte but ``/`` and NUL), symlinks followed (``-L``),
@@ -233,6 +234,10 @@ def sudoers_lines(
         written.add(rule)
         if base is None:
             lines.append(f"# read {path}")
+            lines.append(rule)
+            lines.append(f"# follow {path} as it grows (collector follow)")
+            lines.append(head + f"{programs.tail} -n0 -F -q -- {pattern}")
+            continue
         else:
             lines.append(f"# read {base}'s rotations named like {posixpath.basename(path)}"
                          " ([0-9]: one digit)")
@@ -258,6 +263,8 @@ def sudoers_lines(
                      f"--until\\={_STAMP} {field}")
         lines.append(f"# read the journal's last {match} line (hosts --check)")
         lines.append(head + f"{programs.journalctl} {where}{flags} -n 1 {field}")
+        lines.append(f"# follow the journal's {match} lines (collector follow)")
+        lines.append(head + f"{programs.journalctl} {where}{flags} -f -n 0 {field}")
     return lines
 
 
