@@ -219,7 +219,6 @@ PASSES = {
     CommandKind.MATCH_OFFSETS: "pass1",
     CommandKind.WINDOW_IDS: "window",
     CommandKind.IDS: "pass2",
-    CommandKind.IDS_LOOKUP: "pass2",
 }
 
 

@@ -223,7 +223,8 @@ class HostSearcher:
         self.ran.append(command)
         read = self.session.stream_chunks if chunks else self.session.stream
         # Only a root source's reader runs as root, inside the command (sudo -n cat ...).
-        return read(list(command.argv), sudo=False, on_bytes=self.context.on_bytes)
+        return read(list(command.argv), sudo=False, on_bytes=self.context.on_bytes,
+                    stdin=command.stdin)
 
     def parser(self, source: LogSource) -> LineParser:
         """A parser for one source's lines (its stats count in the host's)."""
