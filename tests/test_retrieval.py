@@ -215,7 +215,13 @@ def test_window_ids_command() -> None:
     assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[1] == "1:-:a"
 
 
-def test_windows_worth_it() -> None:
+def test_windows_worth_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each window costs as much as WINDOW_COST_BYTES of the whole file read by one grep.
+    cost = retrieval.WINDOW_COST_BYTES
+    size = 100 * cost
+    assert windows_worth_it([Window(i * cost, i * cost + 10) for i in range(100)], size)
+    assert not windows_worth_it([Window(i * cost, i * cost + 10) for i in range(101)], size)
+    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 0)
     share = retrieval.WINDOW_MAX_SHARE
     assert windows_worth_it([Window(0, int(1000 * share))], 1000)
     assert not windows_worth_it([Window(0, int(1000 * share) + 1)], 1000)
