@@ -36,7 +36,7 @@ from collector.logs.commands import (
 )
 from collector.logs.discovery import DiscoveryResult, rotation_stem
 from collector.logs.parse import LineParser, TimeContext
-from collector.logs.select import group_selected, reject_selected
+from collector.logs.select import group_selected, host_rows, reject_selected
 from collector.models import (
     Compression,
     HostLog,
@@ -48,6 +48,7 @@ from collector.models import (
     ReadProblem,
     Record,
     Reject,
+    Row,
     SourceKind,
     Stage,
     Unread,
@@ -84,6 +85,17 @@ class HostSearch:
     unread: tuple[Unread, ...] = ()
     commands: int = 0
     via: str | None = None  # the log host this host's lines were read on (``collects``)
+    #: The rows the query selects (``logs.select.host_rows``), when the host's own worker
+    #: made them: then ``log`` keeps only its stats (see :func:`with_rows`).
+    rows: tuple[Row, ...] | None = None
+
+
+def with_rows(result: HostSearch, query: Query) -> HostSearch:
+    """The answer as a search prints it: its selected rows, the log reduced to its stats (a
+    worker process sends back a few rows instead of every parsed line)."""
+    log = result.log
+    rows = tuple(host_rows(log, query))
+    return dataclasses.replace(result, log=HostLog(log.host, (), (), log.stats), rows=rows)
 
 
 class HostSearcher:
