@@ -219,7 +219,6 @@ PASSES = {
     CommandKind.MATCH_OFFSETS: "pass1",
     CommandKind.WINDOW_IDS: "window",
     CommandKind.IDS: "pass2",
-    CommandKind.IDS_LOOKUP: "pass2",
 }
 
 
@@ -275,6 +274,7 @@ def test_windowed_pass2_equals_full_pass2(
     # Tiny windows: most lives are cut, so pass 2 falls back to the whole file for them.
     monkeypatch.setattr(retrieval, "WINDOW_BEFORE", 300)
     monkeypatch.setattr(retrieval, "WINDOW_AFTER", 700)
+    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 0)  # a lab log is small
     windowed, _ = run_select(fleet[name], query)
     assert group_keys(windowed) == group_keys(full)
     assert select_rows([windowed], query) == select_rows([full], query)
@@ -285,6 +285,7 @@ def test_tiny_windows_are_read_and_then_completed(
 ) -> None:
     monkeypatch.setattr(retrieval, "WINDOW_BEFORE", 300)
     monkeypatch.setattr(retrieval, "WINDOW_AFTER", 700)
+    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 0)  # a lab log is small
     _, kinds = run_select(fleet["out1"], Query(recipients=("bob@example.test",)))
     assert kinds[0] == "pass1" and "window" in kinds and "pass2" in kinds
 
@@ -296,7 +297,10 @@ def test_windows_that_hold_every_life_need_no_second_read(
     full, _ = run_select(gzipped_copy(fleet["filter1"], tmp_path), query)
     monkeypatch.setattr(retrieval, "WINDOW_BEFORE", 4000)
     monkeypatch.setattr(retrieval, "WINDOW_AFTER", 6000)
+    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 0)  # a lab log is small
+    monkeypatch.setattr(retrieval, "WINDOW_MAX_SHARE", 1.0)
     windowed, kinds = run_select(fleet["filter1"], query)
+    assert "window" in kinds
     assert group_keys(windowed) == group_keys(full)
     assert kinds.count("pass2") < len(full.groups)
 

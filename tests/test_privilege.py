@@ -194,11 +194,12 @@ def session(root: Path) -> LocalSession:
 
 
 def stream(s: LocalSession, command: Command) -> list[bytes]:
-    return list(s.stream(list(command.argv), sudo=False))
+    return list(s.stream(list(command.argv), sudo=False, stdin=command.stdin))
 
 
 def exit_of(root: Path, command: Command) -> tuple[int, bytes]:
-    done = subprocess.run(list(command.argv), cwd=root, capture_output=True, check=False)
+    done = subprocess.run(list(command.argv), cwd=root, capture_output=True, check=False,
+                          input=command.stdin or b"")
     return done.returncode, done.stderr
 
 
@@ -226,14 +227,18 @@ def test_root_scripts_read_any_file_name(tmp_path: Path, name: str) -> None:
 
 
 @NEEDS_ROOT
-def test_root_scripts_awk_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from collector.logs import commands
-
-    monkeypatch.setattr(commands, "GREP_MAX_IDS", 1)
-    log = tmp_path / "mail.log.1.gz"
-    log.write_bytes(gzip.compress(b"\n".join(LINES) + b"\n"))
-    (cmd,) = ids_file_commands(str(log), ["4B2E3D0203", "4B2E3D0204"], root=PROGRAMS)
-    assert stream(session(tmp_path), cmd) == LINES[:3]
+def test_root_scripts_pass2_with_many_ids_on_stdin(tmp_path: Path) -> None:
+    # The fixed strings reach grep on the script's stdin, past sudo's cat and the
+    # decompressor: more than a pipe holds, and the lines of exactly these IDs.
+    many = [f"{i:012X}" for i in range(20_000)]
+    for name, data in (("mail.log", b"\n".join(LINES) + b"\n"),
+                       ("mail.log.1.gz", gzip.compress(b"\n".join(LINES) + b"\n"))):
+        log = tmp_path / name
+        log.write_bytes(data)
+        (cmd,) = ids_file_commands(str(log), ["4B2E3D0203", "4B2E3D0204", *many],
+                                   root=PROGRAMS)
+        assert cmd.stdin is not None and len(cmd.stdin) > 1 << 18
+        assert stream(session(tmp_path), cmd) == LINES[:3]
 
 
 @NEEDS_ROOT

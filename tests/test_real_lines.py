@@ -260,7 +260,7 @@ def test_a_forged_second_queue_id_makes_the_verdict_unjoinable() -> None:
 
 def test_amavis_verdict_lines_are_fetched_in_pass_two() -> None:
     (cmd,) = ids_file_commands("/var/log/mail.log", ["D64C32381F"])
-    assert "Queue-ID: D64C32381F," in cmd.words
+    assert cmd.stdin is not None and b"Queue-ID: D64C32381F,\n" in cmd.stdin
 
 
 # ------------------------------------------------------------- addresses without brackets

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from collector.models import Compression, HostError, LogSource, ParseStats, Row, Stage
+from collector.models import Compression, HostError, LogSource, ParseStats, Row, Stage, Status
 from collector.render.rows import (
     ROW_FIELDS,
     HostReport,
@@ -300,3 +300,27 @@ def test_hosts_table_keeps_text() -> None:
     out = io.StringIO()
     render_hosts_table([["mx1", "local", "0010"]], ["name", "transport", "root"], out)
     assert out.getvalue().splitlines()[2].split() == ["mx1", "local", "0010"]
+
+
+# Values whose text looks like the JSON around them (braces, separators, quotes, newlines),
+# and the characters write_json escapes on top of json's own.
+_TRICKY = ["", "a}b", '{"x": 1}', "},\n    {", '},\n      {"', "line\nbreak", "tab\t", "é",
+           "\u2028", "\x85", 'q"uote', "\\", "}", '{"', None, 0, -3, 1.5, 1e300,
+           float("inf"), True, False, Status.SENT]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_write_json_fast_path_writes_what_json_dump_writes(seed: int) -> None:
+    import random
+
+    from collector.render.safe import _json_safe, write_json
+
+    rnd = random.Random(seed)
+    keys = ["time", "host", "to", "from", "status"]
+    rows = [{k: rnd.choice(_TRICKY) for k in rnd.sample(keys, rnd.randint(1, 5))}
+            for _ in range(rnd.randint(0, 8))]
+    payload = {"results": rows, "hosts": [{"name": "x", "notes": ["a\nb"], "stats": {"n": 1},
+                                           "sources": []}]}
+    out = io.StringIO()
+    write_json(payload, out)
+    assert out.getvalue() == _json_safe(json.dumps(payload, ensure_ascii=False, indent=2)) + "\n"

@@ -112,30 +112,36 @@ def test_filter_offsets_command() -> None:
     )
 
 
+STDIN = ("-F", "-a", "-f", "/dev/fd/5")
+
+
+def patterns(command: Command) -> list[str]:
+    """The fixed strings a pass-2 command sends on its stdin (one a line)."""
+    assert command.stdin is not None and command.stdin.endswith(b"\n")
+    return command.stdin.decode().split("\n")[:-1]
+
+
 def test_ids_file_commands_grep() -> None:
     cmds = ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106", "BAE21168172"])
-    assert [shape(c) for c in cmds] == [
-        (CommandKind.IDS,
-         ("/var/log/maillog", "-F", "-a", "-e", " 1556E168106: ", "-e", " BAE21168172: ",
-          "-e", "Queue-ID: 1556E168106,", "-e", "Queue-ID: BAE21168172,")),
+    assert [shape(c) for c in cmds] == [(CommandKind.IDS, ("/var/log/maillog", *STDIN))]
+    assert patterns(cmds[0]) == [
+        ": 1556E168106: ", ": BAE21168172: ", "[ 1556E168106: ", "[ BAE21168172: ",
+        "Queue-ID: 1556E168106,", "Queue-ID: BAE21168172,",
     ]
 
 
-def test_ids_file_commands_awk(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retrieval, "GREP_MAX_IDS", 1)
-    (cmd,) = ids_file_commands("/var/log/maillog", ["BAE21168172", "1556E168106"])
-    assert cmd.kind is CommandKind.IDS_LOOKUP
-    assert cmd.words[0] == "/var/log/maillog" and cmd.words[2:] == ("1556E168106", "BAE21168172")
+def test_ids_file_commands_one_command_for_any_number_of_ids() -> None:
+    ids = [f"{i:012X}" for i in range(50_000)]
+    (cmd,) = ids_file_commands("/l", ids)
+    assert cmd.words == ("/l", *STDIN)
+    assert len(patterns(cmd)) == 3 * len(ids)
 
 
-def test_ids_file_commands_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retrieval, "IDS_PER_COMMAND", 2)
-    cmds = ids_file_commands("/l", ["C", "A", "B"])
-    assert [shape(c) for c in cmds] == [
-        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " A: ", "-e", " B: ",
-                           "-e", "Queue-ID: A,", "-e", "Queue-ID: B,")),
-        (CommandKind.IDS, ("/l", "-F", "-a", "-e", " C: ", "-e", "Queue-ID: C,")),
-    ]
+def test_id_patterns_take_only_words_of_letters_and_digits() -> None:
+    # One pattern a line: a newline would make two, an empty one would match every line.
+    assert retrieval.id_patterns(["A1\nB", "", "C 1", "D1"]) == (
+        ": D1: ", "[ D1: ", "Queue-ID: D1,",
+    )
 
 
 def test_journal_command() -> None:
@@ -156,11 +162,10 @@ def test_journal_command() -> None:
 
 
 def test_journal_ids_command() -> None:
-    assert shape(journal_ids_command(["B1", "A1", "B1"], since=None, until=None)) == (
-        CommandKind.IDS,
-        ("", "", "SYSLOG_FACILITY=2", "", "-F", "-a", "-e", " A1: ", "-e", " B1: ",
-         "-e", "Queue-ID: A1,", "-e", "Queue-ID: B1,"),
-    )
+    cmd = journal_ids_command(["B1", "A1", "B1"], since=None, until=None)
+    assert shape(cmd) == (CommandKind.IDS, ("", "", "SYSLOG_FACILITY=2", "", *STDIN))
+    assert patterns(cmd) == [": A1: ", ": B1: ", "[ A1: ", "[ B1: ", "Queue-ID: A1,",
+                             "Queue-ID: B1,"]
 
 
 def test_match_and_ids_commands_dispatch_on_the_source() -> None:
@@ -174,9 +179,11 @@ def test_match_and_ids_commands_dispatch_on_the_source() -> None:
     assert match_command(journal, "/r/j", None, q).words == ("", "", "SYSLOG_FACILITY=2", "/r/j")
     (ids,) = ids_commands(journal, "/r/j", ["A1"], q)
     assert ids.words[3] == "/r/j"
-    assert ids.kind is CommandKind.IDS and ids.words[-3:] == (" A1: ", "-e", "Queue-ID: A1,")
+    assert ids.kind is CommandKind.IDS and ids.words[-4:] == STDIN
+    assert patterns(ids) == [": A1: ", "[ A1: ", "Queue-ID: A1,"]
     (ids,) = ids_commands(plain, "/r/var/log/mail.log", ["A1"], q)
-    assert ids.words == ("/r/var/log/mail.log", "-F", "-a", "-e", " A1: ", "-e", "Queue-ID: A1,")
+    assert ids.words == ("/r/var/log/mail.log", *STDIN)
+    assert patterns(ids) == [": A1: ", "[ A1: ", "Queue-ID: A1,"]
 
 
 @pytest.mark.parametrize(
@@ -198,16 +205,23 @@ def test_journal_match(path: str, expected: str) -> None:
 
 def test_window_ids_command() -> None:
     wins = [Window(0, 100), Window(5000, 9000), Window(20000, None)]
-    assert shape(window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"])) == (
+    cmd = window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"])
+    assert shape(cmd) == (
         CommandKind.WINDOW_IDS,
-        ("/var/log/maillog", "1:100:h 5000:4001:m 20000:-:t",
-         "-F", "-a", "-e", " A1: ", "-e", " B1: ", "-e", "Queue-ID: A1,", "-e", "Queue-ID: B1,",
-         "-e", retrieval.WINDOW_MARK),
+        ("/var/log/maillog", "1:100:h 5000:4001:m 20000:-:t", *STDIN),
     )
+    assert patterns(cmd) == [": A1: ", ": B1: ", "[ A1: ", "[ B1: ", "Queue-ID: A1,",
+                             "Queue-ID: B1,", retrieval.WINDOW_MARK]
     assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[1] == "1:-:a"
 
 
-def test_windows_worth_it() -> None:
+def test_windows_worth_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each window costs as much as WINDOW_COST_BYTES of the whole file read by one grep.
+    cost = retrieval.WINDOW_COST_BYTES
+    size = 100 * cost
+    assert windows_worth_it([Window(i * cost, i * cost + 10) for i in range(100)], size)
+    assert not windows_worth_it([Window(i * cost, i * cost + 10) for i in range(101)], size)
+    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 0)
     share = retrieval.WINDOW_MAX_SHARE
     assert windows_worth_it([Window(0, int(1000 * share))], 1000)
     assert not windows_worth_it([Window(0, int(1000 * share) + 1)], 1000)
@@ -336,16 +350,21 @@ def _argv(command: Command | Sequence[str]) -> list[str]:
     return list(command.argv if isinstance(command, Command) else command)
 
 
+def _stdin(command: Command | Sequence[str]) -> bytes:
+    return (command.stdin or b"") if isinstance(command, Command) else b""
+
+
 def run_exec(command: Command | Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    """What LocalSession does: the argv straight to exec."""
-    return subprocess.run(_argv(command), cwd=cwd, capture_output=True, timeout=30, check=False)
+    """What LocalSession does: the argv straight to exec (and the command's stdin)."""
+    return subprocess.run(_argv(command), cwd=cwd, capture_output=True, timeout=30, check=False,
+                          input=_stdin(command))
 
 
 def run_shell(command: Command | Sequence[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
     """What SSHSession does: the argv joined with shlex.join, read by a POSIX shell."""
     return subprocess.run(
         ["sh", "-c", shlex.join(_argv(command))],
-        cwd=cwd, capture_output=True, timeout=30, check=False,
+        cwd=cwd, capture_output=True, timeout=30, check=False, input=_stdin(command),
     )
 
 
@@ -573,45 +592,40 @@ def test_pass2_returns_exactly_the_lines_of_the_ids(
     assert got == expected
 
 
-@pytest.mark.parametrize("host", ["filter1", "mbox1"])
-def test_awk_path_equals_grep_path(
-    tmp_path: Path, host: str, suffix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lines = lab_lines(host)
+@pytest.mark.parametrize("run", RUNNERS)
+def test_pass2_with_every_id_of_a_log_at_once(tmp_path: Path, suffix: str, run: Runner) -> None:
+    # Every ID of the busiest lab host plus 30,000 absent ones: one command, its fixed strings
+    # on stdin (far more than one argument or a pipe's buffer holds), exactly the lines.
+    lines = lab_lines("filter1")
     log = write_log(tmp_path / f"log{suffix}", b"\n".join(lines) + b"\n")
-    ids = all_ids(lines)
-
-    def fetch() -> list[bytes]:
-        out: list[bytes] = []
-        for argv in ids_file_commands(str(log), ids):
-            done = run_exec(argv, tmp_path)
-            assert done.returncode in (0, 1), done.stderr
-            out += done.stdout.splitlines()
-        return out
-
-    by_grep = fetch()
-    monkeypatch.setattr(retrieval, "GREP_MAX_IDS", 0)
-    assert ids_file_commands(str(log), ids)[0].kind is CommandKind.IDS_LOOKUP  # awk now
-    by_awk = fetch()
-    assert by_awk == by_grep
-    assert by_grep == lines_of_ids(lines, set(ids))
+    ids = all_ids(lines) + [f"{i:012X}" for i in range(30_000)]
+    (cmd,) = ids_file_commands(str(log), ids)
+    assert cmd.stdin is not None and len(cmd.stdin) > 1 << 20
+    done = run(cmd, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == lines_of_ids(lines, set(all_ids(lines)))
 
 
-def test_awk_path_with_warning_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # "warning: ID:" puts the ID one field later; a BSD line with a one-digit day pads it.
+def test_pass2_finds_the_id_wherever_a_postfix_line_puts_it(tmp_path: Path) -> None:
+    # After the tag with and without a pid, after a severity, inside rsyslog's "message
+    # repeated" and in an amavis verdict; never a "queued as" that names it in passing.
     lines = [
         b"Nov  9 17:24:06 filter1 postfix/cleanup[4380]: warning: 1556E168106: header Subject: x",
         b"Nov  9 17:24:06 filter1 postfix/qmgr[3897]: 1556E168106: removed",
         b"2026-11-29T17:24:06.262931+00:00 mbox1 postfix/qmgr[4146]: 4jcvCB1ksSzC61Q: removed",
+        b"Nov  9 17:24:06 filter1 postfix/pickup: 1556E168106: uid=0 from=<root>",
+        b"Nov  9 17:24:07 filter1 postfix/smtpd[9]: message repeated 2 times: [ 1556E168106: "
+        b"client=x[1.2.3.4]]",
+        b"Nov  9 17:24:07 filter1 amavis[77]: (77-01) Passed CLEAN {RelayedInbound}, "
+        b"[1.2.3.4]:5 <a@b> -> <c@d>, Queue-ID: 1556E168106, Message-ID: <m@x>, mail_id: y",
         (
             b"Nov  9 17:24:06 filter1 postfix/smtp[1]: 2222E168106: to=<a@b>, status=sent"
             b" (250 2.0.0 Ok: queued as 1556E168106)"
         ),
     ]
     log = write_log(tmp_path / "maillog", b"\n".join(lines) + b"\n")
-    monkeypatch.setattr(retrieval, "GREP_MAX_IDS", 0)
-    (argv,) = ids_file_commands(str(log), ["1556E168106", "4jcvCB1ksSzC61Q"])
-    assert run_exec(argv, tmp_path).stdout.splitlines() == lines[:3]
+    (cmd,) = ids_file_commands(str(log), ["1556E168106", "4jcvCB1ksSzC61Q"])
+    assert run_exec(cmd, tmp_path).stdout.splitlines() == lines[:6]
 
 
 # --------------------------------------------------------------------------- windows
@@ -788,9 +802,9 @@ def test_every_command_fits_one_remote_shell_argument() -> None:
     ids = [f"{i:012X}" for i in range(40_000)]
     commands = ids_file_commands("/var/log/mail.log", ids)
     commands += retrieval.window_ids_commands("/var/log/mail.log", [Window(0, 10)], ids)
+    commands.append(journal_ids_command(ids, since=None, until=None))
+    assert len(commands) == 3
     assert max(len(shlex.join(c.argv)) for c in commands) < 120 * 1024
-    wanted = set(ids)
-    got: set[str] = set()
-    for c in commands:
-        got.update(w for w in (a.strip(" :") for a in c.words) if w in wanted)
-    assert got == wanted
+    for c in commands:  # the IDs travel on stdin, all of them
+        got = {p.strip(" :[") for p in patterns(c) if p.startswith(": ")}
+        assert got == set(ids)

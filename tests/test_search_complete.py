@@ -65,6 +65,7 @@ def test_a_life_split_over_two_windows_is_read_whole(
     # windows, with a@'s delivery in the gap between them.
     monkeypatch.setattr(commands, "WINDOW_BEFORE", 600)
     monkeypatch.setattr(commands, "WINDOW_AFTER", 1200)
+    monkeypatch.setattr(commands, "WINDOW_COST_BYTES", 0)  # a small log
     rare = "rare@example.org"
     start = message("AAA111", "10:00:00", rare, "a@example.net", removed=False)[:3]
     deferred = ("Jan 15 10:00:01 mx1 postfix/smtp[103]: AAA111: to=<a@example.net>, relay=mx."

@@ -133,6 +133,19 @@ def test_local_stream_50mb_with_large_stderr_does_not_deadlock(
     assert sum(seen) == big.stat().st_size > 50_000_000
 
 
+def test_local_stream_writes_stdin_while_reading_stdout(local: LocalSession) -> None:
+    # 20 MB in, 20 MB out at the same time: written before reading, both pipes would fill.
+    data = b"".join(b"line %08d\n" % i for i in range(1_500_000))
+    got = b"".join(local.stream_chunks(["cat"], stdin=data))
+    assert got == data and len(data) > 20_000_000
+    assert list(local.stream(["sh", "-c", "cat; echo end"])) == [b"end"]  # no stdin: empty
+
+
+def test_local_stream_stdin_unread_by_the_command(local: LocalSession) -> None:
+    # A command that exits without reading its stdin is no error.
+    assert list(local.stream(["echo", "x"], stdin=b"y\n" * 1_000_000)) == [b"x"]
+
+
 def test_local_stream_keeps_last_line_without_newline(local: LocalSession) -> None:
     assert list(local.stream(["printf", "a\n\nb"])) == [b"a", b"", b"b"]
 
@@ -243,6 +256,14 @@ def test_ssh_stream_20mb(mx1: Session) -> None:
         count += 1
     assert count == BIG_COUNT
     assert sum(seen) == BIG_SIZE > 20_000_000
+
+
+def test_ssh_stream_writes_stdin_while_reading_stdout(mx1: Session) -> None:
+    # 20 MB in, 20 MB out at once through the channel, then end of input (shutdown_write).
+    data = b"".join(b"line %08d\n" % i for i in range(1_500_000))
+    got = b"".join(mx1.stream_chunks(["cat"], stdin=data, timeout=60))
+    assert got == data and len(data) > 20_000_000
+    assert list(mx1.stream(["echo", "x"], stdin=b"y\n" * 1_000_000)) == [b"x"]
 
 
 def test_ssh_stream_drains_stderr_concurrently(mx1: Session) -> None:

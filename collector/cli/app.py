@@ -47,8 +47,17 @@ from collector.cli.terminal import Terminal
 from collector.errors import UsageError
 from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
 from collector.logs.commands import pass1_needles
-from collector.logs.select import select_rows
-from collector.models import Host, HostResult, Inventory, Query, QueueGroup, Row, Trace
+from collector.logs.select import merge_rows
+from collector.models import (
+    Host,
+    HostResult,
+    Inventory,
+    Query,
+    QueueGroup,
+    Row,
+    Trace,
+    TransportKind,
+)
 from collector.render.rows import (
     HostReport,
     render_rows_csv,
@@ -59,7 +68,7 @@ from collector.render.rows import (
     write_json,
 )
 from collector.render.safe import Escaped, printable
-from collector.search.host import HostSearch, search_reader
+from collector.search.host import HostSearch, search_reader, with_rows
 from collector.search.summary import HostSummary, summarize_reader
 from collector.transport import open_session
 
@@ -104,6 +113,13 @@ def _root(
 
 
 # --------------------------------------------------------------------------- plumbing
+
+
+def _all_local(inv: Inventory, host: Sequence[str] | None, group: Sequence[str] | None) -> bool:
+    """Whether every host a command reads (itself, or the log host it is read on) is a
+    local directory: then its greps run on this machine's CPUs too."""
+    names = {h.via or h.name for h in select_hosts(inv, host or [], group or [])}
+    return all(h.transport is TransportKind.LOCAL for h in inv.hosts if h.name in names)
 
 
 def _inventory(path: Path | None, offline: Path | None = None) -> Inventory:
@@ -222,16 +238,18 @@ def search(
             inv,
             select_hosts(inv, host or [], group or []),
             lambda s, n, rd: [
-                (r.host, r)
+                (r.host, with_rows(r, query))
                 for r in search_reader(s, query, host_zone(s.host), now, on_bytes=n, reading=rd)
             ],
             everything=not host and not group,
             workers=workers,
             progress=term.progress and fmt is Format.TABLE,
-            processes=pass1_needles(query) is None,  # no fixed string: every line is parsed
+            # CPU-bound: no fixed string (every line is parsed), or hosts whose greps run on
+            # this machine too; remote hosts wait on the network, in threads.
+            processes=pass1_needles(query) is None or _all_local(inv, host, group),
             exceptions=caught,
         ) + _fetch_failures(offline)
-        rows = select_rows([r.value.log for r in results if r.value is not None], query)
+        rows = merge_rows([(r.host, r.value.rows or ()) for r in results if r.value is not None])
         reports = _search_reports(results)
         _render_rows(fmt, rows, reports, term)
         if verbose:

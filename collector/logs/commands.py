@@ -9,6 +9,7 @@ queue IDs of the matching messages; (2) every line of exactly those queue IDs.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Sequence
@@ -24,20 +25,13 @@ from collector.transport.privilege import (
     RootPrograms,
 )
 
-#: Above this many queue IDs, a field lookup in a hash (awk) beats grep's multi-literal
-#: search, whose cost grows with the number of hex patterns: measured on a 250 MB maillog,
-#: grep -F takes 0.37 s for 5 IDs and 0.50 s for 142, awk 2.1 s (gawk; mawk ~0.65 s) for any
-#: number; at ~570 IDs grep reaches 6.6 s/GB.
-GREP_MAX_IDS = 400
-
-#: Largest number of IDs sent in one command. Over SSH the whole command line reaches the
-#: remote shell as ONE argument of `sh -c`, and Linux caps one argument at 128 KiB
-#: (MAX_ARG_STRLEN): 5000 IDs of ~13 bytes (awk operands) stay well below it.
-IDS_PER_COMMAND = 5000
-#: The same for grep patterns (" ID: " and "Queue-ID: ID," after -e: ~20 bytes each, two
-#: per ID).
-PATTERNS_PER_COMMAND = 3000
-IDS_PER_PATTERN_COMMAND = PATTERNS_PER_COMMAND // 2
+#: Pass 2 sends its fixed strings on the command's standard input (``grep -F -f``), one a
+#: line: any number of IDs in one command, no argument limit (Linux caps one argument at
+#: 128 KiB, and over SSH the whole command line is one argument of the remote ``sh -c``).
+#: The script keeps that input as fd 5 (``exec 5<&0``), so that grep reads it as
+#: ``/dev/fd/5`` while its own stdin is a decompressor's, sudo's or journalctl's pipe.
+PATTERNS_FROM_STDIN = ("-F", "-a", "-f", "/dev/fd/5")
+_KEEP_STDIN = "exec 5<&0; "
 
 _COMPRESSED = tuple("." + c.value for c in Compression if c.value)
 
@@ -54,8 +48,7 @@ class CommandKind(enum.StrEnum):
     MATCH = "match"  # pass 1: the lines carrying a selector's fixed strings
     MATCH_OFFSETS = "match-offsets"  # pass 1 with each line's byte offset (grep -b)
     ALL = "all"  # every line of a source
-    IDS = "ids"  # pass 2: every line of these queue IDs (grep -F)
-    IDS_LOOKUP = "ids-lookup"  # pass 2 for many IDs: a hash lookup of the queue-ID field (awk)
+    IDS = "ids"  # pass 2: every line of these queue IDs (grep -F, patterns on stdin)
     WINDOW_IDS = "window-ids"  # pass 2 inside byte windows of a plain file
     EDGES = "edges"  # a source's first and last line
     COPY = "copy"  # a whole file, byte for byte
@@ -67,12 +60,14 @@ class Command:
     """One read-only command for one source: what it reads, and the argv that does it.
 
     ``argv`` is ``sh -c SCRIPT sh WORDS...`` (a constant script, user values only as words)
-    or a plain program. ``path`` is the host path (or journal match) it reads.
+    or a plain program. ``path`` is the host path (or journal match) it reads. ``stdin``:
+    what the command reads on its standard input (pass 2's fixed strings, one a line).
     """
 
     kind: CommandKind
     argv: tuple[str, ...]
     path: str
+    stdin: bytes | None = None
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -88,7 +83,6 @@ class Command:
             CommandKind.MATCH_OFFSETS: "searching",
             CommandKind.ALL: "reading",
             CommandKind.IDS: "reading queue IDs from",
-            CommandKind.IDS_LOOKUP: "reading queue IDs from",
             CommandKind.WINDOW_IDS: "reading queue IDs from",
             CommandKind.EDGES: "reading the first and last line of",
             CommandKind.COPY: "copying",
@@ -129,25 +123,6 @@ _CAT_FILE = (
     'f=$1; ' + _EXISTS + _DECOMPRESSOR
     + 'if [ -z "$d" ]; then exec cat -- "$f"; fi; '
     + _PIPE_CHECKED.replace("FILTER", "cat")
-)
-
-# Prints lines whose queue-ID field (the word after the program tag, or after a severity word) is one of them.
-# Field 4 is the ID in RFC 3339 and journal ISO envelopes, field 6 in BSD/postlogd ones; 5 and
-# 7 cover "warning: ID:".
-_AWK_IDS = (
-    # The IDs arrive as awk's operands (one word each: no 128 KiB single-argument limit);
-    # taken into a set and removed, so that awk reads only its standard input.
-    'BEGIN { for (i = 1; i < ARGC; i++) { want[ARGV[i] ":"] = 1; delete ARGV[i] } } '
-    "{ for (i = 4; i <= 7 && i <= NF; i++) if ($i in want) { print; next } } "
-    # a content filter's verdict (amavis): `..., Queue-ID: ID, ...`
-    '/Queue-ID: / { for (i = 8; i <= NF; i++) if ($(i - 1) == "Queue-ID:" '
-    '&& substr($i, 1, length($i) - 1) ":" in want) { print; next } }'
-)
-# $1 = file, $2 = the awk program, the rest = queue IDs.
-_AWK_FILE = (
-    'f=$1; prog=$2; shift 2; ' + _EXISTS + _DECOMPRESSOR
-    + 'if [ -z "$d" ]; then LC_ALL=C exec awk "$prog" "$@" < "$f"; fi; '
-    + _PIPE_CHECKED.replace("FILTER", 'LC_ALL=C awk "$prog" "$@"')
 )
 
 # ---- the same reads for a source only root can read (``LogSource.sudo``). The file's bytes come
@@ -197,11 +172,6 @@ _ROOT_FILTER_FILE = (
 )
 # $1 = file, $2 = cat's path: every line (decompressed).
 _ROOT_CAT_FILE = 'f=$1; c=$2; ' + _ROOT_EXISTS + _DECOMPRESSOR + _root_pipe(None)
-# $1 = file, $2 = cat's path, $3 = the awk program, the rest = queue IDs.
-_ROOT_AWK_FILE = (
-    'f=$1; c=$2; prog=$3; shift 3; ' + _ROOT_EXISTS + _DECOMPRESSOR
-    + _root_pipe('LC_ALL=C awk "$prog" "$@"')
-)
 # $1 = file, $2 = cat's path: the file's bytes as they are (fetch --all).
 _ROOT_COPY = (
     'f=$1; c=$2; ' + _ROOT_EXISTS + 'sudo -n -- "$c" "$f" || { echo "collector: sudo -n $c '
@@ -343,29 +313,39 @@ def filter_file_command(
                         _grep_words(needles), shown, root)
 
 
+_ID_WORD = re.compile(r"[0-9A-Za-z]+")
+
+
 def id_patterns(queue_ids: Sequence[str]) -> tuple[str, ...]:
-    """The fixed strings of pass 2 for these IDs: Postfix's `` ID: `` and the
-    ``Queue-ID: ID,`` of a content filter's verdict line (amavis)."""
-    ids = sorted(set(queue_ids))
-    return (*(f" {q}: " for q in ids), *(f"Queue-ID: {q}," for q in ids))
+    """The fixed strings of pass 2 for these IDs: the ID as a Postfix line carries it after
+    its program tag or severity (``]: ID: ``, ``tag: ID: ``, ``warning: ID: ``), inside
+    rsyslog's ``message repeated N times: [ ID: ...]``, and a content filter's verdict
+    ``Queue-ID: ID,`` (amavis). Only a word of letters and digits is an ID here: one line
+    is one pattern, and an empty one would match every line."""
+    ids = sorted({q for q in queue_ids if _ID_WORD.fullmatch(q)})
+    return (*(f": {q}: " for q in ids), *(f"[ {q}: " for q in ids),
+            *(f"Queue-ID: {q}," for q in ids))
+
+
+def pattern_lines(patterns: Sequence[str]) -> bytes:
+    """Fixed strings as ``grep -f`` reads them: one a line."""
+    return "".join(p + "\n" for p in patterns).encode()
+
+
+# The pass-2 scripts: the filters above with grep's fixed strings read from fd 5 (the
+# script's stdin, see PATTERNS_FROM_STDIN).
+_IDS_FILE = _KEEP_STDIN + _FILTER_FILE
+_ROOT_IDS_FILE = _KEEP_STDIN + _ROOT_FILTER_FILE
 
 
 def ids_file_commands(
     path: str, queue_ids: Sequence[str], *, shown: str = "", root: RootPrograms | None = None
 ) -> list[Command]:
-    """Pass 2 on one file: every line of exactly these queue IDs (in chunks)."""
-    ids = sorted(set(queue_ids))
-    commands: list[Command] = []
-    for start in range(0, len(ids), IDS_PER_COMMAND):
-        chunk = ids[start : start + IDS_PER_COMMAND]
-        if len(chunk) <= GREP_MAX_IDS:
-            needles = Needles(id_patterns(chunk), False)
-            commands.append(_file_script(CommandKind.IDS, (_FILTER_FILE, _ROOT_FILTER_FILE), path,
-                                         _grep_words(needles), shown, root))
-        else:
-            commands.append(_file_script(CommandKind.IDS_LOOKUP, (_AWK_FILE, _ROOT_AWK_FILE), path,
-                                         (_AWK_IDS, *chunk), shown, root))
-    return commands
+    """Pass 2 on one file: every line of exactly these queue IDs, in one read of the file
+    (one ``grep -F`` with every ID at once, its fixed strings on stdin)."""
+    command = _file_script(CommandKind.IDS, (_IDS_FILE, _ROOT_IDS_FILE), path,
+                           PATTERNS_FROM_STDIN, shown, root)
+    return [dataclasses.replace(command, stdin=pattern_lines(id_patterns(queue_ids)))]
 
 
 def copy_file_command(
@@ -414,10 +394,18 @@ def journal_ids_command(
     directory: str = "",
     root: RootPrograms | None = None,
 ) -> Command:
-    """Pass 2 on the journal: every line of these queue IDs."""
-    needles = Needles(id_patterns(queue_ids), False)
-    return journal_command(needles, since=since, until=until, match=match, kind=CommandKind.IDS,
-                           directory=directory, root=root)
+    """Pass 2 on the journal: every line of these queue IDs (fixed strings on stdin)."""
+    if root is not None:
+        argv: tuple[str, ...] = (
+            "sh", "-c", _KEEP_STDIN + _ROOT_JOURNAL, "sh", _journal_time(since) or JOURNAL_FIRST,
+            _journal_time(until) or JOURNAL_LAST, match, directory, root.journalctl,
+            *PATTERNS_FROM_STDIN,
+        )
+    else:
+        argv = ("sh", "-c", _KEEP_STDIN + _JOURNAL, "sh", _journal_time(since),
+                _journal_time(until), match, directory, *PATTERNS_FROM_STDIN)
+    return Command(CommandKind.IDS, argv, f"journal:{match}",
+                   pattern_lines(id_patterns(queue_ids)))
 
 
 def match_command(
@@ -540,6 +528,13 @@ WINDOW_AFTER = 192 * 1024
 #: second look for the lives a window cut.
 WINDOW_MAX_SHARE = 0.15
 
+#: What one window costs, in bytes of the whole file that one ``grep -F`` pass 2 reads in
+#: the same time: each window is its own ``tail | head | sed`` (three processes, ~6 ms),
+#: and grep reads a file at ~1 GB/s (measured: 41 windows of a 91 MB log took 0.24-0.40 s,
+#: one grep of the whole file for the same IDs 0.08-0.12 s). Windows are read only when
+#: they cost less than the whole file.
+WINDOW_COST_BYTES = 8 * 1024 * 1024
+
 # $1 = file, $2 = the windows as START:LENGTH:MODE words (numbers and letters we generate),
 # the rest = grep's words. tail -c +START counts from 1. A window that begins mid-line drops
 # its first line and one that ends mid-line its last: MODE says which ends are cut (m: both,
@@ -589,13 +584,9 @@ def windows_around(offsets: Sequence[int], size: int | None) -> list[Window]:
 def window_ids_commands(
     path: str, windows: Sequence[Window], queue_ids: Sequence[str], *, shown: str = ""
 ) -> list[Command]:
-    """Pass 2 inside windows, in chunks of IDs small enough for one argument (128 KiB)."""
-    ids = sorted(set(queue_ids))
-    return [
-        window_ids_command(path, windows, ids[start : start + IDS_PER_PATTERN_COMMAND],
-                           shown=shown)
-        for start in range(0, len(ids), IDS_PER_PATTERN_COMMAND)
-    ]
+    """Pass 2 inside windows: one command, whatever the number of IDs (fixed strings on
+    stdin)."""
+    return [window_ids_command(path, windows, queue_ids, shown=shown)]
 
 
 def window_ids_command(
@@ -612,15 +603,19 @@ def window_ids_command(
             (w.start == 0, w.end is None), "m"
         )
         words.append(f"{first}:{'-' if length is None else length}:{mode}")
-    needles = Needles((*id_patterns(queue_ids), WINDOW_MARK), False)
-    return _script(
-        CommandKind.WINDOW_IDS, _WINDOWS, path, (" ".join(words), *_grep_words(needles)), shown
+    command = _script(
+        CommandKind.WINDOW_IDS, _KEEP_STDIN + _WINDOWS, path,
+        (" ".join(words), *PATTERNS_FROM_STDIN), shown,
+    )
+    return dataclasses.replace(
+        command, stdin=pattern_lines((*id_patterns(queue_ids), WINDOW_MARK))
     )
 
 
 def windows_worth_it(windows: Sequence[Window], size: int | None) -> bool:
-    """Whether reading these windows beats reading the whole file."""
-    if not size:
+    """Whether reading these windows beats reading the whole file: they cover a small share
+    of it, and there are few enough of them (see ``WINDOW_COST_BYTES``)."""
+    if not size or len(windows) * WINDOW_COST_BYTES > size:
         return False
     covered = sum((w.end if w.end is not None else size) - w.start for w in windows)
     return covered <= size * WINDOW_MAX_SHARE

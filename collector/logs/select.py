@@ -258,19 +258,32 @@ def reject_matches(rej: Reject, query: Query) -> bool:
 
 def select_rows(logs: Iterable[HostLog], query: Query) -> list[Row]:
     """Every row of every host that the query selects, in time order, then inventory order."""
+    return merge_rows([(log.host, host_rows(log, query)) for log in logs])
+
+
+def host_rows(log: HostLog, query: Query) -> list[Row]:
+    """The rows of one host's log that the query selects (in no particular order)."""
+    rows: list[Row] = []
+    for group in log.groups:
+        if not group_matches(group, query):
+            continue
+        rows.extend(r for r in rows_of_group(group) if row_matches(r, query))
+    for rej in log.rejects:
+        if reject_matches(rej, query):
+            row = _reject_row(rej, None)
+            if row_matches(row, query):
+                rows.append(row)
+    return rows
+
+
+def merge_rows(per_host: Iterable[tuple[str, Sequence[Row]]]) -> list[Row]:
+    """Each host's rows (its name and :func:`host_rows`, hosts in inventory order) as one
+    answer: in time order, then inventory order (:func:`select_rows` of the same logs)."""
     rows: list[Row] = []
     rank: dict[str, int] = {}
-    for log in logs:
-        rank.setdefault(log.host, len(rank))
-        for group in log.groups:
-            if not group_matches(group, query):
-                continue
-            rows.extend(r for r in rows_of_group(group) if row_matches(r, query))
-        for rej in log.rejects:
-            if reject_matches(rej, query):
-                row = _reject_row(rej, None)
-                if row_matches(row, query):
-                    rows.append(row)
+    for host, part in per_host:
+        rank.setdefault(host, len(rank))
+        rows.extend(part)
     # Same-second lines of different hosts (syslog stamps have no fraction) keep inventory
     # order, which is usually the order mail flows in.
     rows.sort(key=lambda r: (r.time, rank.get(r.host, 0), r.queue_id or "", r.recipient or ""))

@@ -81,6 +81,7 @@ class Session(Protocol):
         timeout: float | None = None,
         sudo: bool | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        stdin: bytes | None = None,
     ) -> Iterator[bytes]:
         """Yield stdout lines as they arrive, without their trailing ``\\n``.
 
@@ -90,7 +91,9 @@ class Session(Protocol):
         match") raises :class:`TransportError` (stage ``read``, with the stderr tail).
         ``on_bytes`` is called with the size of every chunk of stdout received.
         ``timeout`` bounds the whole command, including the time the caller spends
-        between lines.
+        between lines. ``stdin``: bytes written to the command's standard input (then
+        closed) while its output is read, so that a long input never waits on a full
+        output pipe; None: the command's stdin is empty.
         """
         ...
 
@@ -101,6 +104,7 @@ class Session(Protocol):
         timeout: float | None = None,
         sudo: bool | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        stdin: bytes | None = None,
     ) -> Iterator[bytes]:
         """Like :meth:`stream`, but yield stdout as it arrives, cut anywhere (cheaper to
         parse in blocks than line by line)."""
@@ -284,9 +288,11 @@ class LineStreams(abc.ABC):
         timeout: float | None = None,
         sudo: bool | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        stdin: bytes | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream`."""
-        return lines_of(self.stream_chunks(argv, timeout=timeout, sudo=sudo, on_bytes=on_bytes))
+        return lines_of(self.stream_chunks(argv, timeout=timeout, sudo=sudo, on_bytes=on_bytes,
+                                           stdin=stdin))
 
     @abc.abstractmethod
     def stream_chunks(
@@ -296,5 +302,6 @@ class LineStreams(abc.ABC):
         timeout: float | None = None,
         sudo: bool | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        stdin: bytes | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream_chunks`."""

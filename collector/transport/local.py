@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import IO, cast
 
 from collector.errors import TransportError
 from collector.models import CommandResult, Host, Settings, Stage
@@ -94,15 +94,16 @@ class LocalSession(LineStreams):
         check_sudo(self.host.name, use_sudo, exit_code, stderr)
         return CommandResult(command, stdout, stderr, exit_code)
 
-    def _popen(self, full: Sequence[str]) -> subprocess.Popen[bytes]:
+    def _popen(self, full: Sequence[str], *, feed: bool = False) -> subprocess.Popen[bytes]:
         """The command in a process group of its own, so that a timeout ends all of it, with
-        its heap capped (:data:`COMMAND_HEAP_KIB`). A missing program raises OSError."""
+        its heap capped (:data:`COMMAND_HEAP_KIB`). A missing program raises OSError.
+        ``feed``: its stdin is a pipe (else empty)."""
         if shutil.which(full[0]) is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), full[0])
         return subprocess.Popen(
             ["sh", "-c", _LIMITED, "sh", str(COMMAND_HEAP_KIB), *full],
             cwd=self.root,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -115,18 +116,19 @@ class LocalSession(LineStreams):
         timeout: float | None = None,
         sudo: bool | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        stdin: bytes | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream_chunks`."""
         full, use_sudo = self._argv(argv, sudo)
         command = shlex.join(full)
         limit = self._timeout if timeout is None else timeout
         try:
-            proc = self._popen(full)
+            proc = self._popen(full, feed=stdin is not None)
         except OSError as exc:
             raise TransportError(
                 self.host.name, Stage.READ, f"cannot run {full[0]}: {exc.strerror}"
             ) from None
-        return self._chunks(proc, command, limit, use_sudo, on_bytes)
+        return self._chunks(proc, command, limit, use_sudo, on_bytes, stdin)
 
     def _chunks(
         self,
@@ -135,8 +137,9 @@ class LocalSession(LineStreams):
         limit: float,
         use_sudo: bool,
         on_bytes: Callable[[int], None] | None,
+        stdin: bytes | None,
     ) -> Iterator[bytes]:
-        exit_code, stderr = yield from self._read(proc, command, limit, on_bytes)
+        exit_code, stderr = yield from self._read(proc, command, limit, on_bytes, stdin)
         check_sudo(self.host.name, use_sudo, exit_code, stderr)
         check_stream_exit(self.host.name, command, exit_code, stderr)
 
@@ -146,10 +149,12 @@ class LocalSession(LineStreams):
         command: str,
         limit: float,
         on_bytes: Callable[[int], None] | None,
+        stdin: bytes | None = None,
     ) -> Reader:
         """stdout as it comes (stderr drained meanwhile, its tail kept), then the exit code.
 
-        Stopping early, a timeout or an error ends the whole process group.
+        ``stdin`` is written by a thread of its own, then closed. Stopping early, a timeout
+        or an error ends the whole process group.
         """
         assert proc.stdout is not None and proc.stderr is not None
         stderr = bytearray()
@@ -159,6 +164,9 @@ class LocalSession(LineStreams):
             for chunk in iter(lambda: pipe.read1(CHUNK), b""):
                 stderr.extend(chunk)
                 keep_tail(stderr)
+
+        if proc.stdin is not None:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin or b""), daemon=True).start()
 
         def expire() -> None:
             timed_out.set()
@@ -199,6 +207,19 @@ class LocalSession(LineStreams):
         """End the commands still running (a follow's ``tail -F``; safe from any thread)."""
         for proc in list(self._running):
             _kill_group(proc)
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    """Write a command's whole stdin, then close it; a command that stopped reading (it
+    ended, or was ended) is left alone."""
+    try:
+        pipe.write(data)
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+    try:
+        pipe.close()
+    except OSError:
+        pass
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

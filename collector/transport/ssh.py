@@ -378,9 +378,13 @@ class SSHSession(LineStreams):
         )
 
     def _pump(
-        self, channel: paramiko.Channel, stderr: bytearray, deadline: float
+        self, channel: paramiko.Channel, stderr: bytearray, deadline: float,
+        stdin: bytes | None = None,
     ) -> Iterator[bytes | None]:
         """Yield stdout chunks as they come, keep stderr; None means the deadline passed.
+
+        ``stdin`` is sent by a third thread (then the channel's write side is closed), so
+        that a long input never waits on an output window the reader has not emptied yet.
 
         stderr is drained by a second thread so that neither stream can fill the channel's
         shared window. Both reads block on paramiko's own buffers: select() on a channel
@@ -403,9 +407,29 @@ class SSHSession(LineStreams):
                 stderr.extend(data)
                 keep_tail(stderr)
 
+        def feed(data: bytes) -> None:
+            view = memoryview(data)
+            while view and not finished.is_set():
+                try:
+                    sent = channel.send(bytes(view[:CHUNK]))
+                except TimeoutError:
+                    continue
+                except (OSError, EOFError, paramiko.SSHException):
+                    return
+                if not sent:
+                    return  # the channel closed
+                view = view[sent:]
+            try:
+                channel.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+
         channel.settimeout(_POLL)
         drainer = threading.Thread(target=drain, name="collector-stderr", daemon=True)
         drainer.start()
+        if stdin is not None:
+            threading.Thread(target=feed, args=(stdin,), name="collector-stdin",
+                             daemon=True).start()
         try:
             while True:
                 if time.monotonic() >= deadline:
@@ -455,11 +479,12 @@ class SSHSession(LineStreams):
         timeout: float | None = None,
         sudo: bool | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        stdin: bytes | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream_chunks`."""
         limit = self._settings.command_timeout if timeout is None else timeout
         channel, command, use_sudo = self._open(argv, sudo, limit)
-        return self._stream(channel, command, use_sudo, limit, on_bytes)
+        return self._stream(channel, command, use_sudo, limit, on_bytes, stdin)
 
     def _stream(
         self,
@@ -468,8 +493,9 @@ class SSHSession(LineStreams):
         use_sudo: bool,
         limit: float,
         on_bytes: Callable[[int], None] | None,
+        stdin: bytes | None,
     ) -> Iterator[bytes]:
-        exit_code, stderr = yield from self._read(channel, command, limit, on_bytes)
+        exit_code, stderr = yield from self._read(channel, command, limit, on_bytes, stdin)
         check_sudo(self.host.name, use_sudo, exit_code, stderr)
         check_stream_exit(self.host.name, command, exit_code, stderr)
 
@@ -479,6 +505,7 @@ class SSHSession(LineStreams):
         command: str,
         limit: float,
         on_bytes: Callable[[int], None] | None,
+        stdin: bytes | None = None,
     ) -> Reader:
         """stdout as it comes (stderr's tail kept), then the exit code and stderr.
 
@@ -486,7 +513,7 @@ class SSHSession(LineStreams):
         """
         stderr = bytearray()
         try:
-            for chunk in self._pump(channel, stderr, time.monotonic() + limit):
+            for chunk in self._pump(channel, stderr, time.monotonic() + limit, stdin):
                 if chunk is None:
                     raise self._timed_out(channel, command, limit)
                 if on_bytes is not None:
