@@ -576,6 +576,22 @@ class QueueGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageCount:
+    """What ``summary`` counts of one life of one queue ID: a QueueGroup without its lines.
+
+    ``statuses`` are the recipients' final statuses, in the group's recipient order;
+    ``rejects`` the refusals logged with the queue ID (cleanup, milter).
+    """
+
+    host: str
+    first_time: datetime
+    last_time: datetime
+    statuses: tuple[Status | str, ...] = ()
+    rejects: int = 0
+    discarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """One search result: one recipient of one queue file on one host (or one reject)."""
 

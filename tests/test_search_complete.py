@@ -172,12 +172,14 @@ def test_a_log_rotated_at_every_read_is_a_partial_answer(tmp_path: Path) -> None
     assert "was rotated while being read: its lines may be missing" in str(result.unread[0])
 
 
-def endless_host(tmp_path: Path, lines: int) -> Host:
-    deferral = ("Jan 15 10:00:01 mx1 postfix/smtp[103]: AAA111: to=<a@example.net>, relay=none, "
-                "delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (connect to x[192.0.2.7]:25:"
-                " Connection timed out)")
+def endless_host(tmp_path: Path, lines: int, *, rcpts: int = 1) -> Host:
+    # a message deferred `lines` times, each retry for one of `rcpts` recipients
+    deferral = ("Jan 15 10:00:01 mx1 postfix/smtp[103]: AAA111: to=<a{n}@example.net>, "
+                "relay=none, delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (connect to "
+                "x[192.0.2.7]:25: Connection timed out)")
     return host_with(tmp_path, [*message("AAA111", "10:00:00", "s@example.org", "a@example.net",
-                                         removed=False)[:3], *[deferral] * lines])
+                                         removed=False)[:3],
+                                *[deferral.format(n=n % rcpts) for n in range(lines)]])
 
 
 @pytest.mark.parametrize("how", ["search", "summary"])
@@ -185,16 +187,35 @@ def test_one_host_never_holds_more_lines_than_its_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     # A host that sends endless lines of one queue ID (a hostile server, a runaway log):
-    # collector keeps its budget, and the answer says it is partial.
+    # collector keeps its budget, and the answer says it is partial. summary keeps no line,
+    # only each recipient's last status: endless new recipients are what fill its budget.
     from collector.search import host as searching
     from collector.search.summary import summarize_host
 
     monkeypatch.setattr(searching, "MAX_OPEN_RECORDS", 500)
     monkeypatch.setattr(searching, "MAX_HELD_RECORDS", 800)
-    host = endless_host(tmp_path, 3000)
     if how == "search":
-        result = search_host(LocalSession(host), Query(recipients=("a@example.net",)), UTC, NOW)
+        host = endless_host(tmp_path, 3000)
+        result = search_host(LocalSession(host), Query(recipients=("a0@example.net",)), UTC, NOW)
     else:
+        host = endless_host(tmp_path, 3000, rcpts=3000)
         result = summarize_host(LocalSession(host), Query(), UTC, NOW).search
     assert [u.problem for u in result.unread] == ["too-large"]
     assert "more lines than collector keeps for one host or one message" in str(result.unread[0])
+
+
+def test_summary_counts_a_message_retried_without_end_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A message still queued at the end of the log after thousands of retries: summary keeps
+    # its recipients' last statuses, not its lines, so its budget is not touched and the
+    # answer is complete (it was partial when every retry was held).
+    from collector.search import host as searching
+    from collector.search.summary import summarize_host
+
+    monkeypatch.setattr(searching, "MAX_OPEN_RECORDS", 500)
+    summary = summarize_host(LocalSession(endless_host(tmp_path, 3000, rcpts=2)), Query(), UTC,
+                             NOW)
+    assert summary.unread == ()
+    assert summary.search.log.stats.lines == 3003
+    assert summary.counts == {"messages": 1, "deferred": 2}

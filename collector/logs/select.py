@@ -7,7 +7,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 
 from collector.logs.fields import dsn_of, parse_endpoint
-from collector.models import HostLog, Query, QueueGroup, Reject, Row, Status
+from collector.models import HostLog, MessageCount, Query, QueueGroup, Reject, Row, Status
 
 # --------------------------------------------------------------------------- case folding
 # Addresses, host names and message-ids compare case-insensitively, and the remote filter
@@ -295,18 +295,30 @@ def group_selected(group: QueueGroup, query: Query) -> bool:
     return group_matches(group, query) and any(row_matches(r, query) for r in rows_of_group(group))
 
 
+def message_count(group: QueueGroup) -> MessageCount:
+    """What ``summary`` counts of one group (see :class:`~collector.models.MessageCount`)."""
+    return MessageCount(group.host, group.first_time, group.last_time,
+                        tuple(r.status for r in group.recipients), len(group.rejects),
+                        group.discarded)
+
+
 def tally(group: QueueGroup, counts: dict[str, int], query: Query) -> None:
     """Add one group to per-host counts: messages, recipients by final status, rejects."""
-    if query.since is not None and group.last_time < query.since:
+    tally_count(message_count(group), counts, query)
+
+
+def tally_count(count: MessageCount, counts: dict[str, int], query: Query) -> None:
+    """Add one message's count to per-host counts (the lines ``summary`` never keeps)."""
+    if query.since is not None and count.last_time < query.since:
         return
-    if query.until is not None and group.first_time > query.until:
+    if query.until is not None and count.first_time > query.until:
         return
     counts["messages"] = counts.get("messages", 0) + 1
-    for r in group.recipients:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    if group.rejects:
-        counts[Status.REJECTED] = counts.get(Status.REJECTED, 0) + len(group.rejects)
-    if group.discarded:
+    for status in count.statuses:
+        counts[status] = counts.get(status, 0) + 1
+    if count.rejects:
+        counts[Status.REJECTED] = counts.get(Status.REJECTED, 0) + count.rejects
+    if count.discarded:
         counts[Status.DISCARDED] = counts.get(Status.DISCARDED, 0) + 1
 
 

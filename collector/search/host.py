@@ -13,11 +13,11 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from collector.errors import TransportError
 from collector.inventory.origins import OriginResolver, Reading
-from collector.logs.assemble import Assembler, assemble
+from collector.logs.assemble import Assembler, Counter, assemble
 from collector.logs.commands import (
     EXIT_DAMAGED,
     EXIT_VANISHED,
@@ -42,6 +42,7 @@ from collector.models import (
     HostLog,
     Kind,
     LogSource,
+    MessageCount,
     ParseStats,
     Query,
     QueueGroup,
@@ -59,6 +60,18 @@ from collector.transport.privilege import RootPrograms
 
 ByteCounter = Callable[[int], None]
 T = TypeVar("T")
+L = TypeVar("L")
+
+
+class _Lives(Protocol[L]):
+    """What a whole-log scan feeds: an :class:`Assembler` or a :class:`Counter`."""
+
+    def add(self, record: Record) -> list[L]: ...
+
+    def held(self) -> int: ...
+
+
+A = TypeVar("A", bound=_Lives[Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,11 +523,6 @@ class HostSearcher:
         says so; each NOQUEUE reject is kept only when ``keep_reject`` says so (it may count
         it too).
         """
-        asms: dict[str, Assembler] = {}
-        origins = self.origins
-        if origins is None:
-            asms[self.host.name] = Assembler(self.host.name, keep_reject=keep_reject)
-        counts: dict[str, int] = {}
         kept: list[QueueGroup] = []
 
         def take(groups: Iterable[QueueGroup]) -> None:
@@ -524,6 +532,55 @@ class HostSearcher:
                 if keep(g):
                     kept.append(g)
 
+        asms, counts = self._feed(query, lambda name: Assembler(name, keep_reject=keep_reject),
+                                  take)
+        logs: dict[str, HostLog] = {}
+        for name, a in asms.items():
+            tail = a.finish()
+            take(tail.groups)
+            logs[name] = HostLog(name, (), tail.rejects)
+        kept.sort(key=lambda g: (g.first_time, g.instance, g.queue_id))
+        return self._scan_result(logs, kept, counts)
+
+    def count(
+        self,
+        query: Query,
+        *,
+        on_count: Callable[[MessageCount], None],
+        keep_reject: Callable[[Reject], bool],
+    ) -> HostSearch:
+        """:meth:`scan` for ``summary``: every finished life goes to ``on_count`` as a
+        :class:`MessageCount`, and no line is kept (a message queued for days costs its
+        recipients, not its retries)."""
+
+        def take(done: Iterable[MessageCount]) -> None:
+            for c in done:
+                on_count(c)
+
+        counters, counts = self._feed(
+            query, lambda name: Counter(name, keep_reject=keep_reject), take
+        )
+        logs: dict[str, HostLog] = {}
+        for name, c in counters.items():
+            tail, rejects = c.finish()
+            take(tail)
+            logs[name] = HostLog(name, (), tuple(rejects))
+        return self._scan_result(logs, [], counts)
+
+    def _feed(
+        self,
+        query: Query,
+        make: Callable[[str], A],
+        take: Callable[[Any], None],
+    ) -> tuple[dict[str, A], dict[str, int]]:
+        """Every record of the chosen sources into one assembler per (origin) host, made by
+        ``make``; what they finish goes to ``take``. Returns the assemblers and, on a log
+        host, the records kept per origin."""
+        asms: dict[str, A] = {}
+        origins = self.origins
+        if origins is None:
+            asms[self.host.name] = make(self.host.name)
+        counts: dict[str, int] = {}
         # The budget is looked at every few thousand records, not per record (the hot loop).
         every = max(1, min(4096, MAX_OPEN_RECORDS // 8))
         countdown, over = every, False
@@ -544,17 +601,17 @@ class HostSearcher:
                     counts[origin] = counts.get(origin, 0) + 1
                     asm = asms.get(origin)
                     if asm is None:
-                        asm = asms[origin] = Assembler(origin, keep_reject=keep_reject)
+                        asm = asms[origin] = make(origin)
                 assert asm is not None
                 done = asm.add(rec)
                 if done:
                     take(done)
-        logs: dict[str, HostLog] = {}
-        for name, a in asms.items():
-            tail = a.finish()
-            take(tail.groups)
-            logs[name] = HostLog(name, (), tail.rejects)
-        kept.sort(key=lambda g: (g.first_time, g.instance, g.queue_id))
+        return asms, counts
+
+    def _scan_result(
+        self, logs: dict[str, HostLog], kept: list[QueueGroup], counts: dict[str, int]
+    ) -> HostSearch:
+        origins = self.origins
         if origins is None:
             log = logs[self.host.name]
             self._scanned = [HostLog(log.host, tuple(kept), log.rejects, self.stats())]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from collector.inventory.origins import Reading
-from collector.logs.select import tally
+from collector.logs.select import tally_count
 from collector.models import Query, Reject, Unread
 from collector.search.host import ByteCounter, HostSearch, HostSearcher, SearchContext
 from collector.transport.base import Session
@@ -31,7 +31,8 @@ def summarize_host(
     *,
     on_bytes: ByteCounter | None = None,
 ) -> HostSummary:
-    """Counts of one host's messages, recipients by status and rejects, in one streaming pass."""
+    """Counts of one host's messages, recipients by status and rejects, in one streaming pass
+    that keeps no line: only the counts of messages not finished yet."""
     return summarize_reader(session, query, zone, now, on_bytes=on_bytes)[0][1]
 
 
@@ -59,11 +60,10 @@ def summarize_reader(
     resolver = reading.resolver() if reading is not None else None
     searcher = HostSearcher(session, SearchContext(zone, now, on_bytes), origins=resolver)
     searcher.only = reading.only if reading is not None else None
-    searcher.scan(
+    searcher.count(
         query,
-        keep=lambda g: False,
         keep_reject=count_reject,
-        on_group=lambda g: tally(g, counts.setdefault(g.host, {}), query),
+        on_count=lambda c: tally_count(c, counts.setdefault(c.host, {}), query),
     )
     searcher.check_unchanged()  # counted from files logrotate moved meanwhile: partial
     return [
