@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from follow_support import (
@@ -144,3 +145,44 @@ def test_a_local_command_without_deadline_runs_and_close_ends_it(tmp_path: Path)
     session.close()  # from another thread: ends the command, the stream ends
     reader.join(10)
     assert not reader.is_alive() and got == [b"up"]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _follow_with(opener: Any, problems: list[str], seconds: float = 1.5) -> Any:
+    from datetime import UTC
+    from threading import Event as Stop
+
+    from collector.models import Host
+    from collector.trace.live import LiveTracer
+    from collector.trace.stream import follow_fleet
+
+    hosts = [Host("mx1"), Host("mx2")]
+    return follow_fleet(hosts, hosts, LiveTracer(hosts), open_session=opener,
+                        zone_of=lambda _h: UTC, on_trace=lambda _t: False,
+                        on_problem=problems.append, stop=Stop(), everything=True,
+                        deadline=time.monotonic() + seconds)
+
+
+def test_follow_reports_a_host_that_cannot_be_reached_and_goes_on() -> None:
+    problems: list[str] = []
+
+    def refuse(host: Any) -> Any:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    result = _follow_with(refuse, problems)
+    assert sorted(e.host for e in result.down) == ["mx1", "mx2"]
+    assert len(problems) == 2 and all("retrying" in p for p in problems)
+
+
+def test_a_bug_while_following_ends_the_run_as_an_internal_error() -> None:
+    from collector.search.fleet import InternalError
+
+    def broken(host: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(InternalError) as caught:
+        _follow_with(broken, [], seconds=10)
+    assert caught.value.summary == "ZeroDivisionError: a bug"
+    assert "Traceback" in caught.value.details

@@ -19,6 +19,7 @@ import math
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -47,7 +48,7 @@ from collector.models import (
     Stage,
     Trace,
 )
-from collector.search.fleet import describe_failure
+from collector.search.fleet import InternalError, describe_failure, expected_errors
 from collector.search.view import RootAccess, discover_host, source_path
 from collector.trace.live import Awaited, LiveTracer
 from collector.transport.base import Session
@@ -79,6 +80,7 @@ class Event:
     down: HostError | None = None
     up: str | None = None  # what the reader says about it ("following N sources", ...)
     origins: tuple[str, ...] = ()  # the hosts this read reports
+    bug: InternalError | None = None  # not a host problem: the run ends with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +124,15 @@ class _Reader:
                 if self._stop.is_set():
                     return
                 raise TransportError(self.host.name, Stage.READ, "the follow command ended")
-            except Exception as exc:  # every failure is this host's, said once
+            except expected_errors() as exc:  # this host's failure, said once
                 if self._stop.is_set():
                     return
                 self._put(Event(self.host.name, down=_failure(self.host.name, exc)))
+            except Exception as exc:  # a bug in collector: not retried, the run ends with it
+                bug = InternalError(self.host.name, f"{type(exc).__name__}: {exc}",
+                                    traceback.format_exc())
+                self._put(Event(self.host.name, bug=bug))
+                return
             finally:
                 self._close()
             if self._stop.wait(delay):
@@ -325,6 +332,8 @@ def follow_fleet(
             except queue.Empty:
                 event = None
             if event is not None:
+                if event.bug is not None:
+                    raise event.bug
                 lines += len(event.records)
                 for origin, rec in event.records:
                     tracer.add(origin, rec, event.wall)
