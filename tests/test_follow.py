@@ -121,6 +121,18 @@ def test_wait_exit_124_when_the_timeout_runs_out(fleet: tuple[Path, dict[str, Pa
     assert any("timed out after 3s" in e for e in live.err), live.err
 
 
+def test_wait_that_could_not_read_a_host_is_partial_not_a_timeout(
+        fleet: tuple[Path, dict[str, Path]]) -> None:
+    inv, _ = fleet
+    inv.write_text(inv.read_text() + '\n[[hosts]]\nname = "gone"\ntransport = "local"\n'
+                   'root = "no-such-directory"\n')
+    live = _wait(inv, "<nothing.here@lab.example.test>", timeout="3s")
+    code = live.proc.wait(60)
+    assert code == 3, live.err
+    assert any(e.startswith("collector: gone: ") for e in live.err), live.err
+    assert any("partial: gone could not be read while waiting" in e for e in live.err), live.err
+
+
 def test_a_local_command_without_deadline_runs_and_close_ends_it(tmp_path: Path) -> None:
     import contextlib
     import math

@@ -41,7 +41,7 @@ from collector.cli.options import (
     build_query,
     parse_span,
 )
-from collector.cli.report import ExitCode, err, errors, finish, report_problems
+from collector.cli.report import ExitCode, err, errors, finish, report_problems, unread_of
 from collector.cli.run import passphrase, run_fleet, run_readings
 from collector.cli.terminal import Terminal
 from collector.errors import UsageError
@@ -802,6 +802,14 @@ def wait(
                 err(f"timed out after {timeout}: not every recipient has a final outcome yet")
             else:
                 err(f"timed out after {timeout}: no matching message seen")
+            down = {e.host for e in result.down}  # said while following
+            unseen = sorted(down | {r.host for r in run.results
+                                    if not r.ok or unread_of(r.value)})
+            if unseen:
+                # Not a plain timeout: what these hosts logged meanwhile was not seen.
+                report_problems([r for r in run.results if r.host not in down])
+                err(f"partial: {', '.join(unseen)} could not be read while waiting")
+                raise typer.Exit(ExitCode.PARTIAL)
             raise typer.Exit(EXIT_TIMEOUT)
         report_problems(run.results)
     raise typer.Exit(ExitCode.NO_MATCH if result.failed else ExitCode.FOUND)
