@@ -254,9 +254,20 @@ def test_scripts_are_constants_that_read_only_positional_words() -> None:
         (Query(), None),
         (Query(since=datetime(2026, 1, 1, tzinfo=UTC)), None),
         (Query(recipients=("Bob@example.test",)),
-         Needles(("to=<Bob@example.test>", "to=Bob@example.test,"), True)),
+         Needles(("to=<Bob@example.test>", "to=Bob@example.test,"), True,
+                 ("Bob@example.test",))),
         (Query(senders=("alice@example.test",)),
-         Needles(("from=<alice@example.test>", "from=alice@example.test,"), True)),
+         Needles(("from=<alice@example.test>", "from=alice@example.test,"), True,
+                 ("alice@example.test",))),
+        # one prefilter string per address; a non-ASCII one: the ASCII run both needles hold
+        (Query(recipients=("a@b.test", "Jörg@Bücher.test")),
+         Needles(("to=<a@b.test>", "to=a@b.test,", "to=<Jörg@Bücher.test>",
+                  "to=Jörg@Bücher.test,"), True, ("a@b.test", "cher.test"))),
+        # no bare string for the empty address, nor one that a needle's part may not hold
+        (Query(senders=("a@b.test", "")),
+         Needles(("from=<a@b.test>", "from=a@b.test,", "from=<>"), True)),
+        (Query(recipients=("abcdeöfgh@ij",)),  # grep finds "to=<abcde", not "fgh@ij"
+         Needles(("to=<abcdeöfgh@ij>", "to=abcdeöfgh@ij,"), True)),
         (Query(subjects=("Invoice $(id)",)), Needles(("Invoice $(id)",), True)),
         (Query(senders=("",)), Needles(("from=<>",), True)),
         (Query(clients=("127.0.0.30",)), Needles(("127.0.0.30",), True)),
@@ -272,7 +283,8 @@ def test_scripts_are_constants_that_read_only_positional_words() -> None:
         ),
         (
             Query(recipients=("bob@example.test",), senders=("a@b",)),
-            Needles(("to=<bob@example.test>", "to=bob@example.test,"), True),
+            Needles(("to=<bob@example.test>", "to=bob@example.test,"), True,
+                    ("bob@example.test",)),
         ),
     ],
 )
@@ -452,6 +464,96 @@ def test_missing_file_is_not_a_no_match(
         done = run_exec(cmd, tmp_path)
         assert done.returncode == retrieval.EXIT_VANISHED
         assert b"gone.log" in done.stderr
+
+
+def test_address_pass1_is_one_string_then_the_exact_strings() -> None:
+    # --to/--from: a first grep for the bare address (one fixed string) feeds the exact grep,
+    # whose strings travel as one word, one a line; -b (offsets) goes on the first grep.
+    needles = pass1_needles(Query(recipients=("Bob@example.test",)))
+    assert needles is not None
+    exact = "to=<Bob@example.test>\nto=Bob@example.test,"
+    first = ("-F", "-a", "-i", "-e", "Bob@example.test")
+    assert shape(filter_file_command("/var/log/maillog", needles)) == (
+        CommandKind.MATCH, ("/var/log/maillog", exact, *first))
+    assert shape(filter_offsets_command("/var/log/maillog", needles)) == (
+        CommandKind.MATCH_OFFSETS, ("/var/log/maillog", exact, "-b", *first))
+    assert shape(journal_command(needles, since=None, until=None)) == (
+        CommandKind.MATCH, ("", "", "SYSLOG_FACILITY=2", "", exact, *first))
+    two = pass1_needles(Query(senders=("a@b.test", "C@d.test")))
+    assert two is not None and filter_file_command("/l", two).words == (
+        "/l", "from=<a@b.test>\nfrom=a@b.test,\nfrom=<C@d.test>\nfrom=C@d.test,",
+        "-F", "-a", "-i", "-e", "a@b.test", "-e", "C@d.test")
+
+
+def address_log() -> list[bytes]:
+    """The lab's lines, and the same lines rewritten: bare addresses, other case, an address
+    of digits (grep -b's prefix is digits too), the address outside to=/from=."""
+    lines = lab_lines("filter1")
+    bare = [x.replace(b"to=<bob@example.test>", b"to=BOB@example.TEST,") for x in lines
+            if b"to=<bob@example.test>" in x]
+    digits = [x.replace(b"to=<bob@example.test>", b"to=<1234>") for x in lines
+              if b"to=<bob@example.test>" in x]
+    digits += [x.replace(b"from=<alice@example.test>", b"from=1234,") for x in lines
+               if b"from=<alice@example.test>" in x]
+    loose = [x.replace(b"to=<bob@example.test>", b"note=bob@example.test") for x in lines
+             if b"to=<bob@example.test>" in x]
+    return [*lines, *bare, *digits, *loose]
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+@pytest.mark.parametrize(
+    "query",
+    [Query(recipients=("bob@example.test",)), Query(recipients=("1234",)),
+     Query(senders=("1234",)), Query(senders=("alice@example.test", "BOB@example.test")),
+     Query(recipients=("nobody@example.test",))],
+    ids=["to", "to-digits", "from-digits", "from-two", "no-match"],
+)
+def test_prefiltered_pass1_is_the_one_grep_of_both_strings(
+    tmp_path: Path, suffix: str, run: Runner, query: Query
+) -> None:
+    # The lines (and for a plain file the offsets) are exactly those of the single grep for
+    # every needle; and the exit status too.
+    lines = address_log()
+    log = write_log(tmp_path / f"maillog.1{suffix}", b"\n".join(lines) + b"\n")
+    needles = pass1_needles(query)
+    assert needles is not None and needles.prefilter
+    single = Needles(needles.strings, needles.ignore_case)
+    made = [(filter_file_command(str(log), needles), filter_file_command(str(log), single))]
+    if not suffix:
+        made.append((filter_offsets_command(str(log), needles),
+                     filter_offsets_command(str(log), single)))
+    for new, old in made:
+        got, want = run(new, tmp_path), run(old, tmp_path)
+        assert (got.returncode, got.stdout) == (want.returncode, want.stdout), got.stderr
+    if "nobody" not in str(query):
+        assert got.returncode == 0 and len(got.stdout.splitlines()) >= 3
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_prefiltered_pass1_says_vanished_and_damaged(tmp_path: Path, suffix: str) -> None:
+    needles = pass1_needles(Query(recipients=("bob@example.test",)))
+    assert needles is not None and needles.prefilter
+    gone = str(tmp_path / f"gone.log{suffix}")
+    for cmd in (filter_file_command(gone, needles), filter_offsets_command(gone, needles)):
+        done = run_exec(cmd, tmp_path)
+        assert done.returncode == retrieval.EXIT_VANISHED and b"gone.log" in done.stderr
+    data = gzip.compress(b"\n".join(lab_lines("filter1") * 200) + b"\n")
+    damaged = tmp_path / "maillog.2.gz"
+    damaged.write_bytes(data[: len(data) // 2])
+    done = run_exec(filter_file_command(str(damaged), needles), tmp_path)
+    assert done.returncode == retrieval.EXIT_DAMAGED and b"cannot decompress" in done.stderr
+    assert b"to=<bob@example.test>" in done.stdout  # the lines before the damage
+
+
+def test_prefiltered_pass1_read_error_is_no_no_match(tmp_path: Path) -> None:
+    # The first grep fails (a directory is no file) and the exact grep then sees no line:
+    # its "no match" must not hide the failed read.
+    needles = pass1_needles(Query(recipients=("bob@example.test",)))
+    assert needles is not None
+    (tmp_path / "dir.log").mkdir()
+    for cmd in (filter_file_command(str(tmp_path / "dir.log"), needles),
+                filter_offsets_command(str(tmp_path / "dir.log"), needles)):
+        assert run_exec(cmd, tmp_path).returncode == 2
 
 
 @pytest.mark.parametrize("run", RUNNERS)

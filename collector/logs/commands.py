@@ -140,17 +140,18 @@ _ROOT_EXISTS = (
 # The reader's, decompressor's and filter's statuses, in that order of blame: a reader that
 # failed (sudo refused, cat could not read; 141 is SIGPIPE: the others stopped first) is exit
 # 5; a damaged archive exit 3; else the filter's status (0, 1 "no match", or 2).
-_ROOT_STATUS = (
+_ROOT_READ_STATUS = (
     'case "$s" in *r0*|*r141*) ;; *) echo "collector: sudo -n $c could not read $f" >&2; '
     'exit ' + str(EXIT_ROOT_READ) + ';; esac; '
     'case "$s" in *d[1-9]*) echo "collector: cannot decompress $f completely: the lines '
     'after the damage are missing" >&2; exit 3;; esac; '
-    'case "$s" in *g1*) exit 1;; *g[2-9]*) exit 2;; esac; exit 0'
 )
+_FILTER_STATUS = 'case "$s" in *g1*) exit 1;; *g[2-9]*) exit 2;; esac; exit 0'
+_ROOT_STATUS = _ROOT_READ_STATUS + _FILTER_STATUS
 _ROOT_READER = '{ sudo -n -- "$c" "$f"; echo "r$?" >&3; }'
 
 
-def _root_pipe(filter_: str | None) -> str:
+def _root_pipe(filter_: str | None, status: str = _ROOT_STATUS) -> str:
     """``sudo cat FILE [| DECOMPRESSOR] [| FILTER]`` with every status kept (see above)."""
     decompress = '{ $d; echo "d$?" >&3; }'
     if filter_ is None:
@@ -162,7 +163,7 @@ def _root_pipe(filter_: str | None) -> str:
         packed = "{ " + _ROOT_READER + " | " + decompress + tail + "}"
     return (
         'exec 4>&1; if [ -z "$d" ]; then s=$( ' + plain + ' 3>&1 ); '
-        'else s=$( { ' + packed + '; } 3>&1 ); fi; ' + _ROOT_STATUS
+        'else s=$( { ' + packed + '; } 3>&1 ); fi; ' + status
     )
 
 
@@ -198,14 +199,53 @@ _ROOT_JOURNAL_READ = (
     'sudo -n -- "$j" ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise '
     '"--since=$since" "--until=$until" "$match"'
 )
+_ROOT_JOURNAL_STATUS = (
+    'case "$s" in *r0*|*r141*) ;; *) echo "collector: sudo -n $j could not read the journal" '
+    '>&2; exit ' + str(EXIT_ROOT_READ) + ';; esac; '
+)
 _ROOT_JOURNAL = (
     'since=$1; until=$2; match=$3; dir=$4; j=$5; shift 5; exec 4>&1; '
     'if [ "$#" -eq 0 ]; then s=$( { ' + _ROOT_JOURNAL_READ + ' >&4; echo "r$?" >&3; } 3>&1 ); '
     'else s=$( { { ' + _ROOT_JOURNAL_READ + '; echo "r$?" >&3; } | LC_ALL=C grep "$@" >&4; '
-    'echo "g$?" >&3; } 3>&1 ); fi; '
-    'case "$s" in *r0*|*r141*) ;; *) echo "collector: sudo -n $j could not read the journal" '
-    '>&2; exit ' + str(EXIT_ROOT_READ) + ';; esac; '
-    'case "$s" in *g1*) exit 1;; *g[2-9]*) exit 2;; esac; exit 0'
+    'echo "g$?" >&3; } 3>&1 ); fi; ' + _ROOT_JOURNAL_STATUS + _FILTER_STATUS
+)
+
+# ---- pass 1 through a prefilter (``Needles.prefilter``): a first grep for one fixed string per
+# address (one string: GNU grep's fast path, about twice the speed of two) feeds the exact grep,
+# whose fixed strings arrive as one word ($x, one a line: grep -e takes a newline-separated
+# list); both run as the login user. The first grep's status is kept as "p": a read that failed
+# is exit 2, never "no match". Pass 1 with offsets puts `-b` on the first grep (the offsets are
+# the file's); the exact strings never start with a digit or ":", so they never match inside the
+# `OFFSET:` prefix.
+_PRE = '{ LC_ALL=C grep "$@"; echo "p$?/" >&3; } | LC_ALL=C grep -F -a -i -e "$x"'
+_PRE_STATUS = 'case "$s" in *p0/*|*p1/*) ;; *) exit 2;; esac; '
+_EXACT_STATUS = 'case "$s" in *g0*) exit 0;; *g1*) exit 1;; *) exit 2;; esac'
+# $1 = file, $2 = the exact strings, the rest = the first grep's words.
+_PRE_FILTER_FILE = (
+    'f=$1; x=$2; shift 2; ' + _EXISTS + _DECOMPRESSOR + 'exec 4>&1; '
+    'if [ -z "$d" ]; then s=$( { ' + _PRE.replace('"$@"', '"$@" -- "$f"') + ' >&4; '
+    'echo "g$?" >&3; } 3>&1 ); '
+    'else s=$( { { $d -- "$f"; echo "d$?" >&3; } | ' + _PRE + ' >&4; echo "g$?" >&3; } 3>&1 ); '
+    'case "$s" in *d0*) ;; *) echo "collector: cannot decompress $f completely: the lines '
+    'after the damage are missing" >&2; exit 3;; esac; fi; ' + _PRE_STATUS + _EXACT_STATUS
+)
+# $1 = file, $2 = cat's path, $3 = the exact strings, the rest = the first grep's words.
+_PRE_ROOT_FILTER_FILE = (
+    'f=$1; c=$2; x=$3; shift 3; ' + _ROOT_EXISTS + _DECOMPRESSOR
+    + _root_pipe(_PRE, _ROOT_READ_STATUS + _PRE_STATUS + _FILTER_STATUS)
+)
+# $1-$4 as in _JOURNAL, $5 = the exact strings, the rest = the first grep's words.
+_PRE_JOURNAL = (
+    'since=$1; until=$2; match=$3; dir=$4; x=$5; shift 5; exec 4>&1; '
+    's=$( { journalctl ${dir:+-D "$dir"} --no-pager -q -o short-iso-precise '
+    '${since:+"--since=$since"} ${until:+"--until=$until"} "$match" | ' + _PRE + ' >&4; '
+    'echo "g$?" >&3; } 3>&1 ); ' + _PRE_STATUS + _EXACT_STATUS
+)
+# $1-$5 as in _ROOT_JOURNAL, $6 = the exact strings, the rest = the first grep's words.
+_PRE_ROOT_JOURNAL = (
+    'since=$1; until=$2; match=$3; dir=$4; j=$5; x=$6; shift 6; exec 4>&1; '
+    's=$( { { ' + _ROOT_JOURNAL_READ + '; echo "r$?" >&3; } | ' + _PRE + ' >&4; '
+    'echo "g$?" >&3; } 3>&1 ); ' + _ROOT_JOURNAL_STATUS + _PRE_STATUS + _FILTER_STATUS
 )
 _JOURNAL_MATCH = re.compile(r"^[A-Z_]+=[0-9A-Za-z@._:/-]+$")
 DEFAULT_JOURNAL_MATCH = "SYSLOG_FACILITY=2"
@@ -229,6 +269,10 @@ class Needles:
 
     strings: tuple[str, ...]
     ignore_case: bool
+    #: Fixed strings, ready for grep, one per address, compared case-insensitively: every line
+    #: holding a needle holds one of them. When set, a first grep for them feeds the exact one
+    #: (one string per address beats the two needles per address); empty: one grep.
+    prefilter: tuple[str, ...] = ()
 
 
 def pass1_needles(query: Query) -> Needles | None:
@@ -250,9 +294,10 @@ def pass1_needles(query: Query) -> Needles | None:
         # keeps -i cheap).
         # `to=user@host,`: the address without brackets (Postfix always brackets it; some
         # rewritten logs do not).
-        return Needles(_with_bare("to", query.recipients), True)
+        return Needles(_with_bare("to", query.recipients), True,
+                       _prefilter("to", query.recipients))
     if query.senders:
-        return Needles(_with_bare("from", query.senders), True)
+        return Needles(_with_bare("from", query.senders), True, _prefilter("from", query.senders))
     if query.subjects:
         # header_checks logs `header Subject: TEXT from client; ...`: the text itself is the
         # fixed string (anywhere in the Subject), compared case-insensitively like addresses.
@@ -268,6 +313,33 @@ def pass1_needles(query: Query) -> Needles | None:
 def _with_bare(key: str, addresses: Sequence[str]) -> tuple[str, ...]:
     """``key=<a>`` and, for a non-empty address, ``key=a,`` (logged without brackets)."""
     return tuple(n for a in addresses for n in (f"{key}=<{a}>", *((f"{key}={a},",) if a else ())))
+
+
+def _prefilter(key: str, addresses: Sequence[str]) -> tuple[str, ...]:
+    """The bare address (its grep-ready part) for each address, when it is inside the grep-ready
+    part of each of that address's needles; none at all when one address has no such string
+    (the empty address: ``from=<>``) or a needle's part starts with a digit or ":" (it could
+    then match inside grep -b's ``OFFSET:`` prefix)."""
+    out: list[str] = []
+    for a in addresses:
+        bare = fixed_part(a)
+        parts = [fixed_part(n) for n in _with_bare(key, (a,))]
+        if not bare or any(bare not in p or p[:1] in "0123456789:" for p in parts):
+            return ()
+        out.append(bare)
+    return tuple(dict.fromkeys(out))
+
+
+def _exact_word(needles: Needles) -> str:
+    """The exact grep's fixed strings as one word, one a line (after a prefilter)."""
+    return "\n".join(dict.fromkeys(fixed_part(s) for s in needles.strings))
+
+
+def _prefilter_words(needles: Needles, *flags: str) -> list[str]:
+    words = [*flags, "-F", "-a", "-i"]
+    for s in needles.prefilter:
+        words += ["-e", s]
+    return words
 
 
 def _grep_words(needles: Needles) -> list[str]:
@@ -309,6 +381,9 @@ def filter_file_command(
     """
     if needles is None:
         return _file_script(CommandKind.ALL, (_CAT_FILE, _ROOT_CAT_FILE), path, (), shown, root)
+    if needles.prefilter:
+        return _file_script(CommandKind.MATCH, (_PRE_FILTER_FILE, _PRE_ROOT_FILTER_FILE), path,
+                            (_exact_word(needles), *_prefilter_words(needles)), shown, root)
     return _file_script(CommandKind.MATCH, (_FILTER_FILE, _ROOT_FILTER_FILE), path,
                         _grep_words(needles), shown, root)
 
@@ -374,6 +449,18 @@ def journal_command(
     """
     words = _grep_words(needles) if needles is not None else []
     chosen = kind or (CommandKind.ALL if needles is None else CommandKind.MATCH)
+    if needles is not None and needles.prefilter:
+        words = _prefilter_words(needles)
+        if root is not None:
+            argv_pre: tuple[str, ...] = (
+                "sh", "-c", _PRE_ROOT_JOURNAL, "sh", _journal_time(since) or JOURNAL_FIRST,
+                _journal_time(until) or JOURNAL_LAST, match, directory, root.journalctl,
+                _exact_word(needles), *words,
+            )
+        else:
+            argv_pre = ("sh", "-c", _PRE_JOURNAL, "sh", _journal_time(since),
+                        _journal_time(until), match, directory, _exact_word(needles), *words)
+        return Command(chosen, argv_pre, f"journal:{match}")
     if root is not None:
         argv: tuple[str, ...] = (
             "sh", "-c", _ROOT_JOURNAL, "sh", _journal_time(since) or JOURNAL_FIRST,
@@ -623,6 +710,9 @@ def windows_worth_it(windows: Sequence[Window], size: int | None) -> bool:
 
 def filter_offsets_command(path: str, needles: Needles, *, shown: str = "") -> Command:
     """Pass 1 on a plain file with each line's byte offset (``OFFSET:line``)."""
+    if needles.prefilter:
+        return _script(CommandKind.MATCH_OFFSETS, _PRE_FILTER_FILE, path,
+                       (_exact_word(needles), *_prefilter_words(needles, "-b")), shown)
     return _script(
         CommandKind.MATCH_OFFSETS, _FILTER_FILE, path, ("-b", *_grep_words(needles)), shown
     )
