@@ -49,7 +49,7 @@ def test_search_json_shape(inventory: Path) -> None:
     assert result.exit_code == ExitCode.FOUND, result.stderr
     assert result.stderr == ""
     doc = json.loads(result.stdout)
-    assert list(doc) == ["results", "hosts"]
+    assert list(doc) == ["results", "hosts", "verdict"]
     assert [h["name"] for h in doc["hosts"]] == list(HOSTS)
     for h in doc["hosts"]:
         assert list(h) == HOST_FIELDS
@@ -307,7 +307,7 @@ def traces(inventory: Path) -> dict[str, dict[str, Any]]:
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert list(doc) == ["traces", "hosts"]
+    assert list(doc) == ["traces", "hosts", "verdict"]
     return {t["message_id"]: t for t in doc["traces"]}
 
 
