@@ -21,7 +21,7 @@ from typer.testing import Result
 from collector.cli.app import ExitCode
 from collector.render.rows import ROW_FIELDS
 
-HOST_FIELDS = ["name", "ok", "error", "sources", "notes", "stats"]
+HOST_FIELDS = ["name", "ok", "error", "sources", "notes", "stats", "coverage"]
 DEMO = Path(__file__).resolve().parent.parent / "collector" / "demo" / "inventory.toml"
 
 
@@ -307,7 +307,7 @@ def traces(inventory: Path) -> dict[str, dict[str, Any]]:
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert list(doc) == ["traces", "hosts", "verdict"]
+    assert list(doc) == ["traces", "hosts", "verdict", "clock_skew"]
     return {t["message_id"]: t for t in doc["traces"]}
 
 

@@ -210,6 +210,7 @@ def test_a_window_before_the_logs_is_inconclusive_after_their_start_absent(
     assert early.stderr == (
         "collector: filter1: coverage: 2026-11-29 17:00:00+00:00 to 2026-11-29 17:32:42+00:00 "
         "not seen (before the oldest log line)\n"
+        "collector: nothing matched in what was read, but not all of it could be: inconclusive\n"
     )
     late = _search(inventory, "--to", "nobody@example.test", "--since", "2026-11-29T17:33")
     assert late.exit_code == ExitCode.NO_MATCH, late.stderr
@@ -242,3 +243,43 @@ def test_a_failed_host_makes_nothing_found_inconclusive(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["verdict"] == "inconclusive"
     assert [h["coverage"] is None for h in doc["hosts"]] == [False, False, False, True]
+
+
+# --------------------------------------------------------------------------- clock skew
+
+
+def _shift_iso_log(path: Path, seconds: float) -> None:
+    """Every RFC 3339 stamp of a log moved by ``seconds`` (a host whose clock is off)."""
+    out = []
+    for line in path.read_text().splitlines(keepends=True):
+        stamp, _, rest = line.partition(" ")
+        moved = datetime.fromisoformat(stamp) + timedelta(seconds=seconds)
+        out.append(moved.isoformat() + " " + rest)
+    path.write_text("".join(out))
+
+
+def test_trace_estimates_the_clock_skew_from_the_hand_offs(tmp_path: Path) -> None:
+    inventory = copy_demo(tmp_path)
+    _shift_iso_log(inventory.parent / "fleet" / "mbox1" / "var" / "log" / "mail.log", 7.0)
+    result = run("trace", "-i", inventory, "--to", "alice@example.test", "-f", "json")
+    assert result.exit_code == ExitCode.FOUND, result.stderr
+    skews = {(k["sender"], k["receiver"]): k for k in json.loads(result.stdout)["clock_skew"]}
+    ahead = skews[("filter1", "mbox1")]
+    assert 6.5 <= ahead["seconds"] <= 8.0 and ahead["samples"] >= 3
+    assert abs(skews[("mx1", "filter1")]["seconds"]) < 1.0
+    assert "collector: clocks: the clock of mbox1 is 7." in result.stderr
+    assert "s ahead of filter1's (median of" in result.stderr
+    # the same fleet with its real clocks: no note
+    plain = run("trace", "-i", copy_demo(tmp_path / "plain"), "--to", "alice@example.test")
+    assert "clocks:" not in plain.stderr
+
+
+def test_sparse_weekly_rotations_are_not_gaps() -> None:
+    # a quiet host rotated weekly: each file holds an hour of lines, a week apart
+    week = 7 * DAY
+    files = [_file("/var/log/mail.log.2.gz", NOW - 2 * week),
+             _file("/var/log/mail.log.1", NOW - week), _file("/var/log/mail.log", NOW)]
+    edges = {files[0].path: (NOW - 3 * week + timedelta(hours=1), None),
+             files[1].path: (NOW - 2 * week + timedelta(hours=1), NOW - 2 * week + timedelta(hours=2)),
+             files[2].path: (NOW - week + timedelta(hours=1), NOW - week + timedelta(hours=2))}
+    assert _ledger(files, edges, since=NOW - 3 * week + timedelta(hours=2)).complete

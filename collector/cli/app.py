@@ -632,9 +632,19 @@ def trace(
         _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect())
         for note in run.notes:
             err(note)
+        _skew_notes(run.traces)
         if verbose:
             err(f"{run.rounds} rounds, {run.round_trips} commands over SSH/local sessions")
         finish([*run.results, *_fetch_failures(offline)], bool(run.traces))
+
+
+def _skew_notes(traces: Sequence[Trace]) -> None:
+    """One stderr line per pair of hosts whose clocks the hand-offs show apart."""
+    from collector.trace.skew import NOTABLE, clock_skews
+
+    for skew in clock_skews(traces):
+        if abs(skew.seconds) >= NOTABLE:
+            err(f"clocks: {skew}")
 
 
 def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:

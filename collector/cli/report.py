@@ -157,4 +157,7 @@ def finish(
 ) -> NoReturn:
     """Report every host's problems and exit with the code they make."""
     report_problems(results, exceptions)
-    raise typer.Exit(exit_code(results, found))
+    code = exit_code(results, found)
+    if code is ExitCode.PARTIAL and not found:
+        err("nothing matched in what was read, but not all of it could be: inconclusive")
+    raise typer.Exit(code)

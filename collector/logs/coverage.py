@@ -13,8 +13,9 @@ Holes:
 * ``before-logs``: the window starts before the oldest line of any of the host's logs;
 * ``after-logs``: a copy (a fetched case, a directory of logs) ends before ``until`` does;
 * ``missing-rotation``: a number missing in the ``.N`` sequence (``.1`` and ``.3``, no ``.2``);
-* ``gap``: between two files of one log, a silence longer than half what the longest file of
-  that log spans (and at least an hour): what a missing dated rotation looks like;
+* ``gap``: two neighbouring files of one log rotated more than 1.5 rotation periods apart
+  (the period: the shortest time between two rotations, by mtime) with over an hour of
+  silence between their lines: what a missing dated rotation looks like;
 * ``unread``: a source that could not be read to its end (permission, damage, vanished).
 
 Only the parts inside the window count. A host's answer is complete when none is left.
@@ -162,14 +163,18 @@ def ledger(
 
 
 def _stem_holes(files: Sequence[LogSource], spans: Sequence[SourceSpan]) -> list[Uncovered]:
-    """The holes between and inside the files of one log (oldest first)."""
+    """The holes between and inside the files of one log (oldest first).
+
+    A rotated file's mtime is when it was rotated: the shortest time between two rotations is
+    the log's period (a missing file only makes one longer). Two neighbours more than 1.5
+    periods apart with a silence of over :data:`MIN_GAP` between their lines are a gap.
+    """
     holes: list[Uncovered] = []
-    lengths = [
-        s.last - s.first
-        for s, src in zip(spans[:-1], files[:-1], strict=True)
-        if s.first is not None and s.last is not None
-    ]
-    longest = max([MIN_GAP, *(span / 2 for span in lengths)])
+    rotated = [f.mtime for f, s in zip(files[:-1], spans[:-1], strict=True) if f.mtime is not None]
+    if files and _number(files[-1].path) != 0 and files[-1].mtime is not None:
+        rotated.append(files[-1].mtime)  # no live file: the newest is a rotation too
+    steps = [b - a for a, b in zip(rotated, rotated[1:], strict=False) if b > a]
+    period = min(steps) if steps else None
     for i, (src, span) in enumerate(zip(files, spans, strict=True)):
         if span.state is SourceState.UNREAD:
             before = spans[i - 1].last if i else None
@@ -182,10 +187,16 @@ def _stem_holes(files: Sequence[LogSource], spans: Sequence[SourceSpan]) -> list
             missing = (f"{rotation_stem(src.path)}.{n_new + 1}" if n_old - n_new == 2
                        else f"{rotation_stem(src.path)}.{n_new + 1}-{n_old - 1}")
             holes.append(Uncovered(older.last, newer.first, Hole.MISSING_ROTATION, missing))
-        elif (
-            older.last is not None
-            and newer.first is not None
-            and newer.first - older.last > longest
+            continue
+        began = files[i - 1].mtime
+        # the live file starts when the newest rotation was made: its first line ends the step
+        ended = src.mtime if i < len(files) - 1 or _number(src.path) != 0 else (
+            newer.first.timestamp() if newer.first is not None else None)
+        if (
+            period is not None and began is not None and ended is not None
+            and ended - began > 1.5 * period
+            and older.last is not None and newer.first is not None
+            and newer.first - older.last > MIN_GAP
         ):
             holes.append(Uncovered(older.last, newer.first, Hole.GAP,
                                    f"between {files[i - 1].path} and {src.path}"))
