@@ -14,6 +14,7 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
 
@@ -94,6 +95,8 @@ class DiscoveryResult:
     instances: tuple[PostfixConfig, ...] = ()
     #: A fetched copy's sources that were not read completely when it was fetched.
     recorded: tuple[Unread, ...] = ()
+    #: When a fetched copy was made (its manifest says): its live logs end there.
+    fetched_at: datetime | None = None
 
 
 class FileSystemView(Protocol):

@@ -7,6 +7,7 @@ import json
 import os
 import posixpath
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from collector.errors import TransportError
@@ -119,6 +120,8 @@ class SessionView:
         self._manifest = _manifest_files(manifest)
         #: What a fetched copy says it could not read when it was fetched.
         self.recorded = _recorded_unread(manifest)
+        #: When a fetched copy was made: its live logs end there.
+        self.fetched_at = _fetched_at(manifest)
         #: What the listings skipped, and why (discovery adds them to its notes).
         self.notes: list[str] = []
         #: The directories only root can list (listed with sudo, or refused).
@@ -287,6 +290,14 @@ def _recorded_unread(manifest: dict[str, Any]) -> tuple[Unread, ...]:
     return tuple(out)
 
 
+def _fetched_at(manifest: dict[str, Any]) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(manifest["fetched_at"]))
+    except (KeyError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None
+
+
 def discover_host(
     session: Session, host: Host, root: RootAccess | None = None
 ) -> DiscoveryResult:
@@ -295,7 +306,7 @@ def discover_host(
     view = SessionView(session, root)
     found = discover(view, host)
     return dataclasses.replace(found, sources=mark_journal(found.sources, view.root),
-                               recorded=view.recorded)
+                               recorded=view.recorded, fetched_at=view.fetched_at)
 
 
 def mark_journal(sources: Sequence[LogSource], root: RootAccess) -> tuple[LogSource, ...]:
