@@ -283,3 +283,47 @@ def test_sparse_weekly_rotations_are_not_gaps() -> None:
              files[1].path: (NOW - 2 * week + timedelta(hours=1), NOW - 2 * week + timedelta(hours=2)),
              files[2].path: (NOW - week + timedelta(hours=1), NOW - week + timedelta(hours=2))}
     assert _ledger(files, edges, since=NOW - 3 * week + timedelta(hours=2)).complete
+
+
+# --------------------------------------------------------------------------- hosts --check clock
+
+
+class _ClockSession:
+    """A host whose ``date`` answers ``offset`` seconds off this machine's clock."""
+
+    def __init__(self, offset: float, answer: bytes | None = None) -> None:
+        from collector.models import Host
+
+        self.host = Host("mx9", address="mx9.example.test")
+        self.offset, self.answer = offset, answer
+
+    def run(self, argv, *, timeout=None, sudo=None):  # type: ignore[no-untyped-def]
+        import time
+
+        from collector.transport.base import CommandResult
+
+        assert argv == ["date", "-u", "+%s.%N"]
+        out = self.answer if self.answer is not None else f"{time.time() + self.offset:.9f}\n".encode()
+        return CommandResult("date", out, b"", 0)
+
+
+@pytest.mark.parametrize("offset", [7.25, -42.0, 0.0])
+def test_hosts_check_measures_the_clock_offset(offset: float) -> None:
+    from collector.search.hostcheck import HostCheck, clock_offset
+
+    measured, error = clock_offset(_ClockSession(offset))  # type: ignore[arg-type]
+    assert measured is not None and error is not None
+    assert abs(measured - offset) < 0.05 and error < 0.05
+    check = HostCheck(_ClockSession(offset).host, None, (), measured, error)  # type: ignore[arg-type]
+    if offset:
+        side = "ahead of" if offset > 0 else "behind"
+        assert check.clock_note is not None and f"{abs(offset):.1f} s {side}" in check.clock_note
+    else:
+        assert check.clock_note is None
+
+
+@pytest.mark.parametrize("answer", [b"", b"yesterday\n", b"1" * 5000, b"\x1b[2J1795996680.5\n"])
+def test_a_host_that_answers_no_time_has_no_clock(answer: bytes) -> None:
+    from collector.search.hostcheck import clock_offset
+
+    assert clock_offset(_ClockSession(0, answer)) == (None, None)  # type: ignore[arg-type]

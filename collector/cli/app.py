@@ -379,6 +379,9 @@ def hosts(
         headers, rows, payload = check_rows(results)
         more_rows, more = carried_rows(results, [h for h in selected if h.via is not None])
         _render_hosts(fmt, headers, rows + more_rows, payload + more)
+        for r in results:
+            if r.value is not None and r.value.clock_note:
+                err(f"{r.host}: clock: {r.value.clock_note}")
         finish(results, True, caught)
 
 
