@@ -327,3 +327,48 @@ def test_a_host_that_answers_no_time_has_no_clock(answer: bytes) -> None:
     from collector.search.hostcheck import clock_offset
 
     assert clock_offset(_ClockSession(0, answer)) == (None, None)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- fetched cases
+
+
+def test_a_fetched_case_answers_for_the_window_its_fetch_saw(tmp_path: Path) -> None:
+    inventory = copy_demo(tmp_path)
+    case = tmp_path / "case"
+    fetched = run("fetch", "-i", inventory, "--dest", case, "--to", "alice@example.test",
+                  "--since", "2026-11-29T17:33")
+    assert fetched.exit_code == ExitCode.FOUND, fetched.stderr
+    # the case holds only alice's lines, but the fetch read every line of its window:
+    # another address absent there is proven absent in the case too
+    same = run("search", "--offline", case, "--to", "nobody@example.test",
+               "--since", "2026-11-29T17:33")
+    assert same.exit_code == ExitCode.NO_MATCH, same.stderr
+    again = run("search", "--offline", case, "--to", "alice@example.test", "--since",
+                "2026-11-29T17:33", "-f", "json")
+    assert again.exit_code == ExitCode.FOUND and again.stderr == ""
+    # before the fetch's window, the case cannot say
+    earlier = run("search", "--offline", case, "--to", "nobody@example.test",
+                  "--since", "2026-11-29T17:20")
+    assert earlier.exit_code == ExitCode.PARTIAL
+    assert ("collector: mx1: coverage: 2026-11-29 17:20:00+00:00 to 2026-11-29 17:33:00+00:00 "
+            "not seen") in earlier.stderr
+
+
+@pytest.mark.parametrize("junk", [[], "x", {"window": 1}, {"window": {}, "first": "yesterday"},
+                                  {"window": {"since": None, "until": None}, "first": None,
+                                   "last": "2026-11-29T17:34:04", "sources": [], "uncovered": []}])
+def test_a_case_whose_recorded_coverage_is_junk_is_read_as_any_copy(
+    tmp_path: Path, junk: object
+) -> None:
+    inventory = copy_demo(tmp_path)
+    case = tmp_path / "case"
+    assert run("fetch", "-i", inventory, "--dest", case, "--all").exit_code == ExitCode.FOUND
+    manifest = case / "mx1" / "collector-manifest.json"
+    data = json.loads(manifest.read_text())
+    data["coverage"] = junk
+    manifest.write_text(json.dumps(data))
+    result = run("search", "--offline", case, "--host", "mx1", "--to", "nobody@example.test",
+                 "--since", "2026-11-29T17:33", "-f", "json")
+    assert result.exit_code == ExitCode.NO_MATCH, result.stderr
+    [host] = json.loads(result.stdout)["hosts"]
+    assert host["coverage"]["first"] == "2026-11-29T17:32:42+00:00"  # the copy's own lines

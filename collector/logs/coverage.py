@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..models import (
     Compression,
@@ -45,7 +46,7 @@ MIN_GAP = timedelta(hours=1)
 
 _NUMBER = re.compile(r"\.(\d{1,4})(?:\.(?:gz|bz2|xz|zst))?$")
 
-__all__ = ["MIN_GAP", "Edges", "ledger"]
+__all__ = ["MIN_GAP", "Edges", "from_dict", "ledger", "recorded", "to_dict"]
 
 #: A source's first and last line times, as read on the host (None: not read or no line).
 Edges = Mapping[str, tuple[datetime | None, datetime | None]]
@@ -212,3 +213,84 @@ def _clip(hole: Uncovered, since: datetime | None, end: datetime) -> Uncovered |
     if start is not None and start >= stop:
         return None
     return Uncovered(start, stop, hole.why, hole.path)
+
+
+def recorded(
+    coverage: Coverage, *, since: datetime | None, until: datetime | None, now: datetime
+) -> Coverage:
+    """A copy's coverage, from the one its fetch recorded: the copy holds what the fetch saw
+    of its own window (no more, however many lines it kept), with the fetch's holes."""
+    start, end = coverage.first, coverage.last
+    if coverage.since is not None and (start is None or coverage.since > start):
+        start = coverage.since
+    if coverage.until is not None and (end is None or coverage.until < end):
+        end = coverage.until
+    holes = [h for h in coverage.uncovered if h.why not in (Hole.BEFORE_LOGS, Hole.AFTER_LOGS)]
+    if since is not None and (start is None or start > since):
+        holes.append(Uncovered(since, start, Hole.BEFORE_LOGS))
+    window_end = min(until, now) if until is not None else now
+    if until is not None and end is not None and end < window_end:
+        holes.append(Uncovered(end, window_end, Hole.AFTER_LOGS))
+    inside = [h for h in (_clip(h, since, window_end) for h in holes) if h is not None]
+    return Coverage(since, until, start, end, coverage.sources, tuple(inside))
+
+
+def _iso(when: datetime | None) -> str | None:
+    """ISO 8601 with the offset, to the second (microseconds when the log had them)."""
+    if when is None:
+        return None
+    return when.isoformat(timespec="microseconds" if when.microsecond else "seconds")
+
+
+def to_dict(coverage: Coverage) -> dict[str, Any]:
+    """The JSON object ``hosts[].coverage`` (and a fetched copy's manifest) holds."""
+    return {
+        "complete": coverage.complete,
+        "window": {"since": _iso(coverage.since), "until": _iso(coverage.until)},
+        "first": _iso(coverage.first),
+        "last": _iso(coverage.last),
+        "sources": [
+            {"path": s.path, "first": _iso(s.first), "last": _iso(s.last), "state": s.state.value,
+             "why": s.why}
+            for s in coverage.sources
+        ],
+        "uncovered": [
+            {"from": _iso(u.start), "to": _iso(u.end), "why": u.why.value, "path": u.path}
+            for u in coverage.uncovered
+        ],
+    }
+
+
+def _when(value: object) -> datetime | None:
+    if value is None:
+        return None
+    when = datetime.fromisoformat(str(value))
+    if when.tzinfo is None:
+        raise ValueError("a time without its offset")
+    return when
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)[:4096]
+
+
+def from_dict(data: object) -> Coverage | None:
+    """A coverage read back from a manifest (a file in a case: anything may be in it); None
+    for anything that is not one."""
+    try:
+        assert isinstance(data, dict)
+        window = data["window"]
+        assert isinstance(window, dict)
+        sources = tuple(
+            SourceSpan(str(s["path"]), _when(s["first"]), _when(s["last"]),
+                       SourceState(s["state"]), _text(s.get("why")))
+            for s in data["sources"][:10_000]
+        )
+        holes = tuple(
+            Uncovered(_when(u["from"]), _when(u["to"]), Hole(u["why"]), _text(u.get("path")))
+            for u in data["uncovered"][:10_000]
+        )
+        return Coverage(_when(window["since"]), _when(window["until"]), _when(data["first"]),
+                        _when(data["last"]), sources, holes)
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
+        return None

@@ -21,6 +21,7 @@ from typing import Protocol
 from collector.models import (
     CommandResult,
     Compression,
+    Coverage,
     Host,
     LogSource,
     Origin,
@@ -97,6 +98,8 @@ class DiscoveryResult:
     recorded: tuple[Unread, ...] = ()
     #: When a fetched copy was made (its manifest says): its live logs end there.
     fetched_at: datetime | None = None
+    #: What the fetch that made a copy saw of its window (see ``logs.coverage.recorded``).
+    coverage: Coverage | None = None
 
 
 class FileSystemView(Protocol):

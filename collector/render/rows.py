@@ -137,23 +137,9 @@ def host_dict(report: HostReport) -> dict[str, Any]:
 
 def coverage_dict(coverage: Coverage | None) -> dict[str, Any] | None:
     """``hosts[].coverage``: the window asked, the range read, each source's, the holes."""
-    if coverage is None:
-        return None
-    return {
-        "complete": coverage.complete,
-        "window": {"since": iso(coverage.since), "until": iso(coverage.until)},
-        "first": iso(coverage.first),
-        "last": iso(coverage.last),
-        "sources": [
-            {"path": s.path, "first": iso(s.first), "last": iso(s.last), "state": s.state.value,
-             "why": s.why}
-            for s in coverage.sources
-        ],
-        "uncovered": [
-            {"from": iso(u.start), "to": iso(u.end), "why": u.why.value, "path": u.path}
-            for u in coverage.uncovered
-        ],
-    }
+    from collector.logs.coverage import to_dict
+
+    return None if coverage is None else to_dict(coverage)
 
 
 def render_rows_json(

@@ -35,7 +35,7 @@ from collector.logs.commands import (
     windows_around,
     windows_worth_it,
 )
-from collector.logs.coverage import ledger
+from collector.logs.coverage import ledger, recorded
 from collector.logs.discovery import DiscoveryResult, rotation_stem
 from collector.logs.parse import LineParser, TimeContext, line_time
 from collector.logs.select import group_selected, host_rows, reject_selected
@@ -259,6 +259,8 @@ class HostSearcher:
         else:
             read_until = self.context.now
         since, until = self._window
+        if found.coverage is not None:  # a fetched case: what its fetch saw
+            return recorded(found.coverage, since=since, until=until, now=self.context.now)
         return ledger(
             found.sources, [s.path for s in self._chosen], self._unread, self._edges,
             since=since, until=until, now=self.context.now, read_until=read_until,

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from collector.errors import TransportError
+from collector.logs.coverage import from_dict as coverage_from_dict
 from collector.logs.discovery import JOURNAL_DIRS, DiscoveryResult, FileInfo, discover
 from collector.models import (
     CommandResult,
@@ -122,6 +123,8 @@ class SessionView:
         self.recorded = _recorded_unread(manifest)
         #: When a fetched copy was made: its live logs end there.
         self.fetched_at = _fetched_at(manifest)
+        #: What the fetch that made a copy saw of its window (the copy holds no more).
+        self.coverage = coverage_from_dict(manifest.get("coverage"))
         #: What the listings skipped, and why (discovery adds them to its notes).
         self.notes: list[str] = []
         #: The directories only root can list (listed with sudo, or refused).
@@ -306,7 +309,8 @@ def discover_host(
     view = SessionView(session, root)
     found = discover(view, host)
     return dataclasses.replace(found, sources=mark_journal(found.sources, view.root),
-                               recorded=view.recorded, fetched_at=view.fetched_at)
+                               recorded=view.recorded, fetched_at=view.fetched_at,
+                               coverage=view.coverage)
 
 
 def mark_journal(sources: Sequence[LogSource], root: RootAccess) -> tuple[LogSource, ...]:
