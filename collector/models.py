@@ -279,6 +279,7 @@ class Hole(enum.StrEnum):
     MISSING_ROTATION = "missing-rotation"  # a number missing in the .N sequence
     GAP = "gap"  # between two files of one log: longer than one file usually spans
     UNREAD = "unread"  # a source that could not be read to its end (see ``Unread``)
+    NOT_FETCHED = "not-fetched"  # a fetched case holds only the lines its selectors chose
 
 
 class SourceState(enum.StrEnum):
@@ -321,6 +322,8 @@ class Uncovered:
             return f"{seen} (rotation {self.path} is missing)"
         if self.why is Hole.GAP:
             return f"{seen} (no lines {self.path}: a rotation missing?)"
+        if self.why is Hole.NOT_FETCHED:
+            return f"{seen} (the case holds only the lines its fetch selected: {self.path})"
         return f"{seen} ({self.path} could not be read to its end)"
 
 

@@ -338,17 +338,23 @@ def test_a_fetched_case_answers_for_the_window_its_fetch_saw(tmp_path: Path) -> 
     fetched = run("fetch", "-i", inventory, "--dest", case, "--to", "alice@example.test",
                   "--since", "2026-11-29T17:33")
     assert fetched.exit_code == ExitCode.FOUND, fetched.stderr
-    # the case holds only alice's lines, but the fetch read every line of its window:
-    # another address absent there is proven absent in the case too
-    same = run("search", "--offline", case, "--to", "nobody@example.test",
+    # the fetch read every line of its window for alice: what it did not copy is not hers
+    same = run("search", "--offline", case, "--to", "alice@example.test", "--status", "expired",
                "--since", "2026-11-29T17:33")
     assert same.exit_code == ExitCode.NO_MATCH, same.stderr
+    # but the case never held anybody else's lines: nothing is proven for them
+    other = run("search", "--offline", case, "--to", "nobody@example.test",
+                "--since", "2026-11-29T17:33", "-f", "json")
+    assert other.exit_code == ExitCode.PARTIAL
+    assert "(the case holds only the lines its fetch selected: recipients alice@example.test)" \
+        in other.stderr
+    assert json.loads(other.stdout)["hosts"][0]["coverage"]["uncovered"][0]["why"] == "not-fetched"
     again = run("search", "--offline", case, "--to", "alice@example.test", "--since",
                 "2026-11-29T17:33", "-f", "json")
     assert again.exit_code == ExitCode.FOUND and again.stderr == ""
     # before the fetch's window, the case cannot say
-    earlier = run("search", "--offline", case, "--to", "nobody@example.test",
-                  "--since", "2026-11-29T17:20")
+    earlier = run("search", "--offline", case, "--to", "alice@example.test",
+                  "--status", "expired", "--since", "2026-11-29T17:20")
     assert earlier.exit_code == ExitCode.PARTIAL
     assert ("collector: mx1: coverage: 2026-11-29 17:20:00+00:00 to 2026-11-29 17:33:00+00:00 "
             "not seen") in earlier.stderr

@@ -33,6 +33,7 @@ from ..models import (
     Coverage,
     Hole,
     LogSource,
+    Query,
     SourceKind,
     SourceSpan,
     SourceState,
@@ -294,3 +295,52 @@ def from_dict(data: object) -> Coverage | None:
                         _when(data["last"]), sources, holes)
     except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+#: The selectors a fetched case was made with: an offline search can answer only inside them.
+_SELECTORS = ("senders", "recipients", "message_ids", "queue_ids", "statuses", "clients",
+              "subjects", "terms")
+
+
+def selectors_dict(query: Query) -> dict[str, list[str]]:
+    """The selectors of a fetch, as its manifest records them (the time window is in the
+    coverage)."""
+    return {k: list(getattr(query, k)) for k in _SELECTORS if getattr(query, k)}
+
+
+def selectors_from(data: object) -> dict[str, frozenset[str]] | None:
+    """A manifest's ``selected``; None for a whole copy (``--all``). Anything that is not
+    selectors is an unknown selector, which :func:`within` never covers."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        return {"?": frozenset()}
+    out: dict[str, frozenset[str]] = {}
+    for key, values in data.items():
+        if key not in _SELECTORS or not isinstance(values, list):
+            return {"?": frozenset()}
+        out[key] = frozenset(str(v).casefold() for v in values[:10_000])
+    return out
+
+
+def within(selected: Mapping[str, frozenset[str]], query: Query) -> bool:
+    """Whether every message ``query`` matches was selected by the fetch (so is in the case):
+    each of the fetch's selectors is also the query's, with values among the fetch's."""
+    for key, values in selected.items():
+        if key not in _SELECTORS:
+            return False
+        asked = {str(v).casefold() for v in getattr(query, key)}
+        if not asked or not asked <= values:
+            return False
+    return True
+
+
+def not_fetched(
+    coverage: Coverage, selected: Mapping[str, frozenset[str]], *, now: datetime
+) -> Coverage:
+    """A query a filtered case cannot answer: the whole window is not seen."""
+    shown = "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in sorted(selected.items()))
+    window_end = min(coverage.until, now) if coverage.until is not None else now
+    hole = Uncovered(coverage.since, window_end, Hole.NOT_FETCHED, shown[:300] or "?")
+    return Coverage(coverage.since, coverage.until, coverage.first, coverage.last,
+                    coverage.sources, (hole,))

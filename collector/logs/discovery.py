@@ -100,6 +100,8 @@ class DiscoveryResult:
     fetched_at: datetime | None = None
     #: What the fetch that made a copy saw of its window (see ``logs.coverage.recorded``).
     coverage: Coverage | None = None
+    #: The selectors a filtered case was fetched with (None: a whole copy, or a live host).
+    selected: Mapping[str, frozenset[str]] | None = None
 
 
 class FileSystemView(Protocol):

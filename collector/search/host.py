@@ -35,7 +35,7 @@ from collector.logs.commands import (
     windows_around,
     windows_worth_it,
 )
-from collector.logs.coverage import ledger, recorded
+from collector.logs.coverage import ledger, not_fetched, recorded, within
 from collector.logs.discovery import DiscoveryResult, rotation_stem
 from collector.logs.parse import LineParser, TimeContext, line_time
 from collector.logs.select import group_selected, host_rows, reject_selected
@@ -156,6 +156,7 @@ class HostSearcher:
         self._fetched: set[str] = set()
         self._scanned: list[HostLog] | None = None
         self._window: tuple[datetime | None, datetime | None] = (None, None)
+        self._query = Query()  # the selectors the sources were planned for
         self._edges: dict[str, tuple[datetime | None, datetime | None]] = {}
 
     # ------------------------------------------------------------------ sources
@@ -201,6 +202,7 @@ class HostSearcher:
                 self._notes.append(f"skipped {src.path}: outside the time window")
         self._chosen = chosen
         self._window = (since, until)
+        self._query = window or Query()
         self._before = self._stat([s for s in chosen if s.kind is SourceKind.FILE])
         self._edges = self._read_edges(chosen)
         return chosen
@@ -259,12 +261,17 @@ class HostSearcher:
         else:
             read_until = self.context.now
         since, until = self._window
+        now = self.context.now
         if found.coverage is not None:  # a fetched case: what its fetch saw
-            return recorded(found.coverage, since=since, until=until, now=self.context.now)
-        return ledger(
-            found.sources, [s.path for s in self._chosen], self._unread, self._edges,
-            since=since, until=until, now=self.context.now, read_until=read_until,
-        )
+            coverage = recorded(found.coverage, since=since, until=until, now=now)
+        else:
+            coverage = ledger(
+                found.sources, [s.path for s in self._chosen], self._unread, self._edges,
+                since=since, until=until, now=now, read_until=read_until,
+            )
+        if found.selected is not None and not within(found.selected, self._query):
+            coverage = not_fetched(coverage, found.selected, now=now)
+        return coverage
 
     def command_path(self, source: LogSource) -> str:
         """The path a command on this host uses for a source (see ``view.source_path``)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from collector.errors import TransportError
 from collector.logs.coverage import from_dict as coverage_from_dict
+from collector.logs.coverage import selectors_from
 from collector.logs.discovery import JOURNAL_DIRS, DiscoveryResult, FileInfo, discover
 from collector.models import (
     CommandResult,
@@ -125,6 +126,10 @@ class SessionView:
         self.fetched_at = _fetched_at(manifest)
         #: What the fetch that made a copy saw of its window (the copy holds no more).
         self.coverage = coverage_from_dict(manifest.get("coverage"))
+        #: The selectors a filtered case was fetched with (None: a whole copy, or no case);
+        #: a case of slices that does not say them has an unknown one.
+        self.selected = selectors_from(manifest.get("selected")) if "selected" in manifest else (
+            {"?": frozenset()} if any(f.get("slice") for f in self._manifest.values()) else None)
         #: What the listings skipped, and why (discovery adds them to its notes).
         self.notes: list[str] = []
         #: The directories only root can list (listed with sudo, or refused).
@@ -310,7 +315,7 @@ def discover_host(
     found = discover(view, host)
     return dataclasses.replace(found, sources=mark_journal(found.sources, view.root),
                                recorded=view.recorded, fetched_at=view.fetched_at,
-                               coverage=view.coverage)
+                               coverage=view.coverage, selected=view.selected)
 
 
 def mark_journal(sources: Sequence[LogSource], root: RootAccess) -> tuple[LogSource, ...]:
