@@ -88,6 +88,10 @@ class CountingSession:
         self.commands: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else a Session offers (notes, ...) is the wrapped session's.
+        return getattr(self.inner, name)
+
     def path(self, p: str) -> str:
         return str(self.inner.path(p))
 
@@ -360,11 +364,13 @@ def report(args: argparse.Namespace, logs: dict[str, Path], fleet: Fleet, names:
     rows = []
     for a in addresses:
         ratio = search[a].median / base[a].median
+        # The targets: a typical user <= 1.5x the bare fan-out, the heaviest recipient <= 4x.
+        target = 4.0 if a == HEAVIEST else 1.5
         rows.append([f"`{a}`", base[a].span(), search[a].span(), search[a].rss_text(),
-                     f"{ratio:.2f}× ({check(ratio <= 1.3)})",
+                     f"{ratio:.2f}× (≤ {target:g}×: {check(ratio <= target)})",
                      ("match: " if matched[a] else "**MISMATCH**: ") + verdict[a]])
     say(table(["address", "bare parallel ssh grep", "`collector search --to ADDR -f json`",
-               "peak RSS", "search / baseline (target ≤ 1.3×)", "rows vs truth"], rows))
+               "peak RSS", "search / baseline (target)", "rows vs truth"], rows))
     say()
     say("### Bytes sent back")
     say()
@@ -404,8 +410,8 @@ def report(args: argparse.Namespace, logs: dict[str, Path], fleet: Fleet, names:
         query = msg["message_id"] if label == "message-id" else \
             f"{msg['hops'][0][0]}:{msg['hops'][0][1]}"
         rows.append([f"`collector trace -v -f json '{query}'`", s.span(), s.rss_text(),
-                     f"{ratio:.2f}× ({check(ratio <= 3)})", tr_info.get(label, "")])
-    say(table(["what", "wall", "peak RSS", "/ baseline (target ≤ 3×)",
+                     f"{ratio:.2f}× ({check(ratio <= 2)})", tr_info.get(label, "")])
+    say(table(["what", "wall", "peak RSS", "/ baseline (target ≤ 2×)",
                "SSH round trips (stderr of -v); result"], rows))
 
 

@@ -271,6 +271,90 @@ class Unread:
         return f"{self.path} vanished while being read (rotated?)"
 
 
+class Hole(enum.StrEnum):
+    """Why part of the time window asked was not seen on a host (see ``logs.coverage``)."""
+
+    BEFORE_LOGS = "before-logs"  # the oldest log starts after the window does
+    AFTER_LOGS = "after-logs"  # a copy (or a directory of logs) ends before the window does
+    MISSING_ROTATION = "missing-rotation"  # a number missing in the .N sequence
+    GAP = "gap"  # between two files of one log: longer than one file usually spans
+    UNREAD = "unread"  # a source that could not be read to its end (see ``Unread``)
+    NOT_FETCHED = "not-fetched"  # a fetched case holds only the lines its selectors chose
+
+
+class SourceState(enum.StrEnum):
+    READ = "read"
+    SKIPPED = "skipped"  # outside the time window (by its mtime)
+    UNREAD = "unread"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpan:
+    """One source in a host's coverage: the times of its first and last lines (None: not
+    known; a compressed rotation's last line is its mtime, a live log's is when it was read)."""
+
+    path: str
+    first: datetime | None
+    last: datetime | None
+    state: SourceState
+    why: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Uncovered:
+    """A time range of the window whose lines a host's logs do not hold (None: open end)."""
+
+    start: datetime | None
+    end: datetime | None
+    why: Hole
+    path: str | None = None  # the source (or the neighbours of the missing one) it is about
+
+    def __str__(self) -> str:
+        def at(when: datetime | None) -> str:
+            return when.isoformat(sep=" ", timespec="seconds") if when is not None else "?"
+
+        seen = f"{at(self.start)} to {at(self.end)} not seen"
+        if self.why is Hole.BEFORE_LOGS:
+            return f"{seen} (before the oldest log line)"
+        if self.why is Hole.AFTER_LOGS:
+            return f"{seen} (after the newest log line: the logs are a copy)"
+        if self.why is Hole.MISSING_ROTATION:
+            return f"{seen} (rotation {self.path} is missing)"
+        if self.why is Hole.GAP:
+            return f"{seen} (no lines {self.path}: a rotation missing?)"
+        if self.why is Hole.NOT_FETCHED:
+            return f"{seen} (the case holds only the lines its fetch selected: {self.path})"
+        return f"{seen} ({self.path} could not be read to its end)"
+
+
+class Proof(enum.StrEnum):
+    """What an answer proves (JSON ``verdict``)."""
+
+    FOUND = "found"
+    ABSENT = "absent"  # nothing matched, and every host's logs cover the whole window
+    INCONCLUSIVE = "inconclusive"  # nothing matched, but some host or time range was not seen
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What one host's logs let an answer see of the window asked (``since``/``until``).
+
+    ``first``/``last``: the oldest line and the end of what was read. ``uncovered``: the parts
+    of the window not seen; empty means "nothing found" is proven for this host.
+    """
+
+    since: datetime | None
+    until: datetime | None
+    first: datetime | None
+    last: datetime | None
+    sources: tuple[SourceSpan, ...] = ()
+    uncovered: tuple[Uncovered, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.uncovered
+
+
 @dataclass(frozen=True, slots=True)
 class HostResult(Generic[T]):
     """A value or an error for one host; failure is data until the CLI decides."""

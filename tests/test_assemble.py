@@ -9,10 +9,12 @@ from pathlib import Path
 
 from collector.logs.assemble import CLOSE_GRACE, Assembler, assemble, client_ip
 from collector.logs.parse import LineParser, TimeContext, parse_line
+from collector.logs.select import select_rows
 from collector.models import (
     ChildVia,
     HostLog,
     ParseStats,
+    Query,
     QueueGroup,
     Record,
     RejectAction,
@@ -189,6 +191,33 @@ def test_recipients_keyed_by_orig_to_and_to() -> None:
         ("sales@example.com", "alice.smith@example.com", "sent", 1),
         (None, "alice.smith@example.com", "sent", 2),
     ]
+
+
+def test_same_to_with_and_without_orig_to_stays_two_recipients() -> None:
+    # Postfix logs orig_to= on every attempt of a recipient and keeps one recipient per
+    # (original, final) pair, so these lines (from the benchmark generator, which writes
+    # orig_to= on the first attempt only) say: alice via team@ (deferred once, never retried
+    # in this log) and alice directly (deferred, then sent). Two rows, not one merged row.
+    log = run("""
+        Jan 15 04:58:37 mbox1 postfix/smtpd[72449]: 642341C42F0E: client=filter1.example.com[10.0.0.11]
+        Jan 15 04:58:37 mbox1 postfix/qmgr[1204]: 642341C42F0E: from=<sales@gmail.com>, size=16542, nrcpt=2 (queue active)
+        Jan 15 04:58:37 mbox1 postfix/lmtp[73365]: 642341C42F0E: to=<alice.smith@example.com>, orig_to=<team@example.com>, relay=mbox1.example.com[private/dovecot-lmtp], delay=0.24, delays=0.01/0/0.05/0.18, dsn=4.2.0, status=deferred (host mbox1.example.com[private/dovecot-lmtp] said: 451 4.2.0 <alice.smith@example.com> Temporary failure: mailbox is locked (in reply to end of DATA command))
+        Jan 15 04:58:37 mbox1 postfix/lmtp[73365]: 642341C42F0E: to=<mark.evans@example.com>, relay=mbox1.example.com[private/dovecot-lmtp], delay=0.26, delays=0.01/0/0.03/0.22, dsn=2.0.0, status=sent (250 2.0.0 <mark.evans@example.com> 25a8ebd93d1521daSaved)
+        Jan 15 05:04:21 mbox1 postfix/qmgr[1204]: 642341C42F0E: from=<sales@gmail.com>, size=16742, nrcpt=2 (queue active)
+        Jan 15 05:04:21 mbox1 postfix/lmtp[73468]: 642341C42F0E: to=<alice.smith@example.com>, relay=mbox1.example.com[private/dovecot-lmtp], delay=344, delays=73.8/0/62.8/207, dsn=4.2.0, status=deferred (host mbox1.example.com[private/dovecot-lmtp] said: 451 4.2.0 <alice.smith@example.com> Temporary failure: mailbox is locked (in reply to end of DATA command))
+        Jan 15 05:15:49 mbox1 postfix/qmgr[1204]: 642341C42F0E: from=<sales@gmail.com>, size=16742, nrcpt=2 (queue active)
+        Jan 15 05:15:49 mbox1 postfix/lmtp[73500]: 642341C42F0E: to=<alice.smith@example.com>, relay=mbox1.example.com[private/dovecot-lmtp], delay=1032, delays=302/0.01/300/429, dsn=2.0.0, status=sent (250 2.0.0 <alice.smith@example.com> c7557c84c103dd39Saved)
+        Jan 15 05:15:49 mbox1 postfix/qmgr[1204]: 642341C42F0E: removed
+    """, host="mbox1")
+    g = only(log, "642341C42F0E")
+    assert [(r.orig_address, r.address, r.status, len(r.attempts)) for r in g.recipients] == [
+        ("team@example.com", "alice.smith@example.com", "deferred", 1),
+        (None, "mark.evans@example.com", "sent", 1),
+        (None, "alice.smith@example.com", "sent", 2),
+    ]
+    rows = select_rows([log], Query(recipients=("alice.smith@example.com",)))
+    assert [(r.orig_recipient, str(r.status)) for r in rows] == [
+        ("team@example.com", "deferred"), (None, "sent")]
 
 
 def test_forwarded_and_requeued_children() -> None:

@@ -21,7 +21,7 @@ from typer.testing import Result
 from collector.cli.app import ExitCode
 from collector.render.rows import ROW_FIELDS
 
-HOST_FIELDS = ["name", "ok", "error", "sources", "notes", "stats"]
+HOST_FIELDS = ["name", "ok", "error", "sources", "notes", "stats", "coverage"]
 DEMO = Path(__file__).resolve().parent.parent / "collector" / "demo" / "inventory.toml"
 
 
@@ -49,7 +49,7 @@ def test_search_json_shape(inventory: Path) -> None:
     assert result.exit_code == ExitCode.FOUND, result.stderr
     assert result.stderr == ""
     doc = json.loads(result.stdout)
-    assert list(doc) == ["results", "hosts"]
+    assert list(doc) == ["results", "hosts", "verdict"]
     assert [h["name"] for h in doc["hosts"]] == list(HOSTS)
     for h in doc["hosts"]:
         assert list(h) == HOST_FIELDS
@@ -307,7 +307,7 @@ def traces(inventory: Path) -> dict[str, dict[str, Any]]:
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert list(doc) == ["traces", "hosts"]
+    assert list(doc) == ["traces", "hosts", "verdict", "clock_skew"]
     return {t["message_id"]: t for t in doc["traces"]}
 
 

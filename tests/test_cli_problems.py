@@ -34,7 +34,8 @@ def test_a_time_window_alone_searches_every_host(demo_fleet: Path) -> None:
     # records must come back to the parent (they once did not pickle).
     result = run("search", "-i", demo_fleet, "--since", "2000-01-01", "-f", "json")
     assert result.exit_code == ExitCode.FOUND, result.stderr
-    assert result.stderr == ""
+    # the demo's logs are a copy of a few minutes: the rest of the window is said not seen
+    assert all(": coverage: " in line for line in result.stderr.splitlines()), result.stderr
     payload = json.loads(result.stdout)
     assert {r["host"] for r in payload["results"]} == set(HOSTS)
     assert all(h["ok"] for h in payload["hosts"])
@@ -184,4 +185,5 @@ def test_a_closed_pipe_ends_quietly(demo_fleet: Path) -> None:
     proc.stdout.readline()
     proc.stdout.close()
     assert proc.wait(timeout=60) == ExitCode.FOUND
-    assert proc.stderr.read() == b""
+    said = proc.stderr.read().decode()
+    assert all(": coverage: " in line for line in said.splitlines()), said

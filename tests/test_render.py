@@ -159,6 +159,7 @@ def test_json_document() -> None:
                 "blank": 0,
                 "unknown_samples": ["junk"],
             },
+            "coverage": None,
         },
         {
             "name": "ghost",
@@ -167,6 +168,7 @@ def test_json_document() -> None:
             "sources": [],
             "notes": [],
             "stats": None,
+            "coverage": None,
         },
     ]
 

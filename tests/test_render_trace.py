@@ -377,7 +377,7 @@ def render(fn: Callable[..., None], *args: object, **kw: object) -> str:
 
 def test_json_is_one_object_with_traces_and_hosts() -> None:
     doc = json.loads(render(render_traces_json, [TRACE], REPORTS))
-    assert list(doc) == ["traces", "hosts"]
+    assert list(doc) == ["traces", "hosts", "clock_skew"]
     assert [h["name"] for h in doc["hosts"]] == ["mx1", "mx4"]
     assert doc["hosts"][1]["error"] == {"stage": "connect", "message": "connection refused"}
     (tr,) = doc["traces"]

@@ -75,6 +75,9 @@ def test_hosts_check_json_reports_every_answering_host(fleet_env: FleetEnv, inv:
         # postconf runs on every host (Postfix is installed, each host has its own main.cf).
         assert entry["postfix_version"] and re.fullmatch(r"\d+\.\d+\.\d+", entry["postfix_version"])
         assert entry["sources"], f"{name}: no source found"
+        # the hosts share this machine's clock: `date` over SSH says so, and no note
+        assert entry["clock_offset"] is not None and abs(entry["clock_offset"]) < 1.0, entry
+        assert not any("clock" in n for n in entry["notes"])
         for src in entry["sources"]:
             assert src["needs_sudo"] is False, (name, src)
             assert src["first"] is not None and src["last"] is not None, (name, src)

@@ -41,7 +41,15 @@ from collector.cli.options import (
     build_query,
     parse_span,
 )
-from collector.cli.report import ExitCode, err, errors, finish, report_problems, unread_of
+from collector.cli.report import (
+    ExitCode,
+    err,
+    errors,
+    finish,
+    report_problems,
+    unread_of,
+    verdict,
+)
 from collector.cli.run import passphrase, run_fleet, run_readings
 from collector.cli.terminal import Terminal
 from collector.errors import UsageError
@@ -52,6 +60,7 @@ from collector.models import (
     Host,
     HostResult,
     Inventory,
+    Proof,
     Query,
     QueueGroup,
     Row,
@@ -155,7 +164,7 @@ def _search_reports(results: Sequence[HostResult[HostSearch]]) -> list[HostRepor
         HostReport(r.host, error=r.error, via=r.error.via if r.error else None)
         if r.value is None
         else HostReport(r.host, sources=r.value.sources, notes=r.value.notes,
-                        stats=r.value.log.stats, via=r.value.via)
+                        stats=r.value.log.stats, via=r.value.via, coverage=r.value.coverage)
         for r in results
     ]
 
@@ -166,7 +175,7 @@ def _summary_reports(results: Sequence[HostResult[HostSummary]]) -> list[HostRep
         if r.value is None
         else HostReport(r.host, sources=r.value.search.sources, notes=r.value.search.notes,
                         stats=r.value.search.log.stats, summary=r.value.counts,
-                        via=r.value.search.via)
+                        via=r.value.search.via, coverage=r.value.search.coverage)
         for r in results
     ]
 
@@ -251,17 +260,17 @@ def search(
         ) + _fetch_failures(offline)
         rows = merge_rows([(r.host, r.value.rows or ()) for r in results if r.value is not None])
         reports = _search_reports(results)
-        _render_rows(fmt, rows, reports, term)
+        _render_rows(fmt, rows, reports, term, verdict(results, bool(rows)))
         if verbose:
             _verbose_report(reports)
         finish(results, bool(rows), caught)
 
 
 def _render_rows(fmt: Format, rows: Sequence[Row], reports: Sequence[HostReport],
-                 term: Terminal) -> None:
+                 term: Terminal, verdict: Proof | None = None) -> None:
     out = sys.stdout
     if fmt is Format.JSON:
-        render_rows_json(rows, reports, out)
+        render_rows_json(rows, reports, out, verdict.value if verdict is not None else None)
     elif fmt is Format.NDJSON:
         render_rows_ndjson(rows, out)
     elif fmt is Format.CSV:
@@ -370,6 +379,9 @@ def hosts(
         headers, rows, payload = check_rows(results)
         more_rows, more = carried_rows(results, [h for h in selected if h.via is not None])
         _render_hosts(fmt, headers, rows + more_rows, payload + more)
+        for r in results:
+            if r.value is not None and r.value.clock_note:
+                err(f"{r.host}: clock: {r.value.clock_note}")
         finish(results, True, caught)
 
 
@@ -623,9 +635,19 @@ def trace(
         _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect())
         for note in run.notes:
             err(note)
+        _skew_notes(run.traces)
         if verbose:
             err(f"{run.rounds} rounds, {run.round_trips} commands over SSH/local sessions")
         finish([*run.results, *_fetch_failures(offline)], bool(run.traces))
+
+
+def _skew_notes(traces: Sequence[Trace]) -> None:
+    """One stderr line per pair of hosts whose clocks the hand-offs show apart."""
+    from collector.trace.skew import NOTABLE, clock_skews
+
+    for skew in clock_skews(traces):
+        if abs(skew.seconds) >= NOTABLE:
+            err(f"clocks: {skew}")
 
 
 def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:
@@ -636,10 +658,11 @@ def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:
     if fmt is TraceFormat.JSON:
         reports = [
             HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None,
-                       via=r.value.via if r.value else r.error.via if r.error else None)
+                       via=r.value.via if r.value else r.error.via if r.error else None,
+                       coverage=r.value.coverage if r.value else None)
             for r in run.results
         ]
-        render.render_traces_json(traces, reports, out)
+        render.render_traces_json(traces, reports, out, verdict(run.results, bool(traces)).value)
     elif fmt is TraceFormat.NDJSON:
         render.render_traces_ndjson(traces, out)
     elif fmt is TraceFormat.CSV:

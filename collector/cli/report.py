@@ -3,7 +3,10 @@ summary, trace, fetch and hosts report the same problem the same way.
 
 stderr gets one line per problem: ``collector: HOST: STAGE: message`` for a host that failed,
 ``collector: HOST: read: <source>`` for a log a host could not read to its end. Either makes
-the run partial (exit 3) unless no host answered at all (exit 2). Those lines carry what a
+the run partial (exit 3) unless no host answered at all (exit 2). ``collector: HOST:
+coverage: <range>`` says a part of the time window asked that the host's logs do not hold
+(they start later, a rotation is missing): "nothing matched" is then not proven, and exit 3
+(inconclusive) replaces exit 1 (absent); rows found keep exit 0. Those lines carry what a
 server said (its stderr, its SSH banner, its file names): each is shown through
 ``render.safe.printable``, so no control or bidi character reaches the terminal raw and a
 line is always one line.
@@ -21,7 +24,7 @@ from typing import Any, NoReturn
 import typer
 
 from collector.errors import CollectorError, TransportError
-from collector.models import HostResult, Unread
+from collector.models import Coverage, Hole, HostResult, Proof, Unread
 from collector.render.safe import printable
 from collector.search.fleet import InternalError
 
@@ -91,6 +94,28 @@ def unread_of(value: object) -> tuple[Unread, ...]:
     return tuple(getattr(value, "unread", ()))
 
 
+def coverage_of(value: object) -> Coverage | None:
+    """What of the window a host's answer saw (search, trace, fetch and summary answers)."""
+    coverage = getattr(value, "coverage", None)
+    if coverage is None and (search := getattr(value, "search", None)) is not None:
+        coverage = getattr(search, "coverage", None)
+    return coverage if isinstance(coverage, Coverage) else None
+
+
+def verdict(results: Sequence[HostResult[Any]], found: bool) -> Proof:
+    """``found``; ``absent``: nothing matched and every host answered, read every log to its
+    end and holds the whole window; else ``inconclusive`` (which host, which range: stderr)."""
+    if found:
+        return Proof.FOUND
+    for r in results:
+        if not r.ok or unread_of(r.value):
+            return Proof.INCONCLUSIVE
+        coverage = coverage_of(r.value)
+        if coverage is not None and not coverage.complete:
+            return Proof.INCONCLUSIVE
+    return Proof.ABSENT
+
+
 def report_problems(
     results: Sequence[HostResult[Any]],
     exceptions: Mapping[str, BaseException] | None = None,
@@ -108,6 +133,10 @@ def report_problems(
                 err(f"{r.host}: the command was: {exc.command}")
         for unread in unread_of(r.value):
             err(f"{r.host}: read: {unread}")
+        coverage = coverage_of(r.value)
+        for hole in coverage.uncovered if coverage is not None else ():
+            if hole.why is not Hole.UNREAD:  # said above, as a read problem
+                err(f"{r.host}: coverage: {hole}")
 
 
 def exit_code(results: Sequence[HostResult[Any]], found: bool) -> ExitCode:
@@ -116,7 +145,9 @@ def exit_code(results: Sequence[HostResult[Any]], found: bool) -> ExitCode:
         return ExitCode.ERROR
     if failed or any(unread_of(r.value) for r in results):
         return ExitCode.PARTIAL
-    return ExitCode.FOUND if found else ExitCode.NO_MATCH
+    if found:
+        return ExitCode.FOUND
+    return ExitCode.NO_MATCH if verdict(results, found) is Proof.ABSENT else ExitCode.PARTIAL
 
 
 def finish(
@@ -126,4 +157,7 @@ def finish(
 ) -> NoReturn:
     """Report every host's problems and exit with the code they make."""
     report_problems(results, exceptions)
-    raise typer.Exit(exit_code(results, found))
+    code = exit_code(results, found)
+    if code is ExitCode.PARTIAL and not found:
+        err("nothing matched in what was read, but not all of it could be: inconclusive")
+    raise typer.Exit(code)

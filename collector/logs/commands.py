@@ -600,6 +600,36 @@ def edge_lines_command(
     return _script(CommandKind.EDGES, _EDGES, path, (), source.path)
 
 
+# --------------------------------------------------------------------------- coverage
+# $1 = bytes, then (file, reader, end) triples: for each file exactly two lines, its first
+# line and (when end is "last") its last, each cut to $1 bytes and never more than one line
+# (tr drops the newline a line ends with; echo writes one), empty when unknown. reader: empty
+# for the login user, else cat's path under `sudo -n` (only cat runs as root; a root file's
+# last line is not read: `tail` of a pipe would read it whole). A constant: inputs are words.
+_EDGES_ALL = (
+    'n=$1; shift; while [ "$#" -ge 3 ]; do f=$1; c=$2; e=$3; shift 3; '
+    'case "$f" in *.gz) d="gzip -dc";; *.bz2) d="bzip2 -dc";; *.xz) d="xz -dc";; '
+    '*.zst) d="zstd -dcq";; *) d=cat;; esac; '
+    'if [ -z "$c" ]; then $d -- "$f" 2>/dev/null; '
+    'else sudo -n -- "$c" "$f" 2>/dev/null | $d 2>/dev/null; fi '
+    '| head -c "$n" | head -n 1 | tr -d "\\n"; echo; '
+    'if [ "$e" = last ] && [ -z "$c" ]; then tail -c "$n" -- "$f" 2>/dev/null '
+    '| tail -n 1 | tr -d "\\n"; fi; echo; done'
+)
+#: The bytes of one line kept at each end of a file (a longer line is cut: its stamp is first).
+EDGE_BYTES = 4096
+
+
+def edges_command(files: Sequence[tuple[str, str | None, bool]]) -> Command:
+    """The first and last lines of many files in one command: (path the command uses, cat's
+    path when read as root, whether to read the last line). Two lines out per file."""
+    words: list[str] = [str(EDGE_BYTES)]
+    for path, cat, last in files:
+        words += [path, cat or "", "last" if last else "first"]
+    return Command(CommandKind.EDGES, ("sh", "-c", _EDGES_ALL, "sh", *words),
+                   files[0][0] if files else "")
+
+
 # --------------------------------------------------------------------------- windows
 # Lines of one message sit close together in a log: a message usually lives a few seconds
 # between its client= and removed lines. Pass 1 reports each hit's byte offset (grep -b), so

@@ -14,12 +14,14 @@ import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
 
 from collector.models import (
     CommandResult,
     Compression,
+    Coverage,
     Host,
     LogSource,
     Origin,
@@ -94,6 +96,12 @@ class DiscoveryResult:
     instances: tuple[PostfixConfig, ...] = ()
     #: A fetched copy's sources that were not read completely when it was fetched.
     recorded: tuple[Unread, ...] = ()
+    #: When a fetched copy was made (its manifest says): its live logs end there.
+    fetched_at: datetime | None = None
+    #: What the fetch that made a copy saw of its window (see ``logs.coverage.recorded``).
+    coverage: Coverage | None = None
+    #: The selectors a filtered case was fetched with (None: a whole copy, or a live host).
+    selected: Mapping[str, frozenset[str]] | None = None
 
 
 class FileSystemView(Protocol):

@@ -41,7 +41,7 @@ _REMOVED = Kind.REMOVED
 _RESENT_MESSAGE_ID = Kind.RESENT_MESSAGE_ID
 _VERDICT = Kind.VERDICT
 
-__all__ = ["QUEUE_ID_RE", "LineParser", "TimeContext", "parse_line"]
+__all__ = ["QUEUE_ID_RE", "LineParser", "TimeContext", "line_time", "parse_line"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,6 +673,27 @@ def _parse_action(rest: str, program: str = "") -> _Body | None:
 
 
 # ---------------------------------------------------------------------- public API
+
+
+_BSD_STAMP_RE = re.compile(r"([A-Z][a-z][a-z] [ \d]?\d \d\d:\d\d:\d\d)(?:\.(\d{1,9}))? ")
+_ISO_STAMP_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d) ")
+
+
+def line_time(line: str, ctx: TimeContext) -> datetime | None:
+    """The time a syslog line was logged, whatever program wrote it (a log's first line is
+    often not Postfix's); None when it starts with no stamp collector knows."""
+    core = _Core(ctx)
+    try:
+        if (m := _ISO_STAMP_RE.match(line)) is not None:
+            dt = datetime.fromisoformat(m.group(1) + m.group(3))
+        elif (m := _BSD_STAMP_RE.match(line)) is not None:
+            dt = core._bsd_time(m.group(1))
+        else:
+            return None
+    except ValueError:
+        return None
+    frac = m.group(2)
+    return dt.replace(microsecond=int(frac[:6].ljust(6, "0"))) if frac else dt
 
 
 def parse_line(line: str, ctx: TimeContext) -> Record | None:

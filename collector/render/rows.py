@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from collector.logs.fields import parse_endpoint
-from collector.models import HostError, LogSource, ParseStats, Row
+from collector.models import Coverage, HostError, LogSource, ParseStats, Row
 from collector.render.safe import CsvWriter, printable, write_ndjson
 from collector.render.safe import write_json as write_json  # the CLI's JSON writer, said once
 from collector.render.text import clip, fit_widths
@@ -51,6 +51,7 @@ class HostReport:
     stats: ParseStats | None = None
     summary: Mapping[str, int] = field(default_factory=dict)
     via: str | None = None  # the log host its lines were read on (``collects``)
+    coverage: Coverage | None = None  # what of the window its logs let the answer see
 
     @property
     def ok(self) -> bool:
@@ -130,13 +131,26 @@ def host_dict(report: HostReport) -> dict[str, Any]:
         out["error"] = {"stage": report.error.stage.value, "message": report.error.message}
     if report.via is not None:  # only for a host read on its log host (``collects``)
         out["via"] = report.via
+    out["coverage"] = coverage_dict(report.coverage)
     return out
 
 
-def render_rows_json(rows: Sequence[Row], hosts: Sequence[HostReport], out: IO[str]) -> None:
-    write_json(
-        {"results": [row_dict(r) for r in rows], "hosts": [host_dict(h) for h in hosts]}, out
-    )
+def coverage_dict(coverage: Coverage | None) -> dict[str, Any] | None:
+    """``hosts[].coverage``: the window asked, the range read, each source's, the holes."""
+    from collector.logs.coverage import to_dict
+
+    return None if coverage is None else to_dict(coverage)
+
+
+def render_rows_json(
+    rows: Sequence[Row], hosts: Sequence[HostReport], out: IO[str], verdict: str | None = None
+) -> None:
+    payload: dict[str, Any] = {
+        "results": [row_dict(r) for r in rows], "hosts": [host_dict(h) for h in hosts]
+    }
+    if verdict is not None:
+        payload["verdict"] = verdict
+    write_json(payload, out)
 
 
 def render_rows_ndjson(rows: Sequence[Row], out: IO[str]) -> None:

@@ -161,11 +161,23 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
     }
 
 
-def render_traces_json(traces: Sequence[Trace], hosts: Sequence[HostReport], out: IO[str]) -> None:
-    """``{"traces": [...], "hosts": [...]}``; ``hosts`` always says which hosts failed."""
-    write_json(
-        {"traces": [trace_dict(t) for t in traces], "hosts": [host_dict(h) for h in hosts]}, out
-    )
+def render_traces_json(
+    traces: Sequence[Trace], hosts: Sequence[HostReport], out: IO[str], verdict: str | None = None
+) -> None:
+    """``{"traces": [...], "hosts": [...], "verdict": ...}``; ``hosts`` always says which hosts
+    failed, and each host's ``coverage`` what of the window it saw."""
+    from collector.trace.skew import clock_skews
+
+    payload: dict[str, Any] = {
+        "traces": [trace_dict(t) for t in traces], "hosts": [host_dict(h) for h in hosts]
+    }
+    if verdict is not None:
+        payload["verdict"] = verdict
+    payload["clock_skew"] = [
+        {"sender": k.sender, "receiver": k.receiver, "seconds": k.seconds, "samples": k.samples}
+        for k in clock_skews(traces)
+    ]
+    write_json(payload, out)
 
 
 def render_traces_ndjson(traces: Sequence[Trace], out: IO[str]) -> None:

@@ -24,6 +24,8 @@ from collector.errors import CollectorError
 from collector.inventory.load import valid_host_name
 from collector.inventory.offline import FLEET_MANIFEST
 from collector.logs.commands import Needles, copy_file_command, pass1_needles
+from collector.logs.coverage import selectors_dict
+from collector.logs.coverage import to_dict as coverage_to_dict
 from collector.models import (
     Compression,
     HostResult,
@@ -131,6 +133,11 @@ def fetch_host(
         total_bytes += size
     searcher.check_unchanged()  # a file logrotate moved meanwhile: the copy is partial
     unread = searcher.unread()
+    coverage = searcher.coverage()
+    if coverage is not None:  # what an offline search of the case can say it saw
+        manifest["coverage"] = coverage_to_dict(coverage)
+    # which lines the case holds: every line (--all), or only those of these selectors
+    manifest["selected"] = None if whole else selectors_dict(query)
     if unread:
         manifest["unread"] = [{"path": u.path, "problem": u.problem.value} for u in unread]
     host_manifest = _local_path(dest, host.name, "/" + MANIFEST)

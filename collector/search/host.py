@@ -24,6 +24,7 @@ from collector.logs.commands import (
     WINDOW_MARK,
     Command,
     Needles,
+    edges_command,
     filter_offsets_command,
     ids_commands,
     match_command,
@@ -34,11 +35,13 @@ from collector.logs.commands import (
     windows_around,
     windows_worth_it,
 )
+from collector.logs.coverage import ledger, not_fetched, recorded, within
 from collector.logs.discovery import DiscoveryResult, rotation_stem
-from collector.logs.parse import LineParser, TimeContext
+from collector.logs.parse import LineParser, TimeContext, line_time
 from collector.logs.select import group_selected, host_rows, reject_selected
 from collector.models import (
     Compression,
+    Coverage,
     HostLog,
     Kind,
     LogSource,
@@ -101,6 +104,8 @@ class HostSearch:
     #: The rows the query selects (``logs.select.host_rows``), when the host's own worker
     #: made them: then ``log`` keeps only its stats (see :func:`with_rows`).
     rows: tuple[Row, ...] | None = None
+    #: What of the time window asked the host's logs let this answer see (``logs.coverage``).
+    coverage: Coverage | None = None
 
 
 def with_rows(result: HostSearch, query: Query) -> HostSearch:
@@ -150,6 +155,9 @@ class HostSearcher:
         self._records: list[Record] = []
         self._fetched: set[str] = set()
         self._scanned: list[HostLog] | None = None
+        self._window: tuple[datetime | None, datetime | None] = (None, None)
+        self._query = Query()  # the selectors the sources were planned for
+        self._edges: dict[str, tuple[datetime | None, datetime | None]] = {}
 
     # ------------------------------------------------------------------ sources
 
@@ -193,8 +201,77 @@ class HostSearcher:
             else:
                 self._notes.append(f"skipped {src.path}: outside the time window")
         self._chosen = chosen
+        self._window = (since, until)
+        self._query = window or Query()
         self._before = self._stat([s for s in chosen if s.kind is SourceKind.FILE])
+        self._edges = self._read_edges(chosen)
         return chosen
+
+    def _read_edges(
+        self, chosen: Sequence[LogSource]
+    ) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """The times of the first and last lines of the chosen sources (one command for the
+        files; a journal's first entry by its own): what ``coverage`` says was seen. A host
+        that cannot say leaves them unknown (the coverage is then the narrower)."""
+        out: dict[str, tuple[datetime | None, datetime | None]] = {}
+        files = [s for s in chosen if s.kind is SourceKind.FILE]
+        if files:
+            words = []
+            for src in files:
+                root = self.root_programs(src)
+                words.append((self.command_path(src), root.cat if root else None,
+                              src.compression is Compression.NONE and root is None))
+            try:
+                data = self.session.run(edges_command(words).argv, sudo=False).stdout
+            except TransportError:
+                data = b""
+            lines = data.split(b"\n")
+            for i, src in enumerate(files):
+                pair = lines[2 * i : 2 * i + 2]
+                if len(pair) < 2:
+                    break
+                out[src.path] = (self._line_time(src, pair[0]), self._line_time(src, pair[1]))
+        for src in chosen:
+            if src.kind is SourceKind.JOURNAL:
+                from collector.search.hostcheck import edge_lines  # (imports this module)
+
+                try:
+                    first, _ = edge_lines(self.session, src, self.root_programs(src))
+                except TransportError:
+                    first = None
+                out[src.path] = (self._line_time(src, (first or "").encode()), None)
+        return out
+
+    def _line_time(self, source: LogSource, raw: bytes) -> datetime | None:
+        reference = self.context.now
+        if source.mtime is not None:
+            reference = datetime.fromtimestamp(source.mtime, tz=self.context.zone)
+        text = raw.decode("utf-8", "replace")
+        return line_time(text, TimeContext(tz=self.context.zone, reference=reference))
+
+    def coverage(self) -> Coverage | None:
+        """What of the window the sources read so far cover (None before any plan)."""
+        if self._chosen is None:
+            return None
+        found = self.found
+        if found.fetched_at is not None:
+            read_until: datetime | None = found.fetched_at
+        elif self.host.is_directory:
+            read_until = None
+        else:
+            read_until = self.context.now
+        since, until = self._window
+        now = self.context.now
+        if found.coverage is not None:  # a fetched case: what its fetch saw
+            coverage = recorded(found.coverage, since=since, until=until, now=now)
+        else:
+            coverage = ledger(
+                found.sources, [s.path for s in self._chosen], self._unread, self._edges,
+                since=since, until=until, now=now, read_until=read_until,
+            )
+        if found.selected is not None and not within(found.selected, self._query):
+            coverage = not_fetched(coverage, found.selected, now=now)
+        return coverage
 
     def command_path(self, source: LogSource) -> str:
         """The path a command on this host uses for a source (see ``view.source_path``)."""
@@ -686,7 +763,8 @@ class HostSearcher:
         sources = tuple(self._found.sources) if self._found is not None else ()
         via = self.host.name if log.host != self.host.name else None
         return HostSearch(
-            log.host, log, sources, self.notes(), self.unread(), len(self.ran), via
+            log.host, log, sources, self.notes(), self.unread(), len(self.ran), via,
+            coverage=self.coverage(),
         )
 
 

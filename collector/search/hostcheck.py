@@ -6,6 +6,8 @@ server's file names and error text are its own choice); the JSON payloads are ex
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,6 +88,40 @@ class HostCheck:
     host: Host
     discovery: DiscoveryResult
     sources: tuple[SourceCheck, ...]
+    #: The host's clock minus this machine's, in seconds, and how sure (half the round trip);
+    #: None for a directory of logs, or a host that did not say.
+    clock_offset: float | None = None
+    clock_error: float | None = None
+
+    @property
+    def clock_note(self) -> str | None:
+        """A note when the host's clock is off by more than the stamps' grain (2 s)."""
+        if self.clock_offset is None or self.clock_error is None:
+            return None
+        if abs(self.clock_offset) - self.clock_error < CLOCK_NOTABLE:
+            return None
+        side = "ahead of" if self.clock_offset > 0 else "behind"
+        return (f"its clock is {abs(self.clock_offset):.1f} s {side} this machine's "
+                f"(within {self.clock_error:.2f} s): its log times are off by as much")
+
+
+#: A clock offset worth a note (seconds): beyond the one-second grain of syslog stamps.
+CLOCK_NOTABLE = 2.0
+_CLOCK = re.compile(rb"(\d{9,11})\.(\d{1,9})\n?")
+
+
+def clock_offset(session: Session) -> tuple[float | None, float | None]:
+    """The host's clock minus this machine's (``date +%s.%N`` between two local readings)."""
+    if session.host.is_directory:
+        return None, None
+    before = time.time()
+    result = session.run(["date", "-u", "+%s.%N"], sudo=False)
+    after = time.time()
+    m = _CLOCK.fullmatch(result.stdout[:32]) if result.exit_code == 0 else None
+    if m is None:
+        return None, None
+    remote = int(m.group(1)) + int(m.group(2).ljust(9, b"0")[:9]) / 1e9
+    return round(remote - (before + after) / 2, 3), round((after - before) / 2, 3)
 
 
 def list_rows(hosts: Sequence[Host]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
@@ -195,7 +231,8 @@ def check_host(session: Session, reading: Reading | None = None) -> HostCheck:
                 mapped.append((n, NEW if made else h))
             names = tuple(mapped)
         checks.append(SourceCheck(src, first, last, fmt, needs_sudo, names))
-    return HostCheck(host, found, tuple(checks))
+    offset, error = clock_offset(session)
+    return HostCheck(host, found, tuple(checks), offset, error)
 
 
 #: Hostnames ``--check`` lists for one source.
@@ -387,7 +424,8 @@ def _check_dict(name: str, c: HostCheck) -> dict[str, Any]:
         "sudo": c.host.sudo,
         "error": None,
         "sources": sources,
-        "notes": list(c.discovery.notes),
+        "notes": list(c.discovery.notes) + ([c.clock_note] if c.clock_note else []),
+        "clock_offset": c.clock_offset,
     }
 
 

@@ -7,9 +7,12 @@ import json
 import os
 import posixpath
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from collector.errors import TransportError
+from collector.logs.coverage import from_dict as coverage_from_dict
+from collector.logs.coverage import selectors_from
 from collector.logs.discovery import JOURNAL_DIRS, DiscoveryResult, FileInfo, discover
 from collector.models import (
     CommandResult,
@@ -119,6 +122,14 @@ class SessionView:
         self._manifest = _manifest_files(manifest)
         #: What a fetched copy says it could not read when it was fetched.
         self.recorded = _recorded_unread(manifest)
+        #: When a fetched copy was made: its live logs end there.
+        self.fetched_at = _fetched_at(manifest)
+        #: What the fetch that made a copy saw of its window (the copy holds no more).
+        self.coverage = coverage_from_dict(manifest.get("coverage"))
+        #: The selectors a filtered case was fetched with (None: a whole copy, or no case);
+        #: a case of slices that does not say them has an unknown one.
+        self.selected = selectors_from(manifest.get("selected")) if "selected" in manifest else (
+            {"?": frozenset()} if any(f.get("slice") for f in self._manifest.values()) else None)
         #: What the listings skipped, and why (discovery adds them to its notes).
         self.notes: list[str] = []
         #: The directories only root can list (listed with sudo, or refused).
@@ -287,6 +298,14 @@ def _recorded_unread(manifest: dict[str, Any]) -> tuple[Unread, ...]:
     return tuple(out)
 
 
+def _fetched_at(manifest: dict[str, Any]) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(str(manifest["fetched_at"]))
+    except (KeyError, ValueError):
+        return None
+    return when if when.tzinfo is not None else None
+
+
 def discover_host(
     session: Session, host: Host, root: RootAccess | None = None
 ) -> DiscoveryResult:
@@ -295,7 +314,8 @@ def discover_host(
     view = SessionView(session, root)
     found = discover(view, host)
     return dataclasses.replace(found, sources=mark_journal(found.sources, view.root),
-                               recorded=view.recorded)
+                               recorded=view.recorded, fetched_at=view.fetched_at,
+                               coverage=view.coverage, selected=view.selected)
 
 
 def mark_journal(sources: Sequence[LogSource], root: RootAccess) -> tuple[LogSource, ...]:
