@@ -28,8 +28,9 @@ from collector.logs.commands import (
     filter_file_command,
     ids_file_commands,
     journal_command,
+    pass1_needles,
 )
-from collector.models import Host, LogSource, SourceKind, Stage, TransportKind
+from collector.models import Host, LogSource, Query, SourceKind, Stage, TransportKind
 from collector.search import hostcheck
 from collector.transport.base import check_sudo
 from collector.transport.local import LocalSession
@@ -227,6 +228,35 @@ def test_root_scripts_read_any_file_name(tmp_path: Path, name: str) -> None:
 
 
 @NEEDS_ROOT
+@pytest.mark.parametrize("name", ["mail.log", "mail.log.2.gz", HOSTILE[1]])
+def test_root_prefiltered_pass1_finds_what_the_one_grep_finds(tmp_path: Path, name: str) -> None:
+    # --to/--from: `sudo cat FILE | [decompress |] grep ADDR | grep -e to=<ADDR> -e to=ADDR,`
+    text = b"\n".join([*LINES, LINES[1].replace(b"to=<carol@example.net>", b"to=CAROL@example.net,"),
+                       LINES[1].replace(b"to=<carol@example.net>", b"note=carol@example.net")])
+    log = tmp_path / name
+    log.write_bytes(gzip.compress(text + b"\n") if name.endswith(".gz") else text + b"\n")
+    needles = pass1_needles(Query(recipients=("carol@example.net",)))
+    assert needles is not None and needles.prefilter
+    match = filter_file_command(str(log), needles, root=PROGRAMS)
+    assert "sudo -n --" in match.argv[2]
+    got = stream(session(tmp_path), match)
+    assert got == [LINES[1], LINES[1].replace(b"to=<carol@example.net>", b"to=CAROL@example.net,")]
+    nobody = pass1_needles(Query(recipients=("nobody@example.net",)))
+    assert nobody is not None
+    assert exit_of(tmp_path, filter_file_command(str(log), nobody, root=PROGRAMS))[0] == 1
+    # a damaged archive and a failed root read are never "no match"
+    if name.endswith(".gz"):
+        data = gzip.compress(b"\n".join(LINES * 3000) + b"\n")
+        log.write_bytes(data[: len(data) // 2])
+        code, err = exit_of(tmp_path, filter_file_command(str(log), nobody, root=PROGRAMS))
+        assert code == EXIT_DAMAGED and b"cannot decompress" in err
+    (tmp_path / "dir.log").mkdir(exist_ok=True)
+    code, err = exit_of(tmp_path, filter_file_command(str(tmp_path / "dir.log"), nobody,
+                                                      root=PROGRAMS))
+    assert code == EXIT_ROOT_READ and b"could not read" in err
+
+
+@NEEDS_ROOT
 def test_root_scripts_pass2_with_many_ids_on_stdin(tmp_path: Path) -> None:
     # The fixed strings reach grep on the script's stdin, past sudo's cat and the
     # decompressor: more than a pipe holds, and the lines of exactly these IDs.
@@ -304,6 +334,11 @@ def test_root_journal_reads_the_window(tmp_path: Path) -> None:
     found = journal_command(Needles(("carol",), False), since=None, until=None,
                             directory=where, root=PROGRAMS)
     assert len(stream(s, found)) == 1 and b"to=<carol@example.net>" in stream(s, found)[0]
+    carol = pass1_needles(Query(recipients=("carol@example.net",)))
+    assert carol is not None and carol.prefilter
+    for root_programs in (PROGRAMS, None):
+        pre = journal_command(carol, since=None, until=None, directory=where, root=root_programs)
+        assert stream(s, pre) == stream(s, found)
     src = LogSource("journal:SYSLOG_FACILITY=2", kind=SourceKind.JOURNAL)
     edges = hostcheck.edge_lines(s, src, PROGRAMS)  # the directory host's own journal
     assert edges == hostcheck.edge_lines(s, src)
