@@ -410,7 +410,11 @@ def test_the_grep_needle_of_a_non_ascii_address() -> None:
     needles = pass1_needles(Query(senders=("Jörg@Bücher.example",)))
     assert needles is not None
     argv = filter_file_command("/var/log/mail.log", needles).argv
-    assert argv[argv.index("-e") + 1] == "cher.example>"
+    # Pass 1 greps the address's ASCII part, then the exact needles' ASCII parts (one a line,
+    # as the script's second argument), both case-insensitively.
+    assert argv[argv.index("-e") + 1] == "cher.example"
+    assert argv[argv.index("/var/log/mail.log") + 1].split("\n") == [
+        "cher.example>", "cher.example,"]
     assert "-i" in argv
 
 

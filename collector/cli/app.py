@@ -57,6 +57,7 @@ from collector.inventory.load import find_inventory, host_zone, load_inventory, 
 from collector.logs.commands import pass1_needles
 from collector.logs.select import merge_rows
 from collector.models import (
+    Hole,
     Host,
     HostResult,
     Inventory,
@@ -327,6 +328,97 @@ def summary(
         if verbose:
             _verbose_report(reports)
         finish(results, True, caught)
+
+
+@app.command()
+def incidents(
+    since: SinceOpt = "2h",
+    until: UntilOpt = None,
+    compare: Annotated[
+        str | None,
+        typer.Option("--compare", metavar="SPAN",
+                     help="Also read the same window SPAN earlier (1d: this time yesterday) "
+                          "and mark each incident new, grew, same or fell."),
+    ] = None,
+    host: HostOpt = None,
+    group: GroupOpt = None,
+    inventory: InventoryOpt = None,
+    offline: OfflineOpt = None,
+    fmt: FormatOpt = Format.TABLE,
+    workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """What is going wrong across the fleet: deferrals, bounces, expiries and refusals, grouped
+    by direction, next hop or recipient domain, DSN code and reply template; a message seen on
+    several hosts counts once.
+
+    Exit code 0: incidents found, 1: none (and every host's logs cover the window),
+    2: usage/config error or no host answered, 3: partial (some hosts or sources failed).
+    """
+    from collector.incidents.group import incidents as group_incidents
+    from collector.render.incidents import (
+        render_incidents_csv,
+        render_incidents_json,
+        render_incidents_ndjson,
+        render_incidents_table,
+    )
+    from collector.search.incidents import HostIncidents, incidents_reader, problem_query
+
+    with errors(debug):
+        window = build_query(None, None, None, None, None, None, since, until)
+        query = problem_query(window.since, window.until)
+        term, now, caught = Terminal.detect(), datetime.now().astimezone(), _caught(debug)
+        baseline = None
+        if compare is not None:
+            shift = timedelta(seconds=parse_span(compare, "--compare"))
+            end = query.until if query.until is not None else now
+            baseline = problem_query(
+                query.since - shift if query.since is not None else None, end - shift)
+        inv = _inventory(inventory, offline)
+        fleet = inv.hosts
+        results = run_readings(
+            inv,
+            select_hosts(inv, host or [], group or []),
+            lambda s, n, rd: incidents_reader(s, fleet, query, baseline, host_zone(s.host),
+                                              now, on_bytes=n, reading=rd),
+            everything=not host and not group,
+            workers=workers,
+            progress=term.progress and fmt is Format.TABLE,
+            processes=_all_local(inv, host, group),
+            exceptions=caught,
+        ) + _fetch_failures(offline)
+        answered: list[HostIncidents] = [r.value for r in results if r.value is not None]
+        found = group_incidents(
+            [r.host for r in results],
+            (p for a in answered for p in a.problems),
+            None if baseline is None else (p for a in answered for p in a.baseline or ()),
+        )
+        reports = _search_reports([
+            dataclasses.replace(r, value=r.value.search if r.value is not None else None)
+            for r in results
+        ])
+        if fmt is Format.JSON:
+            render_incidents_json(
+                found, reports, sys.stdout, window=(query.since, query.until),
+                compared=None if baseline is None else (baseline.since, baseline.until),
+                verdict=verdict(results, bool(found)).value)
+        elif fmt is Format.NDJSON:
+            render_incidents_ndjson(found, sys.stdout)
+        elif fmt is Format.CSV:
+            render_incidents_csv(found, sys.stdout)
+        else:
+            render_incidents_table(found, sys.stdout, width=term.width,
+                                   compared=baseline is not None)
+        sys.stdout.flush()
+        if verbose:
+            _verbose_report(reports)
+        for a in answered:
+            cov = a.baseline_coverage
+            for hole in cov.uncovered if cov is not None else ():
+                if hole.why is not Hole.UNREAD:
+                    err(f"{a.search.host}: compared window: coverage: {hole}")
+        finish(results, bool(found), caught)
 
 
 @app.command()

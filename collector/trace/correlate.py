@@ -128,7 +128,7 @@ def _is_loopback(name: str, addr: str) -> bool:
     return _norm(addr) in _LOOPBACK_ADDRS or _norm(name) in _LOOPBACK_NAMES
 
 
-def _resolve_peer(index: HostIndex, namaddr: str | None, here: str) -> str | None:
+def resolve_peer(index: HostIndex, namaddr: str | None, here: str) -> str | None:
     """The fleet host a relay= or client= value names, seen from host ``here``."""
     name, addr = _split_namaddr(namaddr)
     found: tuple[str, ...] = ()
@@ -154,7 +154,7 @@ def refused_by(index: HostIndex, host: str, attempt: Attempt) -> str | None:
     """
     if attempt.status not in ("bounced", "deferred") or " said: " not in attempt.response:
         return None
-    return _resolve_peer(index, attempt.relay, host)
+    return resolve_peer(index, attempt.relay, host)
 
 
 def _is_ip(text: str) -> bool:
@@ -369,7 +369,7 @@ class _Linker:
     def _follow(self, i: int, g: QueueGroup, h: _Handoff) -> _Edge | None:
         recipients = {fold(h.recipient)} if h.recipient else set()
         if h.kind == "queued-as":
-            target = _resolve_peer(self.index, h.relay, g.host)
+            target = resolve_peer(self.index, h.relay, g.host)
             if target is None:
                 return None  # a server outside the inventory: the recipient left the fleet
             via = HopVia.REINJECTION if target == g.host else HopVia.SMTP
@@ -434,7 +434,7 @@ class _Linker:
                                 and g.sender is not None
                                 and rej.sender != g.sender
                             )
-                            or _resolve_peer(self.index, rej.client, target) != g.host
+                            or resolve_peer(self.index, rej.client, target) != g.host
                             or j == i
                         ):
                             continue
@@ -455,7 +455,7 @@ class _Linker:
         """Extra evidence for a hand-off, or None when the child contradicts it."""
         extra: list[str] = []
         if via in (HopVia.SMTP, HopVia.REINJECTION) and child.client:
-            came_from = _resolve_peer(self.index, child.client, child.host)
+            came_from = resolve_peer(self.index, child.client, child.host)
             if came_from == parent.host:
                 extra.append(f"client={child.client}")
             elif came_from is not None and came_from != child.host:
@@ -562,7 +562,7 @@ class _Linker:
         for c, child in enumerate(groups):
             if c in self.graph.parent_of or not child.message_id or child.sender is None:
                 continue
-            if child.client and _resolve_peer(self.index, child.client, child.host) is None:
+            if child.client and resolve_peer(self.index, child.client, child.host) is None:
                 continue  # it came from outside the fleet: a genuine entry
             wanted = _addresses(child)
             best: tuple[timedelta, int, str, Attempt] | None = None
@@ -576,7 +576,7 @@ class _Linker:
                     if a.status != "sent" or addr not in wanted or (p, addr) in routed:
                         continue
                     if parent.host != child.host and (
-                        _resolve_peer(self.index, a.relay, parent.host) != child.host
+                        resolve_peer(self.index, a.relay, parent.host) != child.host
                     ):
                         continue
                     d = abs(child.first_time - a.time)
@@ -693,7 +693,7 @@ def _backward_hints(graph: _Graph, index: HostIndex) -> Iterator[BackwardHint]:
     for i, g in enumerate(graph.groups):
         if i in graph.parent_of or not g.client or g.queue_id == "NOQUEUE":
             continue
-        prev = _resolve_peer(index, g.client, g.host)
+        prev = resolve_peer(index, g.client, g.host)
         if prev is not None:
             yield BackwardHint(prev, g.message_id, g.first_time, _ref(g))
 
@@ -920,7 +920,7 @@ class _TraceBuilder:
         name, addr = _split_namaddr(a.relay)
         if a.program == "lmtp" and (not addr or not _is_ip(addr)):
             return Outcome.DELIVERED  # LMTP over a UNIX socket: the mailbox server is this host
-        target = _resolve_peer(self.index, a.relay, group.host)
+        target = resolve_peer(self.index, a.relay, group.host)
         if target is None:
             if a.program == "lmtp" and _is_loopback(name, addr):
                 return Outcome.DELIVERED
@@ -1126,7 +1126,7 @@ def correlate_waiting(
                   for ref in missing.get(position.get(id(g), -1), ())]
         upstream = None
         if root.client and root.queue_id != "NOQUEUE" and root.origin == "smtp":
-            upstream = _resolve_peer(index, root.client, root.host)
+            upstream = resolve_peer(index, root.client, root.host)
         out.append(Waiting(trace, tuple(dict.fromkeys(wanted)), upstream))
     out.sort(key=lambda w: (w.trace.first_seen, w.trace.hops[0].host, w.trace.hops[0].queue_id))
     return out

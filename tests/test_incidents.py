@@ -1,0 +1,256 @@
+"""``collector incidents``: reply templates, problems grouped fleet-wide, the CLI on the lab's
+real deferrals, bounces, expiries and refusals (the demo fleet), checked against the raw lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from support import DEMO, DEMO_HOSTS, copy_demo, run
+
+from collector.cli.app import ExitCode
+from collector.incidents.group import Direction, Problem, group_problems, incidents
+from collector.incidents.template import MAX_REPLY, reply_template
+from collector.inventory.load import load_inventory
+from collector.models import Attempt, QueueGroup, Recipient, Reject, Status
+from collector.trace.correlate import build_host_index
+
+T = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
+SINCE = "2026-11-29T17:00"
+
+# --------------------------------------------------------------------------- templates
+
+
+def test_a_template_replaces_what_varies_and_keeps_the_codes() -> None:
+    a = reply_template("host mx.a.example[192.0.2.7] said: 550 5.1.1 <bob@a.example>: "
+                       "Recipient address rejected: User unknown (in reply to RCPT TO command)")
+    b = reply_template("host mx9.b.example[198.51.100.3] said: 550 5.1.1 <eve@b.example>: "
+                       "Recipient address rejected: User unknown (in reply to RCPT TO command)")
+    assert a == b == ("host HOST[IP] said: 550 5.1.1 <ADDR>: Recipient address rejected: "
+                      "User unknown (in reply to RCPT TO command)")
+    assert reply_template("connect to 127.0.0.9[127.0.0.9]:2599: Connection refused") == (
+        "connect to HOST[IP]:N: Connection refused")
+    assert reply_template("421-4.7.0 Try again in 300 seconds (session 1a2b3c4d5e6f)") == (
+        "421-4.7.0 Try again in N seconds (session ID)")
+    assert reply_template("250 2.0.0 Ok: queued as 4F3A21B0C9") == "250 2.0.0 Ok: queued as ID"
+    assert reply_template("Name service error for name=x.example type=MX") == (
+        "Name service error for name=HOST type=MX")
+    # words stay words, spaces are one
+    assert reply_template("Mailbox   full\tfor  now") == "Mailbox full for now"
+
+
+def test_a_hostile_reply_makes_a_bounded_template() -> None:
+    for hostile in ("a" * 100_000, "<" + "a@" * 50_000, "x[" * 50_000, "1." * 60_000,
+                    "@" * 100_000):
+        out = reply_template(hostile)
+        assert len(out) <= MAX_REPLY
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def _group(host: str, qid: str, msgid: str | None, *attempts: Attempt,
+           rcpt: str = "u@far.example", client: str | None = None,
+           rejects: tuple[Reject, ...] = ()) -> QueueGroup:
+    return QueueGroup(host=host, instance="", queue_id=qid, first_time=T, last_time=T,
+                      message_id=msgid, recipients=(Recipient(rcpt, None, attempts),) if
+                      attempts else (), client=client, rejects=rejects)
+
+
+def _deferred(minutes: int, relay: str = "none", program: str = "smtp") -> Attempt:
+    return Attempt(T + timedelta(minutes=minutes), program, Status.DEFERRED, relay=relay,
+                   dsn="4.4.1", response="connect to mx.far.example[192.0.2.1]:25: "
+                                         "Connection timed out")
+
+
+def _index():  # type: ignore[no-untyped-def]
+    return build_host_index(load_inventory(DEMO / "inventory.toml").hosts)
+
+
+def test_a_message_seen_on_two_hosts_counts_once() -> None:
+    index = _index()
+    problems = [
+        *group_problems(_group("mx1", "A1", "<m1@x>", _deferred(1), _deferred(5)), index),
+        *group_problems(_group("out1", "B1", "<m1@x>", _deferred(2)), index),
+        *group_problems(_group("out1", "B2", "<m2@x>", _deferred(3)), index),
+    ]
+    [one] = incidents(DEMO_HOSTS, problems)
+    assert (one.kind, one.direction, one.peer) == (Status.DEFERRED, Direction.OUTBOUND,
+                                                    "@far.example")
+    assert (one.messages, one.recipients, one.events) == (2, 2, 4)
+    assert [(h.host, h.events) for h in one.hosts] == [("mx1", 2), ("out1", 2)]
+    assert one.samples == ("mx1:A1", "out1:B2", "out1:B1")  # the latest first
+
+
+def test_directions_and_peers() -> None:
+    index = _index()
+
+    def where(attempt: Attempt, host: str = "mx1") -> tuple[str, str]:
+        [p] = group_problems(_group(host, "Q", None, attempt), index)
+        return p.direction, p.peer
+
+    assert where(_deferred(1, "filter1.example.test[127.0.0.22]:2525")) == ("internal", "filter1")
+    assert where(_deferred(1, "mx.far.example[192.0.2.1]:25")) == ("outbound", "mx.far.example")
+    assert where(_deferred(1, "127.0.0.1[127.0.0.1]:10024")) == ("local", "127.0.0.1")
+    assert where(_deferred(1, "mbox1.example.test[private/dovecot-lmtp]", "lmtp"), "mbox1") == (
+        "local", "mbox1.example.test")
+    assert where(_deferred(1, "local", "local")) == ("local", "local")
+    assert where(_deferred(1)) == ("outbound", "@far.example")
+
+
+def test_a_fleet_hosts_refused_delivery_is_counted_once() -> None:
+    """filter1 refused mx1's message at cleanup: mx1 logged the bounce; the refusal on filter1
+    (its client is mx1) is the same problem."""
+    index = _index()
+    reject = Reject(T, "filter1", "cleanup", "C1", "END-OF-MESSAGE", None, "a@x", "b@y",
+                    "5.7.1 Message content rejected")
+    refused = _group("filter1", "C1", "<m@x>", client="mx1.example.test[127.0.0.21]",
+                     rejects=(reject,))
+    assert list(group_problems(refused, index)) == []
+    from_outside = _group("mx1", "C2", "<n@x>", client="ext.example[192.0.2.9]",
+                          rejects=(reject,))
+    [p] = group_problems(from_outside, index)
+    assert (p.kind, p.direction, p.peer) == (Status.REJECTED, Direction.INBOUND, "@y")
+
+
+def test_expired_is_said_with_the_reason_it_never_left() -> None:
+    index = _index()
+    expired = Attempt(T + timedelta(days=5), "qmgr", Status.EXPIRED, response="returned")
+    [d, e] = group_problems(_group("out1", "E", "<e@x>", _deferred(1), expired), index)
+    assert e.kind == Status.EXPIRED and e.template == d.template and e.peer == "@far.example"
+
+
+def test_compare_marks_new_grew_same_and_fell() -> None:
+    def p(kind: Status, msg: str, peer: str = "@a") -> Problem:
+        return Problem(kind, "mx1", T, "Q", msg, "u@a", Direction.OUTBOUND, peer, None, "t", "t")
+
+    now = [p(Status.DEFERRED, "1"), p(Status.DEFERRED, "2"), p(Status.BOUNCED, "3"),
+           p(Status.EXPIRED, "4"), p(Status.DEFERRED, "5", "@b")]
+    then = [p(Status.DEFERRED, "9"), p(Status.BOUNCED, "8"), p(Status.EXPIRED, "7"),
+            p(Status.EXPIRED, "6"), p(Status.REJECTED, "0")]
+    marks = {(i.kind, i.peer): (i.change, i.baseline_messages) for i in incidents((), now, then)}
+    assert marks == {
+        ("deferred", "@a"): ("grew", 1),
+        ("bounced", "@a"): ("same", 1),
+        ("expired", "@a"): ("fell", 2),
+        ("deferred", "@b"): ("new", 0),
+    }
+
+
+# --------------------------------------------------------------------------- the CLI, real lines
+
+
+_PROBLEM = re.compile(r"status=(deferred|bounced|expired)|(?:^|\s|-)reject: ")
+_FROM_FLEET = re.compile(r"reject: \S+ from (mx1|filter1|mbox1|out1)\.example\.test\[|"
+                         r"from (mx1|filter1|mbox1|out1)\.example\.test\[127\.0\.0\.2\d\];")
+
+
+def _raw_problems() -> dict[str, int]:
+    """The problem lines of the demo logs, counted by a grep of their own (not the parser)."""
+    counts = {"deferred": 0, "bounced": 0, "expired": 0, "rejected": 0}
+    for log in sorted(DEMO.glob("fleet/*/var/log/*")):
+        for line in log.read_text().splitlines():
+            m = _PROBLEM.search(line)
+            if m is None:
+                continue
+            if m.group(1):
+                counts[m.group(1)] += 1
+            elif not _FROM_FLEET.search(line):
+                counts["rejected"] += 1
+    return counts
+
+
+def test_incidents_of_the_lab_account_for_every_problem_line() -> None:
+    result = run("incidents", "-i", DEMO / "inventory.toml", "--since", SINCE, "-f", "json")
+    assert result.exit_code == ExitCode.FOUND, result.stderr
+    doc = json.loads(result.stdout)
+    events: dict[str, int] = {}
+    for i in doc["incidents"]:
+        if i["kind"] != "expired":
+            events[i["kind"]] = events.get(i["kind"], 0) + i["events"]
+        else:  # qmgr logs one line per message; each recipient still deferred expires
+            events["expired"] = events.get("expired", 0) + i["messages"]
+    raw = _raw_problems()
+    assert all(raw.values())
+    assert events == raw
+    assert [h["name"] for h in doc["hosts"]] == list(DEMO_HOSTS)
+    assert doc["since"].startswith("2026-11-29T17:00:00")
+    assert doc["compare"] is None and doc["verdict"] == "found"
+    # the lab's unknown-user bounce (filter1 -> mbox1, refused at RCPT by mbox1) is one incident
+    bounced = [i for i in doc["incidents"] if i["kind"] == "bounced" and i["peer"] == "mbox1"]
+    assert len(bounced) == 1 and bounced[0]["direction"] == "internal"
+    assert bounced[0]["dsn"] == "5.1.1" and "<ADDR>" in bounced[0]["reply_template"]
+    for sample in bounced[0]["samples"]:  # each sample is a query trace understands
+        traced = run("trace", "-i", DEMO / "inventory.toml", sample, "-f", "json")
+        assert traced.exit_code == ExitCode.FOUND, traced.stderr
+
+
+def test_the_table_fits_100_columns_and_names_what_to_trace() -> None:
+    result = run("incidents", "-i", DEMO / "inventory.toml", "--since", SINCE)
+    assert result.exit_code == ExitCode.FOUND
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["msgs", "rcpts", "status"]
+    assert max(len(line) for line in lines) <= 100
+    assert any(line.strip().startswith("trace out1:") for line in lines)
+    assert "connect to HOST[IP]:N: Connection refused" in result.stdout
+
+
+def test_compare_reads_the_earlier_window() -> None:
+    result = run("incidents", "-i", DEMO / "inventory.toml", "--since", "2026-11-29T17:33:30",
+                 "--until", "2026-11-29T17:34:30", "--compare", "1m", "-f", "json")
+    assert result.exit_code == ExitCode.FOUND, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["compare"]["since"].startswith("2026-11-29T17:32:30")
+    assert doc["compare"]["until"].startswith("2026-11-29T17:33:30")
+    change = {(i["kind"], i["peer"]): i["change"] for i in doc["incidents"]}
+    # the out1 deferrals retried in both minutes; the messages expired in the later one only
+    assert change == {("deferred", "@example.net"): "same", ("expired", "@example.net"): "new"}
+    # the compared window starts before the oldest line: said, by host
+    assert "collector: out1: compared window: coverage: " in result.stderr
+
+
+def test_ndjson_and_csv_carry_the_same_incidents() -> None:
+    args = ("incidents", "-i", DEMO / "inventory.toml", "--since", SINCE)
+    doc = json.loads(run(*args, "-f", "json").stdout)
+    nd = [json.loads(line) for line in run(*args, "-f", "ndjson").stdout.splitlines()]
+    assert nd == doc["incidents"]
+    rows = list(csv.DictReader(io.StringIO(run(*args, "-f", "csv").stdout)))
+    assert [(r["kind"], r["peer"], int(r["messages"])) for r in rows] == [
+        (i["kind"], i["peer"], i["messages"]) for i in doc["incidents"]]
+
+
+def test_nothing_wrong_in_a_covered_window_is_exit_1(tmp_path: Path) -> None:
+    result = run("incidents", "-i", DEMO / "inventory.toml", "--since", "2026-11-29T17:32:47",
+                 "--until", "2026-11-29T17:32:53")
+    assert result.exit_code == ExitCode.NO_MATCH, result.stderr
+    assert result.stdout == "no deferrals, bounces, expiries or refusals in the window\n"
+
+
+def test_a_failed_host_is_named_and_the_others_stand(tmp_path: Path) -> None:
+    inventory = copy_demo(tmp_path)
+    inventory.write_text(inventory.read_text().replace('root = "fleet/out1"',
+                                                       'root = "fleet/nowhere"'))
+    result = run("incidents", "-i", inventory, "--since", SINCE, "-f", "json")
+    assert result.exit_code == ExitCode.PARTIAL
+    assert "collector: out1: " in result.stderr
+    doc = json.loads(result.stdout)
+    assert {h for i in doc["incidents"] for h in (x["host"] for x in i["hosts"])} == {
+        "mx1", "filter1"}
+    assert [h["ok"] for h in doc["hosts"]] == [True, True, True, False]
+
+
+def test_a_hostile_reply_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    inventory = copy_demo(tmp_path)
+    log = tmp_path / "demo/fleet/out1/var/log/postfix-out1.log"
+    lines = log.read_text().splitlines(keepends=True)
+    evil = next(line for line in lines if "status=deferred" in line).replace(
+        "Connection refused", "Connection \x1b[2J\x1b]0;owned\x07refused\u202e")
+    log.write_text("".join(lines) + evil)
+    result = run("incidents", "-i", inventory, "--since", SINCE)
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert "\x07" not in result.stdout
