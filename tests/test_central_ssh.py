@@ -98,6 +98,20 @@ def test_every_lab_trace_through_an_ssh_log_host_equals_the_per_host_trace(
         assert _commands(said) <= _commands(said_direct), (name, said, said_direct)
 
 
+@pytest.mark.parametrize("layout", ["combined", "journal"])
+def test_incidents_through_an_ssh_log_host_equal_the_per_host_incidents(
+    central: Central, layout: str
+) -> None:
+    inventory = central.combined if layout == "combined" else central.journal
+    args = ["-f", "json", "--since", "2000-01-01", *(a for n in HOSTS for a in ("--host", n))]
+    direct = cli("incidents", "-i", str(central.per_host), *args)
+    through = cli("incidents", "-i", str(inventory), *args)
+    assert direct.code == through.code == 0, (direct.stderr, through.stderr)
+    found = through.json()["incidents"]
+    assert found == direct.json()["incidents"]
+    assert {x["host"] for i in found for x in i["hosts"]} >= {"mx1", "filter1", "out1"}
+
+
 def _commands(stderr: str) -> int:
     found = re.search(r"(\d+) rounds, (\d+) commands", stderr)
     assert found, stderr

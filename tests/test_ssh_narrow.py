@@ -187,6 +187,16 @@ def test_trace_summary_and_check_answer_as_root_does(envs: tuple[Fleet, Path, Pa
         assert mine["sudo"] is True and all(not s["needs_sudo"] for s in mine["sources"])
 
 
+def test_incidents_answer_as_root_does(envs: tuple[Fleet, Path, Path]) -> None:
+    # These logs hold no problem: nothing found, and not proven (they start after 2000).
+    narrow, direct = both(envs, "incidents", "-f", "json", "--since", "2000-01-01")
+    assert narrow.code == 3 and narrow.json()["verdict"] == "inconclusive"
+    assert all(h["ok"] for h in narrow.json()["hosts"]) and "sudo" not in narrow.stderr
+    assert narrow.json()["incidents"] == direct.json()["incidents"] == []
+    assert [h["stats"] for h in narrow.json()["hosts"]] == [
+        h["stats"] for h in direct.json()["hosts"]]
+
+
 def test_fetch_copies_what_root_copies(envs: tuple[Fleet, Path, Path], tmp_path: Path) -> None:
     _, inv, root = envs
     for n, what in enumerate((["--all"], ["--to", "carol@example.net"])):
