@@ -238,6 +238,12 @@ def test_a_failed_host_is_named_and_the_others_stand(tmp_path: Path) -> None:
     result = run("incidents", "-i", inventory, "--since", SINCE, "-f", "json")
     assert result.exit_code == ExitCode.PARTIAL
     assert "collector: out1: " in result.stderr
+    # nothing said to be absent that was not seen
+    everyone_down = inventory.read_text().replace('root = "fleet/', 'root = "fleet/no-')
+    inventory.write_text(everyone_down)
+    down = run("incidents", "-i", inventory, "--since", SINCE)
+    assert down.exit_code == ExitCode.ERROR
+    assert down.stdout == "no deferrals, bounces, expiries or refusals in what could be read\n"
     doc = json.loads(result.stdout)
     assert {h for i in doc["incidents"] for h in (x["host"] for x in i["hosts"])} == {
         "mx1", "filter1"}
@@ -254,3 +260,15 @@ def test_a_hostile_reply_reaches_the_terminal_escaped(tmp_path: Path) -> None:
     result = run("incidents", "-i", inventory, "--since", SINCE)
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
     assert "\x07" not in result.stdout
+
+
+def test_limit_shows_the_largest_and_says_how_many_more() -> None:
+    args = ("incidents", "-i", DEMO / "inventory.toml", "--since", SINCE)
+    every = json.loads(run(*args, "-f", "json").stdout)["incidents"]
+    table = run(*args, "--limit", "2").stdout.splitlines()
+    rest = every[2:]
+    assert table[-1] == (f"... and {len(rest)} more incidents, smaller ones "
+                         f"({sum(i['events'] for i in rest)} lines); --limit 0 shows every one")
+    assert sum(1 for line in table if line[:4].strip().isdigit()) == 2
+    assert json.loads(run(*args, "-f", "json", "--limit", "2").stdout)["incidents"] == every[:2]
+    assert "more incidents" not in run(*args, "--limit", "0").stdout

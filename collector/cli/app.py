@@ -340,6 +340,12 @@ def incidents(
                      help="Also read the same window SPAN earlier (1d: this time yesterday) "
                           "and mark each incident new, grew, same or fell."),
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", metavar="N", min=0,
+                     help="Only the N largest incidents (0: all). Default: 25 in a table, "
+                          "all in JSON, NDJSON and CSV."),
+    ] = None,
     host: HostOpt = None,
     group: GroupOpt = None,
     inventory: InventoryOpt = None,
@@ -398,6 +404,9 @@ def incidents(
             dataclasses.replace(r, value=r.value.search if r.value is not None else None)
             for r in results
         ])
+        every = found
+        if limit and fmt is not Format.TABLE:
+            found = found[:limit]
         if fmt is Format.JSON:
             render_incidents_json(
                 found, reports, sys.stdout, window=(query.since, query.until),
@@ -408,8 +417,10 @@ def incidents(
         elif fmt is Format.CSV:
             render_incidents_csv(found, sys.stdout)
         else:
-            render_incidents_table(found, sys.stdout, width=term.width,
-                                   compared=baseline is not None)
+            render_incidents_table(
+                found, sys.stdout, width=term.width, compared=baseline is not None,
+                proven=verdict(results, bool(found)) is not Proof.INCONCLUSIVE,
+                limit=TABLE_INCIDENTS if limit is None else limit)
         sys.stdout.flush()
         if verbose:
             _verbose_report(reports)
@@ -418,7 +429,11 @@ def incidents(
             for hole in cov.uncovered if cov is not None else ():
                 if hole.why is not Hole.UNREAD:
                     err(f"{a.search.host}: compared window: coverage: {hole}")
-        finish(results, bool(found), caught)
+        finish(results, bool(every), caught)
+
+
+#: Incidents a table shows unless ``--limit`` says otherwise (the largest first).
+TABLE_INCIDENTS = 25
 
 
 @app.command()

@@ -91,18 +91,26 @@ _INDENT = 14  # where the reply and the sample lines start: under "status"
 
 
 def render_incidents_table(
-    incidents: Sequence[Incident], out: IO[str], *, width: int = 100, compared: bool = False
+    incidents: Sequence[Incident], out: IO[str], *, width: int = 100, compared: bool = False,
+    proven: bool = True, limit: int = 0,
 ) -> None:
-    """Two or three lines an incident, within ``width`` columns (see the module docstring)."""
+    """Two or three lines an incident, within ``width`` columns (see the module docstring);
+    the ``limit`` largest (0: all), then a line that says how many more there are.
+
+    With none, one line says so: that there were none (``proven``: every host's logs cover
+    the window), or only that none was seen in what could be read (stderr says what not).
+    """
     if not incidents:
-        out.write("no deferrals, bounces, expiries or refusals in the window\n")
+        out.write("no deferrals, bounces, expiries or refusals in the window\n" if proven else
+                  "no deferrals, bounces, expiries or refusals in what could be read\n")
         return
     head = list(_HEAD) + (["change"] if compared else [])
+    shown = incidents[:limit] if limit else incidents
     cells = [
         [str(i.messages), str(i.recipients), i.kind.value, i.direction.value,
          printable(i.peer), i.dsn or "-", printable(" ".join(h.host for h in i.hosts)),
          short_time(i.last)] + ([i.change or ""] if compared else [])
-        for i in incidents
+        for i in shown
     ]
     natural = [max(len(head[c]), *(len(row[c]) for row in cells)) for c in range(len(head))]
     minimum = [len(h) if c < 4 else min(natural[c], 8) for c, h in enumerate(head)]
@@ -118,9 +126,13 @@ def render_incidents_table(
 
     out.write(line(head) + "\n")
     room = max(20, width - _INDENT)
-    for i, row in zip(incidents, cells, strict=True):
+    for i, row in zip(shown, cells, strict=True):
         out.write(line(row) + "\n")
         out.write(" " * _INDENT + clip(printable(i.template), room) + "\n")
         if i.samples:
-            shown = "trace " + " ".join(printable(s) for s in i.samples)
-            out.write(" " * _INDENT + clip(shown, room) + "\n")
+            names = "trace " + " ".join(printable(s) for s in i.samples)
+            out.write(" " * _INDENT + clip(names, room) + "\n")
+    rest = incidents[len(shown):]
+    if rest:
+        out.write(f"... and {len(rest)} more incidents, smaller ones "
+                  f"({sum(i.events for i in rest)} lines); --limit 0 shows every one\n")
