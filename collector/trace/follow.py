@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from collector.inventory.origins import OriginResolver, carried_by, reader_of
-from collector.logs.select import group_matches, row_matches, rows_of_group
+from collector.logs.select import (
+    group_matches,
+    normalize_message_id,
+    row_matches,
+    rows_of_group,
+)
 from collector.models import (
     Host,
     HostError,
@@ -135,6 +140,8 @@ def trace_fleet(
         searcher.fetch_ids(state.wanted_ids)
         state.wanted_ids.clear()
 
+    # Message-IDs round 0 looked for on the start hosts already (see _speculate)
+    speculated = {normalize_message_id(t) for t in (*query.message_ids, *query.terms)}
     try:
         _run_round(states, [states[n].host for n in order if n in starts], first_round, workers)
         rounds = 1
@@ -145,6 +152,7 @@ def trace_fleet(
             work = _plan_next(states, _routed(found, route), max_skew)
             if not work:
                 break
+            work |= _speculate(states, order, logs, speculated, max_skew)
             if on_round is not None:
                 on_round(rounds, len(work))
             _run_round(states, [states[n].host for n in order if n in work], follow, workers)
@@ -265,6 +273,54 @@ def _plan_next(states: dict[str, _HostState], found: Leads, max_skew: timedelta)
                                     span):
             work.add(hint.host)
     work |= _ask_refusals(states, found.refusals, max_skew)
+    return work
+
+
+#: New Message-IDs a round may look for on every host (a query that finds more is a busy
+#: address: following its links is cheaper than a search per Message-ID everywhere).
+SPECULATE_IDS = 8
+#: How long after its last known line a message's next hops are looked for by Message-ID.
+SPECULATE_AFTER = timedelta(hours=1)
+
+
+def _speculate(
+    states: dict[str, _HostState],
+    order: Sequence[str],
+    logs: Sequence[tuple[str, HostLog]],
+    asked: set[str],
+    max_skew: timedelta,
+) -> set[str]:
+    """Each Message-ID met for the first time is looked for on every host that holds no group
+    of it yet, in the next round: each hop's cleanup logged it, so a message's hops are found
+    in one round, not one round each (a 4-hop ``trace HOST:QUEUEID``: 2 rounds, not 4; a
+    bounce notification: one more).
+
+    Only a shortcut: the links are followed as ever, and a hop later than
+    :data:`SPECULATE_AFTER` is found by them. ``asked``: the Message-IDs looked for so far
+    (grows). Returns the hosts given a search.
+    """
+    where: dict[str, set[str]] = {}  # Message-ID -> the hosts read that hold a group of it
+    groups: dict[str, list[QueueGroup]] = {}
+    for reader, log in logs:
+        for g in log.groups:
+            if g.message_id:
+                mid = normalize_message_id(g.message_id)
+                where.setdefault(mid, set()).add(reader)
+                groups.setdefault(mid, []).append(g)
+    new = [m for m in groups if m not in asked]
+    asked.update(new)
+    if not new or len(new) > SPECULATE_IDS:
+        return set()
+    work: set[str] = set()
+    for name in order:
+        mine = tuple(sorted(m for m in new if name not in where[m]))
+        if not mine:
+            continue
+        seen = [g for m in mine for g in groups[m]]
+        span = (min(g.first_time for g in seen) - max_skew,
+                max(g.last_time for g in seen) + max_skew + SPECULATE_AFTER)
+        if _ask(states, name, Query(message_ids=mine), span):
+            work.add(name)
     return work
 
 
