@@ -379,8 +379,13 @@ def incidents(
         if compare is not None:
             shift = timedelta(seconds=parse_span(compare, "--compare"))
             end = query.until if query.until is not None else now
-            baseline = problem_query(
-                query.since - shift if query.since is not None else None, end - shift)
+            assert query.since is not None  # --since has a default
+            if end - query.since > shift:
+                raise UsageError(
+                    f"the window ({end - query.since}) is longer than --compare {compare}: "
+                    "the two windows would overlap", option="--compare")
+            # [since, until) earlier: a line on the boundary belongs to the later window
+            baseline = problem_query(query.since - shift, end - shift - timedelta(microseconds=1))
         inv = _inventory(inventory, offline)
         fleet = inv.hosts
         results = run_readings(
@@ -399,6 +404,9 @@ def incidents(
             [r.host for r in results],
             (p for a in answered for p in a.problems),
             None if baseline is None else (p for a in answered for p in a.baseline or ()),
+            answered=[r.host for r in results if r.value is not None],
+            baseline_partial=[r.host for r in results
+                              if r.value is None or not r.value.baseline_complete],
         )
         reports = _search_reports([
             dataclasses.replace(r, value=r.value.search if r.value is not None else None)
@@ -425,10 +433,16 @@ def incidents(
         if verbose:
             _verbose_report(reports)
         for a in answered:
+            for unread in a.baseline_unread:
+                err(f"{a.search.host}: compared window: read: {unread}")
             cov = a.baseline_coverage
             for hole in cov.uncovered if cov is not None else ():
                 if hole.why is not Hole.UNREAD:
                     err(f"{a.search.host}: compared window: coverage: {hole}")
+        if any(a.baseline_unread for a in answered):
+            # the marks may be wrong: partial, though the window's answer stands
+            report_problems(results, caught)
+            raise typer.Exit(ExitCode.PARTIAL)
         finish(results, bool(every), caught)
 
 

@@ -203,6 +203,10 @@ def build_query(
         since=parse_when(since, now) if since else None,
         until=parse_when(until, now) if until else None,
     )
+    if q.since is not None and q.until is not None and q.since > q.until:
+        raise UsageError(
+            f"--since ({q.since:%Y-%m-%d %H:%M:%S%z}) is after --until "
+            f"({q.until:%Y-%m-%d %H:%M:%S%z}): the window is empty", option="--until")
     return q
 
 

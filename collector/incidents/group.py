@@ -6,15 +6,16 @@ is every problem with the same kind, direction, peer, DSN code and reply templat
 
 The fleet's view, not a host's: a message counts once in an incident however many hosts and
 retries logged it (a message is known by its Message-ID across hosts, else by its host and
-queue ID; a refusal without a queue file by its client and sender). A refusal whose client is
-a fleet host is the same problem the sending host logged as a bounce or deferral: it is not
-counted again.
+queue ID; a refusal without a queue file by its client and sender). A refusal of a delivery that a fleet
+host made (or a content filter on loopback) is the same problem that host logged as its
+attempt's bounce or deferral: when that host was read, it is not counted again.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,16 +55,31 @@ class Problem:
     message: str  # who the message is across hosts (see the module docstring)
     recipient: str | None
     direction: Direction
-    peer: str  # next-hop host, fleet host, or "@domain" of the recipient
+    peer: str  # the fleet host, the local service, or "@domain" of the recipient ("-": none)
     dsn: str | None
     template: str
     response: str
-    #: the recipient's final status in this queue file got through (a deferral that passed)
+    #: the recipient got through later in this queue file, by the window's end (a deferral)
     recovered: bool = False
+    #: the next hop as logged (``relay=``'s name) when it is not the peer
+    relay: str | None = None
+    #: a refusal of a fleet host's delivery (or of this host's own content filter): the host
+    #: that logged the same problem as its attempt's bounce or deferral
+    sent_by: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
         return (self.kind, self.direction, self.peer, self.dsn or "", self.template)
+
+
+# An enhanced status code as the whole of a dsn= value (anything else there is not one).
+_DSN = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+
+
+def _dsn(value: str | None, response: str) -> str | None:
+    if value is not None and _DSN.fullmatch(value):
+        return value
+    return dsn_of(response)
 
 
 def _domain(address: str | None) -> str:
@@ -73,27 +89,34 @@ def _domain(address: str | None) -> str:
 
 
 def _message_key(group: QueueGroup) -> str:
-    if group.message_id:
-        return "<" + normalize_message_id(group.message_id) + ">"
+    """The message across hosts: its Message-ID and sender; without a Message-ID (cleanup
+    logs ``message-id=<>``), this queue file."""
+    mid = normalize_message_id(group.message_id or "")
+    if mid:
+        return f"<{mid}> {(group.sender or '').lower()}"
     return f"{group.host}:{group.queue_id}"
 
 
-def _where(attempt: Attempt, recipient: str, host: str, index: HostIndex) -> tuple[Direction, str]:
-    """The direction and the peer of one delivery attempt."""
+def _where(
+    attempt: Attempt, recipient: str, host: str, index: HostIndex
+) -> tuple[Direction, str, str | None]:
+    """The direction, the peer and the relay's name (outbound) of one delivery attempt."""
     relay = attempt.relay
     if attempt.program in _LOCAL_PROGRAMS:
-        return Direction.LOCAL, parse_endpoint(relay).label if relay else attempt.program
+        return Direction.LOCAL, parse_endpoint(relay).label if relay else attempt.program, None
     if not relay or relay == "none":
-        return Direction.OUTBOUND, _domain(recipient) or "none"
+        return Direction.OUTBOUND, _domain(recipient) or "-", None
     peer = parse_endpoint(relay)
     if (peer.address or "").startswith(("private/", "public/")):  # LMTP on a UNIX socket
-        return Direction.LOCAL, peer.label
+        return Direction.LOCAL, peer.label, None
     fleet = resolve_peer(index, relay, host)
     if fleet is not None and fleet != host:
-        return Direction.INTERNAL, fleet
+        return Direction.INTERNAL, fleet, None
     if fleet == host or (peer.address or "") in _LOOPBACK:
-        return Direction.LOCAL, peer.label
-    return Direction.OUTBOUND, peer.label.lower()
+        return Direction.LOCAL, peer.label, None
+    # Outside the fleet: by the recipient's domain (one domain's MXs are one problem),
+    # the MX named apart.
+    return Direction.OUTBOUND, _domain(recipient) or peer.label.lower(), peer.label.lower()
 
 
 def group_problems(
@@ -109,7 +132,9 @@ def group_problems(
         return (since is None or t >= since) and (until is None or t <= until)
 
     for rcpt in group.recipients:
-        recovered = rcpt.status in _DELIVERED
+        # got through, by the end of the window (what is logged later does not change it)
+        recovered = any(a.status in _DELIVERED and (until is None or a.time <= until)
+                        for a in rcpt.attempts)
         reason: Attempt | None = None  # the last deferral: why an expired message never left
         for a in rcpt.attempts:
             status = a.status
@@ -120,35 +145,35 @@ def group_problems(
                 reason = a
             if not inside(a.time):
                 continue
-            direction, peer = _where(why, rcpt.address, group.host, index)
+            direction, peer, relay = _where(why, rcpt.address, group.host, index)
             yield Problem(
                 kind=Status(status), host=group.host, time=a.time, queue_id=group.queue_id,
                 message=message, recipient=rcpt.address, direction=direction, peer=peer,
-                dsn=why.dsn or dsn_of(why.response), template=reply_template(why.response),
+                dsn=_dsn(why.dsn, why.response), template=reply_template(why.response),
                 response=why.response, recovered=recovered and status == Status.DEFERRED,
+                relay=relay,
             )
     for rej in group.rejects:
-        if _from_fleet(index, rej.client or group.client, group.host):
-            continue  # the sending fleet host logged it as its attempt's bounce or deferral
         if inside(rej.time):
             yield _refusal(rej, message, group.recipients[0].address if (
-                rej.recipient is None and group.recipients) else rej.recipient)
+                rej.recipient is None and group.recipients) else rej.recipient,
+                _sender_of(index, rej.client or group.client, group.host))
 
 
-def _from_fleet(index: HostIndex, client: str | None, host: str) -> bool:
-    """The client of a refusal on ``host`` is another fleet host."""
+def _sender_of(index: HostIndex, client: str | None, host: str) -> str | None:
+    """The fleet host (this one, for a content filter on loopback) whose delivery a refusal
+    on ``host`` refused; None for a client outside the fleet."""
     if not client:
-        return False
-    peer = resolve_peer(index, client, host)
-    return peer is not None and peer != host
+        return None
+    return resolve_peer(index, client, host)
 
 
-def _refusal(rej: Reject, message: str, recipient: str | None) -> Problem:
+def _refusal(rej: Reject, message: str, recipient: str | None, sent_by: str | None) -> Problem:
     return Problem(
         kind=Status.REJECTED, host=rej.host, time=rej.time, queue_id=rej.queue_id,
         message=message, recipient=recipient, direction=Direction.INBOUND,
-        peer=_domain(recipient) or (parse_endpoint(rej.client).label if rej.client else "?"),
-        dsn=dsn_of(rej.response), template=reply_template(rej.response), response=rej.response,
+        peer=_domain(recipient) or "-", dsn=dsn_of(rej.response),
+        template=reply_template(rej.response), response=rej.response, sent_by=sent_by,
     )
 
 
@@ -160,17 +185,16 @@ def log_problems(
 ) -> list[Problem]:
     """Every problem of one host's assembled log in the window, in time order.
 
-    A refusal of a client that is a fleet host is left out: that host logged the same problem
-    as its attempt's bounce or deferral (the trace links the two).
+    A refusal of a fleet host's delivery names that host (``sent_by``): :func:`incidents`
+    leaves it out when that host was read (it logged the same problem).
     """
     out = [p for g in log.groups for p in group_problems(g, index, since, until)]
     for rej in log.rejects:
         if not ((since is None or rej.time >= since) and (until is None or rej.time <= until)):
             continue
-        if _from_fleet(index, rej.client, log.host):
-            continue
         who = f"{parse_endpoint(rej.client).address or rej.client}" if rej.client else "?"
-        out.append(_refusal(rej, f"{who} {rej.sender or ''}", rej.recipient))
+        out.append(_refusal(rej, f"{who} {(rej.sender or '').lower()}", rej.recipient,
+                            _sender_of(index, rej.client, log.host)))
     out.sort(key=lambda p: p.time)
     return out
 
@@ -201,10 +225,12 @@ class Incident:
     hosts: tuple[HostSeen, ...]
     samples: tuple[str, ...]  # HOST:QUEUEID to trace, the latest first
     response: str  # the latest reply, as logged
-    #: against the comparison window: "new", "grew", "same" or "fell" (None: not compared)
+    #: against the comparison window: "new", "grew", "same" or "fell"; "unknown" when a
+    #: host of the incident could not be read in the whole compared window (None: not compared)
     change: str | None = None
     baseline_messages: int | None = None
     baseline_recipients: int | None = None
+    relays: tuple[str, ...] = ()  # outbound: the next hops (MX names) seen, most problems first
 
     @property
     def first(self) -> datetime:
@@ -226,6 +252,7 @@ class _Tally:
     recovered: set[tuple[str, str]] = field(default_factory=set)
     hosts: dict[str, list[Any]] = field(default_factory=dict)
     samples: dict[str, datetime] = field(default_factory=dict)  # HOST:QUEUEID -> latest
+    relays: dict[str, int] = field(default_factory=dict)
     events: int = 0
     latest: Problem | None = None
 
@@ -233,20 +260,36 @@ class _Tally:
 SAMPLES = 3
 
 
+#: Next hops an incident names (JSON ``relays``).
+RELAYS = 3
+
+
 def incidents(
     hosts_order: Sequence[str],
     problems: Iterable[Problem],
     baseline: Iterable[Problem] | None = None,
+    *,
+    answered: Collection[str] | None = None,
+    baseline_partial: Collection[str] = (),
 ) -> list[Incident]:
     """Problems grouped into incidents, the most messages first; with ``baseline`` (the
-    problems of the comparison window), each marked new, grew, same or fell."""
+    problems of the comparison window), each marked new, grew, same or fell ("unknown" when
+    one of its hosts is in ``baseline_partial``: its compared window was not all seen).
+
+    ``answered``: the hosts read (default: every host named in ``hosts_order``). A refusal of
+    a delivery that one of them made is left out: that host logged the same problem.
+    """
+    read = set(hosts_order if answered is None else answered)
+    partial = set(baseline_partial)
     tallies: dict[tuple[str, str, str, str, str], _Tally] = {}
     for p in problems:
+        if p.sent_by is not None and p.sent_by in read:
+            continue
         t = tallies.get(p.key)
         if t is None:
             t = tallies[p.key] = _Tally()
         _add(t, p)
-    base = _counts(baseline) if baseline is not None else None
+    base = _counts(baseline, read) if baseline is not None else None
     rank = {h: i for i, h in enumerate(hosts_order)}
     out: list[Incident] = []
     for key, t in tallies.items():
@@ -263,6 +306,8 @@ def incidents(
             then_m, then_r = base.get(key, (0, 0))
             change = ("new" if not then_m else "grew" if messages > then_m
                       else "same" if messages == then_m else "fell")
+            if change in ("new", "grew") and partial.intersection(t.hosts):
+                change = "unknown"  # more may have been there then, unseen
         out.append(Incident(
             kind=latest.kind, direction=latest.direction, peer=latest.peer, dsn=latest.dsn,
             template=latest.template, messages=messages, recipients=recipients,
@@ -270,6 +315,7 @@ def incidents(
             samples=tuple(sorted(t.samples, key=t.samples.__getitem__, reverse=True)),
             response=latest.response,
             change=change, baseline_messages=then_m, baseline_recipients=then_r,
+            relays=tuple(sorted(t.relays, key=lambda r: (-t.relays[r], r))[:RELAYS]),
         ))
     out.sort(key=lambda i: (-i.messages, -i.recipients, -i.last.timestamp(), i.key))
     return out
@@ -277,6 +323,8 @@ def incidents(
 
 def _add(t: _Tally, p: Problem) -> None:
     t.events += 1
+    if p.relay is not None and (p.relay in t.relays or len(t.relays) < 4 * RELAYS):
+        t.relays[p.relay] = t.relays.get(p.relay, 0) + 1
     t.messages.add(p.message)
     who = (p.message, (p.recipient or "").lower())
     t.recipients.add(who)
@@ -300,9 +348,13 @@ def _add(t: _Tally, p: Problem) -> None:
         t.latest = p
 
 
-def _counts(problems: Iterable[Problem]) -> dict[tuple[str, str, str, str, str], tuple[int, int]]:
+def _counts(
+    problems: Iterable[Problem], read: set[str]
+) -> dict[tuple[str, str, str, str, str], tuple[int, int]]:
     sets: dict[tuple[str, str, str, str, str], tuple[set[str], set[tuple[str, str]]]] = {}
     for p in problems:
+        if p.sent_by is not None and p.sent_by in read:
+            continue
         m, r = sets.setdefault(p.key, (set(), set()))
         m.add(p.message)
         r.add((p.message, (p.recipient or "").lower()))

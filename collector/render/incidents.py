@@ -19,8 +19,8 @@ from collector.render.text import clip, fit_widths
 #: CSV columns (one row per incident), also the flat keys of its JSON object.
 INCIDENT_FIELDS = (
     "kind", "direction", "peer", "dsn", "messages", "recipients", "events", "recovered",
-    "first_seen", "last_seen", "hosts", "change", "baseline_messages", "reply_template",
-    "reply", "samples",
+    "first_seen", "last_seen", "hosts", "change", "baseline_messages", "baseline_recipients",
+    "reply_template", "reply", "samples", "relays",
 )
 
 
@@ -47,6 +47,7 @@ def incident_dict(i: Incident) -> dict[str, Any]:
         "reply_template": i.template,
         "reply": i.response,
         "samples": list(i.samples),
+        "relays": list(i.relays),
     }
 
 
@@ -81,7 +82,9 @@ def render_incidents_csv(incidents: Sequence[Incident], out: IO[str]) -> None:
         d = incident_dict(i)
         d["hosts"] = ",".join(h["host"] for h in d["hosts"])
         d["samples"] = " ".join(d["samples"])
+        d["relays"] = " ".join(d["relays"])
         d["baseline_messages"] = i.baseline_messages
+        d["baseline_recipients"] = i.baseline_recipients
         writer.writerow(["" if d[k] is None else d[k] for k in INCIDENT_FIELDS])
 
 
@@ -108,13 +111,16 @@ def render_incidents_table(
     shown = incidents[:limit] if limit else incidents
     cells = [
         [str(i.messages), str(i.recipients), i.kind.value, i.direction.value,
-         printable(i.peer), i.dsn or "-", printable(" ".join(h.host for h in i.hosts)),
+         printable(i.peer), printable(i.dsn or "-"),
+         printable(" ".join(h.host for h in i.hosts)),
          short_time(i.last)] + ([i.change or ""] if compared else [])
         for i in shown
     ]
     natural = [max(len(head[c]), *(len(row[c]) for row in cells)) for c in range(len(head))]
-    minimum = [len(h) if c < 4 else min(natural[c], 8) for c, h in enumerate(head)]
-    widths = fit_widths(natural, minimum, (4, 6), width)
+    # On a narrow screen the names, then the words, are cut (counts never are).
+    least = (4, 5, 6, 4, 6, 5, 4, 5, 4)
+    minimum = [min(natural[c], least[c]) for c in range(len(head))]
+    widths = fit_widths(natural, minimum, (6, 4, 8, 7, 3, 2, 5), width)
     right = {0, 1}
 
     def line(values: Sequence[str]) -> str:

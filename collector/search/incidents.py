@@ -32,10 +32,15 @@ class HostIncidents:
 
     @property
     def unread(self) -> tuple[Unread, ...]:
-        seen = {(u.path, u.problem) for u in self.search.unread}
-        return self.search.unread + tuple(
-            u for u in self.baseline_unread if (u.path, u.problem) not in seen
-        )
+        """The sources not read to their end in the window asked (the compared window's
+        are ``baseline_unread``: they make the marks, not the answer, partial)."""
+        return self.search.unread
+
+    @property
+    def baseline_complete(self) -> bool:
+        """The compared window was read whole and the logs hold all of it."""
+        return not self.baseline_unread and (
+            self.baseline_coverage is None or self.baseline_coverage.complete)
 
 
 def problem_query(since: datetime | None, until: datetime | None) -> Query:
