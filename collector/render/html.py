@@ -122,15 +122,16 @@ def _text(value: object) -> str:
 
 
 def _when(when: datetime | None, day: date | None = None) -> str:
-    """A time of the page: the time of day when ``day`` is its date, else date and time."""
+    """A ``<time>`` of the page (ISO 8601 in its attribute): the time of day when ``day`` is
+    its date, else date and time; ``-`` for none."""
     if when is None:
         return "-"
     clock = when.strftime("%H:%M:%S")
     if when.microsecond:
         clock += f".{when.microsecond // 1000:03d}"
-    if day is not None and when.date() == day:
-        return clock
-    return f"{when.strftime('%Y-%m-%d')} {clock} {when.strftime('%z')}"
+    if day is None or when.date() != day:
+        clock = f"{when.strftime('%Y-%m-%d')} {clock} {when.strftime('%z')}"
+    return f'<time datetime="{iso(when)}">{clock}</time>'
 
 
 def _status(word: str) -> str:
