@@ -7,8 +7,11 @@ same trace, the evidence lines from the hosts' log files themselves.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +23,15 @@ import pytest
 from support import DEMO, DEMO_HOSTS, run
 
 from collector.cli.app import ExitCode
-from collector.models import HostError, Stage
+from collector.models import (
+    Coverage,
+    Hole,
+    HostError,
+    SourceSpan,
+    SourceState,
+    Stage,
+    Uncovered,
+)
 from collector.render.html import render_traces_html
 from collector.render.rows import HostReport
 from collector.render.safe import printable
@@ -266,8 +277,6 @@ def test_nothing_found_with_a_hole_is_inconclusive_and_shows_the_range_not_seen(
 
 def test_an_unread_log_and_a_failed_host_are_in_the_ledger(demo_fleet: Path) -> None:
     log = demo_fleet.parent / "fleet" / "filter1" / "var" / "log"
-    import gzip
-
     packed = gzip.compress((log / "maillog").read_bytes())
     (log / "maillog.1.gz").write_bytes(packed[: len(packed) // 2])
     with demo_fleet.open("a", encoding="utf-8") as f:  # nothing listens on port 1
@@ -337,8 +346,6 @@ def test_hostile_log_text_is_shown_escaped_and_never_acts(demo_fleet: Path) -> N
 
 
 def test_a_hostile_host_error_and_path_are_text() -> None:
-    from collector.models import Coverage, Hole, SourceSpan, SourceState, Uncovered
-
     t0 = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
     evil = f'/var/log/{SCRIPT}"onmouseover=x{RLO}.log'
     cov = Coverage(None, None, t0, t0, (SourceSpan(evil, t0, t0, SourceState.UNREAD, SCRIPT),),
@@ -347,8 +354,6 @@ def test_a_hostile_host_error_and_path_are_text() -> None:
         HostReport("mx1", coverage=cov),
         HostReport("mx2", error=HostError("mx2", Stage.CONNECT, f"banner {SCRIPT}\x1b[2J")),
     ]
-    import io
-
     out = io.StringIO()
     render_traces_html([], hosts, out, query=SCRIPT, verdict="inconclusive", generated=t0,
                        version="0.1.0")
@@ -356,3 +361,22 @@ def test_a_hostile_host_error_and_path_are_text() -> None:
     assert doc.one("tr", "source").find("td")[1].text() == printable(evil)
     assert doc.one("tr", "host-error").find("td")[2].text() == printable(f"banner {SCRIPT}\x1b[2J")
     assert doc.find("time")[0].attrs["datetime"] == "2026-11-29T17:00:00+00:00"
+
+
+def test_the_readme_excerpt_is_the_real_page() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    start = readme.index("**A page for a ticket.**")
+    command = re.search(r"```sh\ncollector (trace .*?) --format html > case.html\n```",
+                        readme[start:])
+    block = re.search(r"```html\n(.*?)```", readme[start:], flags=re.S)
+    assert command is not None and block is not None
+    words = shlex.split(command.group(1))
+    page = run(*words[:1], "-i", DEMO / "inventory.toml", *words[1:], "-f", "html").stdout
+    real = page.splitlines()
+    for line in block.group(1).splitlines():
+        if line == "...":
+            continue
+        if line.endswith(" ..."):
+            assert any(r.startswith(line[:-4]) for r in real), line
+        else:
+            assert line in real, line

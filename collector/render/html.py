@@ -107,6 +107,7 @@ div.notification { margin: .45rem 0; padding: .5rem .75rem; border: 1px dashed v
 div.notification h4 { margin: 0; font-size: 13px; font-weight: 600; word-break: break-all; }
 ul.notes { margin: .3rem 0; padding-left: 1.2rem; color: var(--wait); }
 .host-error { color: var(--bad); }
+nav.index { margin: 0 0 1rem; }
 nav.index ol { margin: .25rem 0 0; padding-left: 1.4rem; }
 footer { color: var(--muted); font-size: 12px; margin-top: 1.5rem; }
 @media print { details.log summary { display: none; } section { break-inside: avoid-page; } }
@@ -477,8 +478,8 @@ def render_traces_html(
         _dl([
             ("verdict", _text(verdict)),
             ("messages", str(len(traces))),
-            ("hosts", f"{len(hosts)} read"
-             + (f', <span class="host-error">{failed} failed</span>' if failed else "")),
+            ("hosts", f"{len(hosts)}"
+             + (f' (<span class="host-error">{failed} failed</span>)' if failed else "")),
             ("generated", _when(generated)),
             ("by", f"collector {_text(version)}"),
         ]),
