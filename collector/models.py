@@ -605,6 +605,8 @@ class Reject:
     recipient: str | None
     response: str
     action: RejectAction = RejectAction.REJECT
+    #: The log line as read (the evidence a trace shows; not part of what the reject is).
+    line: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -609,6 +609,7 @@ class TraceFormat(enum.StrEnum):
     CSV = "csv"
     DOT = "dot"
     MERMAID = "mermaid"
+    HTML = "html"
 
 
 def _trace_query(
@@ -716,7 +717,8 @@ def trace(
     fmt: Annotated[
         TraceFormat | None,
         typer.Option("--format", "-f", help="text (default on a terminal and in pipes), table, "
-                     "json, ndjson, csv, dot, mermaid.", show_default=False),
+                     "json, ndjson, csv, dot, mermaid, html (one self-contained page).",
+                     show_default=False),
     ] = None,
     max_skew: Annotated[
         float, typer.Option("--max-skew", help="Clock skew tolerated between hosts, seconds.")
@@ -753,7 +755,7 @@ def trace(
             depth=depth,
             workers=workers or inv.settings.workers,
         )
-        _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect())
+        _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect(), query)
         for note in run.notes:
             err(note)
         _skew_notes(run.traces)
@@ -771,19 +773,29 @@ def _skew_notes(traces: Sequence[Trace]) -> None:
             err(f"clocks: {skew}")
 
 
-def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal) -> None:
+def _trace_reports(run: TraceRun) -> list[HostReport]:
+    return [
+        HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None,
+                   via=r.value.via if r.value else r.error.via if r.error else None,
+                   coverage=r.value.coverage if r.value else None)
+        for r in run.results
+    ]
+
+
+def _render_traces(fmt: TraceFormat, run: TraceRun, term: Terminal, query: Query) -> None:
     from collector.render import trace as render
 
     out = sys.stdout
     traces = run.traces
     if fmt is TraceFormat.JSON:
-        reports = [
-            HostReport(r.host, error=r.error, stats=r.value.log.stats if r.value else None,
-                       via=r.value.via if r.value else r.error.via if r.error else None,
-                       coverage=r.value.coverage if r.value else None)
-            for r in run.results
-        ]
-        render.render_traces_json(traces, reports, out, verdict(run.results, bool(traces)).value)
+        render.render_traces_json(traces, _trace_reports(run), out,
+                                  verdict(run.results, bool(traces)).value)
+    elif fmt is TraceFormat.HTML:
+        from collector.render.html import describe_query, render_traces_html
+
+        render_traces_html(traces, _trace_reports(run), out, query=describe_query(query),
+                           verdict=verdict(run.results, bool(traces)).value,
+                           generated=datetime.now().astimezone(), version=__version__)
     elif fmt is TraceFormat.NDJSON:
         render.render_traces_ndjson(traces, out)
     elif fmt is TraceFormat.CSV:
@@ -907,7 +919,7 @@ def wait(
     fmt: Annotated[
         TraceFormat | None,
         typer.Option("--format", "-f", help="How the trace is printed at the end: text, table, "
-                     "json, ndjson, csv, dot, mermaid.", show_default=False),
+                     "json, ndjson, csv, dot, mermaid, html.", show_default=False),
     ] = None,
     max_open: MaxOpenOpt = "24h",
     max_skew: MaxSkewOpt = 300.0,
@@ -940,7 +952,7 @@ def wait(
         past = result.past
         run = TraceRun(result.traces, past.results if past else (), past.rounds if past else 0,
                        past.round_trips if past else 0, past.notes if past else ())
-        _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect())
+        _render_traces(fmt or TraceFormat.TEXT, run, Terminal.detect(), query)
         if not result.done:
             if result.traces:
                 err(f"timed out after {timeout}: not every recipient has a final outcome yet")

@@ -107,6 +107,7 @@ def _reject(host: str, record: Record) -> Reject:
         response=record.text,
         # parse makes a Kind.REJECT only of these words; anything else is still a refusal
         action=_REJECT_ACTION_OF.get(f.get("action", ""), RejectAction.REJECT),
+        line=record.line,
     )
 
 

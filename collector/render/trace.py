@@ -297,7 +297,7 @@ class _Node:
     children: list[_Node] = field(default_factory=list)
 
 
-def _status_style(word: str) -> str | None:
+def status_style(word: str) -> str | None:
     if word in _GREEN:
         return "green"
     if word in _YELLOW:
@@ -353,9 +353,9 @@ def _recipient_node(r: RecipientOutcome, attempt: Attempt | None, g: _Glyphs) ->
         addr += f" (orig {printable(r.orig_address)})"
     # The words are escaped before they are coloured: the colour is collector's, the word is
     # the log's (an unknown status is shown as it was logged).
-    words: list[_Seg] = [_Seg(printable(r.status), _status_style(r.status))]
+    words: list[_Seg] = [_Seg(printable(r.status), status_style(r.status))]
     if r.outcome != r.status:
-        words += [_Seg(f" {g.arrow} "), _Seg(printable(r.outcome), _status_style(r.outcome))]
+        words += [_Seg(f" {g.arrow} "), _Seg(printable(r.outcome), status_style(r.outcome))]
     tail = ""
     if r.dsn:
         tail += f"  {printable(r.dsn)}"
