@@ -750,3 +750,23 @@ def test_a_local_timeout_ends_the_whole_command(tmp_path: Path) -> None:
     left = subprocess.run(["pgrep", "-f", "cat -- var/log/maillog"], capture_output=True,
                           check=False)
     assert left.stdout == b"", "a reader of the FIFO is still running"
+
+
+def test_a_bastion_channel_closes_quietly_when_the_bastion_is_gone() -> None:
+    """The next hop's transport closes its socket (the channel) from its own thread; with the
+    bastion's connection gone paramiko raises EOFError there, a traceback on stderr."""
+    from collector.transport.ssh import QuietClose
+
+    class Gone:
+        closed = 0
+
+        def close(self) -> None:
+            Gone.closed += 1
+            raise EOFError()
+
+        def recv(self, n: int) -> bytes:
+            return b"x" * n
+
+    sock = QuietClose(Gone())  # type: ignore[arg-type]
+    sock.close()
+    assert Gone.closed == 1 and sock.recv(2) == b"xx"

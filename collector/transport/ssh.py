@@ -8,6 +8,7 @@ process), and the bastion connections of :mod:`.bastions`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import getpass
 import logging
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import paramiko
 from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey
@@ -816,6 +818,26 @@ class _Dropped(Exception):
         self.error = error
 
 
+class QuietClose:
+    """A channel used as the next hop's socket, whose ``close`` never raises.
+
+    The next hop's transport closes its socket from its own thread when it ends; when the
+    bastion's connection is already gone (closed first, or lost), paramiko's channel close
+    raises EOFError there, and Python prints that thread's traceback on stderr. Nothing is
+    left to close then.
+    """
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+    def close(self) -> None:
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            self._channel.close()
+
+
 def _forward(
     name: str, bastion: paramiko.SSHClient, via: _Hop, hop: _Hop, settings: Settings
 ) -> paramiko.Channel:
@@ -823,12 +845,13 @@ def _forward(
     transport = bastion.get_transport()
     assert transport is not None
     try:
-        return transport.open_channel(
+        channel = transport.open_channel(
             "direct-tcpip",
             dest_addr=(hop.address, hop.port),
             src_addr=("127.0.0.1", 0),
             timeout=settings.connect_timeout,
         )
+        return cast(paramiko.Channel, QuietClose(channel))
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise TransportError(
             name,
