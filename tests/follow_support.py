@@ -92,7 +92,7 @@ class Live:
         raise AssertionError(f"{what}: timed out ({last!r}); stderr: {self.err}; "
                              f"{len(self.out)} lines out")
 
-    def interrupt(self, timeout: float = 15) -> int:
+    def interrupt(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(timeout)
 
