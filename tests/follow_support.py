@@ -100,11 +100,19 @@ class Live:
         return [json.loads(x) for x in self.out]
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C as at a terminal. A test run started in the background by a
+    non-interactive shell ignores SIGINT, and a child inherits that (Python then installs
+    no KeyboardInterrupt handler): the test's SIGINT would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str, env: Mapping[str, str] | None = None) -> Live:
     proc = subprocess.Popen(
         [sys.executable, "-m", "collector", *args], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        preexec_fn=_interruptible,
     )
     live = Live(proc)
 
