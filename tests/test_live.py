@@ -109,3 +109,23 @@ def test_a_recipient_of_a_queue_file_still_open_is_given_from_its_lines_so_far()
     w, erin, complete = when["erin@example.net"]
     assert (str(erin.outcome), complete) == ("queued", True)
     assert w - sent_at >= timedelta(minutes=5)
+
+
+def test_max_open_counts_from_the_first_line_and_forgets_the_retries() -> None:
+    """out1 retries multi_split's deferred recipients every 10-20 s (the lab's lines): with
+    --max-open 20s the queue file is shown as queued 20 s after its first line, though its
+    retries go on, and the retries and its expiry after that make no second message."""
+    got = _run(LiveSettings(early=True, max_open=timedelta(seconds=20)))
+    out1 = [(w, f) for w, f in got
+            if any(h.host == "out1" and h.queue_id == "D3850168042" for h in f.trace.hops)]
+    assert len([f for _, f in out1 if f.complete]) == 1
+    rows = [(w, r) for w, f in out1 for t, r in f.rows if r.host == "out1"]
+    assert sorted(r.address for _, r in rows) == ["dave@example.net", "erin@example.net"]
+    assert {str(r.outcome) for _, r in rows} == {"queued"}
+    first = min(rec.time for _, f in out1 for h in f.trace.hops if h.host == "out1"
+                for rec in h.group.records)
+    # (the run looks at the time at each line: the first after 17:33:04 is at 17:33:18)
+    assert all(w - first <= timedelta(seconds=34) for w, _ in rows)
+    # without the bound from the first line it would have waited for the retries to end
+    assert max(rec.time for rec in out1[-1][1].trace.hops[-1].group.records) < first + \
+        timedelta(seconds=34)

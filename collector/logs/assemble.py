@@ -580,9 +580,11 @@ class Assembler(_Lifecycle[_Open, QueueGroup]):
         return self._past_grace(t)
 
     def expire(self, before: datetime) -> list[QueueGroup]:
-        """Hand back, unfinished, every open group whose last line is older than ``before``
-        (a live follow's bound on what it holds: ``--max-open``)."""
-        old = [k for k, g in self._open.items() if g.records[-1].time < before]
+        """Hand back, unfinished, every open group whose first line is older than ``before``
+        (a live follow's bound on what it holds: ``--max-open``). The first line, not the
+        last: a message deferred for days logs a retry every hour or so, and would never
+        go."""
+        old = [k for k, g in self._open.items() if g.records[0].time < before]
         return [self._emit(k, self._open.pop(k)) for k in old]
 
     def open_lines(self, instance: str, queue_id: str) -> int | None:

@@ -137,6 +137,9 @@ class LiveTracer:
         self._pool: dict[_GroupKey, tuple[QueueGroup, float]] = {}
         self._rejects: dict[Reject, float] = {}
         self._recent: dict[tuple[str, str, str], datetime] = {}  # shown: drop late lines
+        # open longer than max_open, shown as queued: its later lines (retries) are dropped
+        # while it goes on logging (until its last line + max_open), not made a new group of
+        self._forgotten: dict[_OpenKey, datetime] = {}
         # (host, queue ID) of traces shown without their parent, kept ``max_open``: the
         # parent does not wait for them
         self._shown: dict[tuple[str, str], datetime] = {}
@@ -161,6 +164,9 @@ class LiveTracer:
         elif record.time >= clock.last:
             clock.last, clock.wall = record.time, wall
         qid = record.queue_id
+        if qid is not None and self._forgotten and self._forget(origin, record, qid):
+            self.dropped += 1
+            return
         if qid is not None and self._recent:
             until = self._recent.get((origin, record.instance, qid))
             if until is not None and record.time <= until and record.kind not in (
@@ -179,6 +185,18 @@ class LiveTracer:
             or record.kind is Kind.REJECT
         ):
             self._finals.setdefault((origin, record.instance, qid), wall)
+
+    def _forget(self, origin: str, record: Record, qid: str) -> bool:
+        """Whether ``record`` is a later line of a message forgotten (``max_open``)."""
+        key = (origin, record.instance, qid)
+        until = self._forgotten.get(key)
+        if until is None:
+            return False
+        if record.kind in (Kind.CLIENT, Kind.PICKUP) or record.kind is Kind.REMOVED:
+            del self._forgotten[key]  # a new life of the ID / the end of the old one
+            return record.kind is Kind.REMOVED
+        self._forgotten[key] = max(until, record.time + self.settings.max_open)
+        return True
 
     def _keep_reject(self, wall: float) -> Callable[[Reject], bool]:
         def keep(rej: Reject) -> bool:
@@ -205,8 +223,12 @@ class LiveTracer:
         for origin, asm in self._asms.items():
             now = self._clocks[origin].now(wall)
             self._take(asm.advance(now), wall)
-            self._take(asm.expire(now - self.settings.max_open), wall)
-        if self._recent or self._shown or self._given:
+            forgotten = asm.expire(now - self.settings.max_open)
+            for g in forgotten:
+                self._forgotten[(origin, g.instance, g.queue_id)] = (
+                    g.last_time + self.settings.max_open)
+            self._take(forgotten, wall)
+        if self._recent or self._shown or self._given or self._forgotten:
             self._prune_recent(wall)
         peeks = self._ripe_peeks(wall) if self._finals else []
         if not self._dirty and (self._next_look is None or wall < self._next_look):
@@ -217,7 +239,7 @@ class LiveTracer:
         """Records and groups held now (what memory grows with)."""
         return (sum(a.held() for a in self._asms.values()) + len(self._pool)
                 + len(self._rejects) + len(self._recent) + len(self._shown)
-                + len(self._finals) + len(self._given))
+                + len(self._finals) + len(self._given) + len(self._forgotten))
 
     def open_messages(self) -> int:
         """Queue files open now on the hosts followed (not yet finished)."""
@@ -346,6 +368,10 @@ class LiveTracer:
                  if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
         for row in stale:
             del self._given[row]
+        quiet = [k for k, until in self._forgotten.items()
+                 if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
+        for key in quiet:
+            del self._forgotten[key]
 
 
 def _rows(trace: Trace) -> Iterable[_Row]:
