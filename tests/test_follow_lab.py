@@ -28,8 +28,8 @@ from sshfleet import Fleet, HostSpec, running_fleet
 
 pytestmark = [pytest.mark.lab, pytest.mark.ssh]
 
-#: follow's --max-open: out1 retries its deferred mail every 10-20 s (the lab's backoff), so a
-#: deferred message is forgotten (shown as queued) only once the lab has stopped.
+#: follow's --max-open: out1's deferred mail is shown as queued 30 s after its first line, while
+#: out1 still retries it every 10-20 s (the lab's backoff); those retries make no second line.
 MAX_OPEN = 30
 FINAL = {"delivered", "relayed-out", "bounced", "rejected", "expired", "discarded"}
 
