@@ -75,6 +75,7 @@ class Live:
     proc: subprocess.Popen[bytes]
     out: list[str] = field(default_factory=list)
     err: list[str] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # time.time() of each stdout line
 
     def until(self, ok: Any, timeout: float, what: str = "") -> None:
         """Wait until ``ok()`` is true, or raises nothing (an assertion of the output)."""
@@ -118,6 +119,8 @@ def start(*args: str, env: Mapping[str, str] | None = None) -> Live:
 
     def pump(stream: Any, into: list[str]) -> None:
         for raw in iter(stream.readline, b""):
+            if into is live.out:
+                live.arrived.append(time.time())
             into.append(raw.decode().rstrip("\n"))
 
     for stream, into in ((proc.stdout, live.out), (proc.stderr, live.err)):
@@ -152,7 +155,8 @@ def collapse(hosts: Sequence[str]) -> list[str]:
 
 
 _OUTCOME = {"delivered": "delivered", "bounced": "bounced", "rejected": "rejected",
-            "expired": "expired", "forwarded": "delivered", "discarded": "discarded"}
+            "expired": "expired", "forwarded": "delivered", "discarded": "discarded",
+            "deferred": "queued"}
 
 
 def scenario_traces(traces: Sequence[Mapping[str, Any]], scenario: Mapping[str, Any]
@@ -164,10 +168,12 @@ def scenario_traces(traces: Sequence[Mapping[str, Any]], scenario: Mapping[str, 
     return [t for t in traces if t["message_id"] == scenario["message_id"]]
 
 
-def check_scenarios(traces: Sequence[Mapping[str, Any]]) -> None:
+def check_scenarios(traces: Sequence[Mapping[str, Any]],
+                    expected: Mapping[str, Any] = EXPECTED) -> None:
     """Every lab scenario's message is one trace, joined across hops, each recipient at the
-    fate expected.json says, on the host it says, along the path it says."""
-    for scenario in EXPECTED["scenarios"]:
+    fate expected.json says, on the host it says, along the path it says (``expected``: a
+    lab run's expected.json, by default the committed one's)."""
+    for scenario in expected["scenarios"]:
         found = scenario_traces(traces, scenario)
         assert len(found) == 1, (scenario["name"], len(found))
         (trace,) = found
@@ -175,7 +181,7 @@ def check_scenarios(traces: Sequence[Mapping[str, Any]]) -> None:
             names = {fate["recipient"]}
             if "@" not in fate["recipient"]:
                 host = scenario["submitted"]["host"]
-                names.add(f"{fate['recipient']}@{EXPECTED['hosts'][host]['fqdn']}")
+                names.add(f"{fate['recipient']}@{expected['hosts'][host]['fqdn']}")
             rs = [r for r in trace["recipients"]
                   if r["address"] in names or r["orig_address"] in names]
             assert rs, (scenario["name"], fate, trace["recipients"])

@@ -825,12 +825,15 @@ MaxOpenOpt = Annotated[
 ]
 
 
-def _live_tracer(inv: Inventory, max_open: str, max_skew: float) -> LiveTracer:
+def _live_tracer(inv: Inventory, max_open: str, max_skew: float,
+                 show: Callable[[Trace], bool] | None = None, early: bool = False) -> LiveTracer:
     from collector.trace.live import LiveSettings, LiveTracer
 
     settings = LiveSettings(max_open=timedelta(seconds=parse_span(max_open, "--max-open")),
-                            max_skew=timedelta(seconds=max_skew))
-    return LiveTracer(inv.hosts, settings=settings)
+                            max_skew=timedelta(seconds=max_skew), early=early)
+    if show is None:
+        return LiveTracer(inv.hosts, settings=settings)
+    return LiveTracer(inv.hosts, show=show, settings=settings)
 
 
 def _opener(inv: Inventory) -> Callable[[Host], Any]:
@@ -860,8 +863,9 @@ def follow(
     """Stream every host's new log lines and print each recipient's fate as it is known."""
     import threading
 
-    from collector.render.trace import render_live_ndjson, render_live_text
+    from collector.render.trace import render_live_ndjson, render_live_rows
     from collector.trace.follow import trace_matches
+    from collector.trace.live import Fates
     from collector.trace.stream import follow_fleet
 
     with errors(debug):
@@ -869,20 +873,30 @@ def follow(
         query = build_query(from_, to, message_id, queue_id, status, client, None, None,
                             subjects=subject)
         selected = select_hosts(inv, host or [], group or [])
-        tracer = _live_tracer(inv, max_open, max_skew)
         predicate = trace_matches(query)
-        render = render_live_ndjson if fmt is LiveFormat.NDJSON else render_live_text
+
+        def matches(trace: Trace) -> bool:
+            return query.empty or any(predicate(g) for g in _trace_groups(trace))
+
+        # text: each recipient's line as soon as its fate is final; ndjson: whole messages
+        text = fmt is LiveFormat.TEXT
+        tracer = _live_tracer(inv, max_open, max_skew, show=matches, early=text)
 
         def show(trace: Trace) -> bool:
-            if query.empty or any(predicate(g) for g in _trace_groups(trace)):
-                render(trace, sys.stdout)
-                sys.stdout.flush()
+            render_live_ndjson(trace, sys.stdout)
+            sys.stdout.flush()
+            return False
+
+        def show_fates(fates: Fates) -> bool:
+            render_live_rows(fates.trace, fates.rows, fates.complete, sys.stdout)
+            sys.stdout.flush()
             return False
 
         try:
             follow_fleet(inv.hosts, selected, tracer, open_session=_opener(inv),
                          zone_of=host_zone, on_trace=show, on_problem=err,
-                         stop=threading.Event(), everything=not host and not group)
+                         stop=threading.Event(), everything=not host and not group,
+                         on_fates=show_fates if text else None)
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a follow ends
     raise typer.Exit(ExitCode.FOUND)

@@ -540,6 +540,10 @@ class _Lifecycle(Generic[L, T]):
             g.held() for g, _ in self._closing.values()
         )
 
+    def open_count(self) -> int:
+        """Lives open now (not finished, not in their grace period)."""
+        return len(self._open)
+
     def _drain(self) -> tuple[list[T], list[Reject]]:
         """Every life not yet handed back (the finished ones first), and the kept rejects."""
         lives = [self._emit(key, g) for key, (g, _) in self._closing.items()]
@@ -577,10 +581,29 @@ class Assembler(_Lifecycle[_Open, QueueGroup]):
         return self._past_grace(t)
 
     def expire(self, before: datetime) -> list[QueueGroup]:
-        """Hand back, unfinished, every open group whose last line is older than ``before``
-        (a live follow's bound on what it holds: ``--max-open``)."""
-        old = [k for k, g in self._open.items() if g.records[-1].time < before]
+        """Hand back, unfinished, every open group whose first line is older than ``before``
+        (a live follow's bound on what it holds: ``--max-open``). The first line, not the
+        last: a message deferred for days logs a retry every hour or so, and would never
+        go."""
+        old = [k for k, g in self._open.items() if g.records[0].time < before]
         return [self._emit(k, self._open.pop(k)) for k in old]
+
+    def open_lines(self, instance: str, queue_id: str) -> int | None:
+        """How many lines the open group of ``queue_id`` holds; None when it is not open
+        (finished, finishing or never seen)."""
+        g = self._open.get((instance, queue_id))
+        return None if g is None else len(g.records)
+
+    def peek(self, instance: str, queue_id: str) -> QueueGroup | None:
+        """The group of ``queue_id`` as its lines so far make it, while it is open (not
+        finished): what a live follow shows of a message some of whose recipients are done
+        while others wait in the queue. The group stays open here."""
+        g = self._open.get((instance, queue_id))
+        if g is None:
+            return None
+        group = _build(self.host, g)
+        extra = self._requeue_children.get((instance, queue_id))
+        return _with_children(group, extra) if extra else group
 
     def holds(self, queue_id: str) -> bool:
         """Whether a life of ``queue_id`` is open or finishing here (in any instance)."""

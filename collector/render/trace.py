@@ -605,16 +605,19 @@ def _path_hosts(path: Sequence[GroupRef]) -> str:
     return ">".join(hosts) or "-"
 
 
+def live_line(trace: Trace, r: RecipientOutcome) -> str:
+    """``follow``'s line for one recipient of ``trace`` (``time host queue_id from to status
+    outcome hops``), one line of printable text whatever the log said."""
+    when = iso(r.time or trace.last_seen) or "-"
+    words = (when, r.host, r.queue_id, _sender(trace.sender), r.address or "<>", r.status,
+             str(r.outcome), _path_hosts(r.path))
+    return " ".join(printable(w).replace(" ", "\\x20") for w in words)
+
+
 def live_lines(trace: Trace) -> list[str]:
     """``follow``'s lines for one completed message: one per (message, recipient), then its
-    notifications' (``time host queue_id from to status outcome hops``), each one line of
-    printable text whatever the log said."""
-    out = []
-    for t, _, r in _trace_rows([trace]):
-        when = iso(r.time or t.last_seen) or "-"
-        words = (when, r.host, r.queue_id, _sender(t.sender), r.address or "<>", r.status,
-                 str(r.outcome), _path_hosts(r.path))
-        out.append(" ".join(printable(w).replace(" ", "\\x20") for w in words))
+    notifications' (see :func:`live_line`)."""
+    out = [live_line(t, r) for t, _, r in _trace_rows([trace])]
     if not out:  # a message with no recipient logged (a discarded pickup)
         first = trace.hops[0]
         words = (iso(trace.last_seen) or "-", first.host, first.queue_id, _sender(trace.sender),
@@ -626,6 +629,17 @@ def live_lines(trace: Trace) -> list[str]:
 def render_live_text(trace: Trace, out: IO[str]) -> None:
     """``follow``'s text output for one completed message (see :func:`live_lines`)."""
     out.write("".join(line + "\n" for line in live_lines(trace)))
+
+
+def render_live_rows(trace: Trace, rows: Sequence[tuple[Trace, RecipientOutcome]],
+                     complete: bool, out: IO[str]) -> None:
+    """``follow``'s text output for what became known of one message: a line per recipient
+    in ``rows`` (each with the trace it belongs to); a completed message without any
+    recipient (a discarded pickup) is one line of its own."""
+    lines = [live_line(t, r) for t, r in rows]
+    if not lines and complete and not any(True for _ in _trace_rows([trace])):
+        lines = live_lines(trace)
+    out.write("".join(line + "\n" for line in lines))
 
 
 def render_live_ndjson(trace: Trace, out: IO[str]) -> None:

@@ -12,6 +12,12 @@ once nothing it waits for can still come:
 * its first hop came from a fleet host (``client=``) and no parent was linked: it waits
   ``hop_wait`` seconds for the parent (whose ``removed`` may be logged a moment later).
 
+With ``early`` (``follow``'s lines), a recipient's fate is handed on as soon as it is final,
+before the rest of its message: the traces still waiting are looked at too, and so are the
+groups still open (in a queue) that logged a final status (``sent``, ``bounced``) at least
+``grace`` ago, as their lines so far make them (``Assembler.peek``); each recipient is given
+once, and the message's other recipients when it completes.
+
 Memory is what is in flight: open groups (at most ``max_open`` old), the pool (traces waiting
 on a hop) and, per origin, the keys of groups shown in the last ``recent`` of log time (their
 late lines are dropped, not made a new group of). A log clock per origin host is the time of
@@ -32,6 +38,7 @@ from collector.models import (
     Kind,
     Outcome,
     QueueGroup,
+    RecipientOutcome,
     Record,
     Reject,
     Trace,
@@ -47,6 +54,19 @@ LIVE_GRACE = timedelta(seconds=5)
 HOP_WAIT = 60.0
 
 _GroupKey = tuple[str, str, str, datetime]  # host, instance, queue ID, first time
+_OpenKey = tuple[str, str, str]  # origin host, instance, queue ID of a group still open
+# a recipient's row: host, queue ID, address, original address, time of its fate
+_RowKey = tuple[str, str, str, str | None, datetime | None]
+_Row = tuple[Trace, RecipientOutcome]
+
+#: The outcomes that end a recipient's way for ``wait``: delivered, or relayed out of the fleet.
+SUCCESS = frozenset({Outcome.DELIVERED, Outcome.RELAYED_OUT})
+#: ... and those that end it badly.
+FAILURE = frozenset({Outcome.BOUNCED, Outcome.REJECTED, Outcome.EXPIRED, Outcome.DISCARDED})
+#: A recipient at one of these is done: nothing logged later changes it.
+FINAL = SUCCESS | FAILURE
+# Postfix's status words after which a recipient may be done (the rest of its group waiting).
+_FINAL_WORDS = frozenset({"sent", "bounced", "expired"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +76,24 @@ class LiveSettings:
     grace: timedelta = LIVE_GRACE
     hop_wait: float = HOP_WAIT
     recent: timedelta = CLOSE_GRACE
+    #: hand on each recipient's fate as soon as it is final (``follow``'s lines), not only
+    #: whole messages
+    early: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Fates:
+    """What one look at the time made known of one message.
+
+    ``rows``: the recipients (each with the trace it belongs to: the message's, or a
+    notification's) whose fate is final and was not handed on before; when ``complete``,
+    every row not handed on before, whatever its fate. ``trace`` is the message as far as
+    it is known; it is the message's final trace when ``complete`` (handed on once).
+    """
+
+    trace: Trace
+    rows: tuple[_Row, ...]
+    complete: bool
 
 
 @dataclass(slots=True)
@@ -99,12 +137,20 @@ class LiveTracer:
         self._pool: dict[_GroupKey, tuple[QueueGroup, float]] = {}
         self._rejects: dict[Reject, float] = {}
         self._recent: dict[tuple[str, str, str], datetime] = {}  # shown: drop late lines
+        # open longer than max_open, shown as queued: its later lines (retries) are dropped
+        # while it goes on logging (until its last line + max_open), not made a new group of
+        self._forgotten: dict[_OpenKey, datetime] = {}
         # (host, queue ID) of traces shown without their parent, kept ``max_open``: the
         # parent does not wait for them
         self._shown: dict[tuple[str, str], datetime] = {}
         self._since: dict[tuple[str, str, datetime], float] = {}  # trace -> waiting since
         self._dirty = False
         self._next_look: float | None = None  # when a waiting trace's hop_wait runs out
+        # early: open groups that logged a final status -> when (wall); their peeks, by the
+        # number of lines they were made of; the rows handed on before their message completed
+        self._finals: dict[_OpenKey, float] = {}
+        self._peeks: dict[_OpenKey, tuple[int, QueueGroup]] = {}
+        self._given: dict[_RowKey, datetime] = {}
         self.failed: dict[str, str] = {}  # hosts unreadable now -> why (for the notes)
         self.dropped = 0  # late lines of groups already shown
 
@@ -118,6 +164,9 @@ class LiveTracer:
         elif record.time >= clock.last:
             clock.last, clock.wall = record.time, wall
         qid = record.queue_id
+        if qid is not None and self._forgotten and self._forget(origin, record, qid):
+            self.dropped += 1
+            return
         if qid is not None and self._recent:
             until = self._recent.get((origin, record.instance, qid))
             if until is not None and record.time <= until and record.kind not in (
@@ -131,6 +180,23 @@ class LiveTracer:
                 origin, keep_reject=self._keep_reject(wall), grace=self.settings.grace
             )
         self._take(asm.add(record), wall)
+        if qid is not None and self.settings.early and (
+            (record.kind is Kind.DELIVERY and record.fields.get("status") in _FINAL_WORDS)
+            or record.kind is Kind.REJECT
+        ):
+            self._finals.setdefault((origin, record.instance, qid), wall)
+
+    def _forget(self, origin: str, record: Record, qid: str) -> bool:
+        """Whether ``record`` is a later line of a message forgotten (``max_open``)."""
+        key = (origin, record.instance, qid)
+        until = self._forgotten.get(key)
+        if until is None:
+            return False
+        if record.kind in (Kind.CLIENT, Kind.PICKUP) or record.kind is Kind.REMOVED:
+            del self._forgotten[key]  # a new life of the ID / the end of the old one
+            return record.kind is Kind.REMOVED
+        self._forgotten[key] = max(until, record.time + self.settings.max_open)
+        return True
 
     def _keep_reject(self, wall: float) -> Callable[[Reject], bool]:
         def keep(rej: Reject) -> bool:
@@ -149,27 +215,69 @@ class LiveTracer:
 
     def tick(self, wall: float) -> list[Trace]:
         """The time is ``wall``: finish what the hosts' silence finishes; the traces done."""
+        return [f.trace for f in self.fates(wall) if f.complete]
+
+    def fates(self, wall: float) -> list[Fates]:
+        """The time is ``wall``: finish what the hosts' silence finishes; what is known now
+        (messages done, and with ``early`` recipients done before their message)."""
         for origin, asm in self._asms.items():
             now = self._clocks[origin].now(wall)
             self._take(asm.advance(now), wall)
-            self._take(asm.expire(now - self.settings.max_open), wall)
-        if self._recent or self._shown:
+            forgotten = asm.expire(now - self.settings.max_open)
+            for g in forgotten:
+                self._forgotten[(origin, g.instance, g.queue_id)] = (
+                    g.last_time + self.settings.max_open)
+            self._take(forgotten, wall)
+        if self._recent or self._shown or self._given or self._forgotten:
             self._prune_recent(wall)
+        peeks = self._ripe_peeks(wall) if self._finals else []
         if not self._dirty and (self._next_look is None or wall < self._next_look):
             return []
-        return self._settle(wall)
+        return self._settle(wall, peeks)
 
     def holds(self) -> int:
         """Records and groups held now (what memory grows with)."""
         return (sum(a.held() for a in self._asms.values()) + len(self._pool)
-                + len(self._rejects) + len(self._recent) + len(self._shown))
+                + len(self._rejects) + len(self._recent) + len(self._shown)
+                + len(self._finals) + len(self._given) + len(self._forgotten))
 
-    def _settle(self, wall: float) -> list[Trace]:
+    def open_messages(self) -> int:
+        """Queue files open now on the hosts followed (not yet finished)."""
+        return sum(a.open_count() for a in self._asms.values())
+
+    def _ripe_peeks(self, wall: float) -> list[QueueGroup]:
+        """The open groups that logged a final status ``grace`` ago or more, as their lines
+        so far make them (rebuilt when they got more lines); forgets the ones finished."""
+        ripe_after = self.settings.grace.total_seconds()
+        out: list[QueueGroup] = []
+        for key, since in list(self._finals.items()):
+            origin, instance, qid = key
+            asm = self._asms[origin]
+            n = asm.open_lines(instance, qid)
+            if n is None:  # finished (or expired): it comes through the pool
+                del self._finals[key]
+                self._peeks.pop(key, None)
+                continue
+            if wall - since < ripe_after:
+                continue
+            cached = self._peeks.get(key)
+            if cached is None or cached[0] != n:
+                group = asm.peek(instance, qid)
+                assert group is not None  # open, as open_lines said
+                cached = self._peeks[key] = (n, group)
+                self._dirty = True
+            out.append(cached[1])
+        return out
+
+    def _settle(self, wall: float, peeks: Sequence[QueueGroup] = ()) -> list[Fates]:
         self._dirty = False
         self._next_look = None
         by_host: dict[str, list[QueueGroup]] = {}
         for g, _ in self._pool.values():
             by_host.setdefault(g.host, []).append(g)
+        for g in peeks:
+            by_host.setdefault(g.host, []).append(g)
+        peeked = {id(g) for g in peeks}
         rejects: dict[str, list[Reject]] = {}
         for rej in self._rejects:
             rejects.setdefault(rej.host, []).append(rej)
@@ -178,8 +286,20 @@ class LiveTracer:
                     tuple(rejects.get(h, ())))
             for h in sorted({*by_host, *rejects})
         ]
-        done: list[Trace] = []
+        done: list[Fates] = []
         since_kept: dict[tuple[str, str, datetime], float] = {}
+        early = self.settings.early
+
+        def patient(key: tuple[str, str, datetime]) -> bool:
+            """Whether the trace ``key`` still waits (its hop_wait not run out)."""
+            since = self._since.get(key, wall)
+            if wall - since >= self.settings.hop_wait:
+                return False
+            since_kept[key] = since
+            look = since + self.settings.hop_wait
+            self._next_look = look if self._next_look is None else min(self._next_look, look)
+            return True
+
         for w in correlate_waiting(logs, self._index, max_skew=self.settings.max_skew,
                                    failed_hosts=self.failed):
             first = w.trace.hops[0]
@@ -187,25 +307,40 @@ class LiveTracer:
             # A hand-off to a group shown already (a delay notice, shown while its parent
             # was still queued) is not waited for.
             wanted = [r for r in w.wanted if (r.host, r.queue_id) not in self._shown]
-            if any(self._held(ref) for ref in wanted):
-                continue  # the next hop is still being logged
-            if wanted or w.upstream is not None:
-                since = self._since.get(key, wall)
-                if wall - since < self.settings.hop_wait:
-                    since_kept[key] = since
-                    look = since + self.settings.hop_wait
-                    self._next_look = look if self._next_look is None else min(
-                        self._next_look, look)
-                    continue
+            open_ = bool(peeked) and any(id(g) in peeked for g in _groups(w.trace))
+            if open_ or any(self._held(ref) for ref in wanted):
+                # a hop is still being logged; its first hop may yet prove a later hop of a
+                # message whose parent is late (then hop_wait runs out first)
+                if early and (w.upstream is None or not patient(key)):
+                    self._give(w.trace, done)
+                continue
+            if (wanted or w.upstream is not None) and patient(key):
+                if early and w.upstream is None:
+                    self._give(w.trace, done)
+                continue
             self._release(w.trace)
             if first.group.origin == "local" or w.upstream is not None:
                 # shown before its parent (a notice sent while the message waits in a
                 # queue): the parent, when it completes, does not wait for it
                 self._shown[(first.host, first.queue_id)] = (
                     w.trace.last_seen + self.settings.max_open)
-            done.append(w.trace)
+            rows = tuple(row for row in _rows(w.trace)
+                         if self._given.pop(_row_key(row[1]), None) is None)
+            if self._show(w.trace):
+                done.append(Fates(w.trace, rows, True))
         self._since = since_kept
-        return [t for t in done if self._show(t)]
+        return done
+
+    def _give(self, trace: Trace, done: list[Fates]) -> None:
+        """Hand on the recipients of a message not complete yet whose fate is final."""
+        rows = tuple(row for row in _rows(trace)
+                     if row[1].outcome in FINAL and _row_key(row[1]) not in self._given)
+        if rows and self._show(trace):
+            # kept until the message completes; at most twice --max-open of log time
+            until = trace.last_seen + 2 * self.settings.max_open
+            for _, r in rows:
+                self._given[_row_key(r)] = until
+            done.append(Fates(trace, rows, False))
 
     def _held(self, ref: GroupRef) -> bool:
         asm = self._asms.get(ref.host)
@@ -229,12 +364,26 @@ class LiveTracer:
                 if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
         for ref in gone:
             del self._shown[ref]
+        stale = [k for k, until in self._given.items()
+                 if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
+        for row in stale:
+            del self._given[row]
+        quiet = [k for k, until in self._forgotten.items()
+                 if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
+        for key in quiet:
+            del self._forgotten[key]
 
 
-#: The outcomes that end a recipient's way for ``wait``: delivered, or relayed out of the fleet.
-SUCCESS = frozenset({Outcome.DELIVERED, Outcome.RELAYED_OUT})
-#: ... and those that end it badly.
-FAILURE = frozenset({Outcome.BOUNCED, Outcome.REJECTED, Outcome.EXPIRED, Outcome.DISCARDED})
+def _rows(trace: Trace) -> Iterable[_Row]:
+    """Each recipient of a trace, then its notifications' (the order ``follow`` prints)."""
+    for r in trace.recipients:
+        yield trace, r
+    for child in trace.notifications:
+        yield from _rows(child)
+
+
+def _row_key(r: RecipientOutcome) -> _RowKey:
+    return (r.host, r.queue_id, r.address, r.orig_address, r.time)
 
 
 class Awaited:

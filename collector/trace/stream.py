@@ -50,7 +50,7 @@ from collector.models import (
 )
 from collector.search.fleet import InternalError, describe_failure, expected_errors
 from collector.search.view import RootAccess, discover_host, source_path
-from collector.trace.live import Awaited, LiveTracer
+from collector.trace.live import Awaited, Fates, LiveTracer
 from collector.transport.base import Session
 
 if TYPE_CHECKING:
@@ -295,6 +295,7 @@ def follow_fleet(
     deadline: float | None = None,
     beat: int = FOLLOW_BEAT,
     on_ready: Callable[[], bool] | None = None,
+    on_fates: Callable[[Fates], bool] | None = None,
 ) -> FollowResult:
     """Follow ``selected`` (each on its own or on its log host) until ``stop`` is set, the
     ``deadline`` (``time.monotonic()``) passes or ``on_trace`` answers True (done).
@@ -302,6 +303,8 @@ def follow_fleet(
     ``on_problem`` gets one line per host going down and coming back. ``on_ready`` is called
     once every host has answered (followed, or down) or after :data:`READY_WAIT` seconds,
     while their lines wait in the queue (``wait`` reads the past then); True ends the follow.
+    ``on_fates``, when given, gets what the tracer makes known instead of ``on_trace``: each
+    message done and, with the tracer's ``early``, recipients done before their message.
     """
     readings = plan_readings(inventory, selected, everything=everything)
     events: queue.Queue[Event] = queue.Queue(_QUEUE_MAX)
@@ -343,11 +346,18 @@ def follow_fleet(
                     _came_up(event, state, down, tracer, origins_of, on_problem)
             if time.monotonic() >= next_tick or event is None:
                 next_tick = time.monotonic() + _TICK
-                for trace in tracer.tick(time.time()):
-                    shown += 1
-                    if on_trace(trace):
-                        done = True
-                        break
+                if on_fates is not None:
+                    for fates in tracer.fates(time.time()):
+                        shown += fates.complete
+                        if on_fates(fates):
+                            done = True
+                            break
+                else:
+                    for trace in tracer.tick(time.time()):
+                        shown += 1
+                        if on_trace(trace):
+                            done = True
+                            break
                 silent = time.monotonic() - beat * SILENT_BEATS - 5
                 for reader in readers:
                     if state.get(reader.host.name) == "up" and reader.last_heard < silent:

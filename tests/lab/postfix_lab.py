@@ -34,7 +34,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1343,7 +1343,8 @@ def _check_prerequisites() -> None:
 
 def run_lab(out: Path, quick: bool = True, keep_running: bool = False,
             syslog: bool | None = None, scenario_set: str = "standard",
-            central: bool = False, journal: bool = True) -> LabResult:
+            central: bool = False, journal: bool = True,
+            on_chain_up: Callable[[tuple[LabHost, ...]], None] | None = None) -> LabResult:
     """Build the chain, send every scenario, wait, and write the host roots and ground truth.
 
     syslog=None uses the private rsyslogd for filter1 and mbox1 when /dev/log is free. Runs on
@@ -1354,6 +1355,9 @@ def run_lab(out: Path, quick: bool = True, keep_running: bool = False,
     central=True: every host logs through syslog and the lab's rsyslogd also forwards it all to
     a second rsyslogd, the log host, whose files go to out/loghost; journal=False leaves out the
     log host's journal files (8 MB each; the committed fixture has none).
+
+    on_chain_up(hosts) runs once every instance is up, before the first scenario is sent
+    (a test that follows the live logs starts then; each host's ``live_log`` exists).
     """
     if central and (syslog is False or keep_running):
         raise LabError("central mode logs through syslog and stops the instances to drain "
@@ -1364,7 +1368,7 @@ def run_lab(out: Path, quick: bool = True, keep_running: bool = False,
     _check_prerequisites()
     with _lab_lock():
         return _run_lab_locked(Path(out), quick, keep_running, syslog, scenario_set,
-                               central, journal)
+                               central, journal, on_chain_up)
 
 
 def _clear_outputs(out: Path, central: bool = False) -> None:
@@ -1382,7 +1386,8 @@ def _clear_outputs(out: Path, central: bool = False) -> None:
 
 
 def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | None,
-                    scenario_set: str, central: bool = False, journal: bool = True
+                    scenario_set: str, central: bool = False, journal: bool = True,
+                    on_chain_up: Callable[[tuple[LabHost, ...]], None] | None = None,
                     ) -> LabResult:
     phases: dict[str, float] = {}
     mark = time.monotonic()
@@ -1408,6 +1413,11 @@ def _run_lab_locked(out: Path, quick: bool, keep_running: bool, syslog: bool | N
             filters = _start_filters()
         hosts = build_hosts(quick, with_syslog, central_port, chain)
         phase("build")
+        if on_chain_up is not None:
+            for host in hosts:
+                Path(host.live_log).touch()  # postlogd and rsyslogd append to it
+            on_chain_up(hosts)
+            phase("chain_up")
         by_name = {h.name: h for h in hosts}
         token = started.strftime("%Y%m%d%H%M%S")
         sent: list[dict[str, object]] = []

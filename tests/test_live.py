@@ -1,0 +1,131 @@
+"""LiveTracer, pure: the lab's real lines fed in the order they were logged, the clock moving
+with them. follow's lines come per recipient as soon as its fate is final (early), each once;
+whole messages (ndjson, wait) as before."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from follow_support import EXPECTED, aliases, lab_lines
+
+from collector.logs.parse import LineParser, TimeContext
+from collector.models import Host
+from collector.render.trace import live_line, live_lines
+from collector.trace.live import FINAL, Fates, LiveSettings, LiveTracer
+
+HOSTS = [Host(name, aliases=tuple(a)) for name, a in aliases().items()]
+MULTI = next(s for s in EXPECTED["scenarios"] if s["name"] == "multi_split")
+
+
+def _run(settings: LiveSettings, lines: list[tuple[str, bytes]] | None = None
+         ) -> list[tuple[datetime, Fates]]:
+    """Feed every lab line (the wall clock is the line's time), look at the time after each
+    line and for ten minutes after the last; what came out, with the log time it came."""
+    tracer = LiveTracer(HOSTS, settings=settings)
+    parser = LineParser(TimeContext(tz=UTC, reference=datetime(2026, 12, 1, tzinfo=UTC)))
+    out: list[tuple[datetime, Fates]] = []
+    last = datetime(2000, 1, 1, tzinfo=UTC)
+    for host, line in lab_lines() if lines is None else lines:
+        for rec in parser.feed_all(line):
+            last = max(last, rec.time)
+            tracer.add(host, rec, last.timestamp())
+        out += [(last, f) for f in tracer.fates(last.timestamp())]
+    for s in range(1, 600):
+        now = last + timedelta(seconds=s)
+        out += [(now, f) for f in tracer.fates(now.timestamp())]
+    return out
+
+
+def _lines(fates: list[tuple[datetime, Fates]]) -> list[str]:
+    return [live_line(t, r) for _, f in fates for t, r in f.rows]
+
+
+def test_each_recipient_is_given_once_when_its_fate_is_final() -> None:
+    early = _run(LiveSettings(early=True))
+    whole = _run(LiveSettings())
+    # the same lines as whole messages give, each exactly once
+    assert Counter(_lines(early)) == Counter(x for _, f in whole for x in live_lines(f.trace))
+    assert len(_lines(early)) == len(set(_lines(early)))
+    # ... and as many messages complete, in the same order
+    assert [f.trace.hops[0].queue_id for _, f in early if f.complete] == \
+        [f.trace.hops[0].queue_id for _, f in whole]
+    # a row given before its message completes is final
+    given = [r for _, f in early if not f.complete for _, r in f.rows]
+    assert given and all(r.outcome in FINAL for r in given)
+
+
+def test_delivered_recipients_come_before_their_siblings_expire() -> None:
+    early = _run(LiveSettings(early=True))
+    mine = [(when, f) for when, f in early if f.trace.message_id == MULTI["message_id"]]
+    delivered = {f["recipient"] for f in MULTI["fates"] if f["fate"] == "delivered"}
+    expired = {f["recipient"] for f in MULTI["fates"] if f["fate"] == "expired"}
+    (first_when, first), *_ = mine
+    assert not first.complete
+    assert {r.address for _, r in first.rows} == delivered
+    assert all(r.path[-1].host == "mbox1" for _, r in first.rows)
+    when = {r.address: w for w, f in mine for t, r in f.rows if t is f.trace}
+    assert sorted(when) == sorted(delivered | expired)
+    assert len([r for _, f in mine for t, r in f.rows if t is f.trace]) == len(when)  # once
+    # delivered at 17:32:4x; the expiry is logged more than a minute later, and given then
+    assert min(when[a] for a in expired) - max(when[a] for a in delivered) > timedelta(
+        seconds=30)
+    (done_when, done), = [(w, f) for w, f in mine if f.complete]
+    assert done is mine[-1][1]  # the message completes last (its notifications came back)
+    # without early, bob's line waits for the whole message
+    whole = _run(LiveSettings())
+    (whole_when, _), = [(w, f) for w, f in whole if f.trace.message_id == MULTI["message_id"]]
+    assert whole_when == done_when > when["bob@example.test"]
+
+
+def test_a_recipient_of_a_queue_file_still_open_is_given_from_its_lines_so_far() -> None:
+    """multi_split with dave relayed out by out1 while erin stays deferred there (the lab's
+    lines: out1's queue file stays open, its later lines left out, dave's first deferral
+    made the sent line of an outside server): dave's line comes from a peek at the open
+    queue file, erin's when it is forgotten (--max-open)."""
+    qid = b"D3850168042"
+    lines: list[tuple[str, bytes]] = []
+    for host, line in lab_lines():
+        if qid in line:
+            if b"17:32:44" not in line:
+                continue  # out1 keeps it in its queue
+            if b"to=<dave@" in line:
+                line = line.replace(b"relay=none", b"relay=mx.example.net[192.0.2.1]:25")
+                line = line.replace(b"dsn=4.4.1, status=deferred (connect to 127.0.0.9"
+                                    b"[127.0.0.9]:2599: Connection refused)",
+                                    b"dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4F1A)")
+                assert b"status=sent" in line
+        lines.append((host, line))
+    settings = LiveSettings(early=True, max_open=timedelta(minutes=5))
+    got = [(w, f) for w, f in _run(settings, lines)
+           if f.trace.message_id == MULTI["message_id"]]
+    when = {r.address: (w, r, f.complete) for w, f in got for t, r in f.rows if t is f.trace}
+    assert sorted(when) == sorted(f["recipient"] for f in MULTI["fates"])
+    sent_at = datetime(2026, 11, 29, 17, 32, 44, tzinfo=UTC)
+    w, dave, complete = when["dave@example.net"]
+    assert (str(dave.outcome), complete) == ("relayed-out", False)
+    assert [p.host for p in dave.path][-1] == "out1" and [p.host for p in dave.path][0] == "mx1"
+    assert w - sent_at < timedelta(seconds=30)  # not when the queue file is forgotten
+    w, erin, complete = when["erin@example.net"]
+    assert (str(erin.outcome), complete) == ("queued", True)
+    assert w - sent_at >= timedelta(minutes=5)
+
+
+def test_max_open_counts_from_the_first_line_and_forgets_the_retries() -> None:
+    """out1 retries multi_split's deferred recipients every 10-20 s (the lab's lines): with
+    --max-open 20s the queue file is shown as queued 20 s after its first line, though its
+    retries go on, and the retries and its expiry after that make no second message."""
+    got = _run(LiveSettings(early=True, max_open=timedelta(seconds=20)))
+    out1 = [(w, f) for w, f in got
+            if any(h.host == "out1" and h.queue_id == "D3850168042" for h in f.trace.hops)]
+    assert len([f for _, f in out1 if f.complete]) == 1
+    rows = [(w, r) for w, f in out1 for t, r in f.rows if r.host == "out1"]
+    assert sorted(r.address for _, r in rows) == ["dave@example.net", "erin@example.net"]
+    assert {str(r.outcome) for _, r in rows} == {"queued"}
+    first = min(rec.time for _, f in out1 for h in f.trace.hops if h.host == "out1"
+                for rec in h.group.records)
+    # (the run looks at the time at each line: the first after 17:33:04 is at 17:33:18)
+    assert all(w - first <= timedelta(seconds=34) for w, _ in rows)
+    # without the bound from the first line it would have waited for the retries to end
+    assert max(rec.time for rec in out1[-1][1].trace.hops[-1].group.records) < first + \
+        timedelta(seconds=34)
