@@ -413,13 +413,14 @@ def incidents(
             for r in results
         ])
         every = found
+        proof = verdict(results, bool(found))
         if limit and fmt is not Format.TABLE:
             found = found[:limit]
         if fmt is Format.JSON:
             render_incidents_json(
                 found, reports, sys.stdout, window=(query.since, query.until),
                 compared=None if baseline is None else (baseline.since, baseline.until),
-                verdict=verdict(results, bool(found)).value)
+                verdict=proof.value)
         elif fmt is Format.NDJSON:
             render_incidents_ndjson(found, sys.stdout)
         elif fmt is Format.CSV:
@@ -427,7 +428,7 @@ def incidents(
         else:
             render_incidents_table(
                 found, sys.stdout, width=term.width, compared=baseline is not None,
-                proven=verdict(results, bool(found)) is not Proof.INCONCLUSIVE,
+                proven=proof is not Proof.INCONCLUSIVE,
                 limit=TABLE_INCIDENTS if limit is None else limit)
         sys.stdout.flush()
         if verbose:

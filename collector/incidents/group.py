@@ -119,6 +119,11 @@ def _where(
     return Direction.OUTBOUND, _domain(recipient) or peer.label.lower(), peer.label.lower()
 
 
+def _inside(t: datetime, since: datetime | None, until: datetime | None) -> bool:
+    """``t`` is in the window (both ends included; None: open)."""
+    return (since is None or t >= since) and (until is None or t <= until)
+
+
 def group_problems(
     group: QueueGroup,
     index: HostIndex,
@@ -129,7 +134,7 @@ def group_problems(
     message = _message_key(group)
 
     def inside(t: datetime) -> bool:
-        return (since is None or t >= since) and (until is None or t <= until)
+        return _inside(t, since, until)
 
     for rcpt in group.recipients:
         # got through, by the end of the window (what is logged later does not change it)
@@ -190,7 +195,7 @@ def log_problems(
     """
     out = [p for g in log.groups for p in group_problems(g, index, since, until)]
     for rej in log.rejects:
-        if not ((since is None or rej.time >= since) and (until is None or rej.time <= until)):
+        if not _inside(rej.time, since, until):
             continue
         who = f"{parse_endpoint(rej.client).address or rej.client}" if rej.client else "?"
         out.append(_refusal(rej, f"{who} {(rej.sender or '').lower()}", rej.recipient,
