@@ -169,10 +169,12 @@ def scenario_traces(traces: Sequence[Mapping[str, Any]], scenario: Mapping[str, 
 
 
 def check_scenarios(traces: Sequence[Mapping[str, Any]],
-                    expected: Mapping[str, Any] = EXPECTED) -> None:
+                    expected: Mapping[str, Any] = EXPECTED, *,
+                    refusals_joined: bool = False) -> None:
     """Every lab scenario's message is one trace, joined across hops, each recipient at the
     fate expected.json says, on the host it says, along the path it says (``expected``: a
-    lab run's expected.json, by default the committed one's)."""
+    lab run's expected.json, by default the committed one's). With ``refusals_joined`` a
+    bounce refused by the next fleet hop must end its path at that hop's refusal."""
     for scenario in expected["scenarios"]:
         found = scenario_traces(traces, scenario)
         assert len(found) == 1, (scenario["name"], len(found))
@@ -190,7 +192,8 @@ def check_scenarios(traces: Sequence[Mapping[str, Any]],
                 assert r["outcome"] == _OUTCOME[fate["fate"]], what
                 assert r["host"] == fate["at"], what
                 paths = [collapse(fate["path"])]
-                if fate["fate"] == "bounced" and paths[0][-1] != fate["at"]:
+                if (fate["fate"] == "bounced" and paths[0][-1] != fate["at"]
+                        and not refusals_joined):
                     # refused by the next hop: its refusal is part of the path or not
                     paths.append(paths[0][: paths[0].index(fate["at"]) + 1])
                 assert collapse([p["host"] for p in r["path"]]) in paths, what

@@ -56,7 +56,7 @@ def test_follow_shows_every_scenario_once_joined_across_hops(
         code = live.interrupt()
     assert code == 0, live.err
     traces = live.traces()
-    check_scenarios(traces)
+    check_scenarios(traces, refusals_joined=True)
     # each message once
     keys = [(t["hops"][0]["host"], t["hops"][0]["queue_id"], t["first_seen"],
              tuple(r["address"] for r in t["recipients"])) for t in traces]

@@ -5,12 +5,13 @@ whole messages (ndjson, wait) as before."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from follow_support import EXPECTED, aliases, lab_lines
 
 from collector.logs.parse import LineParser, TimeContext
-from collector.models import Host
+from collector.models import Host, Record
 from collector.render.trace import live_line, live_lines
 from collector.trace.live import FINAL, Fates, LiveSettings, LiveTracer
 
@@ -18,23 +19,37 @@ HOSTS = [Host(name, aliases=tuple(a)) for name, a in aliases().items()]
 MULTI = next(s for s in EXPECTED["scenarios"] if s["name"] == "multi_split")
 
 
-def _run(settings: LiveSettings, lines: list[tuple[str, bytes]] | None = None
-         ) -> list[tuple[datetime, Fates]]:
-    """Feed every lab line (the wall clock is the line's time), look at the time after each
-    line and for ten minutes after the last; what came out, with the log time it came."""
+def _run(settings: LiveSettings, lines: list[tuple[str, bytes]] | None = None,
+         lag: Mapping[str, float] | None = None) -> list[tuple[datetime, Fates]]:
+    """Feed every lab line (the wall clock is the line's time, plus the ``lag`` of its host's
+    stream: its lines arrive that many seconds late), look at the time after each line and
+    for ten minutes after the last; what came out, with the (wall) time it came."""
     tracer = LiveTracer(HOSTS, settings=settings)
     parser = LineParser(TimeContext(tz=UTC, reference=datetime(2026, 12, 1, tzinfo=UTC)))
-    out: list[tuple[datetime, Fates]] = []
+    arrivals: list[tuple[datetime, int, str, Record]] = []
     last = datetime(2000, 1, 1, tzinfo=UTC)
     for host, line in lab_lines() if lines is None else lines:
         for rec in parser.feed_all(line):
             last = max(last, rec.time)
-            tracer.add(host, rec, last.timestamp())
-        out += [(last, f) for f in tracer.fates(last.timestamp())]
+            late = timedelta(seconds=(lag or {}).get(host, 0.0))
+            arrivals.append((last + late, len(arrivals), host, rec))
+    arrivals.sort(key=lambda a: (a[0], a[1]))  # each stream keeps its own order
+    out: list[tuple[datetime, Fates]] = []
+    for wall, _, host, rec in arrivals:
+        tracer.add(host, rec, wall.timestamp())
+        out += [(wall, f) for f in tracer.fates(wall.timestamp())]
     for s in range(1, 600):
-        now = last + timedelta(seconds=s)
+        now = arrivals[-1][0] + timedelta(seconds=s)
         out += [(now, f) for f in tracer.fates(now.timestamp())]
     return out
+
+
+def _paths(fates: list[tuple[datetime, Fates]], complete: bool | None = None
+           ) -> Counter[tuple[str, str, str, str]]:
+    """Each row given: (host, queue ID, address, the hosts of its path)."""
+    return Counter((r.host, r.queue_id, r.address, ">".join(p.host for p in r.path))
+                   for _, f in fates if complete is None or f.complete is complete
+                   for _, r in f.rows)
 
 
 def _lines(fates: list[tuple[datetime, Fates]]) -> list[str]:
@@ -129,3 +144,24 @@ def test_max_open_counts_from_the_first_line_and_forgets_the_retries() -> None:
     # without the bound from the first line it would have waited for the retries to end
     assert max(rec.time for rec in out1[-1][1].trace.hops[-1].group.records) < first + \
         timedelta(seconds=34)
+
+
+def test_a_refusal_on_a_host_whose_stream_lags_still_joins_its_path() -> None:
+    """filter1's and mbox1's lines arrive 8 s late (another SSH stream, a busy host): a bounce
+    that filter1 or mbox1 refused is still given with the refusing hop at the end of its path
+    (mx1>filter1 for cleanup_reject, ...>mbox1 for an unknown user), early lines and whole
+    messages alike, as when every stream is on time; no refusal is shown on its own. Before,
+    mx1's bounce was given before filter1's reject came, its path stopping at mx1, and a
+    NOQUEUE reject of a fleet host's delivery was a trace of its own."""
+    for early in (True, False):
+        settings = LiveSettings(early=early)
+        on_time = _run(settings)
+        lagged = _run(settings, lag={"filter1": 8.0, "mbox1": 8.0})
+        assert _paths(lagged) == _paths(on_time), early
+        paths = _paths(lagged)
+        assert ("mx1", "0FF8B1681EE", "bob@example.test", "mx1>filter1") in paths
+        unknown = [k for k in paths if k[2].startswith(("nosuchuser@", "ghost@"))]
+        assert len(unknown) == 2 and {k[3].rsplit(">", 1)[-1] for k in unknown} == {"mbox1"}
+        alone = [f.trace for _, f in lagged if f.trace.hops[0].queue_id == "NOQUEUE"
+                 and f.trace.hops[0].host != "mx1"]
+        assert not alone, [t.hops[0] for t in alone]

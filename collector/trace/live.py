@@ -10,7 +10,14 @@ once nothing it waits for can still come:
   while that host's assembler holds the queue ID open (bounded by ``max_open``), or for
   ``hop_wait`` seconds when nobody holds it (a host not followed, lines lost);
 * its first hop came from a fleet host (``client=``) and no parent was linked: it waits
-  ``hop_wait`` seconds for the parent (whose ``removed`` may be logged a moment later).
+  ``hop_wait`` seconds for the parent (whose ``removed`` may be logged a moment later). A
+  NOQUEUE reject of a fleet host's delivery waits the same way for the attempt it refused
+  (that host's bounce or deferral, logged after the reject);
+* a recipient of it was refused by a fleet host (``host X said: 5xx``) whose reject is not
+  linked yet: it waits up to ``hop_wait`` seconds for that reject, which the other host's
+  stream may bring a moment later (the path ends at the refusal, as ``trace`` has it). A
+  host that logged nothing since the follow began, or is unreadable, is not waited for, nor
+  the host itself (a refusal over loopback: its lines come in the same stream).
 
 With ``early`` (``follow``'s lines), a recipient's fate is handed on as soon as it is final,
 before the rest of its message: the traces still waiting are looked at too, and so are the
@@ -43,7 +50,13 @@ from collector.models import (
     Reject,
     Trace,
 )
-from collector.trace.correlate import DEFAULT_SKEW, build_host_index, correlate_waiting
+from collector.trace.correlate import (
+    DEFAULT_SKEW,
+    build_host_index,
+    correlate_waiting,
+    refused_by,
+    resolve_peer,
+)
 
 #: ``--max-open``'s default: a message still open after a day of log time is shown as queued.
 DEFAULT_MAX_OPEN = timedelta(hours=24)
@@ -307,16 +320,20 @@ class LiveTracer:
             # A hand-off to a group shown already (a delay notice, shown while its parent
             # was still queued) is not waited for.
             wanted = [r for r in w.wanted if (r.host, r.queue_id) not in self._shown]
+            upstream = w.upstream or self._refused_from(w.trace)
+            unjoined = self._unjoined(w.trace)
+            if unjoined and not patient(key):
+                unjoined = set()  # the refusal did not come: shown without it
             open_ = bool(peeked) and any(id(g) in peeked for g in _groups(w.trace))
             if open_ or any(self._held(ref) for ref in wanted):
                 # a hop is still being logged; its first hop may yet prove a later hop of a
                 # message whose parent is late (then hop_wait runs out first)
-                if early and (w.upstream is None or not patient(key)):
-                    self._give(w.trace, done)
+                if early and (upstream is None or not patient(key)):
+                    self._give(w.trace, done, unjoined)
                 continue
-            if (wanted or w.upstream is not None) and patient(key):
-                if early and w.upstream is None:
-                    self._give(w.trace, done)
+            if (wanted or upstream is not None or unjoined) and patient(key):
+                if early and upstream is None:
+                    self._give(w.trace, done, unjoined)
                 continue
             self._release(w.trace)
             if first.group.origin == "local" or w.upstream is not None:
@@ -331,16 +348,50 @@ class LiveTracer:
         self._since = since_kept
         return done
 
-    def _give(self, trace: Trace, done: list[Fates]) -> None:
-        """Hand on the recipients of a message not complete yet whose fate is final."""
+    def _give(self, trace: Trace, done: list[Fates], hold: set[_RowKey] | None = None
+              ) -> None:
+        """Hand on the recipients of a message not complete yet whose fate is final (but
+        the ones in ``hold``: their path is not known yet)."""
         rows = tuple(row for row in _rows(trace)
-                     if row[1].outcome in FINAL and _row_key(row[1]) not in self._given)
+                     if row[1].outcome in FINAL and (k := _row_key(row[1])) not in self._given
+                     and not (hold and k in hold))
         if rows and self._show(trace):
             # kept until the message completes; at most twice --max-open of log time
             until = trace.last_seen + 2 * self.settings.max_open
             for _, r in rows:
                 self._given[_row_key(r)] = until
             done.append(Fates(trace, rows, False))
+
+    def _waits_for(self, host: str | None) -> bool:
+        """Whether a line of ``host`` is worth waiting for: followed, logging, readable."""
+        return host is not None and host in self._clocks and host not in self.failed
+
+    def _refused_from(self, trace: Trace) -> str | None:
+        """The fleet host whose delivery a NOQUEUE reject (the trace's one hop) refused:
+        that host logs the bounce or deferral the reject joins, a moment after it."""
+        first = trace.hops[0].group
+        if first.queue_id != "NOQUEUE" or len(trace.hops) != 1 or not first.rejects:
+            return None
+        client = first.rejects[0].client
+        if not client:
+            return None
+        peer = resolve_peer(self._index, client, first.host)
+        # a client on this host itself (loopback) is no other stream's line to wait for
+        return peer if peer != first.host and self._waits_for(peer) else None
+
+    def _unjoined(self, trace: Trace) -> set[_RowKey]:
+        """The recipients refused by a fleet host whose reject is not linked (yet)."""
+        out: set[_RowKey] = set()
+        for _, r in _rows(trace):
+            if r.attempt is None:
+                continue
+            refuser = refused_by(self._index, r.host, r.attempt)
+            if refuser == r.host or not self._waits_for(refuser):
+                continue
+            last = r.path[-1] if r.path else None
+            if last is None or last == GroupRef(r.host, r.queue_id) or last.host != refuser:
+                out.add(_row_key(r))
+        return out
 
     def _held(self, ref: GroupRef) -> bool:
         asm = self._asms.get(ref.host)
