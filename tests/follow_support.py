@@ -76,6 +76,7 @@ class Live:
     out: list[str] = field(default_factory=list)
     err: list[str] = field(default_factory=list)
     arrived: list[float] = field(default_factory=list)  # time.time() of each stdout line
+    err_arrived: list[float] = field(default_factory=list)  # ... and of each stderr line
 
     def until(self, ok: Any, timeout: float, what: str = "") -> None:
         """Wait until ``ok()`` is true, or raises nothing (an assertion of the output)."""
@@ -119,8 +120,7 @@ def start(*args: str, env: Mapping[str, str] | None = None) -> Live:
 
     def pump(stream: Any, into: list[str]) -> None:
         for raw in iter(stream.readline, b""):
-            if into is live.out:
-                live.arrived.append(time.time())
+            (live.arrived if into is live.out else live.err_arrived).append(time.time())
             into.append(raw.decode().rstrip("\n"))
 
     for stream, into in ((proc.stdout, live.out), (proc.stderr, live.err)):
