@@ -204,6 +204,13 @@ class Series:
         return f"{self.median:.3f} s [{min(self.walls):.3f}–{max(self.walls):.3f}]"
 
 
+def main_cf(name: str) -> str:
+    """A Postfix server's /etc/postfix/main.cf, as every real one has (discovery asks
+    postconf; logs to syslog, the genlog files' /var/log/mail.log)."""
+    return (f"myhostname = {name}.example.com\nmydomain = example.com\n"
+            "compatibility_level = 3.6\ninet_interfaces = all\n")
+
+
 def check(cond: bool) -> str:
     return "met" if cond else "**missed**"
 

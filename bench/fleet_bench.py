@@ -46,6 +46,7 @@ from _common import (
     host_logs,
     last_line_time,
     machine_line,
+    main_cf,
     note,
     run_parallel,
     run_timed,
@@ -252,7 +253,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     truth = data / "truth.jsonl"
     addresses = args.address or [TYPICAL, HEAVIEST]
     aliases = host_aliases(logs)
-    specs = [HostSpec(name, files={LOG: path}, mtimes={LOG: last_line_time(path)})
+    specs = [HostSpec(name, files={LOG: path, "/etc/postfix/main.cf": main_cf(name)},
+                      mtimes={LOG: last_line_time(path)})
              for name, path in logs.items()]
     note(f"starting {len(specs)} sshd hosts (copies {sum(p.stat().st_size for p in logs.values()) / MB:,.0f} MB)")
     fleet = Fleet(work / "fleet", specs)

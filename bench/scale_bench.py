@@ -34,6 +34,7 @@ from _common import (
     REPO,
     Series,
     machine_line,
+    main_cf,
     note,
     run_timed,
     say,
@@ -125,7 +126,8 @@ def measure(args: argparse.Namespace, work: Path, size: int, *, bastion: bool) -
     specs = []
     if bastion:
         specs.append(HostSpec("gate", jump_only=True, sshd_extra=("MaxStartups 10:30:100",)))
-    specs += [HostSpec(name, files={LOG: LOG_SOURCE}, via="gate" if bastion else None)
+    specs += [HostSpec(name, files={LOG: LOG_SOURCE, "/etc/postfix/main.cf": main_cf(name)},
+                       via="gate" if bastion else None)
               for name in names]
     note(f"starting {len(specs)} sshd hosts")
     fleet = Fleet(work / "fleet", specs)

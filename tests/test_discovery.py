@@ -198,7 +198,9 @@ enable_long_queue_ids = no
 
 
 def test_postconf_argv_names_every_parameter() -> None:
-    assert postconf_argv("/usr/sbin/postconf", "/etc/postfix-out") == [
+    argv = postconf_argv("/usr/sbin/postconf", "/etc/postfix-out")
+    assert argv[:3] == ["sh", "-c", argv[2]] and argv[3:5] == ["sh", "/etc/postfix-out"]
+    assert argv[5:] == [
         "/usr/sbin/postconf",
         "-c",
         "/etc/postfix-out",
@@ -303,8 +305,11 @@ def test_real_postconf_output_shapes(tmp_path: Path) -> None:
     )
     assert config.mail_version is not None and config.mail_version[0].isdigit()
 
+    # without a readable main.cf postconf is not run: its fatal error sleeps a second
+    # (Postfix's msg_fatal) on every host that has none
     missing = run_local(postconf_argv("/usr/sbin/postconf", str(tmp_path / "nowhere")))
     assert postconf_status(missing) is PostconfStatus.NO_MAIN_CF
+    assert b"main.cf is missing or unreadable" in missing.stderr
 
 
 # --------------------------------------------------------------------------- rotations
