@@ -116,12 +116,12 @@ def test_hosts_writes_every_format_it_accepts(demo_fleet: Path) -> None:
 def test_a_bug_is_an_internal_error_not_a_host_problem(
     demo_fleet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import collector.cli.app as cli
+    import collector.search.host as host  # (the search command imports it when it runs)
 
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("oops")
 
-    monkeypatch.setattr(cli, "search_reader", broken)
+    monkeypatch.setattr(host, "search_reader", broken)
     result = run("search", "-i", demo_fleet, "--from", "alice@example.test", "--host", "mx1")
     assert result.exit_code == ExitCode.ERROR
     assert result.stderr.splitlines() == [

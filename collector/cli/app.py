@@ -54,8 +54,6 @@ from collector.cli.run import passphrase, run_fleet, run_readings
 from collector.cli.terminal import Terminal
 from collector.errors import UsageError
 from collector.inventory.load import find_inventory, host_zone, load_inventory, select_hosts
-from collector.logs.commands import pass1_needles
-from collector.logs.select import merge_rows
 from collector.models import (
     Hole,
     Host,
@@ -78,11 +76,11 @@ from collector.render.rows import (
     write_json,
 )
 from collector.render.safe import Escaped, printable
-from collector.search.host import HostSearch, search_reader, with_rows
-from collector.search.summary import HostSummary, summarize_reader
 from collector.transport import open_session
 
 if TYPE_CHECKING:
+    from collector.search.host import HostSearch
+    from collector.search.summary import HostSummary
     from collector.trace.follow import TraceRun
     from collector.trace.live import LiveTracer
 
@@ -239,6 +237,10 @@ def search(
     Exit code 0: rows found, 1: none, 2: usage/config error or no host answered,
     3: partial (some hosts failed).
     """
+    from collector.logs.commands import pass1_needles
+    from collector.logs.select import merge_rows
+    from collector.search.host import search_reader, with_rows
+
     with errors(debug):
         query = build_query(from_, to, message_id, queue_id, status, client, since, until,
                             subjects=subject)
@@ -300,6 +302,7 @@ def summary(
         render_summary_json,
         render_summary_ndjson,
     )
+    from collector.search.summary import summarize_reader
 
     with errors(debug):
         query = build_query(None, None, None, None, None, None, since, until)
@@ -472,8 +475,7 @@ def hosts(
     debug: DebugOpt = False,
 ) -> None:
     """List the inventory's hosts; with --check, connect and discover each one."""
-    from collector.inventory.origins import plan_readings
-    from collector.search.hostcheck import carried_rows, check_host, check_rows, list_rows
+    from collector.render.hosts import list_rows
 
     with errors(debug):
         if check and sudoers:
@@ -488,6 +490,9 @@ def hosts(
         if not check:
             _render_hosts(fmt, *list_rows(selected))
             raise typer.Exit(ExitCode.FOUND)
+        from collector.inventory.origins import plan_readings
+        from collector.search.hostcheck import carried_rows, check_host, check_rows
+
         caught = _caught(debug)
         readings = {r.host.name: r for r in plan_readings(inv.hosts, selected, everything=True)}
         results = run_fleet(

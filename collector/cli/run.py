@@ -9,15 +9,17 @@ import contextlib
 import sys
 import threading
 from collections.abc import Callable, MutableMapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from collector.inventory.origins import Reading, plan_readings
 from collector.models import Host, HostError, HostResult, Inventory
 from collector.render.text import human_bytes
 from collector.search.fleet import run_on_hosts
-from collector.search.host import ByteCounter
 from collector.transport import open_session
 from collector.transport.base import Session
+
+if TYPE_CHECKING:
+    from collector.search.host import ByteCounter
 
 T = TypeVar("T")
 
