@@ -48,6 +48,12 @@ from _common import (
 
 TYPICAL = "mmitchell@example.com"
 HEAVIEST = "alice.smith@example.com"
+
+
+def target(address: str) -> int:
+    """The issue's bound for a search, in grep passes: the heaviest recipient <= 5x, any
+    other (a typical user) <= 3x."""
+    return 5 if address == HEAVIEST else 3
 SMALL_BYTES = 250 * MB
 #: "Flat" peak RSS: the 1 GB run may use at most this much more than the 250 MB run.
 FLAT_FACTOR = 1.25
@@ -205,11 +211,11 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
         g, s = grep[a], search[a]
         ratio = s.median / g.median
         rows.append([f"`{a}`", f"{grep_lines[a]:,}", g.span(), s.span(),
-                     s.rss_text(), f"{ratio:.2f}× ({check(ratio <= 3)})",
+                     s.rss_text(), f"{ratio:.2f}× (≤ {target(a)}×: {check(ratio <= target(a))})",
                      ("match: " if matched[a] else "**MISMATCH**: ") + verdict[a]])
     say(table(["address", "grep lines", "`LC_ALL=C grep -F 'to=<ADDR>'` 4 files",
                "`collector search --to ADDR -f json`", "search peak RSS",
-               "search / grep (target ≤ 3×)", "rows vs truth.jsonl"], rows))
+               "search / grep (target)", "rows vs truth.jsonl"], rows))
     say()
     say("### Full parse + assemble (`collector summary`) vs pflogsumm")
     say()
@@ -232,7 +238,8 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
     rows = []
     for a in addresses:
         ratio = search[a].median / grep[a].median
-        rows.append([f"search `{a}` ≤ 3× the grep pass", f"{ratio:.2f}×", check(ratio <= 3)])
+        rows.append([f"search `{a}` ≤ {target(a)}× the grep pass", f"{ratio:.2f}×",
+                     check(ratio <= target(a))])
     if pfl.walls:
         speed = (size / summ.median) / (size / pfl.median)
         rows.append([f"parse+assemble ≥ 2× pflogsumm MB/s ({size / MB:,.0f} MB)", f"{speed:.2f}×",
