@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -33,6 +34,8 @@ sys.path.insert(0, str(BENCH.parent))
 
 from _common import (
     COLLECTOR,
+    MAIN_CF,
+    MAIN_CF_AGE,
     MB,
     REPO,
     Expected,
@@ -253,8 +256,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     truth = data / "truth.jsonl"
     addresses = args.address or [TYPICAL, HEAVIEST]
     aliases = host_aliases(logs)
-    specs = [HostSpec(name, files={LOG: path, "/etc/postfix/main.cf": main_cf(name)},
-                      mtimes={LOG: last_line_time(path)})
+    specs = [HostSpec(name, files={LOG: path, MAIN_CF: main_cf(name)},
+                      mtimes={LOG: last_line_time(path), MAIN_CF: time.time() - MAIN_CF_AGE})
              for name, path in logs.items()]
     note(f"starting {len(specs)} sshd hosts (copies {sum(p.stat().st_size for p in logs.values()) / MB:,.0f} MB)")
     fleet = Fleet(work / "fleet", specs)

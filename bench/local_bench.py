@@ -163,6 +163,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             ok, text = compare_rows(expected[a], json.loads(s.stdout or b"{}"))
             matched[a], verdict[a] = ok, text
 
+    start = Series("collector --version")
+    for r in range(3 * args.runs):
+        start.take(run_timed([*COLLECTOR, "--version"], cwd=args.src))
+
     summ = Series("collector summary 1 GB")
     summ_small = Series("collector summary 250 MB")
     pfl = Series("pflogsumm 1 GB")
@@ -182,7 +186,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             pfl_small.take(p)
 
     report(args, logs, size, lines, small_size, small_lines, addresses, expected, grep,
-           grep_lines, search, verdict, matched, summ, summ_small, pfl, pfl_small, summary_out)
+           grep_lines, search, verdict, matched, summ, summ_small, pfl, pfl_small, summary_out,
+           start)
     return 0
 
 
@@ -190,7 +195,7 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
            small_size: int, small_lines: int, addresses: list[str], expected: dict[str, Expected],
            grep: dict[str, Series], grep_lines: dict[str, int], search: dict[str, Series],
            verdict: dict[str, str], matched: dict[str, bool], summ: Series, summ_small: Series,
-           pfl: Series, pfl_small: Series, summary_out: bytes) -> None:
+           pfl: Series, pfl_small: Series, summary_out: bytes, start: Series) -> None:
     n = args.runs
     say(f"## Local benchmark ({len(logs)} hosts, {size / MB:,.1f} MB, {lines:,} lines)")
     say()
@@ -251,6 +256,8 @@ def report(args: argparse.Namespace, logs: dict[str, Path], size: int, lines: in
     rows.append([f"peak RSS flat ({size / MB:,.0f} MB ≤ {FLAT_FACTOR}× {small_size / MB:,.0f} MB)",
                  f"{summ.peak_mib:.0f} / {summ_small.peak_mib:.0f} MiB = {flat:.2f}×",
                  check(flat <= FLAT_FACTOR)])
+    rows.append(["start-up ≤ 0.2 s (`collector --version`, whole process, median of "
+                 f"{len(start.walls)})", start.span(), check(start.median <= 0.2)])
     say(table(["target", "measured", "verdict"], rows))
     say()
     say(f"`collector summary` output ({size / MB:,.0f} MB, last run):")

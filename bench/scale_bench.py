@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -31,8 +32,11 @@ sys.path.insert(0, str(BENCH.parent))
 
 from _common import (
     COLLECTOR,
+    MAIN_CF,
+    MAIN_CF_AGE,
     REPO,
     Series,
+    check,
     machine_line,
     main_cf,
     note,
@@ -44,6 +48,8 @@ from _common import (
 from sshfleet import Fleet, HostSpec
 
 LOG_SOURCE = REPO / "tests" / "fixtures" / "lab" / "mx1" / "var" / "log" / "postfix-mx1.log"
+#: "memory flat": the largest fleet's peak RSS within this factor of the smallest's.
+FLAT_FACTOR = 1.25
 LOG = "/var/log/mail.log"
 ADDRESS = "alice@example.test"
 
@@ -87,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             say()
             say(f"### {title}")
             say()
-            say(table(headers, found))
+            say(table(headers, [r[:-1] for r in found]))
+    if len(rows) > 1:
+        (small, *_), (large, *_) = rows[0], rows[-1]
+        flat = float(rows[-1][-1]) / float(rows[0][-1])
+        say()
+        say(f"Memory flat: peak RSS at {large} hosts / at {small} hosts = {flat:.2f}x "
+            f"(≤ {FLAT_FACTOR}x: {check(flat <= FLAT_FACTOR)}).")
     return 0
 
 
@@ -126,8 +138,8 @@ def measure(args: argparse.Namespace, work: Path, size: int, *, bastion: bool) -
     specs = []
     if bastion:
         specs.append(HostSpec("gate", jump_only=True, sshd_extra=("MaxStartups 10:30:100",)))
-    specs += [HostSpec(name, files={LOG: LOG_SOURCE, "/etc/postfix/main.cf": main_cf(name)},
-                       via="gate" if bastion else None)
+    specs += [HostSpec(name, files={LOG: LOG_SOURCE, MAIN_CF: main_cf(name)},
+                       mtimes={MAIN_CF: time.time() - MAIN_CF_AGE}, via="gate" if bastion else None)
               for name in names]
     note(f"starting {len(specs)} sshd hosts")
     fleet = Fleet(work / "fleet", specs)
@@ -157,8 +169,11 @@ def measure(args: argparse.Namespace, work: Path, size: int, *, bastion: bool) -
             theirs.take(run)
             bare_answered = run.stdout.count(b"answered\n")
         ratio = mine.median / theirs.median
+        verdict = (f"all answer: {check(answered == size)}" if bastion
+                   else f"≤ 1.1x: {check(ratio <= 1.1)}")
         return [size, f"{answered}/{size}", f"{bare_answered}/{size}", f"{mine.median:.2f}",
-                f"{theirs.median:.2f}", f"{ratio:.2f}x", mine.rss_text(), fd_peak]
+                f"{theirs.median:.2f}", f"{ratio:.2f}x ({verdict})", mine.rss_text(), fd_peak,
+                mine.peak_mib]
     finally:
         fleet.stop()
 
