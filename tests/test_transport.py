@@ -770,3 +770,22 @@ def test_a_bastion_channel_closes_quietly_when_the_bastion_is_gone() -> None:
     sock = QuietClose(Gone())  # type: ignore[arg-type]
     sock.close()
     assert Gone.closed == 1 and sock.recv(2) == b"xx"
+
+
+def test_paramiko_is_imported_without_invoke_and_match_exec_still_works() -> None:
+    """invoke (paramiko's runner for ssh_config's ``Match exec``) costs ~50 ms of every SSH
+    run's start-up: it is imported when a config uses it, not with paramiko."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, collector.transport.ssh, paramiko\n"
+        "print(type(sys.modules['invoke']).__name__)\n"
+        "cfg = paramiko.SSHConfig.from_text("
+        "'Match exec \"true\"\\n  User bob\\nMatch exec \"false\"\\n  Port 2222\\n')\n"
+        "print(sorted(cfg.lookup('x').items()))\n"
+        "print(type(sys.modules['invoke']).__name__, callable(sys.modules['invoke'].run))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["_Deferred", "[('hostname', 'x'), ('user', 'bob')]", "module True"]
