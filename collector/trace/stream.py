@@ -4,8 +4,9 @@ Each reader connects, discovers the host's logs as ``search`` does, and runs one
 prints the Postfix lines logged from now on (``tail -n0 -F`` of each live file, following
 rotation; ``journalctl -f`` for a journal; filtered on the host, see
 ``logs.commands.follow_command``). It parses them and hands the records, each with its origin
-host (a log host's lines are split by origin, ``inventory.origins``), to the loop through a
-bounded queue: a slow consumer slows the reading, never grows memory. A host that cannot be
+host (a log host's lines are split by origin, ``inventory.origins``), to the loop through an
+:class:`Inbox` bounded in records (not batches): a slow consumer slows the reading (the lines
+wait in the pipe, or on the host), never grows memory. A host that cannot be
 reached, or that is lost, is said once; the reader tries again with backoff and says when the
 host is back (the lines logged in between were not read).
 
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import queue
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -63,7 +64,9 @@ SessionOpener = Callable[[Host], Session]
 BACKOFF = (1.0, 60.0)
 #: A host that sent nothing, not even its heartbeat, for this many heartbeats is lost.
 SILENT_BEATS = 3
-_QUEUE_MAX = 10_000  # records (and events) in flight between the readers and the loop
+#: Records in flight between the readers and the loop (about 1 KB each): the readers wait
+#: while the loop is this far behind.
+_QUEUE_MAX = 10_000
 _BATCH = 256  # records a reader hands over at once
 _TICK = 0.5  # seconds between two looks at the clock
 #: Seconds ``follow_fleet`` waits for every host to answer before ``on_ready`` runs anyway.
@@ -83,6 +86,55 @@ class Event:
     bug: InternalError | None = None  # not a host problem: the run ends with it
 
 
+class Inbox:
+    """The readers' events on their way to the loop, bounded by the records they carry.
+
+    ``put`` waits while ``max_records`` records are in flight; an event that carries no
+    record (a host down or up) is never held back by them, and an event larger than the bound
+    passes when nothing is in flight. Thread-safe: readers put, the loop gets.
+    """
+
+    def __init__(self, max_records: int) -> None:
+        self.max_records = max_records
+        self._events: deque[Event] = deque()
+        self._records = 0
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._ready = threading.Condition(self._lock)
+
+    @property
+    def records(self) -> int:
+        """Records in flight now."""
+        return self._records
+
+    def empty(self) -> bool:
+        return not self._events
+
+    def _fits(self, n: int) -> bool:
+        return n == 0 or not self._events or self._records + n <= self.max_records
+
+    def put(self, event: Event, timeout: float) -> bool:
+        """Hand ``event`` on; False when there was no room for it within ``timeout``."""
+        n = len(event.records)
+        with self._room:
+            if not self._room.wait_for(lambda: self._fits(n), timeout):
+                return False
+            self._events.append(event)
+            self._records += n
+            self._ready.notify()
+            return True
+
+    def get(self, timeout: float) -> Event | None:
+        """The oldest event, or None when none came within ``timeout``."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: bool(self._events), timeout):
+                return None
+            event = self._events.popleft()
+            self._records -= len(event.records)
+            self._room.notify_all()
+            return event
+
+
 @dataclass(frozen=True, slots=True)
 class FollowResult:
     """How a follow ended: the hosts that were down at the end, the traces shown."""
@@ -100,7 +152,7 @@ class _Reader:
         reading: Reading,
         open_session: SessionOpener,
         zone: tzinfo,
-        out: queue.Queue[Event],
+        out: Inbox,
         stop: threading.Event,
         beat: int,
     ) -> None:
@@ -190,11 +242,10 @@ class _Reader:
 
     def _put(self, event: Event) -> None:
         while not self._stop.is_set():
-            try:
-                self._out.put(event, timeout=_TICK)
+            if self._out.put(event, timeout=_TICK):
                 return
-            except queue.Full:
-                continue
+            # held back by the loop, not silent: the host's lines wait in the stream
+            self.last_heard = time.monotonic()
 
     def _close(self) -> None:
         session, self.session = self.session, None
@@ -302,12 +353,13 @@ def follow_fleet(
 
     ``on_problem`` gets one line per host going down and coming back. ``on_ready`` is called
     once every host has answered (followed, or down) or after :data:`READY_WAIT` seconds,
-    while their lines wait in the queue (``wait`` reads the past then); True ends the follow.
+    while their lines wait (``wait`` reads the past then: the readers go on until
+    :data:`_QUEUE_MAX` records are in flight, the rest waits in the stream); True ends the follow.
     ``on_fates``, when given, gets what the tracer makes known instead of ``on_trace``: each
     message done and, with the tracer's ``early``, recipients done before their message.
     """
     readings = plan_readings(inventory, selected, everything=everything)
-    events: queue.Queue[Event] = queue.Queue(_QUEUE_MAX)
+    events = Inbox(_QUEUE_MAX)
     halt = threading.Event()
     readers = [_Reader(r, open_session, zone_of(r.host), events, halt, beat) for r in readings]
     state: dict[str, str] = {}  # host -> "up" | "down" | "lost" (down after being up)
@@ -330,10 +382,7 @@ def follow_fleet(
             if deadline is not None and now >= deadline:
                 break
             wait = max(0.0, min(next_tick - now, (deadline - now) if deadline else _TICK))
-            try:
-                event = events.get(timeout=wait)
-            except queue.Empty:
-                event = None
+            event = events.get(timeout=wait)
             if event is not None:
                 if event.bug is not None:
                     raise event.bug
