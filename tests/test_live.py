@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -253,3 +254,35 @@ def test_a_fleet_hosts_reject_of_an_attempt_in_a_queue_file_still_open_is_no_fat
         assert [(r.host, r.outcome.value, ">".join(p.host for p in r.path)) for r in rows] == [
             fate], early
         assert _paths(out) == batch, early
+
+
+def test_a_refusal_whose_reject_never_comes_is_waited_for_once() -> None:
+    """The lab's cleanup_reject: mx1's bounce quotes filter1's refusal, whose reject line is
+    lost (filter1 logs other lines); a second recipient of mx1's queue file is deferred, and
+    delivered ten minutes later. The refusal is waited for hop_wait after it was logged, not
+    again when the queue file completes: the whole message comes a grace after its
+    ``removed`` (before, hop_wait later: ``wait`` and ndjson held it a minute more)."""
+    lab = [line for _, line in lab_lines()]
+    qid = b"0FF8B1681EE"
+    lines = [("mx1", line) for line in lab
+             if qid + b":" in line and b"removed" not in line and b"notification" not in line]
+    # filter1 is followed and logging (a line of another message): its reject is waited for
+    other = next(line for line in lab if line.endswith(b"F2186168222: removed"))
+    later = b"Nov 29 17:42:46 mx1 postfix/"
+    lines += [
+        ("filter1", other),
+        ("mx1", b"Nov 29 17:32:46 mx1 postfix/smtp[23792]: 0FF8B1681EE: to=<far@example.net>, "
+         b"relay=none, delay=0.5, delays=0.01/0/0.5/0, dsn=4.4.1, status=deferred "
+         b"(connect to 127.0.0.9[127.0.0.9]:2599: Connection refused)"),
+        ("mx1", later + b"smtp[23792]: 0FF8B1681EE: to=<far@example.net>, "
+         b"relay=far.example.net[192.0.2.7]:25, delay=600, delays=600/0/0.5/0, dsn=2.0.0, "
+         b"status=sent (250 2.0.0 Ok)"),
+        ("mx1", later + b"qmgr[23688]: 0FF8B1681EE: removed"),
+    ]
+    removed = datetime(2026, 11, 29, 17, 42, 46, tzinfo=UTC)
+    settings = LiveSettings()
+    for early in (True, False):
+        out = _run(replace(settings, early=early), lines)
+        done = [t for t, f in out if f.complete and f.trace.hops[0].queue_id == "0FF8B1681EE"]
+        assert len(done) == 1, early
+        assert done[0] - removed < settings.grace + timedelta(seconds=2), (early, done[0])

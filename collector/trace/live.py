@@ -13,9 +13,10 @@ once nothing it waits for can still come:
   ``hop_wait`` seconds for the parent (whose ``removed`` may be logged a moment later). A
   NOQUEUE reject of a fleet host's delivery waits the same way for the attempt it refused
   (that host's bounce or deferral, logged after the reject), and once that attempt is seen,
-  for as long as its queue file is open (a deferral, or a bounce beside recipients still
-  queued): the reject is part of that message's trace, as ``trace`` has it, not a
-  recipient's fate of its own;
+  for as long as its queue file is open (a bounce beside recipients still queued): the
+  reject is part of that message's trace, as ``trace`` has it, not a recipient's fate of
+  its own (a temporary reject, 4xx, of an attempt in a file still queued is let go then: the
+  file retries, its fate comes with it);
 * a recipient of it was refused by a fleet host (``host X said: 5xx``) whose reject is not
   linked yet: it waits up to ``hop_wait`` seconds for that reject, which the other host's
   stream may bring a moment later (the path ends at the refusal, as ``trace`` has it). A
@@ -330,9 +331,10 @@ class LiveTracer:
         def patient(key: tuple[str, str, datetime]) -> bool:
             """Whether the trace ``key`` still waits (its hop_wait not run out)."""
             since = self._since.get(key, wall)
+            # kept when run out too: a trace waits hop_wait once, not again at its next look
+            since_kept[key] = since
             if wall - since >= self.settings.hop_wait:
                 return False
-            since_kept[key] = since
             look = since + self.settings.hop_wait
             self._next_look = look if self._next_look is None else min(self._next_look, look)
             return True
@@ -346,9 +348,14 @@ class LiveTracer:
             wanted = [r for r in w.wanted if (r.host, r.queue_id) not in self._shown]
             upstream = w.upstream or self._refused_from(w.trace)
             if upstream is not None and w.upstream is None and self._attempt_of(w.trace):
-                # the attempt it refused is in a queue file still open: it joins that trace
+                # the attempt it refused is in a queue file still open: the recipient's fate
+                # is that message's. A final refusal waits to join its trace (once per
+                # recipient); a temporary one (4xx) is not kept: the file retries, and each
+                # retry would be refused and kept again as long as it stays queued
+                if w.trace.hops[0].group.rejects[0].response.startswith("4"):
+                    self._release(w.trace)
                 continue
-            unjoined = self._unjoined(w.trace)
+            unjoined = self._unjoined(w.trace, wall)
             if unjoined and not patient(key):
                 unjoined = set()  # the refusal did not come: shown without it
             open_ = bool(peeked) and any(id(g) in peeked for g in _groups(w.trace))
@@ -418,11 +425,17 @@ class LiveTracer:
                     break
         return ref if ref is not None and self._held(ref) else None
 
-    def _unjoined(self, trace: Trace) -> set[_RowKey]:
-        """The recipients refused by a fleet host whose reject is not linked (yet)."""
+    def _unjoined(self, trace: Trace, wall: float) -> set[_RowKey]:
+        """The recipients refused by a fleet host whose reject is not linked (yet), less than
+        hop_wait ago (the sender's log time: a queue file that stayed open long after the
+        refusal does not wait for it again when it completes)."""
         out: set[_RowKey] = set()
+        wait = timedelta(seconds=self.settings.hop_wait)
         for _, r in _rows(trace):
             if r.attempt is None:
+                continue
+            clock = self._clocks.get(r.host)
+            if clock is not None and clock.now(wall) - r.attempt.time >= wait:
                 continue
             refuser = refused_by(self._index, r.host, r.attempt)
             if refuser == r.host or not self._waits_for(refuser):
