@@ -312,6 +312,31 @@ def test_real_postconf_output_shapes(tmp_path: Path) -> None:
     assert b"main.cf is missing or unreadable" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x\\cy",  # dash's echo would stop at \c
+        "-n",  # an option to echo, test or postconf
+        "$(touch pwned)",
+        "`touch pwned`",
+        "a b;touch pwned",
+        "x\\n%s%n",
+    ],
+)
+def test_postconf_guard_takes_a_hostile_config_directory_as_data(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host's ``postconf -d`` chooses the directory: it reaches the guard as an argument,
+    and the reason it was not run names it whole."""
+    monkeypatch.chdir(tmp_path)
+    config_dir = str(tmp_path / name)
+    missing = run_local(postconf_argv("/usr/sbin/postconf", config_dir))
+    assert postconf_status(missing) is PostconfStatus.NO_MAIN_CF
+    assert missing.stderr.decode() == (
+        f"not run: {config_dir}/main.cf is missing or unreadable\n")
+    assert not (tmp_path / "pwned").exists()
+
+
 # --------------------------------------------------------------------------- rotations
 
 

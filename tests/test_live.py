@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from follow_support import EXPECTED, aliases, lab_lines
 
+from collector.logs.assemble import Assembler
 from collector.logs.parse import LineParser, TimeContext
-from collector.models import Host, Record
+from collector.models import Host, RecipientOutcome, Record, Trace
 from collector.render.trace import live_line, live_lines
+from collector.trace.correlate import build_host_index, correlate
 from collector.trace.live import FINAL, Fates, LiveSettings, LiveTracer
 
 HOSTS = [Host(name, aliases=tuple(a)) for name, a in aliases().items()]
@@ -165,3 +169,120 @@ def test_a_refusal_on_a_host_whose_stream_lags_still_joins_its_path() -> None:
         alone = [f.trace for _, f in lagged if f.trace.hops[0].queue_id == "NOQUEUE"
                  and f.trace.hops[0].host != "mx1"]
         assert not alone, [t.hops[0] for t in alone]
+
+
+def _refused_at_rcpt(reply: str, *, sibling: bool) -> list[tuple[str, bytes]]:
+    """The lab's unknown_user hop filter1 -> mbox1 (its real lines), mbox1's reply made
+    ``reply``: 450 (filter1 defers, retries five minutes later, mbox1 delivers) or the real
+    550 (filter1 bounces); with ``sibling`` the queue file also holds a recipient deferred
+    elsewhere, delivered ten minutes later (the file stays open after the bounce)."""
+    lab = dict.fromkeys(line for _, line in lab_lines())
+    qid, rej = b"F3A0B168231", b"NOQUEUE: reject: RCPT from filter1.example.test"
+    mine = [line for line in lab if qid + b":" in line and b"notification" not in line
+            and b"removed" not in line] + [next(line for line in lab if rej in line)]
+    if reply.startswith("4"):
+        mine = [line.replace(b"550 5.1.1", b"450 4.2.0").replace(b"dsn=5.1.1", b"dsn=4.2.0")
+                .replace(b"status=bounced", b"status=deferred") for line in mine]
+    stamp = b"Nov 29 17:32:45 filter1 postfix/"
+    out = [("mbox1" if rej in line else "filter1", line) for line in mine]
+    out.sort(key=lambda hl: hl[0] == "filter1" and b"to=<" in hl[1])  # the reject first
+    if sibling:
+        out.append(("filter1", stamp + b"smtp[23792]: F3A0B168231: to=<far@example.net>, "
+                    b"relay=none, delay=0.5, delays=0.01/0/0.5/0, dsn=4.4.1, status=deferred "
+                    b"(connect to 127.0.0.9[127.0.0.9]:2599: Connection refused)"))
+    minute = b"42" if sibling else b"37"
+    later = b"Nov 29 17:" + minute + b":46 filter1 postfix/"
+    there = b"2026-11-29T17:" + minute + b":46.%d00000+00:00 mbox1 postfix/"
+    if reply.startswith("4"):
+        out += [
+            ("filter1", later + b"relay/smtp[23791]: F3A0B168231: to=<nosuchuser@example.test>, "
+             b"relay=mbox1.example.test[127.0.0.23]:2525, delay=300, delays=300/0/0/0.01, "
+             b"dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4jcvP85l5CzC646)"),
+            ("mbox1", there % 1 + b"virtual[23802]: "
+             b"4jcvP85l5CzC646: to=<nosuchuser@example.test>, relay=virtual, delay=0.1, "
+             b"delays=0.1/0/0/0, dsn=2.0.0, status=sent (delivered to maildir)"),
+            ("mbox1", there % 2 + b"qmgr[23801]: "
+             b"4jcvP85l5CzC646: removed"),
+        ]
+    if sibling:
+        out.append(("filter1", later + b"smtp[23792]: F3A0B168231: to=<far@example.net>, "
+                    b"relay=far.example.net[192.0.2.7]:25, delay=600, delays=600/0/0.5/0, "
+                    b"dsn=2.0.0, status=sent (250 2.0.0 Ok)"))
+    return out + [("filter1", later + b"qmgr[23650]: F3A0B168231: removed")]
+
+
+def _batch_paths(lines: list[tuple[str, bytes]]) -> Counter[tuple[str, str, str, str]]:
+    """What ``trace`` makes of the same lines, all read at once."""
+    parser = LineParser(TimeContext(tz=UTC, reference=datetime(2026, 12, 1, tzinfo=UTC)))
+    asms = {h: Assembler(h) for h, _ in lines}
+    for host, line in lines:
+        for rec in parser.feed_all(line):
+            asms[host].add(rec)
+    logs = [a.finish() for a in asms.values()]
+    out: Counter[tuple[str, str, str, str]] = Counter()
+    for trace in correlate(logs, build_host_index(HOSTS, logs)):
+        for _, r in _all_rows(trace):
+            out[(r.host, r.queue_id, r.address, ">".join(p.host for p in r.path))] += 1
+    return out
+
+
+def _all_rows(trace: Trace) -> list[tuple[Trace, RecipientOutcome]]:
+    return [(trace, r) for r in trace.recipients] + [
+        row for child in trace.notifications for row in _all_rows(child)]
+
+
+@pytest.mark.parametrize(
+    ("reply", "sibling", "fate"),
+    [("450", False, ("mbox1", "delivered", "filter1>mbox1")),
+     ("450", True, ("mbox1", "delivered", "filter1>mbox1")),
+     ("550", True, ("filter1", "bounced", "filter1>mbox1"))],
+)
+def test_a_fleet_hosts_reject_of_an_attempt_in_a_queue_file_still_open_is_no_fate_of_its_own(
+    reply: str, sibling: bool, fate: tuple[str, str, str]
+) -> None:
+    """mbox1 refuses filter1's delivery at RCPT while filter1's queue file stays open (a
+    temporary 450 that filter1 retries, or a 550 beside a recipient still deferred): mbox1's
+    NOQUEUE reject is part of filter1's message, as ``trace`` has it. Before, once hop_wait
+    ran out, follow gave it as a recipient "rejected" of its own (``wait`` ended, failed, on a
+    message that was delivered five minutes later), then the recipient again with filter1's
+    message, its path stopping at filter1."""
+    lines = _refused_at_rcpt(reply, sibling=sibling)
+    batch = _batch_paths(lines)
+    for early in (True, False):
+        out = _run(LiveSettings(early=early), lines)
+        rows = [r for _, f in out for _, r in f.rows if r.address == "nosuchuser@example.test"]
+        assert [(r.host, r.outcome.value, ">".join(p.host for p in r.path)) for r in rows] == [
+            fate], early
+        assert _paths(out) == batch, early
+
+
+def test_a_refusal_whose_reject_never_comes_is_waited_for_once() -> None:
+    """The lab's cleanup_reject: mx1's bounce quotes filter1's refusal, whose reject line is
+    lost (filter1 logs other lines); a second recipient of mx1's queue file is deferred, and
+    delivered ten minutes later. The refusal is waited for hop_wait after it was logged, not
+    again when the queue file completes: the whole message comes a grace after its
+    ``removed`` (before, hop_wait later: ``wait`` and ndjson held it a minute more)."""
+    lab = [line for _, line in lab_lines()]
+    qid = b"0FF8B1681EE"
+    lines = [("mx1", line) for line in lab
+             if qid + b":" in line and b"removed" not in line and b"notification" not in line]
+    # filter1 is followed and logging (a line of another message): its reject is waited for
+    other = next(line for line in lab if line.endswith(b"F2186168222: removed"))
+    later = b"Nov 29 17:42:46 mx1 postfix/"
+    lines += [
+        ("filter1", other),
+        ("mx1", b"Nov 29 17:32:46 mx1 postfix/smtp[23792]: 0FF8B1681EE: to=<far@example.net>, "
+         b"relay=none, delay=0.5, delays=0.01/0/0.5/0, dsn=4.4.1, status=deferred "
+         b"(connect to 127.0.0.9[127.0.0.9]:2599: Connection refused)"),
+        ("mx1", later + b"smtp[23792]: 0FF8B1681EE: to=<far@example.net>, "
+         b"relay=far.example.net[192.0.2.7]:25, delay=600, delays=600/0/0.5/0, dsn=2.0.0, "
+         b"status=sent (250 2.0.0 Ok)"),
+        ("mx1", later + b"qmgr[23688]: 0FF8B1681EE: removed"),
+    ]
+    removed = datetime(2026, 11, 29, 17, 42, 46, tzinfo=UTC)
+    settings = LiveSettings()
+    for early in (True, False):
+        out = _run(replace(settings, early=early), lines)
+        done = [t for t, f in out if f.complete and f.trace.hops[0].queue_id == "0FF8B1681EE"]
+        assert len(done) == 1, early
+        assert done[0] - removed < settings.grace + timedelta(seconds=2), (early, done[0])

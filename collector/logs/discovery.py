@@ -357,9 +357,11 @@ class PostconfStatus(enum.StrEnum):
 NO_MAIN_CF_EXIT = 66  # EX_NOINPUT
 # Runs postconf only when DIR/main.cf is readable: postconf's fatal error ("fatal: open
 # .../main.cf") sleeps a second before it exits (Postfix's msg_fatal), on every host without
-# one. $1 = DIR, then postconf's argv. A constant: the inputs are arguments.
+# one. $1 = DIR, then postconf's argv. A constant: the inputs are arguments. printf, not
+# echo: dash's echo reads backslashes in DIR (the host's own postconf -d names it) as escapes,
+# and "\c" would cut the message that says why.
 _GUARD = ('if [ -r "$1/main.cf" ]; then shift; exec "$@"; fi; '
-          'echo "not run: $1/main.cf is missing or unreadable" >&2; exit 66')
+          "printf 'not run: %s/main.cf is missing or unreadable\\n' \"$1\" >&2; exit 66")
 
 
 def postconf_argv(

@@ -12,7 +12,11 @@ once nothing it waits for can still come:
 * its first hop came from a fleet host (``client=``) and no parent was linked: it waits
   ``hop_wait`` seconds for the parent (whose ``removed`` may be logged a moment later). A
   NOQUEUE reject of a fleet host's delivery waits the same way for the attempt it refused
-  (that host's bounce or deferral, logged after the reject);
+  (that host's bounce or deferral, logged after the reject), and once that attempt is seen,
+  for as long as its queue file is open (a bounce beside recipients still queued): the
+  reject is part of that message's trace, as ``trace`` has it, not a recipient's fate of
+  its own (a temporary reject, 4xx, of an attempt in a file still queued is let go then: the
+  file retries, its fate comes with it);
 * a recipient of it was refused by a fleet host (``host X said: 5xx``) whose reject is not
   linked yet: it waits up to ``hop_wait`` seconds for that reject, which the other host's
   stream may bring a moment later (the path ends at the refusal, as ``trace`` has it). A
@@ -164,6 +168,10 @@ class LiveTracer:
         self._finals: dict[_OpenKey, float] = {}
         self._peeks: dict[_OpenKey, tuple[int, QueueGroup]] = {}
         self._given: dict[_RowKey, datetime] = {}
+        # attempts refused by a fleet host (``host X said:``), by (X, recipient): when, and
+        # the queue file that made it; kept hop_wait + max_skew of the sender's log time
+        self._attempts: dict[tuple[str, str], list[tuple[datetime, GroupRef]]] = {}
+        self._refused: dict[Reject, GroupRef] = {}  # a pooled reject -> the attempt's file
         self.failed: dict[str, str] = {}  # hosts unreadable now -> why (for the notes)
         self.dropped = 0  # late lines of groups already shown
 
@@ -193,11 +201,27 @@ class LiveTracer:
                 origin, keep_reject=self._keep_reject(wall), grace=self.settings.grace
             )
         self._take(asm.add(record), wall)
+        if qid is not None and record.kind is Kind.DELIVERY:
+            self._note_refusal(origin, record, qid)
         if qid is not None and self.settings.early and (
             (record.kind is Kind.DELIVERY and record.fields.get("status") in _FINAL_WORDS)
             or record.kind is Kind.REJECT
         ):
             self._finals.setdefault((origin, record.instance, qid), wall)
+
+    def _note_refusal(self, origin: str, record: Record, qid: str) -> None:
+        """Remember a delivery attempt that a fleet host refused (its reject may be in the
+        pool, waiting for it: :meth:`_attempt_of`)."""
+        if record.fields.get("status") not in ("bounced", "deferred") or (
+                " said: " not in record.text):
+            return
+        refuser = resolve_peer(self._index, record.fields.get("relay"), origin)
+        to = record.fields.get("to")
+        if refuser is None or refuser == origin or not to:
+            return
+        self._attempts.setdefault((refuser, to), []).append(
+            (record.time, GroupRef(origin, qid)))
+        self._dirty = True  # a reject waiting for it is matched at the next look
 
     def _forget(self, origin: str, record: Record, qid: str) -> bool:
         """Whether ``record`` is a later line of a message forgotten (``max_open``)."""
@@ -241,7 +265,7 @@ class LiveTracer:
                 self._forgotten[(origin, g.instance, g.queue_id)] = (
                     g.last_time + self.settings.max_open)
             self._take(forgotten, wall)
-        if self._recent or self._shown or self._given or self._forgotten:
+        if self._recent or self._shown or self._given or self._forgotten or self._attempts:
             self._prune_recent(wall)
         peeks = self._ripe_peeks(wall) if self._finals else []
         if not self._dirty and (self._next_look is None or wall < self._next_look):
@@ -252,7 +276,8 @@ class LiveTracer:
         """Records and groups held now (what memory grows with)."""
         return (sum(a.held() for a in self._asms.values()) + len(self._pool)
                 + len(self._rejects) + len(self._recent) + len(self._shown)
-                + len(self._finals) + len(self._given) + len(self._forgotten))
+                + len(self._finals) + len(self._given) + len(self._forgotten)
+                + sum(len(v) for v in self._attempts.values()) + len(self._refused))
 
     def open_messages(self) -> int:
         """Queue files open now on the hosts followed (not yet finished)."""
@@ -306,9 +331,10 @@ class LiveTracer:
         def patient(key: tuple[str, str, datetime]) -> bool:
             """Whether the trace ``key`` still waits (its hop_wait not run out)."""
             since = self._since.get(key, wall)
+            # kept when run out too: a trace waits hop_wait once, not again at its next look
+            since_kept[key] = since
             if wall - since >= self.settings.hop_wait:
                 return False
-            since_kept[key] = since
             look = since + self.settings.hop_wait
             self._next_look = look if self._next_look is None else min(self._next_look, look)
             return True
@@ -321,7 +347,15 @@ class LiveTracer:
             # was still queued) is not waited for.
             wanted = [r for r in w.wanted if (r.host, r.queue_id) not in self._shown]
             upstream = w.upstream or self._refused_from(w.trace)
-            unjoined = self._unjoined(w.trace)
+            if upstream is not None and w.upstream is None and self._attempt_of(w.trace):
+                # the attempt it refused is in a queue file still open: the recipient's fate
+                # is that message's. A final refusal waits to join its trace (once per
+                # recipient); a temporary one (4xx) is not kept: the file retries, and each
+                # retry would be refused and kept again as long as it stays queued
+                if w.trace.hops[0].group.rejects[0].response.startswith("4"):
+                    self._release(w.trace)
+                continue
+            unjoined = self._unjoined(w.trace, wall)
             if unjoined and not patient(key):
                 unjoined = set()  # the refusal did not come: shown without it
             open_ = bool(peeked) and any(id(g) in peeked for g in _groups(w.trace))
@@ -379,11 +413,29 @@ class LiveTracer:
         # a client on this host itself (loopback) is no other stream's line to wait for
         return peer if peer != first.host and self._waits_for(peer) else None
 
-    def _unjoined(self, trace: Trace) -> set[_RowKey]:
-        """The recipients refused by a fleet host whose reject is not linked (yet)."""
+    def _attempt_of(self, trace: Trace) -> GroupRef | None:
+        """The queue file still open whose delivery attempt a NOQUEUE reject refused (its
+        sender's bounce or deferral quoting it, logged within ``max_skew``)."""
+        rej = trace.hops[0].group.rejects[0]
+        ref = self._refused.get(rej)
+        if ref is None:
+            for time, seen in self._attempts.get((rej.host, rej.recipient or ""), ()):
+                if abs(time - rej.time) <= self.settings.max_skew:
+                    ref = self._refused[rej] = seen  # kept while the reject is pooled
+                    break
+        return ref if ref is not None and self._held(ref) else None
+
+    def _unjoined(self, trace: Trace, wall: float) -> set[_RowKey]:
+        """The recipients refused by a fleet host whose reject is not linked (yet), less than
+        hop_wait ago (the sender's log time: a queue file that stayed open long after the
+        refusal does not wait for it again when it completes)."""
         out: set[_RowKey] = set()
+        wait = timedelta(seconds=self.settings.hop_wait)
         for _, r in _rows(trace):
             if r.attempt is None:
+                continue
+            clock = self._clocks.get(r.host)
+            if clock is not None and clock.now(wall) - r.attempt.time >= wait:
                 continue
             refuser = refused_by(self._index, r.host, r.attempt)
             if refuser == r.host or not self._waits_for(refuser):
@@ -402,6 +454,7 @@ class LiveTracer:
             self._pool.pop(_key(g), None)
             for rej in g.rejects:
                 self._rejects.pop(rej, None)
+                self._refused.pop(rej, None)
             if g.queue_id != "NOQUEUE":
                 until = g.last_time + self.settings.recent
                 self._recent[(g.host, g.instance, g.queue_id)] = until
@@ -423,6 +476,15 @@ class LiveTracer:
                  if (c := self._clocks.get(k[0])) is None or c.now(wall) > until]
         for key in quiet:
             del self._forgotten[key]
+        keep = self.settings.max_skew + timedelta(seconds=self.settings.hop_wait)
+        for pair, seen in list(self._attempts.items()):
+            # an attempt's reject comes (at most) max_skew and hop_wait after it
+            left = [(t, ref) for t, ref in seen
+                    if (c := self._clocks.get(ref.host)) is not None and c.now(wall) <= t + keep]
+            if left:
+                self._attempts[pair] = left
+            else:
+                del self._attempts[pair]
 
 
 def _rows(trace: Trace) -> Iterable[_Row]:
