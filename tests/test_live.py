@@ -51,9 +51,12 @@ def _run(settings: LiveSettings, lines: list[tuple[str, bytes]] | None = None,
 def _paths(fates: list[tuple[datetime, Fates]], complete: bool | None = None
            ) -> Counter[tuple[str, str, str, str]]:
     """Each row given: (host, queue ID, address, the hosts of its path)."""
-    return Counter((r.host, r.queue_id, r.address, ">".join(p.host for p in r.path))
-                   for _, f in fates if complete is None or f.complete is complete
+    return Counter(_path_key(r) for _, f in fates if complete is None or f.complete is complete
                    for _, r in f.rows)
+
+
+def _path_key(r: RecipientOutcome) -> tuple[str, str, str, str]:
+    return (r.host, r.queue_id, r.address, ">".join(p.host for p in r.path))
 
 
 def _lines(fates: list[tuple[datetime, Fates]]) -> list[str]:
@@ -219,11 +222,8 @@ def _batch_paths(lines: list[tuple[str, bytes]]) -> Counter[tuple[str, str, str,
         for rec in parser.feed_all(line):
             asms[host].add(rec)
     logs = [a.finish() for a in asms.values()]
-    out: Counter[tuple[str, str, str, str]] = Counter()
-    for trace in correlate(logs, build_host_index(HOSTS, logs)):
-        for _, r in _all_rows(trace):
-            out[(r.host, r.queue_id, r.address, ">".join(p.host for p in r.path))] += 1
-    return out
+    return Counter(_path_key(r) for trace in correlate(logs, build_host_index(HOSTS, logs))
+                   for _, r in _all_rows(trace))
 
 
 def _all_rows(trace: Trace) -> list[tuple[Trace, RecipientOutcome]]:

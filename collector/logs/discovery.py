@@ -361,7 +361,8 @@ NO_MAIN_CF_EXIT = 66  # EX_NOINPUT
 # echo: dash's echo reads backslashes in DIR (the host's own postconf -d names it) as escapes,
 # and "\c" would cut the message that says why.
 _GUARD = ('if [ -r "$1/main.cf" ]; then shift; exec "$@"; fi; '
-          "printf 'not run: %s/main.cf is missing or unreadable\\n' \"$1\" >&2; exit 66")
+          "printf 'not run: %s/main.cf is missing or unreadable\\n' \"$1\" >&2; "
+          f"exit {NO_MAIN_CF_EXIT}")
 
 
 def postconf_argv(

@@ -152,9 +152,16 @@ def refused_by(index: HostIndex, host: str, attempt: Attempt) -> str | None:
     (``host X[addr] said: 550 ...``); X logged the same refusal as a reject. Both the links and
     the trace loop, which fetches that reject, ask this one question.
     """
-    if attempt.status not in ("bounced", "deferred") or " said: " not in attempt.response:
+    return refusing_host(index, host, attempt.status, attempt.response, attempt.relay)
+
+
+def refusing_host(
+    index: HostIndex, host: str, status: str, response: str, relay: str | None
+) -> str | None:
+    """:func:`refused_by` for an attempt's parts (a delivery line not folded yet)."""
+    if status not in ("bounced", "deferred") or " said: " not in response:
         return None
-    return resolve_peer(index, attempt.relay, host)
+    return resolve_peer(index, relay, host)
 
 
 def _is_ip(text: str) -> bool:

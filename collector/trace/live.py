@@ -59,6 +59,7 @@ from collector.trace.correlate import (
     build_host_index,
     correlate_waiting,
     refused_by,
+    refusing_host,
     resolve_peer,
 )
 
@@ -212,11 +213,10 @@ class LiveTracer:
     def _note_refusal(self, origin: str, record: Record, qid: str) -> None:
         """Remember a delivery attempt that a fleet host refused (its reject may be in the
         pool, waiting for it: :meth:`_attempt_of`)."""
-        if record.fields.get("status") not in ("bounced", "deferred") or (
-                " said: " not in record.text):
-            return
-        refuser = resolve_peer(self._index, record.fields.get("relay"), origin)
-        to = record.fields.get("to")
+        fields = record.fields
+        refuser = refusing_host(self._index, origin, fields.get("status", ""), record.text,
+                                fields.get("relay"))
+        to = fields.get("to")
         if refuser is None or refuser == origin or not to:
             return
         self._attempts.setdefault((refuser, to), []).append(
