@@ -255,19 +255,19 @@ def test_scripts_are_constants_that_read_only_positional_words() -> None:
         (Query(since=datetime(2026, 1, 1, tzinfo=UTC)), None),
         (Query(recipients=("Bob@example.test",)),
          Needles(("to=<Bob@example.test>", "to=Bob@example.test,"), True,
-                 ("Bob@example.test",))),
+                 ("Bob@example.test",), recipients=True)),
         (Query(senders=("alice@example.test",)),
          Needles(("from=<alice@example.test>", "from=alice@example.test,"), True,
                  ("alice@example.test",))),
         # one prefilter string per address; a non-ASCII one: the ASCII run both needles hold
         (Query(recipients=("a@b.test", "Jörg@Bücher.test")),
          Needles(("to=<a@b.test>", "to=a@b.test,", "to=<Jörg@Bücher.test>",
-                  "to=Jörg@Bücher.test,"), True, ("a@b.test", "cher.test"))),
+                  "to=Jörg@Bücher.test,"), True, ("a@b.test", "cher.test"), recipients=True)),
         # no bare string for the empty address, nor one that a needle's part may not hold
         (Query(senders=("a@b.test", "")),
          Needles(("from=<a@b.test>", "from=a@b.test,", "from=<>"), True)),
         (Query(recipients=("abcdeöfgh@ij",)),  # grep finds "to=<abcde", not "fgh@ij"
-         Needles(("to=<abcdeöfgh@ij>", "to=abcdeöfgh@ij,"), True)),
+         Needles(("to=<abcdeöfgh@ij>", "to=abcdeöfgh@ij,"), True, recipients=True)),
         (Query(subjects=("Invoice $(id)",)), Needles(("Invoice $(id)",), True)),
         (Query(senders=("",)), Needles(("from=<>",), True)),
         (Query(clients=("127.0.0.30",)), Needles(("127.0.0.30",), True)),
@@ -284,7 +284,7 @@ def test_scripts_are_constants_that_read_only_positional_words() -> None:
         (
             Query(recipients=("bob@example.test",), senders=("a@b",)),
             Needles(("to=<bob@example.test>", "to=bob@example.test,"), True,
-                    ("bob@example.test",)),
+                    ("bob@example.test",), recipients=True),
         ),
     ],
 )

@@ -251,7 +251,8 @@ def search(
             select_hosts(inv, host or [], group or []),
             lambda s, n, rd: [
                 (r.host, with_rows(r, query))
-                for r in search_reader(s, query, host_zone(s.host), now, on_bytes=n, reading=rd)
+                for r in search_reader(s, query, host_zone(s.host), now, on_bytes=n, reading=rd,
+                                       drop_deliveries=True)
             ],
             everything=not host and not group,
             workers=workers,

@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import re
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -218,6 +219,10 @@ _ROOT_JOURNAL = (
 # the file's); the exact strings never start with a digit or ":", so they never match inside the
 # `OFFSET:` prefix.
 _PRE = '{ LC_ALL=C grep "$@"; echo "p$?/" >&3; } | LC_ALL=C grep -F -a -i -e "$x"'
+# Pass 2 of ``search --to`` (``drop_deliveries``): the same chain, its second grep leaving out
+# the lines that match the regex $x (:data:`DELIVERY_LINE`); the first grep's status is kept
+# the same way, so a failed read stays exit 2 and "every line left out" is exit 1.
+_DROP = _PRE.replace('grep -F -a -i -e "$x"', 'grep -v -E -a -e "$x"')
 _PRE_STATUS = 'case "$s" in *p0/*|*p1/*) ;; *) exit 2;; esac; '
 _EXACT_STATUS = 'case "$s" in *g0*) exit 0;; *g1*) exit 1;; *) exit 2;; esac'
 # $1 = file, $2 = the exact strings, the rest = the first grep's words.
@@ -247,6 +252,40 @@ _PRE_ROOT_JOURNAL = (
     's=$( { { ' + _ROOT_JOURNAL_READ + '; echo "r$?" >&3; } | ' + _PRE + ' >&4; '
     'echo "g$?" >&3; } 3>&1 ); ' + _ROOT_JOURNAL_STATUS + _PRE_STATUS + _FILTER_STATUS
 )
+
+# ---- pass 2 of ``search --to`` without the delivery lines (``drop_deliveries``). The regex a
+# line is left out by: a syslog header exactly as ``logs.parse`` reads one (``_BSD_RE`` or
+# ``_ISO_RE``, then ``_TAG``), then a queue ID (``_QID``) and ``: to=<`` right after it, with no
+# severity between (``warning: ID: to=<`` is a diagnostic, kept). Log content cannot make a line
+# match it: the host and the tag are the first two words after the stamp, and every value a
+# client chooses (from=<...>, message-id=<...>, client=, helo=) comes after the queue ID's `: `,
+# never in place of `to=<`. The same text is an ERE (grep -E under LC_ALL=C) and a Python regex:
+# ASCII classes only ([0-9], never \d, which in Python also takes other digits), no \ inside a
+# bracket (literal in POSIX), `[` not before `:` inside one (POSIX's `[:class:]`).
+_QID_ERE = (
+    "[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+"
+)
+_D2 = "[0-9][0-9]"
+_BSD_ERE = f"[A-Z][a-z][a-z] [ 0-9]?[0-9] {_D2}:{_D2}:{_D2}(\\.[0-9]{{1,9}})?"
+_ISO_ERE = (
+    f"[0-9]{{4}}-{_D2}-{_D2}T{_D2}:{_D2}:{_D2}(\\.[0-9]{{1,9}})?(Z|[+-]{_D2}:?{_D2})"
+)
+#: A delivery line (``ID: to=<...``), as a regex that means the same to ``grep -E`` and ``re``.
+DELIVERY_LINE = (
+    f"^({_BSD_ERE}|{_ISO_ERE}) [^ ]+ [^ :[]+(\\[[0-9]+\\])?: ?({_QID_ERE}): to=<"
+)
+DELIVERY_LINE_RE = re.compile(DELIVERY_LINE)
+
+# $1 = file, $2 = the regex, the rest = grep's words (pass 2's fixed strings on fd 5). The
+# filters with a prefilter above, their second grep leaving lines out (_DROP) instead.
+_DROP_IDS_FILE = _KEEP_STDIN + _PRE_FILTER_FILE.replace(_PRE, _DROP).replace(
+    _PRE.replace('"$@"', '"$@" -- "$f"'), _DROP.replace('"$@"', '"$@" -- "$f"'))
+# $1 = file, $2 = cat's path, $3 = the regex, the rest = grep's words.
+_DROP_ROOT_IDS_FILE = _KEEP_STDIN + _PRE_ROOT_FILTER_FILE.replace(_PRE, _DROP)
+# $1-$4 as in _JOURNAL, $5 = the regex, the rest = grep's words.
+_DROP_JOURNAL = _KEEP_STDIN + _PRE_JOURNAL.replace(_PRE, _DROP)
+# $1-$5 as in _ROOT_JOURNAL, $6 = the regex, the rest = grep's words.
+_DROP_ROOT_JOURNAL = _KEEP_STDIN + _PRE_ROOT_JOURNAL.replace(_PRE, _DROP)
 _JOURNAL_MATCH = re.compile(r"^[A-Z_]+=[0-9A-Za-z@._:/-]+$")
 DEFAULT_JOURNAL_MATCH = "SYSLOG_FACILITY=2"
 
@@ -273,6 +312,10 @@ class Needles:
     #: holding a needle holds one of them. When set, a first grep for them feeds the exact one
     #: (one string per address beats the two needles per address); empty: one grep.
     prefilter: tuple[str, ...] = ()
+    #: The strings are the recipients' (``to=<ADDR>``, which also finds ``orig_to=<ADDR>``):
+    #: pass 1 then holds every delivery line of the rows a query selects (see
+    #: :data:`DELIVERY_LINE`).
+    recipients: bool = False
 
 
 def pass1_needles(query: Query) -> Needles | None:
@@ -295,7 +338,7 @@ def pass1_needles(query: Query) -> Needles | None:
         # `to=user@host,`: the address without brackets (Postfix always brackets it; some
         # rewritten logs do not).
         return Needles(_with_bare("to", query.recipients), True,
-                       _prefilter("to", query.recipients))
+                       _prefilter("to", query.recipients), recipients=True)
     if query.senders:
         return Needles(_with_bare("from", query.senders), True, _prefilter("from", query.senders))
     if query.subjects:
@@ -402,6 +445,19 @@ def id_patterns(queue_ids: Sequence[str]) -> tuple[str, ...]:
             *(f"Queue-ID: {q}," for q in ids))
 
 
+# Every place where one of id_patterns' strings starts (a lookahead: they may overlap).
+_ID_PLACES = re.compile(r"(?=(?:: |\[ )([0-9A-Za-z]+): |Queue-ID: ([0-9A-Za-z]+),)")
+
+
+def carries_id(line: str, queue_ids: AbstractSet[str]) -> bool:
+    """Whether pass 2 for these IDs prints this line: it holds one of their
+    :func:`id_patterns` (the same test in Python, for lines pass 1 read instead)."""
+    for m in _ID_PLACES.finditer(line):
+        if (m.group(1) or m.group(2)) in queue_ids:
+            return True
+    return False
+
+
 def pattern_lines(patterns: Sequence[str]) -> bytes:
     """Fixed strings as ``grep -f`` reads them: one a line."""
     return "".join(p + "\n" for p in patterns).encode()
@@ -414,12 +470,24 @@ _ROOT_IDS_FILE = _KEEP_STDIN + _ROOT_FILTER_FILE
 
 
 def ids_file_commands(
-    path: str, queue_ids: Sequence[str], *, shown: str = "", root: RootPrograms | None = None
+    path: str,
+    queue_ids: Sequence[str],
+    *,
+    shown: str = "",
+    root: RootPrograms | None = None,
+    drop_deliveries: bool = False,
 ) -> list[Command]:
     """Pass 2 on one file: every line of exactly these queue IDs, in one read of the file
-    (one ``grep -F`` with every ID at once, its fixed strings on stdin)."""
-    command = _file_script(CommandKind.IDS, (_IDS_FILE, _ROOT_IDS_FILE), path,
-                           PATTERNS_FROM_STDIN, shown, root)
+    (one ``grep -F`` with every ID at once, its fixed strings on stdin).
+
+    ``drop_deliveries``: leave out the delivery lines (:data:`DELIVERY_LINE`), for a search
+    whose pass 1 read this file for the recipients and holds theirs."""
+    if drop_deliveries:
+        command = _file_script(CommandKind.IDS, (_DROP_IDS_FILE, _DROP_ROOT_IDS_FILE), path,
+                               (DELIVERY_LINE, *PATTERNS_FROM_STDIN), shown, root)
+    else:
+        command = _file_script(CommandKind.IDS, (_IDS_FILE, _ROOT_IDS_FILE), path,
+                               PATTERNS_FROM_STDIN, shown, root)
     return [dataclasses.replace(command, stdin=pattern_lines(id_patterns(queue_ids)))]
 
 
@@ -480,8 +548,24 @@ def journal_ids_command(
     match: str = DEFAULT_JOURNAL_MATCH,
     directory: str = "",
     root: RootPrograms | None = None,
+    drop_deliveries: bool = False,
 ) -> Command:
-    """Pass 2 on the journal: every line of these queue IDs (fixed strings on stdin)."""
+    """Pass 2 on the journal: every line of these queue IDs (fixed strings on stdin);
+    ``drop_deliveries`` as in :func:`ids_file_commands`."""
+    if drop_deliveries:
+        if root is not None:
+            words: tuple[str, ...] = (
+                _journal_time(since) or JOURNAL_FIRST, _journal_time(until) or JOURNAL_LAST,
+                match, directory, root.journalctl, DELIVERY_LINE,
+            )
+            script = _DROP_ROOT_JOURNAL
+        else:
+            words = (_journal_time(since), _journal_time(until), match, directory,
+                     DELIVERY_LINE)
+            script = _DROP_JOURNAL
+        return Command(CommandKind.IDS, ("sh", "-c", script, "sh", *words,
+                                         *PATTERNS_FROM_STDIN),
+                       f"journal:{match}", pattern_lines(id_patterns(queue_ids)))
     if root is not None:
         argv: tuple[str, ...] = (
             "sh", "-c", _KEEP_STDIN + _ROOT_JOURNAL, "sh", _journal_time(since) or JOURNAL_FIRST,
@@ -519,16 +603,20 @@ def ids_commands(
     queue_ids: Sequence[str],
     query: Query,
     root: RootPrograms | None = None,
+    *,
+    drop_deliveries: bool = False,
 ) -> list[Command]:
-    """Pass 2 on any source: every line of these queue IDs."""
+    """Pass 2 on any source: every line of these queue IDs (``drop_deliveries``: but the
+    delivery lines, see :func:`ids_file_commands`)."""
     if source.kind == "journal":
         return [
             journal_ids_command(
                 queue_ids, since=query.since, until=query.until, match=journal_match(source),
-                directory=path, root=root,
+                directory=path, root=root, drop_deliveries=drop_deliveries,
             )
         ]
-    return ids_file_commands(path, queue_ids, shown=source.path, root=root)
+    return ids_file_commands(path, queue_ids, shown=source.path, root=root,
+                             drop_deliveries=drop_deliveries)
 
 
 def _journal_time(when: datetime | None) -> str:

@@ -19,11 +19,13 @@ from collector.errors import TransportError
 from collector.inventory.origins import OriginResolver, Reading
 from collector.logs.assemble import Assembler, Counter, assemble
 from collector.logs.commands import (
+    DELIVERY_LINE_RE,
     EXIT_DAMAGED,
     EXIT_VANISHED,
     WINDOW_MARK,
     Command,
     Needles,
+    carries_id,
     edges_command,
     filter_offsets_command,
     ids_commands,
@@ -158,6 +160,9 @@ class HostSearcher:
         self._window: tuple[datetime | None, datetime | None] = (None, None)
         self._query = Query()  # the selectors the sources were planned for
         self._edges: dict[str, tuple[datetime | None, datetime | None]] = {}
+        # While a search leaves delivery lines out of pass 2 (``search(drop_deliveries=)``):
+        # per source pass 1 read, the delivery lines it printed (see _delivery_line).
+        self._delivered: dict[str, list[Record]] | None = None
 
     # ------------------------------------------------------------------ sources
 
@@ -286,10 +291,14 @@ class HostSearcher:
         return match_command(source, self.command_path(source), needles, query,
                              self.root_programs(source))
 
-    def ids_commands(self, source: LogSource, ids: Sequence[str], query: Query) -> list[Command]:
-        """Pass 2 for one source: every line of these queue IDs."""
+    def ids_commands(
+        self, source: LogSource, ids: Sequence[str], query: Query, *,
+        drop_deliveries: bool = False,
+    ) -> list[Command]:
+        """Pass 2 for one source: every line of these queue IDs (but the delivery lines,
+        with ``drop_deliveries``)."""
         return ids_commands(source, self.command_path(source), ids, query,
-                            self.root_programs(source))
+                            self.root_programs(source), drop_deliveries=drop_deliveries)
 
     # ------------------------------------------------------------------ reading
 
@@ -365,7 +374,13 @@ class HostSearcher:
 
     # ------------------------------------------------------------------ the passes
 
-    def search(self, query: Query, around: tuple[datetime, datetime] | None = None) -> set[str]:
+    def search(
+        self,
+        query: Query,
+        around: tuple[datetime, datetime] | None = None,
+        *,
+        drop_deliveries: bool = False,
+    ) -> set[str]:
         """Pass 1 (lines with the selector's fixed string) then pass 2 (every line of their IDs).
 
         On plain files pass 2 first reads windows around pass 1's hits; IDs whose life is not
@@ -373,12 +388,33 @@ class HostSearcher:
         queue IDs pass 1 found. With no fixed string, every line is read in one pass.
         ``around`` keeps only the pass-1 hits logged in that span (a trace looking for one
         event, e.g. a refusal).
+
+        ``drop_deliveries`` (``collector search`` asks for it; a trace, fetch or follow never
+        does): when pass 1 searched for the recipients, the whole-source pass 2 of a source
+        pass 1 read leaves every delivery line out on the host, and the ones it would have
+        printed are taken from pass 1 instead. A row of a ``--to`` query is one recipient
+        whose delivery lines all hold ``to=<ADDR>`` (its own address or its ``orig_to``), so
+        pass 1 printed every one of them; another recipient's lines only make rows the query
+        does not select. The rows are the same; pass 2 sends far fewer lines.
         """
         chosen = self.plan(query)
         needles = pass1_needles(query)
         if needles is None:
             self._read_whole(chosen, query)
             return set()
+        self._delivered = {} if drop_deliveries and needles.recipients else None
+        try:
+            return self._search(chosen, needles, query, around)
+        finally:
+            self._delivered = None
+
+    def _search(
+        self,
+        chosen: Sequence[LogSource],
+        needles: Needles,
+        query: Query,
+        around: tuple[datetime, datetime] | None,
+    ) -> set[str]:
         ids: set[str] = set()
         windowed: list[tuple[LogSource, dict[str, list[int]]]] = []
         for src in chosen:
@@ -445,7 +481,10 @@ class HostSearcher:
     ) -> set[str]:
         ids: set[str] = set()
         occurrences = _Occurrences(src.path)
+        delivered = self._delivered_of(src)
         for rec in self.records(src, self.match_command(src, needles, query)):
+            if delivered is not None and _delivery_line(rec):
+                delivered.append(rec)
             if around is not None and not around[0] <= rec.time <= around[1]:
                 continue
             if not self._starts(rec):
@@ -462,7 +501,10 @@ class HostSearcher:
         hits: dict[str, list[int]] = {}
         command = filter_offsets_command(self.command_path(src), needles, shown=src.path)
         occurrences = _Occurrences(src.path)
+        delivered = self._delivered_of(src)
         for offset, rec in self.records_with_offsets(src, command):
+            if delivered is not None and _delivery_line(rec):
+                delivered.append(rec)
             if around is not None and not around[0] <= rec.time <= around[1]:
                 continue
             if not self._starts(rec):
@@ -511,17 +553,43 @@ class HostSearcher:
 
         yield from self._guarded(src, numbered())
 
+    def _delivered_of(self, src: LogSource) -> list[Record] | None:
+        """Where pass 1 of this source keeps its delivery lines (None: no drop)."""
+        if self._delivered is None:
+            return None
+        return self._delivered.setdefault(src.path, [])
+
     def fetch_ids(self, queue_ids: Iterable[str], query: Query | None = None) -> None:
         """Every line of these queue IDs in every chosen source (a message can straddle a
-        rotation); IDs fetched before are not fetched again."""
+        rotation); IDs fetched before are not fetched again.
+
+        A source whose pass 1 kept its delivery lines (see :meth:`search`) is read without
+        them, and pass 1's that this read would have printed are taken, after the others:
+        each line once, and one recipient's lines in the order they were logged."""
         ids = sorted(set(queue_ids) - self._fetched)
         if not ids:
             return
         self._fetched.update(ids)
         window = query or Query()
+        wanted = set(ids)
         for src in self.plan(window):
-            for command in self.ids_commands(src, ids, window):
+            delivered = self._delivered.get(src.path) if self._delivered is not None else None
+            drop = delivered is not None
+            was = self._unread.get(src.path)
+            for command in self.ids_commands(src, ids, window, drop_deliveries=drop):
                 for rec in self.records(src, command):
+                    # A line the host kept that reads as a delivery line here (NULs dropped
+                    # before parsing) comes from pass 1, like the others.
+                    if drop and _delivery_line(rec):
+                        continue
+                    self._hold(src, rec)
+            if delivered is None:
+                continue
+            now = self._unread.get(src.path)
+            if now is not was and now is not None and now.problem is ReadProblem.VANISHED:
+                continue  # gone before pass 2 read it: nothing of it is read
+            for rec in delivered:
+                if carries_id(rec.line, wanted):
                     self._hold(src, rec)
 
     def _stat(self, files: Sequence[LogSource]) -> dict[str, tuple[int, int]] | None:
@@ -768,6 +836,16 @@ class HostSearcher:
         )
 
 
+def _delivery_line(rec: Record) -> bool:
+    """Whether pass 2 with ``drop_deliveries`` leaves this line out: the host's regex
+    (``DELIVERY_LINE``) on the line as parsed. Only a delivery line (or one whose fields did
+    not parse) can match it."""
+    kind = rec.kind
+    return (kind is Kind.DELIVERY or kind is Kind.OTHER) and (
+        DELIVERY_LINE_RE.match(rec.line) is not None
+    )
+
+
 def _newest_per_directory(files: Sequence[LogSource]) -> set[str]:
     """The live log of each stream (rotation stem): its newest uncompressed file."""
     best: dict[str, LogSource] = {}
@@ -937,10 +1015,13 @@ def search_host(
     *,
     on_bytes: ByteCounter | None = None,
     found: DiscoveryResult | None = None,
+    drop_deliveries: bool = False,
 ) -> HostSearch:
     """``collector search`` on one host: two passes (or, without a fixed string, one
-    streaming scan of every line), then parse and assemble locally."""
-    return search_reader(session, query, zone, now, on_bytes=on_bytes, found=found)[0]
+    streaming scan of every line), then parse and assemble locally. ``drop_deliveries``:
+    see :meth:`HostSearcher.search` (for the rows of a search only)."""
+    return search_reader(session, query, zone, now, on_bytes=on_bytes, found=found,
+                         drop_deliveries=drop_deliveries)[0]
 
 
 def search_reader(
@@ -952,6 +1033,7 @@ def search_reader(
     on_bytes: ByteCounter | None = None,
     found: DiscoveryResult | None = None,
     reading: Reading | None = None,
+    drop_deliveries: bool = False,
 ) -> list[HostSearch]:
     """:func:`search_host` on a host that may be a log host: one answer per origin host
     (see ``inventory.origins.Reading``)."""
@@ -968,7 +1050,7 @@ def search_reader(
                 keep_reject=lambda r: reject_selected(r, query),
             )
         else:
-            searcher.search(query)
+            searcher.search(query, drop_deliveries=drop_deliveries)
             scanned = None
         rotated = searcher.check_unchanged()
         if not rotated or attempt == 2 or found is not None:
