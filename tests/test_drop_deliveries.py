@@ -332,6 +332,20 @@ def test_a_log_host_carrying_several_hosts(tmp_path: Path) -> None:
     assert compared > 50
 
 
+def test_a_host_printing_more_delivery_lines_than_the_budget_keeps_them_in_pass_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("collector.search.host.MAX_DELIVERED", 3)
+    hosts = lab_hosts(tmp_path)
+    query = Query(recipients=("dave@example.net",))
+    for host in hosts:
+        full, _ = answers(LocalSession(host), query, drop=False)
+        less, drop = answers(LocalSession(host), query, drop=True)
+        assert less == full, host.name
+        if host.name == "out1":  # 8 of dave's delivery lines: over the budget, nothing dropped
+            assert drop.keeping and not drop.dropping
+
+
 # --------------------------------------------------------------------------- where it applies
 
 

@@ -161,8 +161,10 @@ class HostSearcher:
         self._query = Query()  # the selectors the sources were planned for
         self._edges: dict[str, tuple[datetime | None, datetime | None]] = {}
         # While a search leaves delivery lines out of pass 2 (``search(drop_deliveries=)``):
-        # per source pass 1 read, the delivery lines it printed (see _delivery_line).
-        self._delivered: dict[str, list[Record]] | None = None
+        # per source pass 1 read, the delivery lines it printed (see _delivery_line); None
+        # for a source whose lines went over the budget (its pass 2 then keeps them).
+        self._delivered: dict[str, list[Record] | None] | None = None
+        self._delivered_held = 0
 
     # ------------------------------------------------------------------ sources
 
@@ -403,10 +405,12 @@ class HostSearcher:
             self._read_whole(chosen, query)
             return set()
         self._delivered = {} if drop_deliveries and needles.recipients else None
+        self._delivered_held = 0
         try:
             return self._search(chosen, needles, query, around)
         finally:
             self._delivered = None
+            self._delivered_held = 0
 
     def _search(
         self,
@@ -484,7 +488,7 @@ class HostSearcher:
         delivered = self._delivered_of(src)
         for rec in self.records(src, self.match_command(src, needles, query)):
             if delivered is not None and _delivery_line(rec):
-                delivered.append(rec)
+                delivered = self._keep_delivered(src, delivered, rec)
             if around is not None and not around[0] <= rec.time <= around[1]:
                 continue
             if not self._starts(rec):
@@ -504,7 +508,7 @@ class HostSearcher:
         delivered = self._delivered_of(src)
         for offset, rec in self.records_with_offsets(src, command):
             if delivered is not None and _delivery_line(rec):
-                delivered.append(rec)
+                delivered = self._keep_delivered(src, delivered, rec)
             if around is not None and not around[0] <= rec.time <= around[1]:
                 continue
             if not self._starts(rec):
@@ -559,6 +563,22 @@ class HostSearcher:
             return None
         return self._delivered.setdefault(src.path, [])
 
+    def _keep_delivered(
+        self, src: LogSource, delivered: list[Record], rec: Record
+    ) -> list[Record] | None:
+        """Keep one of pass 1's delivery lines, within ``MAX_DELIVERED`` for the host: a
+        host that prints more is not trusted with memory, and that source's pass 2 keeps its
+        delivery lines instead (returns None: keep no more)."""
+        if self._delivered is None or self._delivered_held >= MAX_DELIVERED:
+            if self._delivered is not None:
+                self._delivered_held -= len(delivered)
+                self._delivered[src.path] = None
+            delivered.clear()
+            return None
+        self._delivered_held += 1
+        delivered.append(rec)
+        return delivered
+
     def fetch_ids(self, queue_ids: Iterable[str], query: Query | None = None) -> None:
         """Every line of these queue IDs in every chosen source (a message can straddle a
         rotation); IDs fetched before are not fetched again.
@@ -588,6 +608,11 @@ class HostSearcher:
             now = self._unread.get(src.path)
             if now is not was and now is not None and now.problem is ReadProblem.VANISHED:
                 continue  # gone before pass 2 read it: nothing of it is read
+            # After this source's other lines: ``logs()`` sorts by time and keeps this order
+            # within a second, so a recipient's attempts keep their order among themselves and
+            # a `removed` of the same second still closes the life they join (a short queue ID
+            # is never reused within one second). A line logged between the two passes is
+            # missing here, as it would be from a search a moment earlier.
             for rec in delivered:
                 if carries_id(rec.line, wanted):
                     self._hold(src, rec)
@@ -900,6 +925,9 @@ MAX_OPEN_RECORDS = 100_000
 #: 1 GB benchmark fleet needs 214,336 on its busiest host (22,888 queue IDs), which 150,000
 #: cut short (that search was partial).
 MAX_HELD_RECORDS = 300_000
+#: Pass 1's delivery lines one host's ``search --to`` may keep for pass 2 (see
+#: ``HostSearcher.search``); beyond it, pass 2 keeps the delivery lines of the sources left.
+MAX_DELIVERED = MAX_HELD_RECORDS
 
 
 class _Occurrences:
