@@ -292,3 +292,41 @@ def test_groups_and_counts_equal_over_both_parse_paths() -> None:
 
     assert built(fast) == built(slow)
     assert len(built(fast)[0]) > 100
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York", "Pacific/Kiritimati"])
+@pytest.mark.parametrize(
+    "reference",
+    ["2026-01-01T00:30:00+00:00", "2026-06-15T12:00:00+00:00", "2028-02-28T23:00:00+00:00",
+     "2028-02-29T10:00:00-05:00", "2026-12-31T23:59:59+14:00", "2025-03-30T01:30:00+00:00"],
+)
+def test_remembered_years_equal_the_year_of_each_stamp(zone: str, reference: str) -> None:
+    # _bsd_time keeps a date's year once every time of that date gets it; the stamps come in
+    # an order that fills the memory first, then hits it, at every time of day that could
+    # fall on the other side of the reference
+    from zoneinfo import ZoneInfo
+
+    ref = datetime.fromisoformat(reference)
+    tz = ZoneInfo(zone)
+    ctx = TimeContext(tz=tz, reference=ref)
+    slack = ref + parse_module.timedelta(days=1)
+    near = {f"{t:%H:%M:%S}" for t in (slack.astimezone(tz), slack.astimezone(tz)
+                                      - parse_module.timedelta(seconds=1))}
+    times = sorted({"00:00:00", "01:30:00", "02:30:00", "12:00:00", "23:59:59", *near})
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    stamps = [f"{m} {d:2d} {t}" for m in months for d in range(1, 32) for t in times]
+    core = parse_module._Core(ctx)
+    for stamp in stamps + stamps[::-1]:
+        month = parse_module._MONTHS[stamp[:3]]
+        day = int(stamp[4:6])
+        h, mi, s = (int(x) for x in stamp[7:].split(":"))
+        try:
+            want: object = core._bsd_time_reference(month, day, h, mi, s, stamp)
+        except ValueError:
+            want = ValueError
+        try:
+            got: object = core._bsd_time(stamp)
+        except ValueError:
+            got = ValueError
+        assert got == want, stamp
+    assert core._years  # the memory was used

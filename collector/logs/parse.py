@@ -256,7 +256,7 @@ class _Core:
     that stands for more (rsyslog's ``message repeated N times``): that many more copies.
     """
 
-    __slots__ = ("_iso_first", "_read", "_slack", "_stamps", "_tags", "_tz", "extra")
+    __slots__ = ("_iso_first", "_read", "_slack", "_stamps", "_tags", "_tz", "_years", "extra")
 
     def __init__(self, ctx: TimeContext, read: int = 0) -> None:
         self._read = read
@@ -266,12 +266,42 @@ class _Core:
         self._tags: dict[str, tuple[str, str, str] | None] = {}
         self._iso_first = False  # the envelope that matched last is tried first
         self._slack = ctx.reference + timedelta(days=1)
+        self._years: dict[tuple[int, int], int] = {}  # (month, day) -> year (_bsd_time)
 
     def _bsd_time(self, stamp: str) -> datetime:
         month = _MONTHS.get(stamp[:3], 0)
         day, hms = stamp[4:].split()
         d = int(day)
         h, mi, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+        # A new second every few lines: the year of a date is worked out once (at most 366
+        # dates a source), when it is the same for every time of that date.
+        year = self._years.get((month, d))
+        if year is not None:
+            return datetime(year, month, d, h, mi, s, tzinfo=self._tz)
+        dt = self._bsd_time_reference(month, d, h, mi, s, stamp)
+        self._remember_year(month, d, dt.year)
+        return dt
+
+    def _remember_year(self, month: int, d: int, year: int) -> None:
+        """Keep ``year`` for the date when every time of it gets that year: all of the date
+        in ``year`` is not after the reference, and the same date a year later (if that is
+        the reference's year) starts after it."""
+        tz, slack = self._tz, self._slack
+        try:
+            if datetime(year, month, d, 23, 59, 59, tzinfo=tz) > slack:
+                return
+            if year != slack.year and (
+                year + 1 != slack.year or datetime(year + 1, month, d, tzinfo=tz) <= slack
+            ):
+                return
+        except ValueError:  # Feb 29 a year later: the loop decides each time
+            return
+        self._years[month, d] = year
+
+    def _bsd_time_reference(self, month: int, d: int, h: int, mi: int, s: int,
+                            stamp: str) -> datetime:
+        """The year of a BSD stamp worked out for this one time (tests compare the
+        remembered years with it)."""
         year = self._slack.year
         dt = None
         # The latest year in which the stamp is not after the reference; Feb 29 exists only in
