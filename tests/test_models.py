@@ -145,6 +145,44 @@ def test_fast_constructor_calls_default_factories_each_time() -> None:
     assert a == Bag("a") and a.items is not b.items
 
 
+def test_fast_constructor_on_a_class_with_a_slotted_base() -> None:
+    # The base's slots are not the class's own: no twin shares that layout, so the fields
+    # go through their descriptors, and the value is still a frozen, equal instance.
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Derived(Base):
+        b: str = "x"
+
+    make = fast_constructor(Derived)
+    built = make(1)
+    assert built == Derived(1) and type(built) is Derived and built.b == "x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, "a", 2)
+
+
+@pytest.mark.parametrize("cls", FAST)
+def test_fast_constructor_values_are_the_class_itself(cls: type[Any]) -> None:
+    # built through a mutable twin, the value must end up a plain member of cls: hashable as
+    # cls hashes it, picklable, and with no attribute the class does not declare
+    values = _values(cls)
+    if cls is Record:
+        values["fields"] = {"to": "a@example.com"}  # Record pickles its fields as a dict
+    built = fast_constructor(cls)(**values)
+    assert type(built) is cls and isinstance(built, cls)
+    assert not hasattr(built, "__dict__")
+    assert _roundtrip(built) == built
+    try:
+        expected = hash(cls(**values))
+    except TypeError:  # a Record holding a dict
+        with pytest.raises(TypeError):
+            hash(built)
+    else:
+        assert hash(built) == expected
+
+
 def test_fast_constructor_refuses_classes_whose_init_does_more() -> None:
     @dataclass(frozen=True)
     class NoSlots:
