@@ -155,7 +155,7 @@ def collector_bytes(inventory: Path, address: str) -> tuple[Counter[str], Counte
         with lock:
             sessions.append(session)
         try:
-            search_host(session, query, host_zone(host), now)
+            search_host(session, query, host_zone(host), now, drop_deliveries=True)
         finally:
             session.close()
 
