@@ -1042,6 +1042,18 @@ def load_configs(view: FileSystemView) -> tuple[tuple[PostfixConfig, ...], tuple
     return tuple(configs), tuple(notes)
 
 
+def first_questions(host: Host) -> tuple[list[list[str]], list[str]]:
+    """What :func:`discover` will most likely ask a live host first: its postconf runs (the
+    usual postconf, the usual configuration directory) and the directories to list, so that a
+    view can ask them all in one round trip. A guess: a question discovery then does not ask
+    is left unused, and one it asks otherwise is asked then."""
+    runs: list[list[str]] = []
+    if not host.logs:
+        postconf = POSTCONF_PATHS[0]
+        runs = [postconf_defaults_argv(postconf), postconf_argv(postconf, CONFIG_DIRS[0])]
+    return runs, directories_to_list((), host)
+
+
 def discover(view: FileSystemView, host: Host) -> DiscoveryResult:
     """Find a host's Postfix log sources through ``view`` (see the module docstring)."""
     notes: tuple[str, ...] = ()

@@ -42,6 +42,7 @@ from collector.logs.discovery import DiscoveryResult, rotation_stem
 from collector.logs.parse import LineParser, TimeContext, line_time
 from collector.logs.select import group_selected, host_rows, reject_selected
 from collector.models import (
+    CommandResult,
     Compression,
     Coverage,
     HostLog,
@@ -60,7 +61,7 @@ from collector.models import (
     Unread,
 )
 from collector.search.view import RootAccess, discover_host, list_as_root, source_path
-from collector.transport.base import Session
+from collector.transport.base import Session, run_batch
 from collector.transport.privilege import RootPrograms
 
 ByteCounter = Callable[[int], None]
@@ -210,28 +211,39 @@ class HostSearcher:
         self._chosen = chosen
         self._window = (since, until)
         self._query = window or Query()
-        self._before = self._stat([s for s in chosen if s.kind is SourceKind.FILE])
-        self._edges = self._read_edges(chosen)
+        files = [s for s in chosen if s.kind is SourceKind.FILE]
+        stat: CommandResult | None = None
+        edges = b""
+        if files:
+            # The stat of what was planned and the files' edges: one round trip.
+            try:
+                stat, found = run_batch(self.session, [self._stat_argv(files),
+                                                       self._edges_argv(files)])
+                edges = found.stdout
+            except TransportError:
+                stat = None  # the stat is taken alone (and fails the host as it would)
+        self._before = self._stat(files, stat)
+        self._edges = self._read_edges(chosen, edges)
         return chosen
 
+    def _edges_argv(self, files: Sequence[LogSource]) -> list[str]:
+        words = []
+        for src in files:
+            root = self.root_programs(src)
+            words.append((self.command_path(src), root.cat if root else None,
+                          src.compression is Compression.NONE and root is None))
+        return list(edges_command(words).argv)
+
     def _read_edges(
-        self, chosen: Sequence[LogSource]
+        self, chosen: Sequence[LogSource], data: bytes
     ) -> dict[str, tuple[datetime | None, datetime | None]]:
-        """The times of the first and last lines of the chosen sources (one command for the
-        files; a journal's first entry by its own): what ``coverage`` says was seen. A host
-        that cannot say leaves them unknown (the coverage is then the narrower)."""
+        """The times of the first and last lines of the chosen sources (``data``: what
+        :meth:`_edges_argv` printed for the files; a journal's first entry by its own): what
+        ``coverage`` says was seen. A host that cannot say leaves them unknown (the coverage
+        is then the narrower)."""
         out: dict[str, tuple[datetime | None, datetime | None]] = {}
         files = [s for s in chosen if s.kind is SourceKind.FILE]
         if files:
-            words = []
-            for src in files:
-                root = self.root_programs(src)
-                words.append((self.command_path(src), root.cat if root else None,
-                              src.compression is Compression.NONE and root is None))
-            try:
-                data = self.session.run(edges_command(words).argv, sudo=False).stdout
-            except TransportError:
-                data = b""
             lines = data.split(b"\n")
             for i, src in enumerate(files):
                 pair = lines[2 * i : 2 * i + 2]
@@ -617,13 +629,18 @@ class HostSearcher:
                 if carries_id(rec.line, wanted):
                     self._hold(src, rec)
 
-    def _stat(self, files: Sequence[LogSource]) -> dict[str, tuple[int, int]] | None:
-        """``(size, mtime)`` of each file now (one ``stat``); a file gone is absent; None when
-        the host cannot say (no GNU ``stat``)."""
+    def _stat_argv(self, files: Sequence[LogSource]) -> list[str]:
+        return ["stat", "-L", "-c", "%s %Y %n", "--", *(self.command_path(s) for s in files)]
+
+    def _stat(
+        self, files: Sequence[LogSource], result: CommandResult | None = None
+    ) -> dict[str, tuple[int, int]] | None:
+        """``(size, mtime)`` of each file now (one ``stat``, or its ``result`` when it ran
+        already); a file gone is absent; None when the host cannot say (no GNU ``stat``)."""
         if not files:
             return {}
-        result = self.session.run(["stat", "-L", "-c", "%s %Y %n", "--",
-                                   *(self.command_path(s) for s in files)], sudo=False)
+        if result is None:
+            result = self.session.run(self._stat_argv(files), sudo=False)
         if result.exit_code not in (0, 1):
             return None
         by_path = {self.command_path(s): s.path for s in files}

@@ -23,7 +23,7 @@ from collector.render.rows import iso, source_dict
 from collector.render.safe import Escaped, printable
 from collector.render.text import short_bytes
 from collector.search.view import RootAccess, discover_host, source_path
-from collector.transport.base import Session
+from collector.transport.base import Session, run_batch
 from collector.transport.privilege import EXIT_ROOT_READ, RootPrograms
 
 #: Bytes read at each end of a source for its first and last line. A Postfix line is a few
@@ -153,12 +153,20 @@ def check_host(session: Session, reading: Reading | None = None) -> HostCheck:
     zone = host_zone(host)
     now = datetime.now().astimezone()
     checks: list[SourceCheck] = []
-    for src in found.sources:
+    # Every source's edges in one round trip.
+    asked = [edge_argvs(session, src, root.programs() if src.sudo else None)
+             if src.readable or host.sudo else [] for src in found.sources]
+    bounds = [(2 * EDGE_MAX if src.kind == "journal" else EDGE_MAX) + 4096
+              for src, argvs in zip(found.sources, asked) for _ in argvs]
+    answers = iter(run_batch(session, [argv for argvs in asked for argv in argvs],
+                             most=bounds))
+    for src, argvs in zip(found.sources, asked):
         needs_sudo = not src.readable and not host.sudo
         first = last = None
         fmt = None
         if not needs_sudo:
-            head, tail = edge_lines(session, src, root.programs() if src.sudo else None)
+            outputs = [next(answers).stdout for _ in argvs]
+            head, tail = edges_from(src, outputs)
             ref = datetime.fromtimestamp(src.mtime, tz=zone) if src.mtime else now
             ctx = TimeContext(tz=zone, reference=ref)
             first_rec = parse_line(head, ctx) if head is not None else None
@@ -239,23 +247,38 @@ def edge_lines(
     Only ``EDGE_MAX`` bytes are read at each end, whatever the host sends. ``root``: the
     source is read as root with these programs (everything else runs as the login user).
     """
+    results = [session.run(argv, sudo=False) for argv in edge_argvs(session, src, root)]
+    return edges_from(src, [r.stdout for r in results])
+
+
+def edge_argvs(
+    session: Session, src: LogSource, root: RootPrograms | None = None
+) -> list[list[str]]:
+    """The commands :func:`edge_lines` runs for a source (one for a journal, two for a
+    file), so that several sources' can run in one batch; :func:`edges_from` reads them."""
     if src.kind == "journal":
         inner = edge_lines_command(src, source_path(session, src), root).argv
         bounded = _BOUNDED if root is None else _ROOT_BOUNDED
-        argv = ["sh", "-c", bounded, "sh", str(2 * EDGE_MAX), *inner]
-        data = session.run(argv, sudo=False).stdout
-        lines = data.split(b"\n")
-        if len(data) >= 2 * EDGE_MAX or not lines[-1]:
-            lines.pop()  # cut by the bound, or the empty rest after the last newline
-        return (_text(lines[0]), _text(lines[-1])) if lines else (None, None)
+        return [["sh", "-c", bounded, "sh", str(2 * EDGE_MAX), *inner]]
     path = session.path(src.path)
-    ends = []
+    argvs = []
     for end in ("first", "last"):
         argv = ["sh", "-c", _FILE_END, "sh", path, str(EDGE_MAX), end]
         if root is not None:
             argv = ["sh", "-c", _ROOT_FILE_END, "sh", path, str(EDGE_MAX), end, root.cat]
-        ends.append(session.run(argv, sudo=False).stdout)
-    return _first_line(ends[0]), _last_line(ends[1])
+        argvs.append(argv)
+    return argvs
+
+
+def edges_from(src: LogSource, outputs: Sequence[bytes]) -> tuple[str | None, str | None]:
+    """A source's first and last line from the output of its :func:`edge_argvs`."""
+    if src.kind == "journal":
+        data = outputs[0]
+        lines = data.split(b"\n")
+        if len(data) >= 2 * EDGE_MAX or not lines[-1]:
+            lines.pop()  # cut by the bound, or the empty rest after the last newline
+        return (_text(lines[0]), _text(lines[-1])) if lines else (None, None)
+    return _first_line(outputs[0]), _last_line(outputs[1])
 
 
 def _first_line(data: bytes) -> str | None:

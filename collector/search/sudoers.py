@@ -37,6 +37,7 @@ def sudoers_for_host(session: Session) -> SudoersAdvice:
     host = session.host
     root = RootAccess(session, enabled=True)
     view = SessionView(session, root, tolerate_refusal=True)
+    view.prefetch()
     found = discover(view, dataclasses.replace(host, sudo=True))
     user = root.login_user()
     sources = mark_journal(found.sources, root)

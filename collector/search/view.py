@@ -13,7 +13,13 @@ from typing import Any
 from collector.errors import TransportError
 from collector.logs.coverage import from_dict as coverage_from_dict
 from collector.logs.coverage import selectors_from
-from collector.logs.discovery import JOURNAL_DIRS, DiscoveryResult, FileInfo, discover
+from collector.logs.discovery import (
+    JOURNAL_DIRS,
+    DiscoveryResult,
+    FileInfo,
+    discover,
+    first_questions,
+)
 from collector.models import (
     CommandResult,
     Host,
@@ -24,7 +30,7 @@ from collector.models import (
     TransportKind,
     Unread,
 )
-from collector.transport.base import Session
+from collector.transport.base import Session, run_batch
 from collector.transport.privilege import (
     Listed,
     LoginUser,
@@ -82,9 +88,20 @@ class RootAccess:
 
     def login_user(self) -> LoginUser:
         if self._user is None:
-            result = self.session.run(probe_argv(), sudo=False)
-            self._user = login_user_from(result.stdout)
+            self.take(self.session.run(probe_argv(), sudo=False))
+        assert self._user is not None
         return self._user
+
+    @property
+    def asked(self) -> bool:
+        """Whether the login user is known already."""
+        return self._user is not None
+
+    def take(self, probe: CommandResult) -> None:
+        """The result of :func:`~collector.transport.privilege.probe_argv`, run by someone
+        else (in a batch): the login user is not asked again."""
+        if self._user is None:
+            self._user = login_user_from(probe.stdout)
 
     def programs(self) -> RootPrograms | None:
         """The programs to read as root with; None when sudo is off or not needed (the
@@ -135,6 +152,35 @@ class SessionView:
         #: The directories only root can list (listed with sudo, or refused).
         self.root_dirs: list[str] = []
         self.refused: list[str] = []  # those sudo refused to list (``tolerate_refusal``)
+        self._answers: dict[tuple[str, ...], CommandResult] = {}
+
+    def prefetch(self) -> None:
+        """Ask a live SSH host, in one round trip, what discovery will most likely ask first
+        (``logs.discovery.first_questions``; under sudo, the login user's probe too). Each
+        answer is the command's own result, taken by the first call that asks exactly that
+        command; one that is not asked is dropped."""
+        host = self.session.host
+        if host.transport is not TransportKind.SSH or host.is_directory:
+            return
+        runs, directories = first_questions(host)
+        commands = [*runs, *(self._find_argv(d) for d in directories)]
+        probe = self.root.enabled and not self.root.asked
+        if probe:
+            commands.append(probe_argv())
+        results = run_batch(self.session, commands)
+        if probe:
+            self.root.take(results.pop())
+            commands.pop()
+        for words, result in zip(commands, results):
+            self._answers.setdefault(tuple(words), result)
+
+    def _run(self, argv: Sequence[str]) -> CommandResult:
+        """``argv`` run as the login user, or its answer from :meth:`prefetch`."""
+        answer = self._answers.pop(tuple(argv), None)
+        return answer if answer is not None else self.session.run(list(argv), sudo=False)
+
+    def _find_argv(self, path: str) -> list[str]:
+        return ["find", self.session.path(path), *_FIND_ENTRIES]
 
     def read_text(self, path: str) -> str | None:
         result = self.session.run(["cat", "--", self.session.path(path)], sudo=False)
@@ -152,7 +198,7 @@ class SessionView:
         leads nowhere is left out with a note.
         """
         real = self.session.path(path)
-        result = self.session.run(["find", real, *_FIND_ENTRIES], sudo=False)
+        result = self._run(self._find_argv(path))
         if result.exit_code != 0 and not result.stdout:
             return self._list_as_root(path, real)
         infos: list[FileInfo] = []
@@ -260,7 +306,7 @@ class SessionView:
         host = self.session.host
         if host.is_directory:
             return None  # a directory is not a running Postfix: read its files instead
-        return self.session.run(list(argv), sudo=False)
+        return self._run(argv)
 
 
 def _read_manifest(session: Session) -> dict[str, Any]:
@@ -312,6 +358,7 @@ def discover_host(
     """Find the host's log sources from its own Postfix configuration (as the login user;
     under ``sudo = true`` the files it cannot read, and the journal, are marked ``sudo``)."""
     view = SessionView(session, root)
+    view.prefetch()
     found = discover(view, host)
     return dataclasses.replace(found, sources=mark_journal(found.sources, view.root),
                                recorded=view.recorded, fetched_at=view.fetched_at,

@@ -17,6 +17,7 @@ local-only run never pays for it).
 from __future__ import annotations
 
 import abc
+import re
 import shlex
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Protocol
@@ -226,6 +227,10 @@ def keep_tail(buffer: bytearray) -> None:
         del buffer[:-_STDERR_KEEP]
 
 
+class OutputTooLarge(TransportError):
+    """A command run by :meth:`Session.run` printed more than ``Settings.run_output_max``."""
+
+
 Reader = Generator[bytes, None, tuple[int, bytes]]
 """A running command's stdout chunks; when they end, its exit code and stderr tail.
 
@@ -251,7 +256,7 @@ def collect(
                 return bytes(out), exit_code, stderr
     finally:
         reader.close()
-    raise TransportError(
+    raise OutputTooLarge(
         host,
         Stage.READ,
         f"{describe_argv(argv)} printed more than {human_size(limit)}, the most collector "
@@ -305,3 +310,149 @@ class LineStreams(abc.ABC):
         stdin: bytes | None = None,
     ) -> Iterator[bytes]:
         """See :meth:`Session.stream_chunks`."""
+
+
+# --------------------------------------------------------------------------- batches
+
+# Runs several commands in one exec channel (one round trip instead of one each).
+# $@ = for each command: its number of words, then its words; they run one after another,
+# as the login user. Each command's stdout and stderr are hex-encoded by od (`od -An -v
+# -tx1` writes only spaces, 0-9, a-f and newlines), so no byte a command prints, and no
+# argument, can look like a frame line: those start with C (a command begins: on stdout and
+# on stderr) or X (its exit status, on stdout), letters od never writes. The status goes
+# through its own descriptor (3, a command substitution) since a pipeline's status is od's;
+# the substitution also waits for both ods to finish before X is printed. The command's
+# words are taken as the subshell's "$@" (the rest shifted off), never evaluated.
+_BATCH = (
+    'command -v od >/dev/null || exit 3; exec 4>&1; i=0; '
+    'while [ "$#" -gt 0 ]; do '
+    'n=$1; shift; case $n in ""|*[!0-9]*) exit 2;; esac; [ "$n" -le "$#" ] || exit 2; '
+    'i=$((i+1)); printf "C%d\\n" "$i"; printf "C%d\\n" "$i" >&2; '
+    's=$( { { { ( t=$#; j=0; '
+    'for w do [ "$j" -lt "$n" ] && set -- "$@" "$w"; j=$((j+1)); done; '
+    'shift "$t"; "$@" ) 3>&- 4>&- </dev/null; echo "$?" >&3; } '
+    '| od -An -v -tx1 >&4; } 2>&1 | od -An -v -tx1 >&2; } 3>&1 ); '
+    'printf "X%s\\n" "$s"; shift "$n"; done'
+)
+_HEX_LINE = re.compile(rb"(?: [0-9a-f]{2})+")
+_FRAME = re.compile(rb"C([1-9][0-9]{0,5})")
+_STATUS = re.compile(rb"X([0-9]{1,3})")
+
+
+def batch_argv(commands: Sequence[Sequence[str]]) -> list[str]:
+    """One command that runs every command of ``commands`` in turn (see :func:`parse_batch`).
+
+    Each command's words are positional parameters of a constant script: nothing is ever
+    interpolated into it."""
+    argv = ["sh", "-c", _BATCH, "sh"]
+    for words in commands:
+        if not words:
+            raise ValueError("empty command")
+        argv += [str(len(words)), *words]
+    return argv
+
+
+def parse_batch(
+    stdout: bytes, stderr: bytes, commands: Sequence[Sequence[str]]
+) -> list[CommandResult | None]:
+    """Each command's own result from :func:`batch_argv`'s output; None for a command whose
+    frame is missing or incomplete (the batch was cut short, or the host lacks ``od``).
+
+    A frame line is honoured only where it can come from the script itself: in order (the
+    n-th frame of the n-th command); any other line breaks the frame it is in. stderr may
+    have lost its start (only its tail is kept): a command whose stderr frame is missing then
+    has an empty stderr.
+    """
+    count = len(commands)
+    outs: list[bytearray | None] = [None] * count
+    codes: list[int | None] = [None] * count
+    current = -1
+    for line in stdout.split(b"\n"):
+        done = current < 0 or codes[current] is not None
+        frame = _FRAME.fullmatch(line)
+        if done and frame is not None and int(frame.group(1)) == current + 2 <= count:
+            current += 1
+            outs[current] = bytearray()
+            continue
+        buf = outs[current] if not done else None
+        status = _STATUS.fullmatch(line)
+        if buf is not None and status is not None:
+            codes[current] = int(status.group(1))
+        elif buf is not None and _HEX_LINE.fullmatch(line):
+            buf += bytes.fromhex(line.decode("ascii"))
+        elif line or not done:
+            if not done:
+                outs[current] = None  # not what od writes: this command's output is unknown
+            break  # a line the script did not write where it stands: trust nothing after it
+    errs = _stderr_frames(stderr, count)
+    results: list[CommandResult | None] = []
+    for words, out, code, err in zip(commands, outs, codes, errs):
+        if out is None or code is None:
+            results.append(None)
+        else:
+            results.append(CommandResult(shlex.join(words), bytes(out), err, code))
+    return results
+
+
+def _stderr_frames(stderr: bytes, count: int) -> list[bytes]:
+    errs = [bytearray() for _ in range(count)]
+    current = -1
+    for line in stderr.split(b"\n"):
+        frame = _FRAME.fullmatch(line)
+        if frame is not None and current < int(frame.group(1)) - 1 < count:
+            current = int(frame.group(1)) - 1
+        elif current >= 0 and _HEX_LINE.fullmatch(line):
+            errs[current] += bytes.fromhex(line.decode("ascii"))
+    return [bytes(e) for e in errs]
+
+
+#: Output (stdout and stderr) the commands of one batch may print together when each says
+#: how much it prints at most (``run_batch``'s ``most``): od's hex is three times as large, and
+#: must stay below ``Settings.run_output_max`` (4 MiB by default).
+BATCH_BYTES = 1024 * 1024
+
+
+def run_batch(
+    session: Session,
+    commands: Sequence[Sequence[str]],
+    *,
+    timeout: float | None = None,
+    most: Sequence[int] | None = None,
+) -> list[CommandResult]:
+    """``session.run(argv, sudo=False)`` for each of ``commands``, in one round trip.
+
+    Each result is the command's own (stdout, stderr, exit status), and a command whose
+    ``sudo -n`` was refused raises as :meth:`Session.run` does. A command the batch did not
+    report (a host without ``od``, a batch cut short, or one whose output together passed
+    ``run_output_max``) is run on its own. ``most``: the bytes each command prints at most;
+    the commands are then sent in as few batches as keep to :data:`BATCH_BYTES` each. A local
+    host runs them one by one (there is no round trip to save).
+    """
+    from collector.models import TransportKind
+
+    if len(commands) < 2 or session.host.transport is TransportKind.LOCAL:
+        return [session.run(list(words), sudo=False, timeout=timeout) for words in commands]
+    if most is not None:
+        out: list[CommandResult] = []
+        start = 0
+        while start < len(commands):
+            end, total = start + 1, most[start]
+            while end < len(commands) and total + most[end] <= BATCH_BYTES:
+                total += most[end]
+                end += 1
+            out += run_batch(session, commands[start:end], timeout=timeout)
+            start = end
+        return out
+    try:
+        batch = session.run(batch_argv(commands), sudo=False, timeout=timeout)
+    except OutputTooLarge:
+        return [session.run(list(words), sudo=False, timeout=timeout) for words in commands]
+    parsed = parse_batch(batch.stdout, batch.stderr, commands)
+    out = []
+    for words, result in zip(commands, parsed):
+        if result is None:
+            result = session.run(list(words), sudo=False, timeout=timeout)
+        else:
+            check_sudo(session.host.name, False, result.exit_code, result.stderr)
+        out.append(result)
+    return out
