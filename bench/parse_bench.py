@@ -65,7 +65,7 @@ def stages(reference: datetime) -> dict[str, Callable[[bytes], int]]:
     from collector.logs.assemble import Assembler, Counter
     from collector.logs.parse import LineParser, TimeContext
     from collector.logs.select import rows_of_group, tally_count
-    from collector.models import Query
+    from collector.models import Query, QueueGroup
 
     ctx = TimeContext(tz=UTC, reference=reference)
     host = "bench"
@@ -76,17 +76,8 @@ def stages(reference: datetime) -> dict[str, Callable[[bytes], int]]:
             n += 1
         return n
 
-    def assemble(data: bytes) -> int:
-        asm = Assembler(host)
-        add = asm.add
-        n = 0
-        for rec in LineParser(ctx).parse_blocks(blocks(data)):
-            done = add(rec)
-            if done:
-                n += len(done)
-        return n + len(asm.finish().groups)
-
-    def rows(data: bytes) -> int:
+    def assembled(data: bytes, per_group: Callable[[QueueGroup], int]) -> int:
+        """Parse and assemble ``data``; the sum of ``per_group`` over every finished group."""
         asm = Assembler(host)
         add = asm.add
         n = 0
@@ -94,10 +85,16 @@ def stages(reference: datetime) -> dict[str, Callable[[bytes], int]]:
             done = add(rec)
             if done:
                 for g in done:
-                    n += len(rows_of_group(g))
+                    n += per_group(g)
         for g in asm.finish().groups:
-            n += len(rows_of_group(g))
+            n += per_group(g)
         return n
+
+    def assemble(data: bytes) -> int:
+        return assembled(data, lambda g: 1)
+
+    def rows(data: bytes) -> int:
+        return assembled(data, lambda g: len(rows_of_group(g)))
 
     def count(data: bytes) -> int:
         counter = Counter(host, keep_reject=lambda r: False)
