@@ -158,7 +158,8 @@ def bench(args: argparse.Namespace, data: Path, work: Path) -> int:
     sources = host_logs(data)
     aliases = host_aliases(sources)
     inv, logs = layout(work / "fleet", aliases)
-    env = {**os.environ, "PYTHONPATH": use_source(args.src)}
+    use_source(args.src)  # sets PYTHONPATH (it returns a description of the source)
+    env = dict(os.environ)
     follow = Follow(inv, args.max_open, env)
     time.sleep(3)  # the readers start: tail -n0 shows only what is appended after
     feeds = {h: windows(p, args.window) for h, p in sources.items()}

@@ -27,6 +27,7 @@ from collector.inventory.origins import plan_readings
 from collector.logs import commands
 from collector.logs.commands import (
     DELIVERY_LINE,
+    DELIVERY_LINE_AT,
     DELIVERY_LINE_RE,
     carries_id,
     id_patterns,
@@ -61,7 +62,7 @@ class Tally:
     def stream_chunks(self, argv: Sequence[str], **kwargs: Any) -> Iterator[bytes]:
         pass2 = "/dev/fd/5" in argv
         if pass2:
-            if DELIVERY_LINE in argv:
+            if DELIVERY_LINE in argv or DELIVERY_LINE_AT in argv:
                 self.dropping += 1
             else:
                 self.keeping += 1
@@ -349,14 +350,22 @@ def test_a_host_printing_more_delivery_lines_than_the_budget_keeps_them_in_pass_
 # --------------------------------------------------------------------------- where it applies
 
 
-def test_windows_keep_their_delivery_lines_and_the_whole_file_pass_drops(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("block", [1, 512, 4096])
+def test_windows_drop_delivery_lines_as_the_whole_file_pass_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
+    """Windows that leave the delivery lines out on the host give the rows the windows that
+    keep them give (pass 1's delivery lines of each ID read in a window come in their
+    place), and the IDs a window cut are read whole, without them, as before."""
     monkeypatch.setattr(commands, "WINDOW_COST_BYTES", 1)
+    monkeypatch.setattr(commands, "WINDOW_BLOCK", block)
+    monkeypatch.setattr(commands, "WINDOW_BEFORE", 900)
+    monkeypatch.setattr(commands, "WINDOW_AFTER", 2500)
     monkeypatch.setattr("collector.search.host.windows_worth_it",
                         lambda wins, size: True)
     hosts = lab_hosts(tmp_path)
-    for who in ("dave@example.net", "bob@example.test", "root"):
+    windowed = dropped = 0
+    for who in ("dave@example.net", "bob@example.test", "root", "alice@example.test"):
         query = Query(recipients=(who,))
         for host in hosts:
             session = LocalSession(host)
@@ -365,9 +374,12 @@ def test_windows_keep_their_delivery_lines_and_the_whole_file_pass_drops(
             less = HostSearcher(session, SearchContext(UTC, NOW))
             less.search(query, drop_deliveries=True)
             assert select_rows([less.log()], query) == select_rows([full.log()], query)
+            assert not any(DELIVERY_LINE_AT in c.argv for c in full.ran)
             for c in less.ran:
                 if c.kind is commands.CommandKind.WINDOW_IDS:
-                    assert DELIVERY_LINE not in c.argv
+                    windowed += 1
+                    dropped += DELIVERY_LINE_AT in c.argv
+    assert windowed and dropped == windowed
 
 
 @pytest.mark.parametrize("query", [

@@ -204,31 +204,52 @@ def test_journal_match(path: str, expected: str) -> None:
 
 
 def test_window_ids_command() -> None:
+    # Whole 4 KiB blocks, from the block holding the byte before each window.
     wins = [Window(0, 100), Window(5000, 9000), Window(20000, None)]
     cmd = window_ids_command("/var/log/maillog", wins, ["B1", "A1", "A1"])
     assert shape(cmd) == (
         CommandKind.WINDOW_IDS,
-        ("/var/log/maillog", "1:100:h 5000:4001:m 20000:-:t", *STDIN),
+        ("/var/log/maillog", "4096", "0:1 1:2 4:-", "-b", *STDIN),
     )
     assert patterns(cmd) == [": A1: ", ": B1: ", "[ A1: ", "[ B1: ", "Queue-ID: A1,",
                              "Queue-ID: B1,", retrieval.WINDOW_MARK]
-    assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[1] == "1:-:a"
+    assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[2] == "0:-"
+    # A window that starts right after a block's last byte still reads that byte's block.
+    assert window_ids_command("/x", [Window(4097, 4200)], ["C1"]).words[2] == "1:1"
+    assert window_ids_command("/x", [Window(4096, 4200)], ["C1"]).words[2] == "0:2"
+    # Reaching past the end of the file: read to its end.
+    assert window_ids_command("/x", [Window(10, 9000)], ["C1"], size=9000).words[2] == "0:-"
+    assert window_ids_command("/x", [Window(10, 8000)], ["C1"], size=8192).words[2] == "0:-"
+    assert window_ids_command("/x", [Window(10, 8000)], ["C1"], size=8193).words[2] == "0:2"
+    drop = window_ids_command("/x", [Window(10, 8000)], ["C1"], drop_deliveries=True)
+    assert drop.words == ("/x", "4096", "0:2", retrieval.DELIVERY_LINE_AT, "-b", *STDIN)
+
+
+def test_window_reads() -> None:
+    reads = retrieval.window_reads
+    assert reads([Window(0, 10)], None) == [retrieval.WindowRead(0, 4096)]
+    assert reads([Window(1, 10)], None) == [retrieval.WindowRead(0, 4096)]
+    assert reads([Window(8193, 8194), Window(9000, None)], None) == [
+        retrieval.WindowRead(8192, 4096), retrieval.WindowRead(8192, None)]
+    assert not reads([Window(0, 10)], None)[0].cut_start
+    assert reads([Window(4097, 4100)], None)[0].cut_start
 
 
 def test_windows_worth_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Each window costs as much as WINDOW_COST_BYTES of the whole file read by one grep.
-    cost = retrieval.WINDOW_COST_BYTES
-    size = 100 * cost
-    assert windows_worth_it([Window(i * cost, i * cost + 10) for i in range(100)], size)
-    assert not windows_worth_it([Window(i * cost, i * cost + 10) for i in range(101)], size)
-    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 0)
-    share = retrieval.WINDOW_MAX_SHARE
-    assert windows_worth_it([Window(0, int(1000 * share))], 1000)
-    assert not windows_worth_it([Window(0, int(1000 * share) + 1)], 1000)
-    assert not windows_worth_it([Window(100, 300), Window(900, None)], 1000)
+    # Windows cost the bytes they cover and WINDOW_COST_BYTES each, against a share of the
+    # whole file.
+    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 100)
+    monkeypatch.setattr(retrieval, "WINDOW_MAX_SHARE", 0.5)
+    assert windows_worth_it([Window(0, 400)], 1000)
+    assert not windows_worth_it([Window(0, 401)], 1000)
+    assert windows_worth_it([Window(i * 50, i * 50 + 10) for i in range(4)], 1000)
+    assert not windows_worth_it([Window(i * 50, i * 50 + 10) for i in range(5)], 1000)
+    assert windows_worth_it([Window(100, 300), Window(900, None)], 1000)
+    assert not windows_worth_it([Window(100, 301), Window(900, None)], 1000)
     assert windows_worth_it([Window(100, 150), Window(990, None)], 1000)
     assert not windows_worth_it([Window(0, 10)], 0)
     assert not windows_worth_it([Window(0, 10)], None)
+    assert not windows_worth_it([], 1000)
 
 
 def test_edge_lines_command() -> None:
@@ -353,6 +374,16 @@ def test_windows_around_merges_and_clips(monkeypatch: pytest.MonkeyPatch) -> Non
     assert windows_around([100], None) == [Window(0, 300)]
 
 
+def test_windows_around_merges_windows_closer_than_the_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrieval, "WINDOW_BEFORE", 100)
+    monkeypatch.setattr(retrieval, "WINDOW_AFTER", 200)
+    assert windows_around([1000, 1400], 10_000, merge_gap=99) == [
+        Window(900, 1200), Window(1300, 1600)]
+    assert windows_around([1000, 1400], 10_000, merge_gap=100) == [Window(900, 1600)]
+    monkeypatch.setattr(retrieval, "WINDOW_COST_BYTES", 100)
+    assert retrieval.plan_windows([1000, 1400], 10_000) == [Window(900, 1600)]
+
+
 # --------------------------------------------------------------------------- execution
 
 Runner = Callable[[Command | Sequence[str], Path], subprocess.CompletedProcess[bytes]]
@@ -383,20 +414,18 @@ def run_shell(command: Command | Sequence[str], cwd: Path) -> subprocess.Complet
 RUNNERS = [pytest.param(run_exec, id="exec"), pytest.param(run_shell, id="ssh-shell")]
 
 
-def by_window(stdout: bytes) -> list[list[bytes]]:
-    """Pass 2's output cut at its window marks: the lines of each window, in order."""
-    out: list[list[bytes]] = [[]]
-    for line in stdout.splitlines():
-        if line == retrieval.WINDOW_MARK.encode():
-            out.append([])
-        else:
-            out[-1].append(line)
-    assert out[-1] == [], "the output ends with the last window's mark"
-    return out[:-1]
+def by_window(stdout: bytes, wins: Sequence[Window], size: int | None) -> list[list[bytes]]:
+    """Pass 2's output as the searcher reads it (``window_lines``): the whole lines of each
+    window, in order."""
+    reads = retrieval.window_reads(wins, size)
+    out: list[list[bytes]] = [[] for _ in wins]
+    for index, line in retrieval.window_lines(stdout.splitlines(), reads):
+        out[index].append(line)
+    return out
 
 
-def window_lines(stdout: bytes) -> list[bytes]:
-    return [line for lines in by_window(stdout) for line in lines]
+def window_lines(stdout: bytes, wins: Sequence[Window], size: int | None) -> list[bytes]:
+    return [line for lines in by_window(stdout, wins, size) for line in lines]
 
 
 def write_log(path: Path, data: bytes) -> Path:
@@ -763,30 +792,66 @@ def test_window_ids_command_gives_whole_lines_of_the_ids(
     lines = data.splitlines()
     ids = set(all_ids(lines))
     starts = line_starts(data)
-    # Windows that start and end mid-line (odd sizes), merged where they overlap.
+    # Windows that start and end mid-line (odd sizes), merged where they overlap, read
+    # byte for byte (blocks of 1: each read is exactly its window and the byte before).
+    monkeypatch.setattr(retrieval, "WINDOW_BLOCK", 1)
     monkeypatch.setattr(retrieval, "WINDOW_BEFORE", 701)
     monkeypatch.setattr(retrieval, "WINDOW_AFTER", 1503)
     hits = [starts[i] for i in range(len(starts)) if i % 17 == 5]
     wins = windows_around(hits, len(data))
     assert len(wins) > 2 and any(w.start > 0 for w in wins)
-    done = run(window_ids_command(str(log), wins, sorted(ids)), tmp_path)
+    done = run(window_ids_command(str(log), wins, sorted(ids), size=len(data)), tmp_path)
     assert done.returncode == 0, done.stderr
-    got = window_lines(done.stdout)
-    # each window's lines come before its mark
-    assert by_window(done.stdout) == [expected_in_windows(data, [w], ids) for w in wins]
+    got = window_lines(done.stdout, wins, len(data))
+    # each window's lines are known by their window
+    assert by_window(done.stdout, wins, len(data)) == [
+        expected_in_windows(data, [w], ids) for w in wins]
     assert set(got) <= set(lines)  # whole lines only
-    # No edge falls on a line boundary here (see the xfail below for that case), so the
+    # No edge falls on a line boundary here (see the test below for that case), so the
     # lines of the IDs wholly inside the windows are exactly what comes back.
     edges = {w.start for w in wins if w.start > 0} | {w.end for w in wins if w.end is not None}
     assert not edges & set(starts)
     assert got == expected_in_windows(data, wins, ids)
     # one ID only: nothing of the others
     one = sorted(ids)[3]
-    done = run(window_ids_command(str(log), wins, [one]), tmp_path)
-    assert all(one.encode() + b": " in x for x in window_lines(done.stdout))
+    done = run(window_ids_command(str(log), wins, [one], size=len(data)), tmp_path)
+    assert all(one.encode() + b": " in x for x in window_lines(done.stdout, wins, len(data)))
 
 
-def test_window_to_the_end_reads_the_last_line_without_newline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("block", [7, 512, 4096])
+@pytest.mark.parametrize("host", list(LOGS))
+def test_windows_in_blocks_give_whole_lines_and_at_least_the_window(
+    tmp_path: Path, host: str, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read in whole blocks, a window gives every line of the IDs wholly inside it, and
+    perhaps more whole lines of the file around it, never a piece of one."""
+    data = LOGS[host].read_bytes()
+    log = write_log(tmp_path / "log", data)
+    lines = data.splitlines()
+    ids = set(all_ids(lines))
+    starts = line_starts(data)
+    monkeypatch.setattr(retrieval, "WINDOW_BLOCK", block)
+    monkeypatch.setattr(retrieval, "WINDOW_BEFORE", 301)
+    monkeypatch.setattr(retrieval, "WINDOW_AFTER", 603)
+    hits = [starts[i] for i in range(len(starts)) if i % 23 == 9]
+    for wins in (windows_around(hits, len(data)),
+                 [Window(s, s + 1000) for s in starts[5::29]]):  # edges on line starts
+        done = run_exec(window_ids_command(str(log), wins, sorted(ids), size=len(data)),
+                        tmp_path)
+        assert done.returncode == 0, done.stderr
+        per_window = by_window(done.stdout, wins, len(data))
+        for w, got in zip(wins, per_window, strict=True):
+            want = expected_in_windows(data, [w], ids)
+            assert set(want) <= set(got)
+            assert set(got) <= set(lines_of_ids(lines, ids))  # whole lines of the IDs only
+            order = {x: i for i, x in enumerate(lines)}
+            assert sorted(got, key=order.__getitem__) == got  # in file order
+
+
+def test_window_to_the_end_reads_the_last_line_without_newline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retrieval, "WINDOW_BLOCK", 1)
     lines = lab_lines("filter1")
     last = max(i for i, x in enumerate(lines) if QID.match(x))
     lines = lines[: last + 1]
@@ -794,8 +859,8 @@ def test_window_to_the_end_reads_the_last_line_without_newline(tmp_path: Path) -
     log = write_log(tmp_path / "maillog", data)
     ids = set(all_ids(lines[-5:]))
     wins = [Window(len(data) - 2000, None)]
-    done = run_exec(window_ids_command(str(log), wins, sorted(ids)), tmp_path)
-    got = window_lines(done.stdout)
+    done = run_exec(window_ids_command(str(log), wins, sorted(ids), size=len(data)), tmp_path)
+    got = window_lines(done.stdout, wins, len(data))
     assert got[-1] == lines[-1]
     assert got == expected_in_windows(data + b"\n", wins, ids)
 
@@ -807,7 +872,10 @@ def test_window_to_the_end_reads_the_last_line_without_newline(tmp_path: Path) -
         "start",
     ],
 )
-def test_window_edge_on_a_line_boundary_keeps_the_whole_line(tmp_path: Path, boundary: str) -> None:
+def test_window_edge_on_a_line_boundary_keeps_the_whole_line(
+    tmp_path: Path, boundary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retrieval, "WINDOW_BLOCK", 1)
     data = LOGS["filter1"].read_bytes()
     log = write_log(tmp_path / "maillog", data)
     starts = line_starts(data)
@@ -822,8 +890,8 @@ def test_window_edge_on_a_line_boundary_keeps_the_whole_line(tmp_path: Path, bou
         else [Window(starts[first], starts[first + 20])]
     )
     assert expected_in_windows(data, wins, ids)
-    done = run_exec(window_ids_command(str(log), wins, sorted(ids)), tmp_path)
-    assert window_lines(done.stdout) == expected_in_windows(data, wins, ids)
+    done = run_exec(window_ids_command(str(log), wins, sorted(ids), size=len(data)), tmp_path)
+    assert window_lines(done.stdout, wins, len(data)) == expected_in_windows(data, wins, ids)
 
 
 @pytest.mark.parametrize("run", RUNNERS)
@@ -841,8 +909,9 @@ def test_offsets_then_windows_find_every_line_of_a_message(
     offsets = [off for off, _ in pairs if off is not None]
     wins = windows_around(offsets, len(data))
     qid = QID.match(pairs[0][1]).group(1).decode()  # type: ignore[union-attr]
-    done = run(window_ids_command(str(log), wins, [qid]), tmp_path)
-    assert window_lines(done.stdout) == lines_of_ids(data.splitlines(), {qid})
+    done = run(window_ids_command(str(log), wins, [qid], size=len(data)), tmp_path)
+    got = window_lines(done.stdout, wins, len(data))
+    assert got == lines_of_ids(data.splitlines(), {qid})
 
 
 # --------------------------------------------------------------------------- journal

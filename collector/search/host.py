@@ -22,19 +22,22 @@ from collector.logs.commands import (
     DELIVERY_LINE_RE,
     EXIT_DAMAGED,
     EXIT_VANISHED,
-    WINDOW_MARK,
     Command,
     Needles,
+    WindowRead,
+    WindowsUnread,
     carries_id,
     edges_command,
     filter_offsets_command,
     ids_commands,
     match_command,
     pass1_needles,
+    plan_windows,
     source_in_window,
     split_offset,
     window_ids_commands,
-    windows_around,
+    window_lines,
+    window_reads,
     windows_worth_it,
 )
 from collector.logs.coverage import ledger, not_fetched, recorded, within
@@ -534,36 +537,49 @@ class HostSearcher:
 
     def _pass2_windows(self, src: LogSource, hits: dict[str, list[int]]) -> set[str]:
         """Pass 2 in windows around the hits; returns the IDs whose whole life was there."""
-        wins = windows_around([o for offs in hits.values() for o in offs], src.size)
+        wins = plan_windows([o for offs in hits.values() for o in offs], src.size)
         if not windows_worth_it(wins, src.size):
             return set()  # hits all over the file: one whole-file pass 2 is cheaper
+        reads = window_reads(wins, src.size)
+        # As in fetch_ids: pass 1 kept this source's delivery lines, the windows leave them out.
+        delivered = self._delivered.get(src.path) if self._delivered is not None else None
+        drop = delivered is not None
         found: list[tuple[int, Record]] = []
-        for command in window_ids_commands(
-            self.command_path(src), wins, sorted(hits), shown=src.path
-        ):
-            found.extend(self._window_records(src, command))
+        try:
+            for command in window_ids_commands(
+                self.command_path(src), wins, sorted(hits), size=src.size, shown=src.path,
+                drop_deliveries=drop,
+            ):
+                found.extend(
+                    (i, r) for i, r in self._window_records(src, command, reads)
+                    if not (drop and _delivery_line(r))
+                )
+        except WindowsUnread:
+            return set()  # the file changed under the windows: every ID is read whole
         done = complete_in_windows(
-            found, windows=len(wins), reaches_end=wins[-1].end is None, origins=self.origins
-        )
+            found, windows=len(wins), reaches_end=reads[-1].length is None,
+            origins=self.origins,
+        ) & hits.keys()
         # An ID not complete here is fetched whole: keep none of its window lines, so each
         # ID's lines come from one pass, in file order (a BSD second holds many lines).
         for _, r in found:
             if r.queue_id in done:
                 self._hold(src, r)
+        # Then pass 1's delivery lines of those IDs (each in the window of its ID's life).
+        for r in delivered or ():
+            if r.queue_id in done:
+                self._hold(src, r)
         return done
 
-    def _window_records(self, src: LogSource, command: Command) -> Iterator[tuple[int, Record]]:
+    def _window_records(
+        self, src: LogSource, command: Command, reads: Sequence[WindowRead]
+    ) -> Iterator[tuple[int, Record]]:
         """Pass 2's records, each with the index of the window it was read in."""
         parser = self.parser(src)
         lines = self._stream(command, chunks=False)
-        mark = WINDOW_MARK.encode()
 
         def numbered() -> Iterator[tuple[int, Record]]:
-            index = 0
-            for line in lines:
-                if line == mark:
-                    index += 1
-                    continue
+            for index, line in window_lines(lines, reads):
                 for rec in parser.feed_all(line):
                     yield index, rec
 

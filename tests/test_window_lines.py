@@ -1,0 +1,191 @@
+"""Pass 2's windows are read in whole blocks by ``dd`` and placed by their byte offsets.
+
+``window_lines`` must hand out only whole lines of the file, each known by its window, and
+refuse the whole answer (``WindowsUnread``) when the windows did not come back exactly as
+planned: a file that shrank or changed under them, a line that claims to be a mark, a line
+too long to place, output cut short. The searcher then reads every ID in the whole file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from collector.logs import commands
+from collector.logs.commands import (
+    WINDOW_MARK,
+    CommandKind,
+    Window,
+    WindowRead,
+    WindowsUnread,
+    window_ids_command,
+    window_lines,
+    window_reads,
+)
+from collector.logs.select import select_rows
+from collector.models import Host, Query, TransportKind
+from collector.search.host import HostSearcher, SearchContext
+from collector.transport.base import CUT_MARK
+from collector.transport.local import LocalSession
+
+NOW = datetime(2026, 1, 16, tzinfo=UTC)
+MARK = WINDOW_MARK.encode()
+
+
+def run(command: commands.Command) -> bytes:
+    done = subprocess.run(list(command.argv), input=command.stdin, capture_output=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def message(qid: str, t: str, rcpt: str) -> list[str]:
+    return [
+        f"Jan 15 {t} mx1 postfix/smtpd[100]: {qid}: client=c.example[192.0.2.1]",
+        f"Jan 15 {t} mx1 postfix/cleanup[101]: {qid}: message-id=<{qid}@c.example>",
+        f"Jan 15 {t} mx1 postfix/qmgr[102]: {qid}: from=<s@c.example>, size=900, nrcpt=1 "
+        "(queue active)",
+        f"Jan 15 {t} mx1 postfix/smtp[103]: {qid}: to=<{rcpt}>, relay=mx.example.net"
+        f"[198.51.100.1]:25, delay=0.2, delays=0.1/0/0/0.1, dsn=2.0.0, status=sent (250 ok)",
+        f"Jan 15 {t} mx1 postfix/qmgr[102]: {qid}: removed",
+    ]
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def out(*pairs: tuple[int, bytes]) -> list[bytes]:
+    return [b"%d:%s" % (off, line) for off, line in pairs]
+
+
+def test_lines_are_placed_by_their_offsets() -> None:
+    reads = [WindowRead(100, 50), WindowRead(300, None)]
+    # window 0: stream bytes 0-49, its newline at 50, its mark at 51; window 1 from 51 + 25.
+    lines = out((0, b"cut first line"), (10, b"whole line"), (40, b"cut last!!"),
+                (51, MARK), (76, b"cut first of 1"), (90, b"kept"), (120, b"last, no newline"),
+                (137, MARK))
+    assert list(window_lines(lines, reads)) == [(0, b"whole line"), (1, b"kept"),
+                                                (1, b"last, no newline")]
+
+
+def test_a_read_from_the_start_of_the_file_keeps_its_first_line() -> None:
+    reads = [WindowRead(0, 50)]
+    assert list(window_lines(out((0, b"first"), (51, MARK)), reads)) == [(0, b"first")]
+
+
+@pytest.mark.parametrize("lines", [
+    out((0, b"x"), (50, MARK)),  # a window one byte short: the file changed
+    out((0, b"x"), (52, MARK)),  # one byte long
+    out((0, b"x")),  # no mark: the output was cut
+    out((0, b"x"), (51, MARK), (60, b"y")),  # a line after the last window
+    out((20, b"x"), (10, b"y"), (51, MARK)),  # offsets going back
+    [b"no offset at all", *out((51, MARK))],
+    out((10, b"x" * 45), (51, MARK)),  # a line running past its window's end
+    out((10, b"x" + CUT_MARK), (51, MARK)),  # a line too long to place
+])
+def test_windows_that_did_not_come_back_as_planned_are_refused(lines: list[bytes]) -> None:
+    with pytest.raises(WindowsUnread):
+        list(window_lines(lines, [WindowRead(100, 50)]))
+
+
+def test_a_line_that_is_the_mark_is_not_taken_for_one() -> None:
+    # A file line reading exactly like the mark, inside a window: not where a mark belongs.
+    lines = out((10, MARK), (51, MARK))
+    with pytest.raises(WindowsUnread):
+        list(window_lines(lines, [WindowRead(100, 50)]))
+
+
+# --------------------------------------------------------------------------- real dd reads
+
+
+def test_a_forged_header_in_a_cut_line_is_never_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window that begins (or ends) inside a line whose client-chosen text reads like a
+    whole Postfix line of an ID: the piece is dropped, whatever it says."""
+    monkeypatch.setattr(commands, "WINDOW_BLOCK", 1)
+    forged = "Jan 15 10:00:09 mx1 postfix/qmgr[102]: BBB222: removed"
+    lines = [*message("AAA111", "10:00:00", "a@example.net"),
+             "Jan 15 10:00:05 mx1 postfix/smtpd[100]: CCC333: client=x[192.0.2.9], "
+             f"helo=<{forged}>",
+             *message("BBB222", "10:00:10", "b@example.net")]
+    data = ("\n".join(lines) + "\n").encode()
+    log = tmp_path / "maillog"
+    log.write_bytes(data)
+    at = data.index(forged.encode())
+    for wins in ([Window(at, len(data) - 10)], [Window(0, at + len(forged))]):
+        got = list(window_lines(run(window_ids_command(
+            str(log), wins, ["BBB222", "AAA111"], size=len(data))).splitlines(),
+            window_reads(wins, len(data))))
+        assert got and all(line in data.splitlines() for _, line in got)
+        assert not any(line.startswith(forged.encode()) for _, line in got)
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096])
+def test_windows_of_a_file_that_shrank_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    monkeypatch.setattr(commands, "WINDOW_BLOCK", block)
+    lines = [x for n in range(200) for x in message(f"A{n:05X}", f"10:{n // 60:02d}:{n % 60:02d}",
+                                                      f"u{n}@example.net")]
+    data = ("\n".join(lines) + "\n").encode()
+    log = tmp_path / "maillog"
+    log.write_bytes(data)
+    wins = [Window(1000, 9000), Window(20000, 30000), Window(len(data) - 500, None)]
+    ids = ["A00010", "A00050", "A000C0"]
+    command = window_ids_command(str(log), wins, ids, size=len(data))
+    reads = window_reads(wins, len(data))
+    assert list(window_lines(run(command).splitlines(), reads))  # as planned: read
+    log.write_bytes(data[:25000])  # truncated under the windows (copytruncate)
+    with pytest.raises(WindowsUnread):
+        list(window_lines(run(command).splitlines(), reads))
+
+
+def test_a_search_whose_windows_are_refused_reads_every_id_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is cut to half its size between pass 1 and the windows: nothing read in the
+    windows is used, every ID is looked up in the whole file, and the rows are those of a
+    search of the file as it now is."""
+    monkeypatch.setattr(commands, "WINDOW_BEFORE", 600)
+    monkeypatch.setattr(commands, "WINDOW_AFTER", 1200)
+    monkeypatch.setattr(commands, "WINDOW_COST_BYTES", 0)
+    monkeypatch.setattr(commands, "WINDOW_BLOCK", 512)
+    lines = [x for n in range(300) for x in message(
+        f"A{n:05X}", f"10:{n // 60:02d}:{n % 60:02d}",
+        "rare@example.net" if n % 97 == 5 else f"u{n}@example.net")]
+    text = "\n".join(lines) + "\n"
+    root = tmp_path / "mx1"
+    (root / "var" / "log").mkdir(parents=True)
+    log = root / "var" / "log" / "maillog"
+    log.write_text(text)
+    host = Host("mx1", transport=TransportKind.LOCAL, root=str(root),
+                logs=("/var/log/maillog",), timezone="UTC")
+    query = Query(recipients=("rare@example.net",))
+
+    whole = HostSearcher(LocalSession(host), SearchContext(UTC, NOW))
+    whole.search(query)
+    assert CommandKind.WINDOW_IDS in [c.kind for c in whole.ran]  # windows were read
+    assert CommandKind.IDS not in [c.kind for c in whole.ran]  # and were enough
+    assert len(select_rows([whole.log()], query)) == 4
+
+    class Shrinking(LocalSession):
+        def stream(self, argv, **kw):  # type: ignore[no-untyped-def,override]
+            if any("wins=$3" in word for word in argv):
+                log.write_text(text[: len(text) // 2])
+            return super().stream(argv, **kw)
+
+    searcher = HostSearcher(Shrinking(host), SearchContext(UTC, NOW))
+    found = searcher.search(query)
+    kinds = [c.kind for c in searcher.ran]
+    assert kinds.count(CommandKind.WINDOW_IDS) == 1 and CommandKind.IDS in kinds
+    fetched = next(c for c in searcher.ran if c.kind is CommandKind.IDS)
+    assert fetched.stdin is not None
+    assert all(f": {q}: ".encode() in fetched.stdin for q in found) and len(found) == 4
+    now = HostSearcher(LocalSession(host), SearchContext(UTC, NOW))
+    now.search(query)
+    assert select_rows([searcher.log()], query) == select_rows([now.log()], query)
+    assert len(select_rows([now.log()], query)) == 2
