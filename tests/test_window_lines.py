@@ -189,3 +189,43 @@ def test_a_search_whose_windows_are_refused_reads_every_id_whole(
     now.search(query)
     assert select_rows([searcher.log()], query) == select_rows([now.log()], query)
     assert len(select_rows([now.log()], query)) == 2
+
+
+def test_a_notification_read_in_a_window_is_proven_by_its_parent_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bounce made by Postfix has no client= line: its parent's `sender non-delivery
+    notification: ID` line proves where its life starts, and the windows bring that line, so
+    the notification is not read again in the whole file (the parent is not kept for it)."""
+    monkeypatch.setattr(commands, "WINDOW_COST_BYTES", 0)
+    monkeypatch.setattr(commands, "WINDOW_BLOCK", 512)
+    monkeypatch.setattr(commands, "WINDOW_BEFORE", 3000)
+    monkeypatch.setattr(commands, "WINDOW_AFTER", 3000)
+    monkeypatch.setattr("collector.search.host.windows_worth_it", lambda wins, size: True)
+    filler = [x for n in range(60) for x in message(f"F{n:05X}", f"09:{n:02d}:00",
+                                                     f"u{n}@example.net")]
+    child = [
+        "Jan 15 10:00:00 mx1 postfix/cleanup[101]: CCC333: message-id=<CCC333@mx1.example>",
+        "Jan 15 10:00:00 mx1 postfix/qmgr[102]: CCC333: from=<>, size=2556, nrcpt=1 "
+        "(queue active)",
+        "Jan 15 10:00:00 mx1 postfix/bounce[104]: ABD111: sender non-delivery notification: "
+        "CCC333",
+        "Jan 15 10:00:00 mx1 postfix/smtp[103]: CCC333: to=<sender@example.org>, relay=mx."
+        "example.net[198.51.100.1]:25, delay=0.2, delays=0.1/0/0/0.1, dsn=2.0.0, status=sent "
+        "(250 ok)",
+        "Jan 15 10:00:00 mx1 postfix/qmgr[102]: CCC333: removed",
+    ]
+    lines = [*filler, *child, *[x.replace("09:", "11:") for x in filler]]
+    root = tmp_path / "mx1"
+    (root / "var" / "log").mkdir(parents=True)
+    (root / "var" / "log" / "maillog").write_text("\n".join(lines) + "\n")
+    host = Host("mx1", transport=TransportKind.LOCAL, root=str(root),
+                logs=("/var/log/maillog",), timezone="UTC")
+    query = Query(recipients=("sender@example.org",))
+    searcher = HostSearcher(LocalSession(host), SearchContext(UTC, NOW))
+    assert searcher.search(query) == {"CCC333"}
+    assert [c.kind for c in searcher.ran if c.kind in (CommandKind.WINDOW_IDS, CommandKind.IDS)
+            ] == [CommandKind.WINDOW_IDS]
+    log = searcher.log()
+    assert {g.queue_id for g in log.groups} == {"CCC333"}
+    assert [(r.queue_id, r.status) for r in select_rows([log], query)] == [("CCC333", "sent")]

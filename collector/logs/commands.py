@@ -866,8 +866,12 @@ def window_ids_command(
         CommandKind.WINDOW_IDS, _KEEP_STDIN + script, path,
         (str(WINDOW_BLOCK), " ".join(words), *drop, "-b", *PATTERNS_FROM_STDIN), shown,
     )
+    # A notification's life starts with cleanup's line and no client: its parent's bounce
+    # line (``PARENT: sender non-delivery notification: ID``) is what proves it started, so
+    # the windows bring that line too (a line of the parent, never kept for it here).
+    notices = tuple(f"notification: {q}" for q in sorted(set(queue_ids)) if _ID_WORD.fullmatch(q))
     return dataclasses.replace(
-        command, stdin=pattern_lines((*id_patterns(queue_ids), WINDOW_MARK))
+        command, stdin=pattern_lines((*id_patterns(queue_ids), *notices, WINDOW_MARK))
     )
 
 
