@@ -121,7 +121,10 @@ def test_follow_the_live_lab_every_fate_once_joined_across_hops(tmp_path: Path) 
         if words[5] in FINAL:
             assert late < 20, (words, late)
         else:
-            assert words[5] == "queued" and late > MAX_OPEN, (words, late)
+            # --max-open counts from the queue file's first line on that host; the row's time
+            # is its recipient's own line, logged up to a second or two after it, and the lab's
+            # stamps are whole seconds (a run saw 29.7 s): never released before ~MAX_OPEN
+            assert words[5] == "queued" and late > MAX_OPEN - 2, (words, late)
     multi = next(s for s in expected["scenarios"] if s["name"] == "multi_split")
     (trace,) = [t for t in traces if t["message_id"] == multi["message_id"]]
     mine = {r["address"]: i for r in trace["recipients"]
