@@ -213,7 +213,7 @@ def test_window_ids_command() -> None:
     )
     assert patterns(cmd) == [": A1: ", ": B1: ", "[ A1: ", "[ B1: ", "Queue-ID: A1,",
                              "Queue-ID: B1,", "notification: A1", "notification: B1",
-                             retrieval.WINDOW_MARK]
+                             retrieval.WINDOW_MARK, retrieval.WINDOW_FAILED]
     assert window_ids_command("/x", [Window(0, None)], ["C1"]).words[2] == "0:-"
     # A window that starts right after a block's last byte still reads that byte's block.
     assert window_ids_command("/x", [Window(4097, 4200)], ["C1"]).words[2] == "1:1"

@@ -219,3 +219,43 @@ def test_summary_counts_a_message_retried_without_end_in_full(
     assert summary.unread == ()
     assert summary.search.log.stats.lines == 3003
     assert summary.counts == {"messages": 1, "deferred": 2}
+
+
+@pytest.mark.parametrize("drop", [False, True])
+@pytest.mark.parametrize("windows", [False, True])
+def test_a_line_read_whole_is_not_held_again_for_the_id_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: bool, drop: bool
+) -> None:
+    """AAA111's deferral quotes the remote reply `busy: BBB222: later` (text a server
+    chooses); BBB222 is a hit whose life is not complete, so it is read in the whole file and
+    that line comes back with it. AAA111 was read whole already (in its window, or with
+    BBB222): the line is one event, held once, and AAA111's row stays `sent`."""
+    monkeypatch.setattr(commands, "WINDOW_COST_BYTES", 0)
+    monkeypatch.setattr(commands, "WINDOW_BLOCK", 512)
+    monkeypatch.setattr(commands, "WINDOW_BEFORE", 2000)
+    monkeypatch.setattr(commands, "WINDOW_AFTER", 2000)
+    monkeypatch.setattr("collector.search.host.windows_worth_it", lambda w, s: windows)
+    rare = "rare@example.net"
+    first = message("AAA111", "09:30:00", "s@c.example", rare)[:4]
+    first[3] = first[3].replace("status=sent (250 ok)",
+                                "status=deferred (450 4.0.0 busy: BBB222: later)")
+    later = message("BBB222", "11:30:00", "s@c.example", rare, removed=False)
+    later[3] = later[3].replace("status=sent (250 ok)", "status=deferred (450 try later)")
+    lines = [
+        *filler("C", 8, 30), *first,
+        "Jan 15 09:30:00 mx1 postfix/smtp[103]: AAA111: to=<rare@example.net>, relay=mx2."
+        "example.net[198.51.100.2]:25, delay=0.3, delays=0.1/0/0/0.1, dsn=2.0.0, status=sent "
+        "(250 ok)",
+        "Jan 15 09:30:00 mx1 postfix/qmgr[102]: AAA111: removed",
+        *filler("D", 10, 30), *later, *filler("E", 12, 30),
+    ]
+    host = host_with(tmp_path, lines)
+    query = Query(recipients=(rare,))
+    searcher = HostSearcher(LocalSession(host), SearchContext(UTC, NOW))
+    searcher.search(query, drop_deliveries=drop)
+    kinds = [c.kind for c in searcher.ran]
+    assert (commands.CommandKind.WINDOW_IDS in kinds) is windows
+    (group,) = [g for g in searcher.log().groups if g.queue_id == "AAA111"]
+    assert len(group.records) == 6  # every line once
+    got = {(r.queue_id, str(r.status)) for r in select_rows([searcher.log()], query)}
+    assert got == {("AAA111", "sent"), ("BBB222", "deferred")}

@@ -16,6 +16,7 @@ import pytest
 
 from collector.logs import commands
 from collector.logs.commands import (
+    WINDOW_FAILED,
     WINDOW_MARK,
     CommandKind,
     Window,
@@ -25,9 +26,10 @@ from collector.logs.commands import (
     window_lines,
     window_reads,
 )
+from collector.logs.parse import LineParser, TimeContext
 from collector.logs.select import select_rows
 from collector.models import Host, Query, TransportKind
-from collector.search.host import HostSearcher, SearchContext
+from collector.search.host import HostSearcher, SearchContext, complete_in_windows
 from collector.transport.base import CUT_MARK
 from collector.transport.local import LocalSession
 
@@ -91,6 +93,12 @@ def test_windows_that_did_not_come_back_as_planned_are_refused(lines: list[bytes
         list(window_lines(lines, [WindowRead(100, 50)]))
 
 
+def test_a_window_that_could_not_be_read_refuses_them_all() -> None:
+    lines = out((0, b"x"), (20, WINDOW_FAILED.encode()), (51, MARK))
+    with pytest.raises(WindowsUnread):
+        list(window_lines(lines, [WindowRead(0, None)]))
+
+
 def test_a_line_that_is_the_mark_is_not_taken_for_one() -> None:
     # A file line reading exactly like the mark, inside a window: not where a mark belongs.
     lines = out((10, MARK), (51, MARK))
@@ -116,7 +124,10 @@ def test_a_forged_header_in_a_cut_line_is_never_read(
     log = tmp_path / "maillog"
     log.write_bytes(data)
     at = data.index(forged.encode())
-    for wins in ([Window(at, len(data) - 10)], [Window(0, at + len(forged))]):
+    # The reads begin one byte before the window: at the forged text's `<`, and right at
+    # its first byte (`Jan 15 ...`, as a client who pads its HELO to a block edge would get).
+    for wins in ([Window(at, len(data) - 10)], [Window(at + 1, len(data) - 10)],
+                 [Window(0, at + len(forged))]):
         got = list(window_lines(run(window_ids_command(
             str(log), wins, ["BBB222", "AAA111"], size=len(data))).splitlines(),
             window_reads(wins, len(data))))
@@ -229,3 +240,56 @@ def test_a_notification_read_in_a_window_is_proven_by_its_parent_line(
     log = searcher.log()
     assert {g.queue_id for g in log.groups} == {"CCC333"}
     assert [(r.queue_id, r.status) for r in select_rows([log], query)] == [("CCC333", "sent")]
+
+
+def test_windows_without_dd_are_refused(tmp_path: Path) -> None:
+    """A host with no dd (or a dd that fails: a read error) says so in the stream, even for a
+    read to the end of the file, whose length no mark can check."""
+    lines = [x for n in range(50) for x in message(f"A{n:05X}", f"10:00:{n:02d}", "u@x.example")]
+    data = ("\n".join(lines) + "\n").encode()
+    log = tmp_path / "maillog"
+    log.write_bytes(data)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "grep"):
+        (bin_dir / tool).symlink_to(subprocess.run(["sh", "-c", f"command -v {tool}"],
+                                                   capture_output=True, text=True,
+                                                   check=True).stdout.strip())
+    wins = [Window(len(data) - 3000, None)]
+    command = window_ids_command(str(log), wins, ["A00031"], size=len(data))
+    done = subprocess.run(["/bin/sh", *command.argv[1:]], input=command.stdin,
+                          capture_output=True, timeout=30, check=False,
+                          env={"PATH": str(bin_dir)})
+    assert WINDOW_FAILED.encode() in done.stdout
+    with pytest.raises(WindowsUnread):
+        list(window_lines(done.stdout.splitlines(), window_reads(wins, len(data))))
+    assert list(window_lines(run(command).splitlines(), window_reads(wins, len(data))))
+
+
+def test_hits_past_the_end_of_the_file_join_the_window_that_reaches_it(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file grew after it was measured: pass 1 saw lines past the size discovery knew.
+    monkeypatch.setattr(commands, "WINDOW_BEFORE", 100)
+    monkeypatch.setattr(commands, "WINDOW_AFTER", 200)
+    assert commands.windows_around([9_000, 9_950, 50_000], 10_000) == [
+        Window(8_900, 9_200), Window(9_850, None)]
+    assert commands.windows_around([20_000, 50_000], 10_000) == [Window(19_900, None)]
+    assert commands.window_reads([Window(19_900, None)], 10_000) == [WindowRead(16_384, None)]
+
+
+def test_a_notice_proves_a_life_only_in_its_own_window() -> None:
+    """A reused short ID: a bounce's parent line in window 0 names X; window 1 holds a life
+    of X that starts with cleanup's line (its client= line lies before the window)."""
+    parser = LineParser(TimeContext(tz=UTC, reference=NOW))
+
+    def records(*lines: str) -> list:  # type: ignore[type-arg]
+        return [r for line in lines for r in parser.feed_all(line.encode())]
+
+    notice = records("Jan 15 09:00:00 mx1 postfix/bounce[104]: ABD111: sender non-delivery "
+                     "notification: CCC333")
+    life = records(*message("CCC333", "10:00:00", "a@example.net")[1:])  # no client= line
+    found = [(0, r) for r in notice] + [(1, r) for r in life]
+    assert complete_in_windows(found, windows=3, reaches_end=False) == set()
+    same = [(0, r) for r in notice] + [(0, r) for r in life]
+    assert complete_in_windows(same, windows=3, reaches_end=False) == {"CCC333"}

@@ -749,6 +749,8 @@ WINDOW_BLOCK = 4096
 #: came from and each window's length is checked. An empty line goes first: it ends a last
 #: line cut by the window (or written without its newline).
 WINDOW_MARK = "@@collector-window-end@@"
+#: Printed when a window's ``dd`` failed (a read error, no ``dd``): none of the windows is used.
+WINDOW_FAILED = "@@collector-window-failed@@"
 
 # $1 = file, $2 = block size, $3 = the windows as FIRST_BLOCK:BLOCKS words (numbers we
 # generate; BLOCKS "-": to the end of the file), the rest = grep's words (-b: every line with
@@ -758,8 +760,8 @@ _WINDOWS = (
     'f=$1; bs=$2; wins=$3; shift 3; ' + _EXISTS
     + 'for w in $wins; do k=${w%%:*}; n=${w#*:}; '
     'if [ "$n" = - ]; then dd if="$f" bs="$bs" skip="$k" 2>/dev/null; '
-    'else dd if="$f" bs="$bs" skip="$k" count="$n" 2>/dev/null; fi; '
-    'echo; echo ' + WINDOW_MARK + '; '
+    'else dd if="$f" bs="$bs" skip="$k" count="$n" 2>/dev/null; fi '
+    '|| { echo; echo ' + WINDOW_FAILED + '; }; echo; echo ' + WINDOW_MARK + '; '
     'done | LC_ALL=C grep "$@"'
 )
 # Pass 2 in windows for ``search --to`` (``drop_deliveries``): $4 = the regex of the lines left
@@ -807,6 +809,8 @@ def windows_around(
     out: list[Window] = []
     for start, end in spans:
         out.append(Window(start, None if size is not None and end >= size else end))
+        if out[-1].end is None:
+            break  # it reads to the end of the file: hits past it (the file grew) are in it
     return out
 
 
@@ -871,7 +875,8 @@ def window_ids_command(
     # the windows bring that line too (a line of the parent, never kept for it here).
     notices = tuple(f"notification: {q}" for q in sorted(set(queue_ids)) if _ID_WORD.fullmatch(q))
     return dataclasses.replace(
-        command, stdin=pattern_lines((*id_patterns(queue_ids), *notices, WINDOW_MARK))
+        command,
+        stdin=pattern_lines((*id_patterns(queue_ids), *notices, WINDOW_MARK, WINDOW_FAILED)),
     )
 
 
@@ -893,6 +898,7 @@ def window_lines(
     used only when the window is known to be one contiguous stretch of the file.
     """
     mark = WINDOW_MARK.encode()
+    failed = WINDOW_FAILED.encode()
     index = 0
     pos = 0  # the stream offset of the current window's first byte
     prev = -1  # the offset of the line before (each line takes at least its newline)
@@ -903,6 +909,8 @@ def window_lines(
         prev = off
         read = reads[index]
         end = None if read.length is None else pos + read.length
+        if line == failed:
+            raise WindowsUnread("a window could not be read")
         if line == mark:
             if end is not None and off != end + 1:
                 raise WindowsUnread("a window shorter than planned")
@@ -925,7 +933,7 @@ def windows_worth_it(windows: Sequence[Window], size: int | None) -> bool:
     they cover, and ``WINDOW_COST_BYTES`` each) is a small enough share of it."""
     if not size or not windows:
         return False
-    covered = sum((w.end if w.end is not None else size) - w.start for w in windows)
+    covered = sum(max(0, (w.end if w.end is not None else size) - w.start) for w in windows)
     return len(windows) * WINDOW_COST_BYTES + covered <= size * WINDOW_MAX_SHARE
 
 

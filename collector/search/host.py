@@ -617,6 +617,10 @@ class HostSearcher:
         ids = sorted(set(queue_ids) - self._fetched)
         if not ids:
             return
+        # An ID read whole before (in a window, or an earlier round) keeps the lines it has: a
+        # line of it that also carries one of these IDs' strings (a reply, a Message-ID) is
+        # printed again here and would be one event twice.
+        before = set(self._fetched)
         self._fetched.update(ids)
         window = query or Query()
         wanted = set(ids)
@@ -628,7 +632,7 @@ class HostSearcher:
                 for rec in self.records(src, command):
                     # A line the host kept that reads as a delivery line here (NULs dropped
                     # before parsing) comes from pass 1, like the others.
-                    if drop and _delivery_line(rec):
+                    if (drop and _delivery_line(rec)) or rec.queue_id in before:
                         continue
                     self._hold(src, rec)
             if delivered is None:
@@ -642,7 +646,7 @@ class HostSearcher:
             # is never reused within one second). A line logged between the two passes is
             # missing here, as it would be from a search a moment earlier.
             for rec in delivered:
-                if carries_id(rec.line, wanted):
+                if carries_id(rec.line, wanted) and rec.queue_id not in before:
                     self._hold(src, rec)
 
     def _stat_argv(self, files: Sequence[LogSource]) -> list[str]:
@@ -1022,10 +1026,16 @@ def complete_in_windows(
         if r.queue_id is not None:
             where.setdefault(r.queue_id, set()).add(index)
     one = {q for q, ws in where.items() if len(ws) == 1}
-    at_end = {q for q in one if where[q] == {windows - 1}}
-    inside = [r for _, r in found if r.queue_id in one - at_end]
-    last = [r for _, r in found if r.queue_id in at_end]
-    return complete_lives(inside) | complete_lives(last, reaches_end=reaches_end)
+    # Each window proves only the lives it holds (a parent's notice in one window says
+    # nothing of a life of the same ID in another).
+    per_window: dict[int, list[Record]] = {}
+    for index, r in found:
+        if r.queue_id in one:
+            per_window.setdefault(index, []).append(r)
+    done: set[str] = set()
+    for index, records in per_window.items():
+        done |= complete_lives(records, reaches_end=reaches_end and index == windows - 1)
+    return done
 
 
 def _windowable(src: LogSource) -> bool:
