@@ -71,7 +71,7 @@ LOG = "/var/log/mail.log"
 def _kind(argv: Sequence[str]) -> str:
     """Which retrieval step a command is (from the shape of collector's own commands)."""
     text = " ".join(argv)
-    if "tail -c" in text or "dd if=" in text:
+    if "dd if=" in text:
         return "pass 2, windows around hits"
     if "awk" in text:
         return "pass 2, whole file (awk ID lookup)"

@@ -974,7 +974,7 @@ def test_every_command_fits_one_remote_shell_argument() -> None:
 
     ids = [f"{i:012X}" for i in range(40_000)]
     commands = ids_file_commands("/var/log/mail.log", ids)
-    commands += retrieval.window_ids_commands("/var/log/mail.log", [Window(0, 10)], ids)
+    commands.append(retrieval.window_ids_command("/var/log/mail.log", [Window(0, 10)], ids))
     commands.append(journal_ids_command(ids, since=None, until=None))
     assert len(commands) == 3
     assert max(len(shlex.join(c.argv)) for c in commands) < 120 * 1024

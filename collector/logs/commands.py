@@ -435,13 +435,18 @@ def filter_file_command(
 _ID_WORD = re.compile(r"[0-9A-Za-z]+")
 
 
+def _id_words(queue_ids: Iterable[str]) -> list[str]:
+    """The IDs a fixed string is made of, sorted and once each: words of letters and digits."""
+    return sorted({q for q in queue_ids if _ID_WORD.fullmatch(q)})
+
+
 def id_patterns(queue_ids: Sequence[str]) -> tuple[str, ...]:
     """The fixed strings of pass 2 for these IDs: the ID as a Postfix line carries it after
     its program tag or severity (``]: ID: ``, ``tag: ID: ``, ``warning: ID: ``), inside
     rsyslog's ``message repeated N times: [ ID: ...]``, and a content filter's verdict
     ``Queue-ID: ID,`` (amavis). Only a word of letters and digits is an ID here: one line
     is one pattern, and an empty one would match every line."""
-    ids = sorted({q for q in queue_ids if _ID_WORD.fullmatch(q)})
+    ids = _id_words(queue_ids)
     return (*(f": {q}: " for q in ids), *(f"[ {q}: " for q in ids),
             *(f"Queue-ID: {q}," for q in ids))
 
@@ -834,21 +839,6 @@ def window_reads(windows: Sequence[Window], size: int | None) -> list[WindowRead
     return out
 
 
-def window_ids_commands(
-    path: str,
-    windows: Sequence[Window],
-    queue_ids: Sequence[str],
-    *,
-    size: int | None = None,
-    shown: str = "",
-    drop_deliveries: bool = False,
-) -> list[Command]:
-    """Pass 2 inside windows: one command, whatever the number of IDs (fixed strings on
-    stdin)."""
-    return [window_ids_command(path, windows, queue_ids, size=size, shown=shown,
-                               drop_deliveries=drop_deliveries)]
-
-
 def window_ids_command(
     path: str,
     windows: Sequence[Window],
@@ -858,8 +848,8 @@ def window_ids_command(
     shown: str = "",
     drop_deliveries: bool = False,
 ) -> Command:
-    """Pass 2 inside windows of a plain file of ``size`` bytes: the lines of these queue
-    IDs, each with its offset (read them with :func:`window_lines`); ``drop_deliveries``:
+    """Pass 2 inside windows of a plain file of ``size`` bytes, in one command whatever the
+    number of IDs (fixed strings on stdin): the lines of these queue IDs, each with its offset (read them with :func:`window_lines`); ``drop_deliveries``:
     but the delivery lines, as :func:`ids_file_commands`."""
     words = [
         f"{r.first // WINDOW_BLOCK}:{'-' if r.length is None else r.length // WINDOW_BLOCK}"
@@ -873,7 +863,7 @@ def window_ids_command(
     # A notification's life starts with cleanup's line and no client: its parent's bounce
     # line (``PARENT: sender non-delivery notification: ID``) is what proves it started, so
     # the windows bring that line too (a line of the parent, never kept for it here).
-    notices = tuple(f"notification: {q}" for q in sorted(set(queue_ids)) if _ID_WORD.fullmatch(q))
+    notices = tuple(f"notification: {q}" for q in _id_words(queue_ids))
     return dataclasses.replace(
         command,
         stdin=pattern_lines((*id_patterns(queue_ids), *notices, WINDOW_MARK, WINDOW_FAILED)),

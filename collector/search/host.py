@@ -35,7 +35,7 @@ from collector.logs.commands import (
     plan_windows,
     source_in_window,
     split_offset,
-    window_ids_commands,
+    window_ids_command,
     window_lines,
     window_reads,
     windows_worth_it,
@@ -545,15 +545,11 @@ class HostSearcher:
         delivered = self._delivered.get(src.path) if self._delivered is not None else None
         drop = delivered is not None
         found: list[tuple[int, Record]] = []
+        command = window_ids_command(self.command_path(src), wins, sorted(hits), size=src.size,
+                                     shown=src.path, drop_deliveries=drop)
         try:
-            for command in window_ids_commands(
-                self.command_path(src), wins, sorted(hits), size=src.size, shown=src.path,
-                drop_deliveries=drop,
-            ):
-                found.extend(
-                    (i, r) for i, r in self._window_records(src, command, reads)
-                    if not (drop and _delivery_line(r))
-                )
+            found.extend((i, r) for i, r in self._window_records(src, command, reads)
+                         if not (drop and _delivery_line(r)))
         except WindowsUnread:
             return set()  # the file changed under the windows: every ID is read whole
         done = complete_in_windows(
